@@ -1,0 +1,141 @@
+//! Wires the listener, the sources and the HTTP surface together, and owns shutdown.
+//!
+//! Shutdown order, once the token is cancelled (SIGINT/SIGTERM in `main`, or
+//! [`Server::shutdown`]):
+//! 1. the listener stops accepting; `/health` and new upgrades answer 503;
+//! 2. every session's closer fires (they are children of the token): each writer sends close
+//!    1001 and the session drops its subscriptions;
+//! 3. the server waits for the sessions and in-flight HTTP requests, at most
+//!    `shutdown_timeout`, then returns.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::broker::Topics;
+use crate::config::Config;
+use crate::http::{router, HttpState};
+use crate::session::SessionSettings;
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The accept loop failed.
+    #[error("server failed: {0}")]
+    Serve(#[from] std::io::Error),
+    /// The server task panicked (a bug).
+    #[error("server task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A running server.
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), AppError>>,
+}
+
+impl Server {
+    /// Binds the listen address and starts serving in the background.
+    pub async fn start(config: Config) -> Result<Self, AppError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let state = Arc::new(HttpState {
+            settings: SessionSettings {
+                max_message_size: config.websocket.max_message_size,
+                ping_interval: config.websocket.ping_interval,
+                idle_timeout: config.websocket.idle_timeout,
+                max_subscriptions: config.limits.max_subscriptions,
+                outbound_queue: config.limits.outbound_queue,
+            },
+            max_frame_size: config.websocket.max_frame_size,
+            topics: Topics::default(),
+            shutdown: shutdown.clone(),
+            sessions: TaskTracker::new(),
+            connections: AtomicUsize::new(0),
+            next_connection: AtomicU64::new(1),
+        });
+        info!(addr = %local_addr, "listening");
+        let task = tokio::spawn(serve(listener, state, config));
+        Ok(Self {
+            local_addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A token whose cancellation starts shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Starts shutdown and waits for it to finish.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+
+    /// Waits until the server stops (after its token is cancelled).
+    pub async fn wait(self) -> Result<(), AppError> {
+        self.task.await?
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    config: Config,
+) -> Result<(), AppError> {
+    let shutdown = state.shutdown.clone();
+    let sessions = state.sessions.clone();
+    let grace = config.shutdown_timeout;
+    let http = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    // In-flight HTTP requests get the same grace period as sessions.
+    let http = async {
+        tokio::select! {
+            served = http => served,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => Ok(()),
+        }
+    };
+    let drain = async {
+        shutdown.cancelled().await;
+        sessions.close();
+        if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+            warn!(
+                sessions = sessions.len(),
+                "shutdown timeout passed with sessions still open"
+            );
+        }
+    };
+    let (served, ()) = tokio::join!(http, drain);
+    info!("stopped");
+    Ok(served?)
+}

@@ -1,0 +1,286 @@
+//! Typed configuration: a TOML file, then `FEEDGATE_*` environment variables, then command-line
+//! flags, each layer overriding the one before; then validation, which names the setting at
+//! fault. This module reads files and parses; it starts nothing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `feedgate serve` can be told.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP/WebSocket listener binds.
+    pub listen: SocketAddr,
+    /// How long shutdown waits for sessions to close before giving up on them.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// WebSocket transport settings.
+    pub websocket: WebSocketConfig,
+    /// Per-connection limits.
+    pub limits: Limits,
+}
+
+/// Transport settings of the WebSocket endpoint.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// The server pings each connection this often, so idle proxies keep it open.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A connection from which nothing (not even a pong) arrives for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest request frame served; a larger one gets `LIMIT_EXCEEDED` and is discarded, and
+    /// the connection stays open.
+    pub max_message_size: usize,
+    /// Largest frame read at all; a larger one closes the connection with 1009. Bounds the
+    /// memory one connection can make the server hold.
+    pub max_frame_size: usize,
+}
+
+/// Limits on one connection.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Active subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Outbound messages queued per connection; when fan-out finds the queue full the client is
+    /// not reading fast enough, and the connection is closed as a slow consumer (4008).
+    pub outbound_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_timeout: Duration::from_secs(10),
+            websocket: WebSocketConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            max_message_size: 1024 * 1024,
+            max_frame_size: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_subscriptions: 128,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+/// Settings given as flags or `FEEDGATE_*` variables; each one given wins over the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// TOML configuration file.
+    #[arg(long, env = "FEEDGATE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "FEEDGATE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Shutdown drain timeout, e.g. "10s".
+    #[arg(long, env = "FEEDGATE_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+    /// WebSocket ping interval, e.g. "25s".
+    #[arg(long, env = "FEEDGATE_PING_INTERVAL", value_parser = humantime::parse_duration)]
+    pub ping_interval: Option<Duration>,
+    /// Idle timeout, e.g. "60s".
+    #[arg(long, env = "FEEDGATE_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Largest request frame served, in bytes.
+    #[arg(long, env = "FEEDGATE_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
+    /// Largest frame read at all, in bytes.
+    #[arg(long, env = "FEEDGATE_MAX_FRAME_SIZE")]
+    pub max_frame_size: Option<usize>,
+    /// Active subscriptions per connection.
+    #[arg(long, env = "FEEDGATE_MAX_SUBSCRIPTIONS")]
+    pub max_subscriptions: Option<usize>,
+    /// Outbound messages queued per connection.
+    #[arg(long, env = "FEEDGATE_OUTBOUND_QUEUE")]
+    pub outbound_queue: Option<usize>,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (the message names the key).
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with the key and line.
+        source: Box<toml::de::Error>,
+    },
+    /// A setting has a value that cannot work.
+    #[error("invalid setting `{setting}`: {reason}")]
+    Invalid {
+        /// Dotted name as in the file, e.g. `websocket.idle_timeout`.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads the file named by `overrides.config` (if any), applies the overrides, validates.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut config = match &overrides.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses one TOML file (no overrides, no validation).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        fn set<T: Clone>(slot: &mut T, value: &Option<T>) {
+            if let Some(value) = value {
+                *slot = value.clone();
+            }
+        }
+        set(&mut self.listen, &o.listen);
+        set(&mut self.shutdown_timeout, &o.shutdown_timeout);
+        set(&mut self.websocket.ping_interval, &o.ping_interval);
+        set(&mut self.websocket.idle_timeout, &o.idle_timeout);
+        set(&mut self.websocket.max_message_size, &o.max_message_size);
+        set(&mut self.websocket.max_frame_size, &o.max_frame_size);
+        set(&mut self.limits.max_subscriptions, &o.max_subscriptions);
+        set(&mut self.limits.outbound_queue, &o.outbound_queue);
+    }
+
+    /// Checks that the settings can work together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
+        let ws = &self.websocket;
+        if ws.ping_interval.is_zero() {
+            return invalid("websocket.ping_interval", "must be longer than 0".into());
+        }
+        if ws.idle_timeout <= ws.ping_interval {
+            return invalid(
+                "websocket.idle_timeout",
+                format!(
+                    "must be longer than websocket.ping_interval ({})",
+                    humantime::format_duration(ws.ping_interval)
+                ),
+            );
+        }
+        if ws.max_message_size < 64 {
+            return invalid("websocket.max_message_size", "must be at least 64".into());
+        }
+        if ws.max_frame_size < ws.max_message_size {
+            return invalid(
+                "websocket.max_frame_size",
+                format!(
+                    "must be at least websocket.max_message_size ({})",
+                    ws.max_message_size
+                ),
+            );
+        }
+        if self.limits.max_subscriptions == 0 {
+            return invalid("limits.max_subscriptions", "must be at least 1".into());
+        }
+        // Subscribing reserves two slots (Subscribed and Ready) at once.
+        if self.limits.outbound_queue < 2 {
+            return invalid("limits.outbound_queue", "must be at least 2".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write");
+        file
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let f = file("listen = \"127.0.0.1:9000\"\n[limits]\nmax_subscriptions = 7\n");
+        let overrides = Overrides {
+            config: Some(f.path().to_owned()),
+            max_subscriptions: Some(9),
+            ..Default::default()
+        };
+        let config = Config::load(&overrides).expect("valid");
+        assert_eq!(config.listen, "127.0.0.1:9000".parse().expect("addr"));
+        assert_eq!(config.limits.max_subscriptions, 9);
+        assert_eq!(config.limits.outbound_queue, 1024);
+    }
+
+    #[test]
+    fn durations_are_human_readable() {
+        let f = file("[websocket]\nping_interval = \"5s\"\nidle_timeout = \"1m\"\n");
+        let config = Config::from_file(f.path()).expect("valid");
+        assert_eq!(config.websocket.ping_interval, Duration::from_secs(5));
+        assert_eq!(config.websocket.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let f = file("[websocket]\nping_intervall = \"5s\"\n");
+        let err = Config::from_file(f.path()).expect_err("unknown key");
+        assert!(err.to_string().contains("ping_intervall"), "{err}");
+    }
+
+    #[test]
+    fn invalid_combinations_name_the_setting() {
+        let overrides = Overrides {
+            ping_interval: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(10)),
+            ..Default::default()
+        };
+        let err = Config::load(&overrides).expect_err("idle < ping");
+        assert!(err.to_string().contains("websocket.idle_timeout"), "{err}");
+
+        let overrides = Overrides {
+            max_message_size: Some(1 << 20),
+            max_frame_size: Some(1024),
+            ..Default::default()
+        };
+        let err = Config::load(&overrides).expect_err("frame < message");
+        assert!(
+            err.to_string().contains("websocket.max_frame_size"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! The `feedgate` command: parse arguments, load configuration, start logging, run the server
+//! until SIGINT/SIGTERM, and map failures to exit codes (2: bad configuration, 1: runtime).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use feedgate::app::Server;
+use feedgate::config::{Config, Overrides};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "feedgate",
+    version,
+    about = "A subscription server over one WebSocket"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (settings: --config file, FEEDGATE_* variables, flags; flags win).
+    Serve(Overrides),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("FEEDGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match cli.command {
+        Command::Serve(overrides) => {
+            let config = match Config::load(&overrides) {
+                Ok(config) => config,
+                Err(err) => {
+                    eprintln!("feedgate: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("feedgate: cannot start the async runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(serve(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("feedgate: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = Server::start(config).await?;
+    let shutdown = server.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown signal received");
+        shutdown.cancel();
+    });
+    server.wait().await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,122 @@
+//! One WebSocket client: the reader loop, the writer, and the commands in between.
+//!
+//! A connection runs as one task with two halves joined: the reader ([`run`]'s loop) decodes
+//! frames and hands requests to the [`commands::Session`], which owns the connection's
+//! subscriptions; the [`writer`] drains the connection's bounded outbound queue into the socket
+//! and pings. Either half can end the connection through the shared [`Closer`]; the writer then
+//! sends the close frame that says why. When the session ends, its subscriptions are dropped,
+//! which removes them from their sources at once.
+//!
+//! Generic over the socket's `Stream`/`Sink`, so tests and benches can drive it with channels.
+
+mod commands;
+mod writer;
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use futures_util::{Sink, Stream, StreamExt};
+use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info_span, Instrument};
+
+use crate::broker::Topics;
+use crate::outbound::{mailbox, CloseReason, Closer};
+
+/// The per-connection settings a session enforces and announces in `Welcome`.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Largest request frame served.
+    pub max_message_size: usize,
+    /// How often the writer pings.
+    pub ping_interval: Duration,
+    /// Silence after which the connection is closed.
+    pub idle_timeout: Duration,
+    /// Active subscriptions allowed.
+    pub max_subscriptions: usize,
+    /// Outbound queue capacity, in messages.
+    pub outbound_queue: usize,
+}
+
+/// What a session is given by the server.
+#[derive(Clone)]
+pub struct SessionContext {
+    /// Server-assigned connection number, unique for this process's lifetime.
+    pub connection: u64,
+    /// Limits and timers.
+    pub settings: SessionSettings,
+    /// The topic front (in-process broker and, later, broker backends).
+    pub topics: Topics,
+    /// The server's shutdown token; cancelling it closes the session with 1001.
+    pub shutdown: CancellationToken,
+}
+
+/// Serves one connection until it closes. Never panics on client input; returns when both the
+/// reader and the writer are done.
+pub async fn run<S, E>(socket: S, ctx: SessionContext)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Send + Unpin,
+    E: Display,
+{
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let span = info_span!("session", session_id = %session_id, connection = ctx.connection);
+    async move {
+        debug!("session started");
+        let (sink, stream) = socket.split();
+        let closer = Closer::new(&ctx.shutdown);
+        let (mailbox, rx) = mailbox(ctx.settings.outbound_queue, closer.clone());
+        let ping_interval = ctx.settings.ping_interval;
+        let session = commands::Session::new(session_id, ctx, mailbox);
+        let reader = read_loop(stream, session, closer.clone());
+        let writer = writer::run(sink, rx, closer.clone(), ping_interval);
+        tokio::join!(reader, writer);
+        debug!(reason = ?closer.reason(), "session ended");
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Reads frames until the client goes away, the idle timeout passes, or the closer fires.
+/// Drops the session (and with it every subscription) before returning.
+async fn read_loop<S, E>(mut stream: S, mut session: commands::Session, closer: Closer)
+where
+    S: Stream<Item = Result<Message, E>> + Unpin,
+    E: Display,
+{
+    let idle_timeout = session.settings().idle_timeout;
+    let mut deadline = Instant::now() + idle_timeout;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = closer.closed() => break,
+            () = sleep_until(deadline) => {
+                closer.close(CloseReason::IdleTimeout);
+                break;
+            }
+            frame = stream.next() => frame,
+        };
+        deadline = Instant::now() + idle_timeout;
+        match frame {
+            Some(Ok(Message::Binary(bytes))) => session.handle_frame(bytes).await,
+            Some(Ok(Message::Text(_))) => session.reject_text().await,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | None => {
+                closer.close(CloseReason::Normal);
+                break;
+            }
+            Some(Err(err)) => {
+                let text = err.to_string();
+                debug!(error = %text, "read failed");
+                let reason = if text.contains("too long") || text.contains("too big") {
+                    CloseReason::FrameTooLarge
+                } else {
+                    CloseReason::TransportError
+                };
+                closer.close(reason);
+                break;
+            }
+        }
+    }
+    drop(session);
+}
