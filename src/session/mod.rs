@@ -77,8 +77,14 @@ where
     .await;
 }
 
+/// How long a closing connection keeps reading for the client's close frame (RFC 6455 closing
+/// handshake), so that a client still writing (a pong, a request) reads our close frame instead
+/// of a reset.
+const CLOSE_LINGER: Duration = Duration::from_secs(3);
+
 /// Reads frames until the client goes away, the idle timeout passes, or the closer fires.
-/// Drops the session (and with it every subscription) before returning.
+/// Drops the session (and with it every subscription) first, then, when the server is the one
+/// closing, discards input until the client's close frame arrives or [`CLOSE_LINGER`] passes.
 async fn read_loop<S, E>(mut stream: S, mut session: commands::Session, closer: Closer)
 where
     S: Stream<Item = Result<Message, E>> + Unpin,
@@ -103,7 +109,7 @@ where
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             Some(Ok(Message::Close(_))) | None => {
                 closer.close(CloseReason::Normal);
-                break;
+                return;
             }
             Some(Err(err)) => {
                 let text = err.to_string();
@@ -114,9 +120,17 @@ where
                     CloseReason::TransportError
                 };
                 closer.close(reason);
-                break;
+                return;
             }
         }
     }
     drop(session);
+    let until_client_closes = async {
+        while let Some(Ok(frame)) = stream.next().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, until_client_closes).await;
 }

@@ -1,0 +1,278 @@
+//! Test support: start a real feedgate server on 127.0.0.1:0 and talk to it over a real
+//! WebSocket with the generated protobuf types.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
+use feedgate::app::Server;
+use feedgate::config::Config;
+use feedgate::protocol::pb;
+use futures_util::{SinkExt, StreamExt};
+use prost::Message as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub use pb::request::Command;
+pub use pb::ErrorCode;
+
+/// How long any single expected message may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A config for tests: ephemeral port, otherwise defaults.
+pub fn test_config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..Config::default()
+    }
+}
+
+pub async fn start() -> Server {
+    start_with(test_config()).await
+}
+
+pub async fn start_with(config: Config) -> Server {
+    Server::start(config).await.expect("server starts")
+}
+
+/// One WebSocket client connection.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_request_id: u64,
+}
+
+/// Something a client received.
+#[derive(Debug)]
+pub enum Received {
+    Response(pb::Response),
+    Event(pb::Event),
+    Close(Option<(u16, String)>),
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let url = format!("ws://{addr}/v1/ws");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Client {
+            ws,
+            next_request_id: 1,
+        }
+    }
+
+    /// Sends a request with the next request id and returns that id.
+    pub async fn send(&mut self, command: Command) -> u64 {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let request = pb::Request {
+            request_id,
+            command: Some(command),
+        };
+        self.send_raw(Message::Binary(request.encode_to_vec().into()))
+            .await;
+        request_id
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// The next protocol message or close; skips pings. Fails after [`WAIT`].
+    pub async fn recv(&mut self) -> Result<Received> {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .context("timed out waiting for a message")?;
+            match next {
+                Some(Ok(Message::Binary(bytes))) => {
+                    let message = pb::ServerMessage::decode(bytes)?;
+                    return match message.message {
+                        Some(pb::server_message::Message::Response(r)) => Ok(Received::Response(r)),
+                        Some(pb::server_message::Message::Event(e)) => Ok(Received::Event(e)),
+                        None => Err(anyhow!("empty ServerMessage")),
+                    };
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Ok(Received::Close(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ))
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Text(text))) => bail!("server sent a text frame: {text}"),
+                Some(Err(err)) => bail!("read error: {err}"),
+                None => bail!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    pub async fn recv_response(&mut self) -> pb::Response {
+        match self.recv().await.expect("a message") {
+            Received::Response(response) => response,
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    pub async fn recv_event(&mut self) -> pb::Event {
+        match self.recv().await.expect("a message") {
+            Received::Event(event) => event,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// Sends a command and returns its response (asserting no event arrives first).
+    pub async fn request(&mut self, command: Command) -> pb::Response {
+        let id = self.send(command).await;
+        let response = self.recv_response().await;
+        assert_eq!(response.request_id, id, "response for another request");
+        response
+    }
+
+    /// Expects the request to fail with `code`; returns the error.
+    pub async fn expect_error(&mut self, command: Command, code: ErrorCode) -> pb::Error {
+        let response = self.request(command).await;
+        expect_error_response(response, code)
+    }
+
+    /// Subscribes to a topic and checks Subscribed then Ready.
+    pub async fn subscribe_topic(&mut self, subscription_id: u64, topic: &str) {
+        let response = self.request(subscribe_topic(subscription_id, topic)).await;
+        match response.result {
+            Some(pb::response::Result::Subscribed(s)) => {
+                assert_eq!(s.subscription_id, subscription_id)
+            }
+            other => panic!("expected Subscribed, got {other:?}"),
+        }
+        let ready = self.recv_event().await;
+        assert_eq!(ready.subscription_id, subscription_id);
+        assert!(matches!(ready.body, Some(pb::event::Body::Ready(_))));
+    }
+
+    /// Publishes and returns the Published result.
+    pub async fn publish(&mut self, topic: &str, payload: &[u8]) -> pb::Published {
+        match self.request(publish(topic, payload)).await.result {
+            Some(pb::response::Result::Published(p)) => p,
+            other => panic!("expected Published, got {other:?}"),
+        }
+    }
+
+    /// Round-trips a Ping: everything queued for this client before it has arrived once this
+    /// returns, so "nothing else arrived" can be asserted. Panics if anything else comes first.
+    pub async fn barrier(&mut self) {
+        let response = self.request(Command::Ping(pb::Ping {})).await;
+        assert!(matches!(
+            response.result,
+            Some(pb::response::Result::Pong(_))
+        ));
+    }
+
+    /// The next topic message, asserting its subscription id.
+    pub async fn recv_message(&mut self, subscription_id: u64) -> pb::TopicMessage {
+        let event = self.recv_event().await;
+        assert_eq!(event.subscription_id, subscription_id, "event {event:?}");
+        match event.body {
+            Some(pb::event::Body::Message(message)) => message,
+            other => panic!("expected a topic message, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            match self.recv().await.expect("a message before close") {
+                Received::Close(Some(frame)) => return frame,
+                Received::Close(None) => panic!("close frame without a code"),
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+pub fn expect_error_response(response: pb::Response, code: ErrorCode) -> pb::Error {
+    match response.result {
+        Some(pb::response::Result::Error(error)) => {
+            assert_eq!(
+                error.code(),
+                code,
+                "wrong error code; message: {}",
+                error.message
+            );
+            assert!(!error.message.is_empty(), "error without a message");
+            error
+        }
+        other => panic!("expected error {code:?}, got {other:?}"),
+    }
+}
+
+pub fn subscribe_topic(subscription_id: u64, topic: &str) -> Command {
+    Command::Subscribe(pb::Subscribe {
+        subscription_id,
+        source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
+            topic: topic.into(),
+        })),
+        resume_from: Bytes::new(),
+    })
+}
+
+pub fn publish(topic: &str, payload: &[u8]) -> Command {
+    Command::Publish(pb::Publish {
+        topic: topic.into(),
+        payload: Bytes::copy_from_slice(payload),
+        ..Default::default()
+    })
+}
+
+pub fn unsubscribe(subscription_id: u64) -> Command {
+    Command::Unsubscribe(pb::Unsubscribe { subscription_id })
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `/v1/stats` as JSON.
+pub async fn stats(addr: SocketAddr) -> serde_json::Value {
+    let (status, body) = http_get(addr, "/v1/stats").await;
+    assert_eq!(status, 200);
+    serde_json::from_str(&body).expect("stats json")
+}
+
+/// Polls `/v1/stats` until `field` equals `want` (state changes after a close are asynchronous).
+pub async fn wait_for_stat(addr: SocketAddr, field: &str, want: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats = stats(addr).await;
+        if stats[field] == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{field} stayed {} (wanted {want})",
+            stats[field]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
