@@ -139,20 +139,20 @@ async fn end_to_end(connections: usize, messages: usize) -> Result<()> {
                     continue;
                 };
                 let message = pb::ServerMessage::decode(bytes)?;
-                match message.message {
-                    Some(pb::server_message::Message::Event(event)) => match event.body {
-                        Some(pb::event::Body::Ready(_)) => {
-                            ready = true;
-                            barrier.wait().await;
-                        }
-                        Some(pb::event::Body::Message(m)) => {
-                            let sent = u64::from_be_bytes(m.payload[..8].try_into()?);
-                            let now = epoch.elapsed().as_nanos() as u64;
-                            latencies.push(now.saturating_sub(sent));
-                            got += 1;
-                        }
-                        _ => {}
-                    },
+                let Some(pb::server_message::Message::Event(event)) = message.message else {
+                    continue;
+                };
+                match event.body {
+                    Some(pb::event::Body::Ready(_)) => {
+                        ready = true;
+                        barrier.wait().await;
+                    }
+                    Some(pb::event::Body::Message(m)) => {
+                        let sent = u64::from_be_bytes(m.payload[..8].try_into()?);
+                        let now = epoch.elapsed().as_nanos() as u64;
+                        latencies.push(now.saturating_sub(sent));
+                        got += 1;
+                    }
                     _ => {}
                 }
             }
