@@ -35,14 +35,17 @@ async fn main() -> Result<()> {
             request_id: i as u64 + 1,
             command: Some(command),
         };
-        ws.send(Message::Binary(request.encode_to_vec().into())).await?;
+        ws.send(Message::Binary(request.encode_to_vec().into()))
+            .await?;
     }
     let mut responses = 0;
     while responses < sent {
         let Some(frame) = ws.next().await else {
             bail!("server closed the connection");
         };
-        let Message::Binary(bytes) = frame? else { continue };
+        let Message::Binary(bytes) = frame? else {
+            continue;
+        };
         match pb::ServerMessage::decode(bytes)?.message {
             Some(pb::server_message::Message::Response(response)) => {
                 responses += 1;
