@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use feedgate::app::Server;
 use feedgate::config::Config;
-use feedgate::protocol::{frame_shared, pb, share_event, EventBody, TopicMessage};
+use feedgate::protocol::{encode_event, frame_shared, pb, share_event, EventBody, TopicMessage};
 use futures_util::{SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::sync::Barrier;
@@ -58,22 +58,8 @@ fn encoding(subscribers: u64, rounds: u32) {
     let mut bytes = 0usize;
     for _ in 0..rounds {
         for id in 1..=subscribers {
-            let frame = pb::ServerMessage {
-                message: Some(pb::server_message::Message::Event(pb::Event {
-                    subscription_id: id,
-                    cursor: cursor.clone(),
-                    body: Some(pb::event::Body::Message(pb::TopicMessage {
-                        topic: message.topic.clone(),
-                        payload: message.payload.clone(),
-                        key: message.key.clone(),
-                        headers: message.headers.iter().cloned().collect(),
-                        timestamp_micros: message.timestamp_micros,
-                        partition: message.partition,
-                        offset: message.offset,
-                    })),
-                })),
-            }
-            .encode_to_vec();
+            // The whole event encoded again for every subscriber.
+            let frame = encode_event(id, &cursor, EventBody::Message(&message));
             bytes += frame.len();
         }
     }
