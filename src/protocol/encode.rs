@@ -12,7 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{encode_varint, encoded_len_varint};
 use prost::Message as _;
 
-use super::{pb, Failure, TopicMessage, PROTOCOL_VERSION};
+use super::{pb, Failure, RowChange, TopicMessage, PROTOCOL_VERSION};
 
 /// What a `Welcome` tells the client about its connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +65,10 @@ pub enum EventBody<'a> {
     Closed(&'a Failure),
     /// A topic message.
     Message(&'a TopicMessage),
+    /// A row change.
+    Change(&'a RowChange),
+    /// The source became unavailable (with why) or available again (`None`).
+    Status(Option<&'a Failure>),
 }
 
 /// An `Event` encoded once without its subscription id, to be framed per subscriber.
@@ -119,6 +123,11 @@ pub fn share_event(cursor: &[u8], body: EventBody<'_>) -> SharedEvent {
             error: Some(error(failure)),
         }),
         EventBody::Message(message) => B::Message(topic_message(message)),
+        EventBody::Change(change) => B::Change(super::row::row_change(change)),
+        EventBody::Status(failure) => B::Status(pb::SourceStatus {
+            available: failure.is_none(),
+            error: failure.map(error),
+        }),
     };
     let event = pb::Event {
         subscription_id: 0,

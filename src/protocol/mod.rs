@@ -8,6 +8,7 @@
 pub(crate) mod decode;
 mod encode;
 mod failure;
+mod row;
 
 pub use decode::{decode_request, Command, Rejection, Request, Source, Subscribe};
 pub use encode::{
@@ -15,6 +16,7 @@ pub use encode::{
     WelcomeInfo,
 };
 pub use failure::Failure;
+pub use row::{ChangeKind, Row, RowChange, Value};
 
 /// The generated protobuf types, package `feedgate.v1`.
 #[allow(missing_docs, clippy::all)]
