@@ -24,6 +24,7 @@
 
 pub mod app;
 pub mod broker;
+pub mod changefeed;
 pub mod config;
 mod http;
 pub mod outbound;

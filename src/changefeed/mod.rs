@@ -1,0 +1,2 @@
+//! PostgreSQL changefeeds (being written).
+pub(crate) mod values;
