@@ -8,6 +8,8 @@ fn main() -> anyhow::Result<()> {
     // SAFETY-free: build scripts are single-threaded; prost-build reads PROTOC.
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto");
+    // sqlx::migrate!() embeds migrations/; rebuild when they change.
+    println!("cargo:rerun-if-changed=migrations");
     prost_build::Config::new()
         .bytes(["."])
         .compile_protos(&["proto/feedgate/v1/feedgate.proto"], &["proto"])?;

@@ -5,7 +5,9 @@
 //! 1. the listener stops accepting; `/health` and new upgrades answer 503;
 //! 2. every session's closer fires (they are children of the token): each writer sends close
 //!    1001 and the session drops its subscriptions;
-//! 3. the server waits for the sessions and in-flight HTTP requests, at most
+//! 3. the changefeed reader (a child of the token) stops polling and removes its row from
+//!    `feedgate.readers`;
+//! 4. the server waits for the sessions, the reader and in-flight HTTP requests, at most
 //!    `shutdown_timeout`, then returns.
 
 use std::future::IntoFuture;
@@ -20,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::broker::Topics;
+use crate::changefeed::{Changefeed, ChangefeedError, ChangefeedSettings};
 use crate::config::Config;
 use crate::http::{router, HttpState};
 use crate::session::SessionSettings;
@@ -38,6 +41,9 @@ pub enum AppError {
     /// The accept loop failed.
     #[error("server failed: {0}")]
     Serve(#[from] std::io::Error),
+    /// The changefeed settings are unusable.
+    #[error(transparent)]
+    Changefeed(#[from] ChangefeedError),
     /// The server task panicked (a bug).
     #[error("server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -61,6 +67,18 @@ impl Server {
             })?;
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
+        let background = TaskTracker::new();
+        let tables = match &config.database_url {
+            Some(url) => {
+                let settings = ChangefeedSettings::new(
+                    url,
+                    config.watch.clone(),
+                    config.changefeed.clone(),
+                )?;
+                Some(Changefeed::start(settings, shutdown.clone(), &background))
+            }
+            None => None,
+        };
         let state = Arc::new(HttpState {
             settings: SessionSettings {
                 max_message_size: config.websocket.max_message_size,
@@ -71,13 +89,14 @@ impl Server {
             },
             max_frame_size: config.websocket.max_frame_size,
             topics: Topics::default(),
+            tables,
             shutdown: shutdown.clone(),
             sessions: TaskTracker::new(),
             connections: AtomicUsize::new(0),
             next_connection: AtomicU64::new(1),
         });
         info!(addr = %local_addr, "listening");
-        let task = tokio::spawn(serve(listener, state, config));
+        let task = tokio::spawn(serve(listener, state, background, config));
         Ok(Self {
             local_addr,
             shutdown,
@@ -110,6 +129,7 @@ impl Server {
 async fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
+    background: TaskTracker,
     config: Config,
 ) -> Result<(), AppError> {
     let shutdown = state.shutdown.clone();
@@ -128,7 +148,12 @@ async fn serve(
     let drain = async {
         shutdown.cancelled().await;
         sessions.close();
-        if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+        background.close();
+        let all = async {
+            sessions.wait().await;
+            background.wait().await;
+        };
+        if tokio::time::timeout(grace, all).await.is_err() {
             warn!(
                 sessions = sessions.len(),
                 "shutdown timeout passed with sessions still open"

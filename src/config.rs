@@ -21,6 +21,57 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     /// Per-connection limits.
     pub limits: Limits,
+    /// PostgreSQL URL for table changefeeds; without it table subscriptions answer
+    /// `SOURCE_UNAVAILABLE`. A secret: never logged.
+    pub database_url: Option<String>,
+    /// Tables (`schema.table`) to watch at start-up, in addition to those an operator watched
+    /// with `SELECT feedgate.watch(...)`.
+    pub watch: Vec<String>,
+    /// Changefeed reader tuning.
+    pub changefeed: ChangefeedConfig,
+}
+
+/// Changefeed reader and buffer tuning.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangefeedConfig {
+    /// Changes a subscription may buffer while its snapshot streams; past it, the subscription
+    /// is closed with `SLOW_CONSUMER` (retryable).
+    pub snapshot_buffer: usize,
+    /// After a poll found changes, poll again this often...
+    #[serde(with = "humantime_serde")]
+    pub busy_poll: Duration,
+    /// ...for this long after the last change, before going idle and asking for a NOTIFY.
+    #[serde(with = "humantime_serde")]
+    pub busy_grace: Duration,
+    /// While idle, poll this often anyway (a safety net for a lost notification).
+    #[serde(with = "humantime_serde")]
+    pub idle_poll: Duration,
+    /// Logged changes older than this (and read by every live reader) are pruned.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// At most this many logged changes are kept (of those read by every live reader).
+    pub max_log_rows: u64,
+    /// How often pruning runs.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
+    /// Connections for snapshots and lookups (the reader has its own two).
+    pub pool_size: u32,
+}
+
+impl Default for ChangefeedConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_buffer: 100_000,
+            busy_poll: Duration::from_millis(2),
+            busy_grace: Duration::from_millis(250),
+            idle_poll: Duration::from_secs(1),
+            retention: Duration::from_secs(600),
+            max_log_rows: 1_000_000,
+            prune_interval: Duration::from_secs(30),
+            pool_size: 8,
+        }
+    }
 }
 
 /// Transport settings of the WebSocket endpoint.
@@ -59,6 +110,9 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             websocket: WebSocketConfig::default(),
             limits: Limits::default(),
+            database_url: None,
+            watch: Vec::new(),
+            changefeed: ChangefeedConfig::default(),
         }
     }
 }
@@ -113,6 +167,12 @@ pub struct Overrides {
     /// Outbound messages queued per connection.
     #[arg(long, env = "FEEDGATE_OUTBOUND_QUEUE")]
     pub outbound_queue: Option<usize>,
+    /// PostgreSQL URL for table changefeeds, e.g. postgres://user@host/db.
+    #[arg(long, env = "FEEDGATE_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// A table to watch at start-up (repeatable; comma-separated in FEEDGATE_WATCH).
+    #[arg(long, env = "FEEDGATE_WATCH", value_name = "SCHEMA.TABLE", value_delimiter = ',')]
+    pub watch: Vec<String>,
 }
 
 /// Why the configuration cannot be used.
@@ -182,6 +242,14 @@ impl Config {
         set(&mut self.websocket.max_frame_size, &o.max_frame_size);
         set(&mut self.limits.max_subscriptions, &o.max_subscriptions);
         set(&mut self.limits.outbound_queue, &o.outbound_queue);
+        if o.database_url.is_some() {
+            self.database_url.clone_from(&o.database_url);
+        }
+        for table in &o.watch {
+            if !self.watch.contains(table) {
+                self.watch.push(table.clone());
+            }
+        }
     }
 
     /// Checks that the settings can work together.
@@ -218,6 +286,27 @@ impl Config {
         // Subscribing reserves two slots (Subscribed and Ready) at once.
         if self.limits.outbound_queue < 2 {
             return invalid("limits.outbound_queue", "must be at least 2".into());
+        }
+        if let Some(url) = &self.database_url {
+            if let Err(err) = url.parse::<sqlx::postgres::PgConnectOptions>() {
+                return invalid("database_url", format!("not a PostgreSQL URL: {err}"));
+            }
+        }
+        if !self.watch.is_empty() && self.database_url.is_none() {
+            return invalid("watch", "needs database_url".into());
+        }
+        let cf = &self.changefeed;
+        if cf.snapshot_buffer == 0 {
+            return invalid("changefeed.snapshot_buffer", "must be at least 1".into());
+        }
+        if cf.busy_poll.is_zero() || cf.idle_poll.is_zero() || cf.prune_interval.is_zero() {
+            return invalid(
+                "changefeed.busy_poll",
+                "busy_poll, idle_poll and prune_interval must be longer than 0".into(),
+            );
+        }
+        if cf.pool_size == 0 {
+            return invalid("changefeed.pool_size", "must be at least 1".into());
         }
         Ok(())
     }

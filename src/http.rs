@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use crate::broker::Topics;
+use crate::changefeed::Changefeed;
 use crate::session::{self, SessionContext, SessionSettings};
 
 /// What the HTTP handlers share. Built by `app`.
@@ -24,6 +25,7 @@ pub(crate) struct HttpState {
     /// Largest frame tungstenite reads at all (the hard limit).
     pub(crate) max_frame_size: usize,
     pub(crate) topics: Topics,
+    pub(crate) tables: Option<Changefeed>,
     pub(crate) shutdown: CancellationToken,
     /// Every session is tracked so shutdown can wait for them.
     pub(crate) sessions: TaskTracker,
@@ -47,6 +49,7 @@ async fn websocket(State(state): State<Arc<HttpState>>, upgrade: WebSocketUpgrad
         connection: state.next_connection.fetch_add(1, Ordering::Relaxed),
         settings: state.settings.clone(),
         topics: state.topics.clone(),
+        tables: state.tables.clone(),
         shutdown: state.shutdown.clone(),
     };
     let tracked = state.clone();
@@ -77,12 +80,20 @@ struct Stats {
     connections: usize,
     subscriptions: usize,
     topics: usize,
+    /// "connected", "unavailable" or "not configured".
+    database: &'static str,
 }
 
 async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
     Json(Stats {
         connections: state.connections.load(Ordering::Relaxed),
-        subscriptions: state.topics.subscriptions(),
+        subscriptions: state.topics.subscriptions()
+            + state.tables.as_ref().map_or(0, Changefeed::subscriptions),
         topics: state.topics.active_topics(),
+        database: match &state.tables {
+            None => "not configured",
+            Some(tables) if tables.is_available() => "connected",
+            Some(_) => "unavailable",
+        },
     })
 }

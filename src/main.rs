@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use feedgate::app::Server;
+use feedgate::changefeed::{Changefeed, ChangefeedSettings};
 use feedgate::config::{Config, Overrides};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the server (settings: --config file, FEEDGATE_* variables, flags; flags win).
     Serve(Overrides),
+    /// Apply feedgate's migrations to the database and watch the configured tables, then exit.
+    Migrate(Overrides),
 }
 
 fn main() -> ExitCode {
@@ -32,34 +35,49 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            EnvFilter::try_from_env("FEEDGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("FEEDGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
         )
         .init();
-    match cli.command {
-        Command::Serve(overrides) => {
-            let config = match Config::load(&overrides) {
-                Ok(config) => config,
-                Err(err) => {
-                    eprintln!("feedgate: {err}");
-                    return ExitCode::from(2);
-                }
-            };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    eprintln!("feedgate: cannot start the async runtime: {err}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    eprintln!("feedgate: {err:#}");
-                    ExitCode::FAILURE
-                }
-            }
+    let (overrides, migrate_only) = match cli.command {
+        Command::Serve(overrides) => (overrides, false),
+        Command::Migrate(overrides) => (overrides, true),
+    };
+    let config = match Config::load(&overrides) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("feedgate: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("feedgate: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = if migrate_only {
+        runtime.block_on(migrate(config))
+    } else {
+        runtime.block_on(serve(config))
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("feedgate: {err:#}");
+            ExitCode::FAILURE
         }
     }
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let Some(url) = &config.database_url else {
+        anyhow::bail!("migrate needs a database: set --database-url or FEEDGATE_DATABASE_URL");
+    };
+    let settings = ChangefeedSettings::new(url, config.watch.clone(), config.changefeed.clone())?;
+    let watched = Changefeed::migrate(&settings).await?;
+    info!(watched = ?watched, "migrations applied");
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

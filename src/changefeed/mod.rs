@@ -1,2 +1,198 @@
-//! PostgreSQL changefeeds (being written).
+//! PostgreSQL changefeeds: table subscriptions with a gap-free initial snapshot.
+//!
+//! - `migrations/` create the `feedgate` schema: a change log filled by row triggers on watched
+//!   tables, and a wake-up that only idle readers ask for ([`schema`]).
+//! - One [`reader`] per node reads the log in snapshot-difference batches (the changes whose
+//!   transactions became visible between two `pg_current_snapshot()`s, each batch in log order)
+//!   and fans each change out, encoded once, to the table's subscribers ([`tables`]).
+//! - Each subscription registers with the reader before taking its own snapshot, and drops every
+//!   change whose transaction that snapshot already contains ([`subscription`]).
+//!
+//! Sessions use the [`Changefeed`] handle; nothing here knows about sessions or WebSockets.
+
+mod changes;
+mod reader;
+mod schema;
+mod snapshot;
+mod subscription;
+mod tables;
 pub(crate) mod values;
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions as _, PgPool};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use subscription::TableSubscription;
+
+use crate::config::ChangefeedConfig;
+use crate::outbound::Mailbox;
+use crate::protocol::{Code, Failure};
+use crate::registry::SubscriberKey;
+use tables::Tables;
+
+/// Why the changefeed could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangefeedError {
+    /// `database_url` is not a valid PostgreSQL URL.
+    #[error("invalid database_url: {0}")]
+    InvalidUrl(sqlx::Error),
+    /// The database refused or failed a query.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations could not be applied.
+    #[error("cannot apply feedgate's migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A table named in `watch` could not be watched.
+    #[error("cannot watch table {table:?} (setting `watch`): {source}")]
+    Watch {
+        /// As configured.
+        table: String,
+        /// Why (no such table, no primary key, ...).
+        source: sqlx::Error,
+    },
+}
+
+/// What the changefeed needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ChangefeedSettings {
+    /// Where the database is.
+    pub connect: PgConnectOptions,
+    /// Tables to watch at start-up.
+    pub watch: Vec<String>,
+    /// Reader and buffer tuning.
+    pub tuning: ChangefeedConfig,
+}
+
+impl ChangefeedSettings {
+    /// Parses the database URL (the error names the setting, never the password).
+    pub fn new(
+        url: &str,
+        watch: Vec<String>,
+        tuning: ChangefeedConfig,
+    ) -> Result<Self, ChangefeedError> {
+        let connect = PgConnectOptions::from_str(url).map_err(ChangefeedError::InvalidUrl)?;
+        Ok(Self {
+            connect: connect.disable_statement_logging(),
+            watch,
+            tuning,
+        })
+    }
+}
+
+/// A table subscription request.
+#[derive(Debug)]
+pub struct TableSubscribe<'a> {
+    /// The table as the client named it.
+    pub table: &'a str,
+    /// Stream existing rows first.
+    pub include_initial: bool,
+    /// Who subscribes.
+    pub subscriber: SubscriberKey,
+    /// Where events go.
+    pub mailbox: Mailbox,
+    /// A cursor to resume after (not supported yet).
+    pub resume_from: &'a [u8],
+}
+
+/// The sessions' handle to the changefeed. Cheap to clone.
+#[derive(Clone)]
+pub struct Changefeed {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: ChangefeedSettings,
+    /// Snapshots, name resolution and column types; the reader has connections of its own.
+    pool: PgPool,
+    tables: Tables,
+    /// Whether the reader is connected; subscribe answers `SOURCE_UNAVAILABLE` while not.
+    available: AtomicBool,
+}
+
+impl Changefeed {
+    /// Starts the reader in the background. Does not wait for the database: while it cannot be
+    /// reached, the reader retries with backoff and table subscriptions answer
+    /// `SOURCE_UNAVAILABLE`.
+    pub fn start(
+        settings: ChangefeedSettings,
+        shutdown: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.tuning.pool_size)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(settings.connect.clone().application_name("feedgate"));
+        let changefeed = Self {
+            shared: Arc::new(Shared {
+                settings,
+                pool,
+                tables: Tables::default(),
+                available: AtomicBool::new(false),
+            }),
+        };
+        tasks.spawn(reader::run(changefeed.shared.clone(), shutdown));
+        changefeed
+    }
+
+    /// Applies migrations and watches the configured tables, then returns (`feedgate migrate`).
+    pub async fn migrate(settings: &ChangefeedSettings) -> Result<Vec<String>, ChangefeedError> {
+        reader::prepare(settings).await
+    }
+
+    /// Resolves the table and registers the subscription (pending). The caller queues
+    /// `Subscribed` and then calls [`TableSubscription::start`].
+    pub async fn subscribe(
+        &self,
+        request: TableSubscribe<'_>,
+    ) -> Result<TableSubscription, Failure> {
+        if !request.resume_from.is_empty() {
+            return Err(Failure::new(
+                Code::ResumeUnavailable,
+                "table feeds cannot resume from a cursor yet; subscribe with include_initial",
+            )
+            .detail("table", request.table));
+        }
+        if !self.shared.available.load(Ordering::Acquire) {
+            return Err(schema::unavailable(&"the changefeed reader is not connected")
+                .detail("table", request.table));
+        }
+        let info = schema::resolve(&self.shared.pool, request.table).await?;
+        let entry = match self.shared.tables.get(info.oid) {
+            Some(entry) => entry,
+            None => {
+                let types = schema::column_types(&self.shared.pool, info.oid)
+                    .await
+                    .map_err(|e| schema::unavailable(&e))?;
+                let limit = self.shared.settings.tuning.snapshot_buffer;
+                self.shared.tables.get_or_insert(info, || types, limit)
+            }
+        };
+        entry.add(request.subscriber, request.mailbox.clone());
+        Ok(TableSubscription {
+            entry,
+            key: request.subscriber,
+            mailbox: request.mailbox,
+            pool: self.shared.pool.clone(),
+            include_initial: request.include_initial,
+            cancel: CancellationToken::new(),
+            closed: Arc::new(AtomicBool::new(false)),
+            task: None,
+        })
+    }
+
+    /// Whether the reader is connected to the database.
+    pub fn is_available(&self) -> bool {
+        self.shared.available.load(Ordering::Acquire)
+    }
+
+    /// Active table subscriptions on this node.
+    pub fn subscriptions(&self) -> usize {
+        self.shared.tables.all().iter().map(|t| t.len()).sum()
+    }
+}

@@ -12,6 +12,7 @@ use tracing::debug;
 
 use super::{SessionContext, SessionSettings};
 use crate::broker::TopicSubscribe;
+use crate::changefeed::{TableSubscribe, TableSubscription};
 use crate::outbound::{Mailbox, Outbound};
 use crate::protocol::{
     decode::peek_request_id, decode_request, encode_event, encode_response, now_micros, Code,
@@ -25,7 +26,31 @@ pub(super) struct Session {
     ctx: SessionContext,
     mailbox: Mailbox,
     /// Active subscriptions by client-chosen id; dropping an entry unsubscribes it.
-    subscriptions: HashMap<u64, Registration>,
+    subscriptions: HashMap<u64, Active>,
+}
+
+/// One active subscription of the connection.
+enum Active {
+    Topic(Registration),
+    Table(TableSubscription),
+}
+
+impl Active {
+    /// Whether the server already ended it (and told the client with `SubscriptionClosed`).
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Topic(_) => false,
+            Self::Table(table) => table.is_closed(),
+        }
+    }
+
+    /// Unsubscribes; once this returns, nothing more is queued for it.
+    async fn stop(self) {
+        match self {
+            Self::Topic(registration) => drop(registration),
+            Self::Table(table) => table.stop().await,
+        }
+    }
 }
 
 impl Session {
@@ -101,11 +126,11 @@ impl Session {
             },
             Command::Unsubscribe { subscription_id } => {
                 match self.subscriptions.remove(&subscription_id) {
-                    Some(registration) => {
-                        drop(registration);
+                    Some(active) if !active.is_closed() => {
+                        active.stop().await;
                         Reply::Unsubscribed(subscription_id)
                     }
-                    None => Reply::Error(
+                    _ => Reply::Error(
                         Failure::new(
                             Code::SubscriptionNotFound,
                             format!("no active subscription {subscription_id} on this connection"),
@@ -126,6 +151,8 @@ impl Session {
 
     async fn subscribe(&mut self, request_id: u64, subscribe: Subscribe) -> Result<(), Failure> {
         let id = subscribe.subscription_id;
+        // Subscriptions the server ended free their ids.
+        self.subscriptions.retain(|_, active| !active.is_closed());
         if self.subscriptions.contains_key(&id) {
             return Err(Failure::new(
                 Code::DuplicateSubscription,
@@ -141,16 +168,39 @@ impl Session {
             )
             .detail("limit", limit));
         }
-        let topic = match &subscribe.source {
-            Source::Topic { topic } => topic,
-            Source::Table { table, .. } => {
-                return Err(Failure::new(
-                    Code::SourceUnavailable,
-                    "table feeds are not available: this server has no database configured",
-                )
-                .detail("table", table));
-            }
+        let subscriber = SubscriberKey {
+            connection: self.ctx.connection,
+            subscription_id: id,
         };
+        match &subscribe.source {
+            Source::Topic { topic } => {
+                self.subscribe_topic(request_id, subscriber, topic, &subscribe.resume_from)
+                    .await
+            }
+            Source::Table {
+                table,
+                include_initial,
+            } => {
+                let request = TableSubscribe {
+                    table,
+                    include_initial: *include_initial,
+                    subscriber,
+                    mailbox: self.mailbox.clone(),
+                    resume_from: &subscribe.resume_from,
+                };
+                self.subscribe_table(request_id, request).await
+            }
+        }
+    }
+
+    async fn subscribe_topic(
+        &mut self,
+        request_id: u64,
+        subscriber: SubscriberKey,
+        topic: &str,
+        resume_from: &[u8],
+    ) -> Result<(), Failure> {
+        let id = subscriber.subscription_id;
         // Two slots, so Subscribed and Ready can be queued without waiting under the lock. If
         // the connection is closing there is nobody to answer.
         let (Ok(subscribed), Ok(ready)) =
@@ -167,16 +217,40 @@ impl Session {
         };
         let request = TopicSubscribe {
             topic,
-            subscriber: SubscriberKey {
-                connection: self.ctx.connection,
-                subscription_id: id,
-            },
+            subscriber,
             mailbox: self.mailbox.clone(),
-            resume_from: &subscribe.resume_from,
+            resume_from,
         };
         let registration = self.ctx.topics.subscribe(request, announce)?;
         debug!(subscription_id = id, topic = %topic, "subscribed");
-        self.subscriptions.insert(id, registration);
+        self.subscriptions.insert(id, Active::Topic(registration));
+        Ok(())
+    }
+
+    /// Registers with the changefeed, answers `Subscribed`, then starts the snapshot task,
+    /// which sends the initial rows, `Ready` and then the live changes.
+    async fn subscribe_table(
+        &mut self,
+        request_id: u64,
+        request: TableSubscribe<'_>,
+    ) -> Result<(), Failure> {
+        let Some(changefeed) = &self.ctx.tables else {
+            return Err(Failure::new(
+                Code::SourceUnavailable,
+                "table feeds are not available: this server has no database configured",
+            )
+            .detail("table", request.table));
+        };
+        let id = request.subscriber.subscription_id;
+        let table = request.table.to_owned();
+        let mut subscription = changefeed.subscribe(request).await?;
+        let subscribed = encode_response(request_id, Reply::Subscribed(id));
+        if self.mailbox.send(Outbound::Frame(subscribed)).await.is_err() {
+            return Ok(()); // the connection is closing
+        }
+        subscription.start();
+        debug!(subscription_id = id, table = %table, "subscribed");
+        self.subscriptions.insert(id, Active::Table(subscription));
         Ok(())
     }
 

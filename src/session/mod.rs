@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
 use crate::broker::Topics;
+use crate::changefeed::Changefeed;
 use crate::outbound::{mailbox, CloseReason, Closer};
 
 /// The per-connection settings a session enforces and announces in `Welcome`.
@@ -48,6 +49,8 @@ pub struct SessionContext {
     pub settings: SessionSettings,
     /// The topic front (in-process broker and, later, broker backends).
     pub topics: Topics,
+    /// Table changefeeds; `None` when no database is configured.
+    pub tables: Option<Changefeed>,
     /// The server's shutdown token; cancelling it closes the session with 1001.
     pub shutdown: CancellationToken,
 }

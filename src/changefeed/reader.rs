@@ -1,0 +1,459 @@
+//! The change-log reader: one task per node, one log read per change whatever the number of
+//! subscribers.
+//!
+//! Each poll is one statement: it takes `pg_current_snapshot()` (`cur`) and the logged changes
+//! whose transactions are visible in `cur` but were not in the previous poll's snapshot (`prev`),
+//! ordered by log id (PgQ's snapshot-difference batches). A transaction that took a low log id
+//! but committed late is simply in a later batch; none is skipped, whatever the commit order.
+//!
+//! Wake-ups: while changes keep coming the reader polls back to back, then every `busy_poll` for
+//! `busy_grace`; only then does it set `wants_wakeup` and wait for a NOTIFY (or `idle_poll` as a
+//! safety net). Busy writers therefore never NOTIFY. After any connection loss it reconnects with
+//! backoff and resumes from `prev`: nothing is lost, and a batch that failed half-way is not
+//! delivered twice (see [`Progress`]).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use futures_util::TryStreamExt;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection, Row as _};
+use tokio::time::{sleep, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use super::changes::row_change_from_json;
+use super::snapshot::Snapshot;
+use super::{schema, ChangefeedError, ChangefeedSettings, Shared};
+use crate::protocol::{share_event, ChangeKind, EventBody, Failure};
+
+const NOTIFY_CHANNEL: &str = "feedgate_changes";
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the reader records its position and checks its listener connection.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Longest wait for the next row of a poll before the connection is taken for dead.
+const ROW_TIMEOUT: Duration = Duration::from_secs(30);
+
+const POLL: &str = "\
+SELECT cur.s::text AS cur, c.id, c.xid::text AS xid, c.table_oid::int8 AS table_oid, \
+       c.op::text AS op, c.old_row, c.new_row, \
+       (extract(epoch FROM c.logged_at) * 1000000)::int8 AS logged_micros \
+  FROM (SELECT pg_current_snapshot() AS s) cur \
+  LEFT JOIN feedgate.changes c \
+         ON c.xid >= $1::text::xid8 \
+        AND pg_visible_in_snapshot(c.xid, cur.s) \
+        AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot) \
+ ORDER BY c.id";
+
+/// Applies migrations and watches the configured tables; any failure is returned.
+pub(super) async fn prepare(settings: &ChangefeedSettings) -> Result<Vec<String>, ChangefeedError> {
+    migrate(settings).await?;
+    let mut conn = settings.connect.clone().connect().await?;
+    let mut watched = Vec::new();
+    for table in &settings.watch {
+        watched.push(schema::watch(&mut conn, table).await?);
+    }
+    conn.close().await?;
+    Ok(watched)
+}
+
+async fn migrate(settings: &ChangefeedSettings) -> Result<(), ChangefeedError> {
+    schema::migrate(&settings.connect).await
+}
+
+/// Where the reader is; survives reconnects.
+struct Progress {
+    /// Every change visible here has been fanned out.
+    position: Option<Snapshot>,
+    /// Batches that failed half-way: (their `cur`, the last log id fanned out). A change visible
+    /// in such a `cur` with an id at or below that is not delivered again. Cleared by the next
+    /// complete batch.
+    partial: Vec<(Snapshot, i64)>,
+    prepared: bool,
+}
+
+/// Runs until shutdown: connect, read, and on failure tell subscribers and reconnect.
+pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let node = Uuid::new_v4();
+    let mut progress = Progress {
+        position: None,
+        partial: Vec::new(),
+        prepared: false,
+    };
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let connected = tokio::select! {
+            () = shutdown.cancelled() => return,
+            connected = connect(&shared, node, &mut progress) => connected,
+        };
+        let failure = match connected {
+            Ok(mut reader) => {
+                backoff = MIN_BACKOFF;
+                set_available(&shared, None);
+                info!(node = %node, "changefeed reader connected");
+                match reader.serve(&mut progress, &shutdown).await {
+                    Ok(()) => {
+                        reader.deregister().await;
+                        return;
+                    }
+                    Err(err) => err,
+                }
+            }
+            Err(err) => err,
+        };
+        warn!(error = %failure, retry_in = ?backoff, "changefeed reader lost the database");
+        set_available(&shared, Some(&failure));
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Records availability and, when it changes, tells every live table subscriber.
+fn set_available(shared: &Shared, failure: Option<&ChangefeedError>) {
+    let available = failure.is_none();
+    if shared.available.swap(available, Ordering::AcqRel) == available {
+        return;
+    }
+    let failure: Option<Failure> = failure.map(|err| schema::unavailable(err));
+    let status = share_event(&[], EventBody::Status(failure.as_ref()));
+    for table in shared.tables.all() {
+        table.broadcast(&status);
+    }
+}
+
+async fn connect<'a>(
+    shared: &'a Shared,
+    node: Uuid,
+    progress: &mut Progress,
+) -> Result<Reader<'a>, ChangefeedError> {
+    let settings = &shared.settings;
+    if !progress.prepared {
+        migrate(settings).await?;
+        let mut conn = settings.connect.clone().connect().await?;
+        for table in &settings.watch {
+            match schema::watch(&mut conn, table).await {
+                Ok(name) => info!(table = %name, "watching"),
+                Err(err) => error!(error = %err, "cannot watch a configured table"),
+            }
+        }
+        conn.close().await?;
+        progress.prepared = true;
+    }
+    let mut conn = settings
+        .connect
+        .clone()
+        .application_name("feedgate-reader")
+        .connect()
+        .await?;
+    let listener_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(settings.connect.clone().application_name("feedgate-listener"));
+    let mut listener = PgListener::connect_with(&listener_pool).await?;
+    listener.listen(NOTIFY_CHANNEL).await?;
+    let position = match &progress.position {
+        Some(position) => position.clone(),
+        None => {
+            let text: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
+                .fetch_one(&mut conn)
+                .await?;
+            snapshot(&text)?
+        }
+    };
+    progress.position = Some(position.clone());
+    sqlx::query(
+        "INSERT INTO feedgate.readers (node_id, wants_wakeup, position) \
+         VALUES ($1, false, $2::text::pg_snapshot) \
+         ON CONFLICT (node_id) DO UPDATE SET wants_wakeup = false, \
+             position = EXCLUDED.position, seen_at = now()",
+    )
+    .bind(node)
+    .bind(position.to_string())
+    .execute(&mut conn)
+    .await?;
+    let now = Instant::now();
+    Ok(Reader {
+        shared,
+        node,
+        conn,
+        listener,
+        wants_wakeup: false,
+        last_change: now,
+        last_heartbeat: now,
+        last_prune: now,
+    })
+}
+
+fn snapshot(text: &str) -> Result<Snapshot, ChangefeedError> {
+    Snapshot::parse(text).map_err(|e| ChangefeedError::Database(sqlx::Error::Protocol(e.to_string())))
+}
+
+struct Reader<'a> {
+    shared: &'a Shared,
+    node: Uuid,
+    conn: PgConnection,
+    listener: PgListener,
+    /// Whether this reader asked writers for a NOTIFY (it is idle).
+    wants_wakeup: bool,
+    last_change: Instant,
+    last_heartbeat: Instant,
+    last_prune: Instant,
+}
+
+impl Reader<'_> {
+    /// Polls and waits until shutdown (`Ok`) or a database failure (`Err`).
+    async fn serve(
+        &mut self,
+        progress: &mut Progress,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ChangefeedError> {
+        let tuning = self.shared.settings.tuning.clone();
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let found = self.poll(progress).await?;
+            let now = Instant::now();
+            if found > 0 {
+                self.last_change = now;
+                if self.wants_wakeup {
+                    self.set_wakeup(false, progress).await?;
+                }
+            }
+            self.maintain(progress).await?;
+            if found > 0 {
+                continue;
+            }
+            let wait = if now.duration_since(self.last_change) < tuning.busy_grace {
+                tuning.busy_poll
+            } else if !self.wants_wakeup {
+                // Ask for a NOTIFY, then poll once more: a change that committed before the
+                // request was seen would otherwise wait for the safety poll.
+                self.set_wakeup(true, progress).await?;
+                continue;
+            } else {
+                tuning.idle_poll
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                () = sleep(wait) => {}
+                notification = self.listener.try_recv() => {
+                    // Ok(None): the listener lost its connection and reconnects on the next
+                    // call; notifications may have been missed, which the poll covers.
+                    notification?;
+                }
+            }
+        }
+    }
+
+    /// Reads and fans out one batch; returns how many changes it held.
+    async fn poll(&mut self, progress: &mut Progress) -> Result<usize, ChangefeedError> {
+        let prev = progress.position.clone().ok_or_else(|| {
+            ChangefeedError::Database(sqlx::Error::Protocol("reader has no position".into()))
+        })?;
+        let shared = self.shared;
+        let mut rows = sqlx::query(POLL)
+            .bind(prev.xmin().to_string())
+            .bind(prev.to_string())
+            .fetch(&mut self.conn);
+        let mut cur: Option<Snapshot> = None;
+        let mut found = 0;
+        let mut stale_types = HashSet::new();
+        loop {
+            let row = match timeout(ROW_TIMEOUT, rows.try_next()).await {
+                Ok(row) => row?,
+                Err(_) => {
+                    return Err(ChangefeedError::Database(sqlx::Error::Protocol(
+                        "no answer from the database within 30s".into(),
+                    )))
+                }
+            };
+            let Some(row) = row else { break };
+            if cur.is_none() {
+                let text: String = row.try_get("cur")?;
+                let snap = snapshot(&text)?;
+                progress.partial.push((snap.clone(), i64::MIN));
+                cur = Some(snap);
+            }
+            let Some(id) = row.try_get::<Option<i64>, _>("id")? else {
+                continue; // the LEFT JOIN's empty row: no changes
+            };
+            let xid: String = row.try_get("xid")?;
+            let xid: u64 = xid.parse().map_err(|_| {
+                ChangefeedError::Database(sqlx::Error::Protocol(format!("bad xid {xid}")))
+            })?;
+            let delivered_before = progress.partial[..progress.partial.len() - 1]
+                .iter()
+                .any(|(snap, last)| snap.is_visible(xid) && id <= *last);
+            if !delivered_before {
+                fan_out(shared, &row, id, xid, &mut stale_types)?;
+                found += 1;
+            }
+            if let Some(last) = progress.partial.last_mut() {
+                last.1 = id;
+            }
+        }
+        drop(rows);
+        if let Some(cur) = cur {
+            progress.position = Some(cur);
+            progress.partial.clear();
+        }
+        for oid in stale_types {
+            self.refresh_types(oid).await;
+        }
+        Ok(found)
+    }
+
+    /// Reloads a table's column types after a change carried a column the cache lacked.
+    async fn refresh_types(&self, oid: u32) {
+        let Some(entry) = self.shared.tables.get(oid) else {
+            return;
+        };
+        match schema::column_types(&self.shared.pool, oid).await {
+            Ok(types) => entry.set_types(types),
+            Err(err) => warn!(error = %err, "cannot reload column types"),
+        }
+    }
+
+    async fn set_wakeup(&mut self, wanted: bool, progress: &Progress) -> Result<(), ChangefeedError> {
+        self.record(wanted, progress).await?;
+        self.wants_wakeup = wanted;
+        Ok(())
+    }
+
+    /// Writes this reader's row: position, wake-up wish, liveness.
+    async fn record(&mut self, wanted: bool, progress: &Progress) -> Result<(), ChangefeedError> {
+        let position = progress.position.as_ref().map(ToString::to_string);
+        sqlx::query(
+            "UPDATE feedgate.readers SET wants_wakeup = $2, \
+                    position = coalesce($3::text::pg_snapshot, position), seen_at = now() \
+              WHERE node_id = $1",
+        )
+        .bind(self.node)
+        .bind(wanted)
+        .bind(position)
+        .execute(&mut self.conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Heartbeat (position, liveness, listener health) and pruning, when they are due.
+    async fn maintain(&mut self, progress: &Progress) -> Result<(), ChangefeedError> {
+        let now = Instant::now();
+        if now.duration_since(self.last_heartbeat) >= HEARTBEAT {
+            self.last_heartbeat = now;
+            self.record(self.wants_wakeup, progress).await?;
+            sqlx::query("DELETE FROM feedgate.readers WHERE seen_at < now() - interval '2 minutes'")
+                .execute(&mut self.conn)
+                .await?;
+            // A half-open listener connection would otherwise never be noticed.
+            timeout(HEARTBEAT, sqlx::query("SELECT 1").execute(&mut self.listener))
+                .await
+                .map_err(|_| {
+                    ChangefeedError::Database(sqlx::Error::Protocol(
+                        "listener connection did not answer".into(),
+                    ))
+                })??;
+        }
+        let tuning = &self.shared.settings.tuning;
+        if now.duration_since(self.last_prune) >= tuning.prune_interval {
+            self.last_prune = now;
+            let pruned = prune(&mut self.conn, tuning.retention, tuning.max_log_rows).await?;
+            if pruned > 0 {
+                debug!(pruned, "change log pruned");
+            }
+        }
+        Ok(())
+    }
+
+    async fn deregister(mut self) {
+        let _ = sqlx::query("DELETE FROM feedgate.readers WHERE node_id = $1")
+            .bind(self.node)
+            .execute(&mut self.conn)
+            .await;
+        let _ = self.conn.close().await;
+    }
+}
+
+/// Fans one logged change out to its table's subscribers, converting and encoding it once.
+fn fan_out(
+shared: &Shared,
+    row: &sqlx::postgres::PgRow,
+    id: i64,
+    xid: u64,
+    stale_types: &mut HashSet<u32>,
+) -> Result<(), ChangefeedError> {
+    let oid: i64 = row.try_get("table_oid")?;
+    let Some(entry) = u32::try_from(oid).ok().and_then(|oid| shared.tables.get(oid))
+    else {
+        return Ok(()); // nobody ever subscribed to this table on this node
+    };
+    let kind = match row.try_get::<String, _>("op")?.as_str() {
+        "I" => ChangeKind::Insert,
+        "U" => ChangeKind::Update,
+        _ => ChangeKind::Delete,
+    };
+    let mut rows: Option<(Option<serde_json::Value>, Option<serde_json::Value>)> =
+        Some((row.try_get("old_row")?, row.try_get("new_row")?));
+    let logged: i64 = row.try_get("logged_micros")?;
+    let dropped = entry.fan_out(xid, || {
+        let (old, new) = rows.take().unwrap_or_default();
+        let types = entry.types();
+        let unknown = |json: &Option<serde_json::Value>| {
+            json.as_ref()
+                .and_then(|j| j.as_object())
+                .is_some_and(|o| o.keys().any(|k| !types.contains_key(k)))
+        };
+        if unknown(&old) || unknown(&new) {
+            stale_types.insert(entry.info.oid);
+        }
+        let mut change = row_change_from_json(kind, &entry.info, &types, old, new);
+        change.transaction_id = xid;
+        change.commit_time_micros = logged;
+        share_event(&cursor(id), EventBody::Change(&change))
+    });
+    if dropped > 0 {
+        debug!(table = %entry.info.name, dropped, "slow table subscribers dropped");
+    }
+    Ok(())
+}
+
+/// Deletes logged changes that every live reader has read (their transaction is older than the
+/// oldest reader position's xmin) and that are older than `retention` or beyond the newest
+/// `max_rows`. With no live reader nothing is deleted.
+pub(super) async fn prune(
+    conn: &mut PgConnection,
+    retention: Duration,
+    max_rows: u64,
+) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "WITH horizon AS ( \
+             SELECT min(pg_snapshot_xmin(position)) AS xmin FROM feedgate.readers \
+              WHERE seen_at > now() - interval '2 minutes') \
+         DELETE FROM feedgate.changes c USING horizon h \
+          WHERE c.xid < h.xmin \
+            AND (c.logged_at < now() - make_interval(secs => $1) \
+                 OR c.id <= (SELECT max(id) FROM feedgate.changes) - $2)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(i64::try_from(max_rows).unwrap_or(i64::MAX))
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// A change's cursor: version, kind `c`, log id. Informational until table resume exists.
+fn cursor(id: i64) -> bytes::Bytes {
+    let mut cursor = BytesMut::with_capacity(10);
+    cursor.put_u8(1);
+    cursor.put_u8(b'c');
+    cursor.put_i64(id);
+    cursor.freeze()
+}

@@ -1,0 +1,138 @@
+//! The changefeed's SQL outside the read loop: applying migrations, watching tables, resolving a
+//! client's table name to a watched table, and loading column types.
+//!
+//! Client-supplied names never reach SQL text: they are bound as parameters and resolved by
+//! PostgreSQL's own `to_regclass`; the snapshot query uses the `regclass::text` the database
+//! returns, which is quoted as needed.
+
+use std::collections::HashMap;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Row as _};
+
+use super::tables::TableInfo;
+use super::values::ColumnType;
+use super::ChangefeedError;
+use crate::protocol::{Code, Failure};
+
+/// `migrations/`, embedded at build time.
+static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// Applies feedgate's migrations (idempotent). The migration bookkeeping table lives in the
+/// `feedgate` schema, not in the user's `public`.
+pub(crate) async fn migrate(connect: &PgConnectOptions) -> Result<(), ChangefeedError> {
+    let options = connect
+        .clone()
+        .application_name("feedgate-migrate")
+        .options([("search_path", "feedgate")]);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await?;
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS feedgate")
+        .execute(&pool)
+        .await?;
+    let migrated = MIGRATOR.run(&pool).await;
+    pool.close().await;
+    Ok(migrated?)
+}
+
+/// Watches a table (idempotent); returns its `schema.table` name.
+pub(crate) async fn watch(conn: &mut PgConnection, table: &str) -> Result<String, ChangefeedError> {
+    sqlx::query_scalar("SELECT feedgate.watch($1::text::regclass)")
+        .bind(table)
+        .fetch_one(conn)
+        .await
+        .map_err(|source| ChangefeedError::Watch {
+            table: table.to_owned(),
+            source,
+        })
+}
+
+/// Resolves a client's table name (`orders`, `public.orders`, `"Quoted".name`) to a watched
+/// table, or a coded failure saying why not.
+pub(crate) async fn resolve(pool: &PgPool, table: &str) -> Result<TableInfo, Failure> {
+    let row = sqlx::query(
+        "SELECT w.table_oid::int8 AS oid, w.table_name, w.table_oid::regclass::text AS sql_name, \
+                w.key_columns \
+           FROM feedgate.watched w \
+          WHERE w.table_oid = to_regclass($1)",
+    )
+    .bind(table)
+    .fetch_optional(pool)
+    .await
+    .map_err(|err| lookup_failure(table, &err))?;
+    if let Some(row) = row {
+        let oid: i64 = row.try_get("oid").map_err(|e| internal(&e))?;
+        return Ok(TableInfo {
+            oid: u32::try_from(oid).map_err(|e| internal(&e))?,
+            name: row.try_get("table_name").map_err(|e| internal(&e))?,
+            sql_name: row.try_get("sql_name").map_err(|e| internal(&e))?,
+            key_columns: row.try_get("key_columns").map_err(|e| internal(&e))?,
+        });
+    }
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(table)
+        .fetch_one(pool)
+        .await
+        .map_err(|err| lookup_failure(table, &err))?;
+    let message = if exists {
+        format!(
+            "table {table} is not watched: an operator must run SELECT feedgate.watch('{table}') \
+             or start feedgate with --watch"
+        )
+    } else {
+        format!("no table named {table}")
+    };
+    Err(Failure::new(Code::NotFound, message).detail("table", table))
+}
+
+/// Column name -> type of a table's live columns.
+pub(crate) async fn column_types(
+    pool: &PgPool,
+    oid: u32,
+) -> Result<HashMap<String, ColumnType>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT attname::text, atttypid::regtype::text FROM pg_attribute \
+          WHERE attrelid = $1::int8::oid AND attnum > 0 AND NOT attisdropped",
+    )
+    .bind(i64::from(oid))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, ty)| (name, ColumnType::from_regtype(&ty)))
+        .collect())
+}
+
+/// A name PostgreSQL cannot parse is the client's fault; anything else means the database is
+/// not answering as it should.
+fn lookup_failure(table: &str, err: &sqlx::Error) -> Failure {
+    let invalid_name = err
+        .as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code.starts_with("42") || code.starts_with("3F"));
+    if invalid_name {
+        Failure::new(
+            Code::Validation,
+            format!("invalid table name {table:?}: {err}"),
+        )
+        .detail("table", table)
+    } else {
+        unavailable(err)
+    }
+}
+
+/// The database could not be reached or failed: retryable.
+pub(crate) fn unavailable(err: &dyn std::fmt::Display) -> Failure {
+    Failure::new(
+        Code::SourceUnavailable,
+        format!("the database is unavailable: {err}"),
+    )
+    .retryable(1000)
+}
+
+fn internal(err: &dyn std::fmt::Display) -> Failure {
+    Failure::new(Code::Internal, format!("unexpected catalog data: {err}"))
+}

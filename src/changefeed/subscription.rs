@@ -1,0 +1,176 @@
+//! One table subscription's start: snapshot (with the initial rows when asked for), `Ready`, then
+//! the hand-off from the buffered changes to live delivery. See `tables` for the fence.
+//!
+//! The task sends through the connection's mailbox with waiting sends (a slow client slows only
+//! its own snapshot), and every send races the subscription's cancellation, so after
+//! [`TableSubscription::stop`] returns nothing more for this subscription is queued.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures_util::TryStreamExt;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::changes::row_change_from_json;
+use super::schema::unavailable;
+use super::snapshot::Snapshot;
+use super::tables::{Drain, TableEntry};
+use crate::outbound::{Mailbox, Outbound};
+use crate::protocol::{encode_event, ChangeKind, Code, EventBody, Failure};
+use crate::registry::SubscriberKey;
+
+/// An active table subscription, held by its session. Dropping it unsubscribes.
+pub struct TableSubscription {
+    pub(super) entry: Arc<TableEntry>,
+    pub(super) key: SubscriberKey,
+    pub(super) mailbox: Mailbox,
+    pub(super) pool: PgPool,
+    pub(super) include_initial: bool,
+    pub(super) cancel: CancellationToken,
+    pub(super) closed: Arc<AtomicBool>,
+    pub(super) task: Option<JoinHandle<()>>,
+}
+
+impl TableSubscription {
+    /// Starts the snapshot and hand-off. Call after `Subscribed` has been queued.
+    pub fn start(&mut self) {
+        let run = Start {
+            entry: self.entry.clone(),
+            key: self.key,
+            mailbox: self.mailbox.clone(),
+            pool: self.pool.clone(),
+            include_initial: self.include_initial,
+            closed: self.closed.clone(),
+        };
+        let cancel = self.cancel.clone();
+        self.task = Some(tokio::spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = run.run() => {}
+            }
+        }));
+    }
+
+    /// Whether the server ended this subscription (a `SubscriptionClosed` was sent); its id is
+    /// free again.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Unsubscribes and waits until the start task (if still running) has stopped, so that no
+    /// event for this subscription is queued after this returns.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        self.entry.remove(self.key);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TableSubscription {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.entry.remove(self.key);
+    }
+}
+
+struct Start {
+    entry: Arc<TableEntry>,
+    key: SubscriberKey,
+    mailbox: Mailbox,
+    pool: PgPool,
+    include_initial: bool,
+    closed: Arc<AtomicBool>,
+}
+
+impl Start {
+    async fn run(self) {
+        let id = self.key.subscription_id;
+        match self.snapshot_then_live().await {
+            Ok(()) => {}
+            Err(failure) => {
+                debug!(subscription_id = id, error = %failure, "table subscription closed");
+                self.entry.remove(self.key);
+                self.closed.store(true, Ordering::Release);
+                let frame = encode_event(id, &[], EventBody::Closed(&failure));
+                let _ = self.mailbox.send(Outbound::Frame(frame)).await;
+            }
+        }
+    }
+
+    async fn snapshot_then_live(&self) -> Result<(), Failure> {
+        let since = self.snapshot().await?;
+        let id = self.key.subscription_id;
+        let ready = encode_event(id, &[], EventBody::Ready);
+        if self.mailbox.send(Outbound::Frame(ready)).await.is_err() {
+            return Ok(()); // the connection is closing
+        }
+        loop {
+            match self.entry.drain(self.key, &since) {
+                Drain::Items(items) => {
+                    for (xid, event) in items {
+                        if since.is_visible(xid) {
+                            continue; // the snapshot already contains it
+                        }
+                        let item = Outbound::Event {
+                            subscription_id: id,
+                            event,
+                        };
+                        if self.mailbox.send(item).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Drain::Live | Drain::Gone => return Ok(()),
+                Drain::Overflowed => {
+                    return Err(Failure::new(
+                        Code::SlowConsumer,
+                        "changes arrived faster than the initial snapshot was read; \
+                         subscribe again",
+                    )
+                    .retryable(1000))
+                }
+            }
+        }
+    }
+
+    /// Takes the subscription's snapshot in one REPEATABLE READ transaction, streaming the rows
+    /// when `include_initial`; returns the snapshot that fences the live changes.
+    async fn snapshot(&self) -> Result<Snapshot, Failure> {
+        let mut tx = self.pool.begin().await.map_err(|e| unavailable(&e))?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let text: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let since = Snapshot::parse(&text).map_err(|e| unavailable(&e))?;
+        if self.include_initial {
+            let info = &self.entry.info;
+            // sql_name is regclass::text from the database: quoted, never client text.
+            let sql = format!("SELECT to_jsonb(t) FROM {} t", info.sql_name);
+            let mut rows = sqlx::query_scalar::<_, serde_json::Value>(&sql).fetch(&mut *tx);
+            while let Some(json) = rows.try_next().await.map_err(|e| unavailable(&e))? {
+                let types = self.entry.types();
+                let change =
+                    row_change_from_json(ChangeKind::Initial, info, &types, None, Some(json));
+                let frame = encode_event(
+                    self.key.subscription_id,
+                    &[],
+                    EventBody::Change(&change),
+                );
+                if self.mailbox.send(Outbound::Frame(frame)).await.is_err() {
+                    return Ok(since);
+                }
+            }
+        }
+        tx.commit().await.map_err(|e| unavailable(&e))?;
+        Ok(since)
+    }
+}
