@@ -70,11 +70,8 @@ impl Server {
         let background = TaskTracker::new();
         let tables = match &config.database_url {
             Some(url) => {
-                let settings = ChangefeedSettings::new(
-                    url,
-                    config.watch.clone(),
-                    config.changefeed.clone(),
-                )?;
+                let settings =
+                    ChangefeedSettings::new(url, config.watch.clone(), config.changefeed.clone())?;
                 Some(Changefeed::start(settings, shutdown.clone(), &background))
             }
             None => None,

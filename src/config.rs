@@ -168,10 +168,20 @@ pub struct Overrides {
     #[arg(long, env = "FEEDGATE_OUTBOUND_QUEUE")]
     pub outbound_queue: Option<usize>,
     /// PostgreSQL URL for table changefeeds, e.g. postgres://user@host/db.
-    #[arg(long, env = "FEEDGATE_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FEEDGATE_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// A table to watch at start-up (repeatable; comma-separated in FEEDGATE_WATCH).
-    #[arg(long, env = "FEEDGATE_WATCH", value_name = "SCHEMA.TABLE", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "FEEDGATE_WATCH",
+        value_name = "SCHEMA.TABLE",
+        value_delimiter = ','
+    )]
     pub watch: Vec<String>,
 }
 

@@ -159,8 +159,10 @@ impl Changefeed {
             .detail("table", request.table));
         }
         if !self.shared.available.load(Ordering::Acquire) {
-            return Err(schema::unavailable(&"the changefeed reader is not connected")
-                .detail("table", request.table));
+            return Err(
+                schema::unavailable(&"the changefeed reader is not connected")
+                    .detail("table", request.table),
+            );
         }
         let info = schema::resolve(&self.shared.pool, request.table).await?;
         let entry = match self.shared.tables.get(info.oid) {

@@ -153,9 +153,12 @@ async fn connect<'a>(
         .application_name("feedgate-reader")
         .connect()
         .await?;
-    let listener_pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(settings.connect.clone().application_name("feedgate-listener"));
+    let listener_pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(
+        settings
+            .connect
+            .clone()
+            .application_name("feedgate-listener"),
+    );
     let mut listener = PgListener::connect_with(&listener_pool).await?;
     listener.listen(NOTIFY_CHANNEL).await?;
     let position = match &progress.position {
@@ -192,7 +195,8 @@ async fn connect<'a>(
 }
 
 fn snapshot(text: &str) -> Result<Snapshot, ChangefeedError> {
-    Snapshot::parse(text).map_err(|e| ChangefeedError::Database(sqlx::Error::Protocol(e.to_string())))
+    Snapshot::parse(text)
+        .map_err(|e| ChangefeedError::Database(sqlx::Error::Protocol(e.to_string())))
 }
 
 struct Reader<'a> {
@@ -322,7 +326,11 @@ impl Reader<'_> {
         }
     }
 
-    async fn set_wakeup(&mut self, wanted: bool, progress: &Progress) -> Result<(), ChangefeedError> {
+    async fn set_wakeup(
+        &mut self,
+        wanted: bool,
+        progress: &Progress,
+    ) -> Result<(), ChangefeedError> {
         self.record(wanted, progress).await?;
         self.wants_wakeup = wanted;
         Ok(())
@@ -350,17 +358,22 @@ impl Reader<'_> {
         if now.duration_since(self.last_heartbeat) >= HEARTBEAT {
             self.last_heartbeat = now;
             self.record(self.wants_wakeup, progress).await?;
-            sqlx::query("DELETE FROM feedgate.readers WHERE seen_at < now() - interval '2 minutes'")
-                .execute(&mut self.conn)
-                .await?;
+            sqlx::query(
+                "DELETE FROM feedgate.readers WHERE seen_at < now() - interval '2 minutes'",
+            )
+            .execute(&mut self.conn)
+            .await?;
             // A half-open listener connection would otherwise never be noticed.
-            timeout(HEARTBEAT, sqlx::query("SELECT 1").execute(&mut self.listener))
-                .await
-                .map_err(|_| {
-                    ChangefeedError::Database(sqlx::Error::Protocol(
-                        "listener connection did not answer".into(),
-                    ))
-                })??;
+            timeout(
+                HEARTBEAT,
+                sqlx::query("SELECT 1").execute(&mut self.listener),
+            )
+            .await
+            .map_err(|_| {
+                ChangefeedError::Database(sqlx::Error::Protocol(
+                    "listener connection did not answer".into(),
+                ))
+            })??;
         }
         let tuning = &self.shared.settings.tuning;
         if now.duration_since(self.last_prune) >= tuning.prune_interval {
@@ -384,14 +397,16 @@ impl Reader<'_> {
 
 /// Fans one logged change out to its table's subscribers, converting and encoding it once.
 fn fan_out(
-shared: &Shared,
+    shared: &Shared,
     row: &sqlx::postgres::PgRow,
     id: i64,
     xid: u64,
     stale_types: &mut HashSet<u32>,
 ) -> Result<(), ChangefeedError> {
     let oid: i64 = row.try_get("table_oid")?;
-    let Some(entry) = u32::try_from(oid).ok().and_then(|oid| shared.tables.get(oid))
+    let Some(entry) = u32::try_from(oid)
+        .ok()
+        .and_then(|oid| shared.tables.get(oid))
     else {
         return Ok(()); // nobody ever subscribed to this table on this node
     };

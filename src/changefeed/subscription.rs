@@ -153,18 +153,15 @@ impl Start {
         let since = Snapshot::parse(&text).map_err(|e| unavailable(&e))?;
         if self.include_initial {
             let info = &self.entry.info;
-            // sql_name is regclass::text from the database: quoted, never client text.
-            let sql = format!("SELECT to_jsonb(t) FROM {} t", info.sql_name);
+            // sql_name is regclass::text from the database: quoted, never client text. `r.*`
+            // is the whole row even when the table has a column named like the alias.
+            let sql = format!("SELECT to_jsonb(r.*) FROM {} AS r", info.sql_name);
             let mut rows = sqlx::query_scalar::<_, serde_json::Value>(&sql).fetch(&mut *tx);
             while let Some(json) = rows.try_next().await.map_err(|e| unavailable(&e))? {
                 let types = self.entry.types();
                 let change =
                     row_change_from_json(ChangeKind::Initial, info, &types, None, Some(json));
-                let frame = encode_event(
-                    self.key.subscription_id,
-                    &[],
-                    EventBody::Change(&change),
-                );
+                let frame = encode_event(self.key.subscription_id, &[], EventBody::Change(&change));
                 if self.mailbox.send(Outbound::Frame(frame)).await.is_err() {
                     return Ok(since);
                 }

@@ -268,7 +268,10 @@ mod tests {
         let Drain::Items(items) = table.drain(key(1), &since) else {
             panic!("expected the buffered items");
         };
-        assert_eq!(items.iter().map(|(x, _)| *x).collect::<Vec<_>>(), vec![5, 12]);
+        assert_eq!(
+            items.iter().map(|(x, _)| *x).collect::<Vec<_>>(),
+            vec![5, 12]
+        );
         assert!(matches!(table.drain(key(1), &since), Drain::Live));
         table.fan_out(12, || panic!("visible in the snapshot: not encoded"));
         table.fan_out(13, event);

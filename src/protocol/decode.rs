@@ -219,13 +219,16 @@ fn nonzero_subscription(id: u64) -> Result<u64, Failure> {
     Ok(id)
 }
 
-/// Topic and table names: 1 to 255 bytes, no whitespace or control characters.
+/// Topic and table names: 1 to 255 bytes, no control characters; topics no whitespace at all
+/// (a quoted SQL identifier may contain spaces, so table names may).
 fn check_name(what: &str, name: &str) -> Result<(), Failure> {
+    let forbidden =
+        |c: char| c.is_control() || (c.is_whitespace() && (what != "table" || c != ' '));
     let bad = if name.is_empty() {
         Some("is empty")
     } else if name.len() > MAX_NAME_LEN {
         Some("is longer than 255 bytes")
-    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    } else if name.chars().any(forbidden) {
         Some("contains whitespace or control characters")
     } else {
         None

@@ -81,8 +81,8 @@ pub(super) fn row_change(change: &RowChange) -> pb::RowChange {
         kind: kind as i32,
         table: change.table.clone(),
         key: Some(row(&change.key)),
-        new_row: change.new_row.as_ref().map(|r| row(r)),
-        old_row: change.old_row.as_ref().map(|r| row(r)),
+        new_row: change.new_row.as_ref().map(row),
+        old_row: change.old_row.as_ref().map(row),
         transaction_id: change.transaction_id,
         commit_time_micros: change.commit_time_micros,
     }

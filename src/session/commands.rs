@@ -245,7 +245,12 @@ impl Session {
         let table = request.table.to_owned();
         let mut subscription = changefeed.subscribe(request).await?;
         let subscribed = encode_response(request_id, Reply::Subscribed(id));
-        if self.mailbox.send(Outbound::Frame(subscribed)).await.is_err() {
+        if self
+            .mailbox
+            .send(Outbound::Frame(subscribed))
+            .await
+            .is_err()
+        {
             return Ok(()); // the connection is closing
         }
         subscription.start();

@@ -20,6 +20,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub use pb::request::Command;
 pub use pb::ErrorCode;
 
+pub mod db;
+
 /// How long any single expected message may take.
 pub const WAIT: Duration = Duration::from_secs(10);
 

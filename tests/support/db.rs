@@ -1,0 +1,186 @@
+//! A fresh PostgreSQL database per test, and a materialized view of a table built from events.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use feedgate::config::Config;
+use feedgate::protocol::pb;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
+
+/// The admin database URL; the test script exports it, the default is the local trust setup.
+pub fn admin_url() -> String {
+    std::env::var("FEEDGATE_TEST_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database created for one test; `drop_db` removes it (a panicking test leaves it behind for
+/// the test script to sweep: names start with `feedgate_test_`).
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let name = format!("feedgate_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("PostgreSQL at FEEDGATE_TEST_ADMIN_URL (run scripts/test)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create database");
+        let base = admin_url();
+        let url = match base.rsplit_once('/') {
+            Some((prefix, _)) => format!("{prefix}/{name}"),
+            None => panic!("admin url without a database"),
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(&url)
+            .await
+            .expect("connect to the test database");
+        TestDb { name, url, pool }
+    }
+
+    pub async fn execute(&self, sql: &str) {
+        sqlx::raw_sql(sql)
+            .execute(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    pub async fn drop_db(self) {
+        self.pool.close().await;
+        let mut admin = PgConnection::connect(&admin_url()).await.expect("admin");
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .expect("drop database");
+    }
+}
+
+/// A server config for changefeed tests: quick polling so tests run fast.
+pub fn config_for(db: &TestDb) -> Config {
+    let mut config = super::test_config();
+    config.database_url = Some(db.url.clone());
+    config.changefeed.busy_poll = Duration::from_millis(1);
+    config.changefeed.busy_grace = Duration::from_millis(50);
+    config.changefeed.idle_poll = Duration::from_millis(200);
+    config
+}
+
+/// Waits until `/v1/stats` says the changefeed reader is connected.
+pub async fn wait_connected(addr: std::net::SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if super::stats(addr).await["database"] == "connected" {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reader never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn table_feed(subscription_id: u64, table: &str, include_initial: bool) -> super::Command {
+    super::Command::Subscribe(pb::Subscribe {
+        subscription_id,
+        source: Some(pb::subscribe::Source::Table(pb::TableFeed {
+            table: table.into(),
+            include_initial,
+        })),
+        resume_from: Default::default(),
+    })
+}
+
+/// A compact text form of a value, for comparisons.
+pub fn show(value: &pb::Value) -> String {
+    use pb::value::Kind as K;
+    match &value.kind {
+        None | Some(K::Null(_)) => "null".into(),
+        Some(K::Bool(b)) => b.to_string(),
+        Some(K::Int(i)) => i.to_string(),
+        Some(K::Double(d)) => d.to_string(),
+        Some(K::Text(t)) => t.clone(),
+        Some(K::Bytes(b)) => format!("bytes:{}", hex_string(b)),
+        Some(K::Numeric(n)) => n.clone(),
+        Some(K::TimestampMicros(t)) => format!("tstz:{t}"),
+        Some(K::LocalTimestampMicros(t)) => format!("ts:{t}"),
+        Some(K::DateDays(d)) => format!("date:{d}"),
+        Some(K::Json(j)) => j.clone(),
+    }
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Row columns as name -> shown value.
+pub fn columns(row: &Option<pb::Row>) -> BTreeMap<String, String> {
+    row.as_ref()
+        .map(|r| {
+            r.columns
+                .iter()
+                .map(|(k, v)| (k.clone(), show(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A client-side view of a table rebuilt from events, which refuses anything that would mean a
+/// lost, doubled or misordered change.
+#[derive(Default, Debug)]
+pub struct View {
+    pub rows: BTreeMap<String, BTreeMap<String, String>>,
+    pub ready: bool,
+    pub applied: usize,
+}
+
+impl View {
+    pub fn apply(&mut self, change: &pb::RowChange) -> Result<(), String> {
+        use pb::ChangeKind as K;
+        let key = format!("{:?}", columns(&change.key));
+        let new_row = columns(&change.new_row);
+        let old_row = columns(&change.old_row);
+        self.applied += 1;
+        match change.kind() {
+            K::Initial | K::Insert => {
+                if self.rows.insert(key.clone(), new_row).is_some() {
+                    return Err(format!(
+                        "{:?} of a row already present: {key}",
+                        change.kind()
+                    ));
+                }
+            }
+            K::Update => {
+                let Some(current) = self.rows.get_mut(&key) else {
+                    return Err(format!("update of a missing row {key}"));
+                };
+                if *current != old_row {
+                    return Err(format!(
+                        "update's old row {old_row:?} differs from the view's {current:?}"
+                    ));
+                }
+                *current = new_row;
+            }
+            K::Delete => match self.rows.remove(&key) {
+                Some(current) if current == old_row => {}
+                Some(current) => {
+                    return Err(format!("delete's old row {old_row:?} != {current:?}"))
+                }
+                None => return Err(format!("delete of a missing row {key}")),
+            },
+            K::Unspecified => return Err("unspecified change kind".into()),
+        }
+        Ok(())
+    }
+}
