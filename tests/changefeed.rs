@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use feedgate::protocol::pb;
+use sqlx::Connection;
 use support::db::{columns, config_for, table_feed, wait_connected, TestDb, View};
 use support::*;
 
@@ -362,6 +363,149 @@ async fn killing_the_reader_and_listener_connections_loses_nothing() {
     }
     assert_eq!(view.applied, (next - 1) as usize);
     client.barrier().await;
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn pruning_removes_what_every_reader_has_read_and_nothing_else() {
+    let db = TestDb::new().await;
+    let mut config = config_for(&db);
+    config.changefeed.retention = Duration::ZERO;
+    config.changefeed.prune_interval = Duration::from_millis(100);
+    let server = start_with(config).await;
+    wait_connected(server.local_addr()).await;
+    db.execute(ORDERS).await;
+    let mut client = Client::connect(server.local_addr()).await;
+    subscribe_table(&mut client, 1, "orders", false).await;
+    expect_ready(&mut client, 1).await;
+    let log_rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM feedgate.changes")
+            .fetch_one(&db.pool)
+            .await
+            .expect("count")
+    };
+    let wait_for_log = |want: i64| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while log_rows().await != want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "log never reached {want} rows"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+
+    // Read by the only reader: pruned.
+    db.execute("INSERT INTO orders VALUES (1, 'a', 1), (2, 'b', 1)")
+        .await;
+    next_change(&mut client, 1).await;
+    next_change(&mut client, 1).await;
+    wait_for_log(0).await;
+
+    // An open transaction's logged change is never pruned, and arrives when it commits.
+    let mut open = db.pool.begin().await.expect("begin");
+    sqlx::query("INSERT INTO orders VALUES (3, 'late', 1)")
+        .execute(&mut *open)
+        .await
+        .expect("insert");
+    tokio::time::sleep(Duration::from_millis(600)).await; // several prune passes
+    open.commit().await.expect("commit");
+    assert_eq!(columns(&next_change(&mut client, 1).await.key)["id"], "3");
+
+    // Another node whose reader has not read past an old position holds pruning back.
+    db.execute(
+        "INSERT INTO feedgate.readers (node_id, position) \
+         VALUES (gen_random_uuid(), pg_current_snapshot())",
+    )
+    .await;
+    db.execute("INSERT INTO orders VALUES (4, 'kept', 1)").await;
+    next_change(&mut client, 1).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        log_rows().await >= 1,
+        "rows another reader still needs were pruned"
+    );
+    // Once that reader is gone, they go too.
+    db.execute("DELETE FROM feedgate.readers WHERE position::text <> ''")
+        .await;
+    // (our own reader re-registers its row on its next heartbeat or prune pass)
+    wait_for_log(0).await;
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn while_the_database_is_unreachable_subscribers_are_told_and_nothing_is_lost() {
+    let (db, server) = setup(ORDERS).await;
+    let addr = server.local_addr();
+    let mut client = Client::connect(addr).await;
+    subscribe_table(&mut client, 1, "orders", false).await;
+    expect_ready(&mut client, 1).await;
+
+    // A connection opened before the outage keeps writing during it.
+    let mut writer = sqlx::PgConnection::connect(&db.url).await.expect("writer");
+    let mut admin = sqlx::PgConnection::connect(&support::db::admin_url())
+        .await
+        .expect("admin");
+    sqlx::query(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+        db.name
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("block connections");
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+          WHERE datname = $1 AND application_name LIKE 'feedgate%'",
+    )
+    .bind(&db.name)
+    .execute(&mut admin)
+    .await
+    .expect("terminate");
+
+    let event = client.recv_event().await;
+    let Some(pb::event::Body::Status(status)) = event.body else {
+        panic!("expected a status event, got {event:?}");
+    };
+    assert!(!status.available);
+    let error = status.error.expect("why");
+    assert_eq!(error.code(), ErrorCode::SourceUnavailable);
+    assert!(error.retryable);
+    let mut other = Client::connect(addr).await;
+    let err = other
+        .expect_error(table_feed(1, "orders", false), ErrorCode::SourceUnavailable)
+        .await;
+    assert!(err.retryable);
+    assert_eq!(stats(addr).await["database"], "unavailable");
+
+    for id in 1..=5 {
+        sqlx::query("INSERT INTO orders VALUES ($1, 'during outage', 0)")
+            .bind(id)
+            .execute(&mut writer)
+            .await
+            .expect("insert during outage");
+    }
+    sqlx::query(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+        db.name
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("unblock");
+
+    let event = client.recv_event().await;
+    let Some(pb::event::Body::Status(status)) = event.body else {
+        panic!("expected a status event, got {event:?}");
+    };
+    assert!(status.available && status.error.is_none());
+    let mut view = View::default();
+    while view.rows.len() < 5 {
+        let change = next_change(&mut client, 1).await;
+        view.apply(&change).expect("exactly once, in order");
+    }
+    client.barrier().await;
+    drop(writer);
     server.shutdown().await.expect("shutdown");
     db.drop_db().await;
 }

@@ -194,6 +194,11 @@ async fn connect<'a>(
     })
 }
 
+/// `connect` always sets a position before serving; reaching this is a bug.
+fn no_position() -> ChangefeedError {
+    ChangefeedError::Database(sqlx::Error::Protocol("reader has no position".into()))
+}
+
 fn snapshot(text: &str) -> Result<Snapshot, ChangefeedError> {
     Snapshot::parse(text)
         .map_err(|e| ChangefeedError::Database(sqlx::Error::Protocol(e.to_string())))
@@ -259,9 +264,7 @@ impl Reader<'_> {
 
     /// Reads and fans out one batch; returns how many changes it held.
     async fn poll(&mut self, progress: &mut Progress) -> Result<usize, ChangefeedError> {
-        let prev = progress.position.clone().ok_or_else(|| {
-            ChangefeedError::Database(sqlx::Error::Protocol("reader has no position".into()))
-        })?;
+        let prev = progress.position.clone().ok_or_else(no_position)?;
         let shared = self.shared;
         let mut rows = sqlx::query(POLL)
             .bind(prev.xmin().to_string())
@@ -338,11 +341,17 @@ impl Reader<'_> {
 
     /// Writes this reader's row: position, wake-up wish, liveness.
     async fn record(&mut self, wanted: bool, progress: &Progress) -> Result<(), ChangefeedError> {
-        let position = progress.position.as_ref().map(ToString::to_string);
+        let position = progress
+            .position
+            .as_ref()
+            .ok_or_else(no_position)?
+            .to_string();
+        // An upsert: another node may have removed this row as stale after a long pause.
         sqlx::query(
-            "UPDATE feedgate.readers SET wants_wakeup = $2, \
-                    position = coalesce($3::text::pg_snapshot, position), seen_at = now() \
-              WHERE node_id = $1",
+            "INSERT INTO feedgate.readers (node_id, wants_wakeup, position) \
+             VALUES ($1, $2, $3::text::pg_snapshot) \
+             ON CONFLICT (node_id) DO UPDATE SET wants_wakeup = EXCLUDED.wants_wakeup, \
+                 position = EXCLUDED.position, seen_at = now()",
         )
         .bind(self.node)
         .bind(wanted)
@@ -378,6 +387,8 @@ impl Reader<'_> {
         let tuning = &self.shared.settings.tuning;
         if now.duration_since(self.last_prune) >= tuning.prune_interval {
             self.last_prune = now;
+            // Prune against this reader's freshest position.
+            self.record(self.wants_wakeup, progress).await?;
             let pruned = prune(&mut self.conn, tuning.retention, tuning.max_log_rows).await?;
             if pruned > 0 {
                 debug!(pruned, "change log pruned");

@@ -39,7 +39,7 @@ impl TestDb {
             None => panic!("admin url without a database"),
         };
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(6)
             .connect(&url)
             .await
             .expect("connect to the test database");
@@ -73,6 +73,8 @@ pub fn config_for(db: &TestDb) -> Config {
     config.changefeed.busy_poll = Duration::from_millis(1);
     config.changefeed.busy_grace = Duration::from_millis(50);
     config.changefeed.idle_poll = Duration::from_millis(200);
+    // Tests run in parallel against one PostgreSQL (max_connections = 100 by default).
+    config.changefeed.pool_size = 3;
     config
 }
 
