@@ -12,7 +12,7 @@ CREATE TABLE feedgate.changes (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     xid        xid8 NOT NULL DEFAULT pg_current_xact_id(),
     table_oid  oid NOT NULL,
-    op         "char" NOT NULL CHECK (op IN ('I', 'U', 'D')),
+    op         "char" NOT NULL CHECK (op IN ('I', 'U', 'D', 'T')),
     old_row    jsonb,
     new_row    jsonb,
     logged_at  timestamptz NOT NULL DEFAULT now()
@@ -52,6 +52,16 @@ BEGIN
         INSERT INTO feedgate.changes (table_oid, op, old_row)
         VALUES (TG_ARGV[0]::oid, 'D', to_jsonb(OLD));
     END IF;
+    RETURN NULL;
+END
+$$;
+
+-- TRUNCATE removes rows without row triggers: log it, so subscribers are told rather than left
+-- with rows that no longer exist.
+CREATE FUNCTION feedgate.capture_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO feedgate.changes (table_oid, op) VALUES (TG_ARGV[0]::oid, 'T');
     RETURN NULL;
 END
 $$;
@@ -100,9 +110,14 @@ BEGIN
             'CREATE TRIGGER feedgate_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
             'FOR EACH ROW EXECUTE FUNCTION feedgate.capture(%L)', target, target::oid);
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = target AND tgname = 'feedgate_truncate') THEN
+        EXECUTE format(
+            'CREATE TRIGGER feedgate_truncate AFTER TRUNCATE ON %s '
+            'FOR EACH STATEMENT EXECUTE FUNCTION feedgate.capture_truncate(%L)', target, target::oid);
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = target AND tgname = 'feedgate_wakeup') THEN
         EXECUTE format(
-            'CREATE TRIGGER feedgate_wakeup AFTER INSERT OR UPDATE OR DELETE ON %s '
+            'CREATE TRIGGER feedgate_wakeup AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s '
             'FOR EACH STATEMENT EXECUTE FUNCTION feedgate.wakeup()', target);
     END IF;
     RETURN display;
@@ -114,6 +129,7 @@ CREATE FUNCTION feedgate.unwatch(target regclass) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS feedgate_capture ON %s', target);
+    EXECUTE format('DROP TRIGGER IF EXISTS feedgate_truncate ON %s', target);
     EXECUTE format('DROP TRIGGER IF EXISTS feedgate_wakeup ON %s', target);
     DELETE FROM feedgate.watched WHERE table_oid = target;
 END

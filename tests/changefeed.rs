@@ -509,3 +509,32 @@ async fn while_the_database_is_unreachable_subscribers_are_told_and_nothing_is_l
     server.shutdown().await.expect("shutdown");
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_truncate_ends_subscriptions_with_source_reset_instead_of_leaving_stale_rows() {
+    let (db, server) = setup(ORDERS).await;
+    db.execute("INSERT INTO orders VALUES (1, 'a', 1), (2, 'b', 1)")
+        .await;
+    let mut client = Client::connect(server.local_addr()).await;
+    subscribe_table(&mut client, 1, "orders", true).await;
+    next_change(&mut client, 1).await;
+    next_change(&mut client, 1).await;
+    expect_ready(&mut client, 1).await;
+    db.execute("TRUNCATE orders").await;
+    let event = client.recv_event().await;
+    assert_eq!(event.subscription_id, 1);
+    let Some(pb::event::Body::Closed(closed)) = event.body else {
+        panic!("expected SubscriptionClosed, got {event:?}");
+    };
+    let error = closed.error.expect("error");
+    assert_eq!(error.code(), ErrorCode::SourceReset);
+    assert_eq!(error.details["table"], "public.orders");
+    // The id is free again; resubscribing rebuilds the (now empty) state.
+    db.execute("INSERT INTO orders VALUES (3, 'c', 1)").await;
+    subscribe_table(&mut client, 1, "orders", true).await;
+    assert_eq!(columns(&next_change(&mut client, 1).await.key)["id"], "3");
+    expect_ready(&mut client, 1).await;
+    client.barrier().await;
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}

@@ -175,7 +175,8 @@ impl Changefeed {
                 self.shared.tables.get_or_insert(info, || types, limit)
             }
         };
-        entry.add(request.subscriber, request.mailbox.clone());
+        let closed = Arc::new(AtomicBool::new(false));
+        entry.add(request.subscriber, request.mailbox.clone(), closed.clone());
         Ok(TableSubscription {
             entry,
             key: request.subscriber,
@@ -183,7 +184,7 @@ impl Changefeed {
             pool: self.shared.pool.clone(),
             include_initial: request.include_initial,
             cancel: CancellationToken::new(),
-            closed: Arc::new(AtomicBool::new(false)),
+            closed,
             task: None,
         })
     }

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use super::changes::row_change_from_json;
 use super::snapshot::Snapshot;
+use super::subscription::truncated;
 use super::{schema, ChangefeedError, ChangefeedSettings, Shared};
 use crate::protocol::{share_event, ChangeKind, EventBody, Failure};
 
@@ -424,7 +425,13 @@ fn fan_out(
     let kind = match row.try_get::<String, _>("op")?.as_str() {
         "I" => ChangeKind::Insert,
         "U" => ChangeKind::Update,
-        _ => ChangeKind::Delete,
+        "D" => ChangeKind::Delete,
+        _ => {
+            // 'T': TRUNCATE.
+            let failure = truncated(&entry.info.name);
+            entry.reset(xid, &share_event(&[], EventBody::Closed(&failure)));
+            return Ok(());
+        }
     };
     let mut rows: Option<(Option<serde_json::Value>, Option<serde_json::Value>)> =
         Some((row.try_get("old_row")?, row.try_get("new_row")?));

@@ -126,6 +126,7 @@ impl Start {
                     }
                 }
                 Drain::Live | Drain::Gone => return Ok(()),
+                Drain::Reset => return Err(truncated(&self.entry.info.name)),
                 Drain::Overflowed => {
                     return Err(Failure::new(
                         Code::SlowConsumer,
@@ -170,4 +171,14 @@ impl Start {
         tx.commit().await.map_err(|e| unavailable(&e))?;
         Ok(since)
     }
+}
+
+/// The failure a subscription ends with when its table is truncated.
+pub(super) fn truncated(table: &str) -> Failure {
+    Failure::new(
+        Code::SourceReset,
+        format!("table {table} was truncated; subscribe again with include_initial"),
+    )
+    .retryable(0)
+    .detail("table", table)
 }

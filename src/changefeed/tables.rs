@@ -9,6 +9,7 @@
 //! overflows marks the subscription failed; its task ends it with a coded `SubscriptionClosed`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::snapshot::Snapshot;
@@ -42,12 +43,16 @@ struct Subscriber {
     key: SubscriberKey,
     mailbox: Mailbox,
     state: State,
+    /// Set when the server ends the subscription, so its session frees the id.
+    closed: Arc<AtomicBool>,
 }
 
 enum State {
     Pending {
         buffer: Vec<(u64, SharedEvent)>,
         overflowed: bool,
+        /// The table was truncated while the snapshot was being taken.
+        reset: bool,
     },
     Live {
         since: Snapshot,
@@ -62,6 +67,8 @@ pub(crate) enum Drain {
     Live,
     /// The buffer overflowed; the subscription has been removed.
     Overflowed,
+    /// The table was truncated meanwhile; the subscription has been removed.
+    Reset,
     /// The subscription is gone (unsubscribed or dropped as a slow consumer).
     Gone,
 }
@@ -93,14 +100,16 @@ impl TableEntry {
         *self.types.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(types);
     }
 
-    /// Adds a pending subscriber.
-    pub(crate) fn add(&self, key: SubscriberKey, mailbox: Mailbox) {
+    /// Adds a pending subscriber; `closed` is set if the server ends it.
+    pub(crate) fn add(&self, key: SubscriberKey, mailbox: Mailbox, closed: Arc<AtomicBool>) {
         self.lock().push(Subscriber {
             key,
             mailbox,
+            closed,
             state: State::Pending {
                 buffer: Vec::new(),
                 overflowed: false,
+                reset: false,
             },
         });
     }
@@ -123,6 +132,10 @@ impl TableEntry {
         };
         let subscriber = &mut subscribers[index];
         match &mut subscriber.state {
+            State::Pending { reset: true, .. } => {
+                subscribers.swap_remove(index);
+                Drain::Reset
+            }
             State::Pending {
                 overflowed: true, ..
             } => {
@@ -151,7 +164,9 @@ impl TableEntry {
         let before = subscribers.len();
         let limit = self.buffer_limit;
         subscribers.retain_mut(|subscriber| match &mut subscriber.state {
-            State::Pending { buffer, overflowed } => {
+            State::Pending {
+                buffer, overflowed, ..
+            } => {
                 if *overflowed {
                 } else if buffer.len() >= limit {
                     *overflowed = true;
@@ -171,6 +186,30 @@ impl TableEntry {
                 .is_ok(),
         });
         before - subscribers.len()
+    }
+
+    /// The table was truncated by transaction `xid`: ends every subscription whose snapshot does
+    /// not already reflect it, with `closed` (a `SubscriptionClosed` event). Pending ones are
+    /// ended by their task, which does not know its snapshot's relation to `xid` yet (rare
+    /// enough that a possibly needless resubscribe is the simpler price).
+    pub(crate) fn reset(&self, xid: u64, closed: &SharedEvent) {
+        self.lock()
+            .retain_mut(|subscriber| match &mut subscriber.state {
+                State::Pending { reset, buffer, .. } => {
+                    *reset = true;
+                    *buffer = Vec::new();
+                    true
+                }
+                State::Live { since } if since.is_visible(xid) => true,
+                State::Live { .. } => {
+                    let _ = subscriber.mailbox.try_deliver(Outbound::Event {
+                        subscription_id: subscriber.key.subscription_id,
+                        event: closed.clone(),
+                    });
+                    subscriber.closed.store(true, Ordering::Release);
+                    false
+                }
+            });
     }
 
     /// Tells every live subscriber that the source is unavailable (`Some`) or back (`None`).
@@ -261,7 +300,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (mb, mut rx) = mailbox(16, Closer::new(&shutdown));
         let table = entry(10);
-        table.add(key(1), mb);
+        table.add(key(1), mb, Arc::default());
         table.fan_out(5, event);
         table.fan_out(12, event);
         let since = Snapshot::parse("10:13:").expect("snapshot"); // 5 and 12 visible, 13+ not
@@ -284,7 +323,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (mb, _rx) = mailbox(16, Closer::new(&shutdown));
         let table = entry(2);
-        table.add(key(1), mb);
+        table.add(key(1), mb, Arc::default());
         for xid in 20..25 {
             table.fan_out(xid, event);
         }
