@@ -11,6 +11,8 @@
 //!    `shutdown_timeout`, then returns.
 
 use std::future::IntoFuture;
+
+use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
@@ -132,6 +134,12 @@ async fn serve(
     let shutdown = state.shutdown.clone();
     let sessions = state.sessions.clone();
     let grace = config.shutdown_timeout;
+    // Events are small and latency-bound: never let Nagle's algorithm hold one back.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            warn!(error = %err, "cannot set TCP_NODELAY");
+        }
+    });
     let http = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();

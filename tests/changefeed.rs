@@ -538,3 +538,42 @@ async fn a_truncate_ends_subscriptions_with_source_reset_instead_of_leaving_stal
     server.shutdown().await.expect("shutdown");
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn a_thousand_subscriptions_to_one_table_each_get_every_change_once() {
+    let (db, server) = setup(ORDERS).await;
+    let addr = server.local_addr();
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut client = Client::connect(addr).await;
+        for id in 1..=50 {
+            subscribe_table(&mut client, id, "orders", false).await;
+            expect_ready(&mut client, id).await;
+        }
+        clients.push(client);
+    }
+    assert_eq!(stats(addr).await["subscriptions"], 1000);
+    db.execute("INSERT INTO orders SELECT g, 'x', g FROM generate_series(1, 10) g")
+        .await;
+    for client in &mut clients {
+        let mut seen = std::collections::BTreeMap::<u64, Vec<String>>::new();
+        for _ in 0..500 {
+            let event = client.recv_event().await;
+            let Some(pb::event::Body::Change(change)) = event.body else {
+                panic!("expected a change");
+            };
+            seen.entry(event.subscription_id)
+                .or_default()
+                .push(columns(&change.key)["id"].clone());
+        }
+        let want: Vec<String> = (1..=10).map(|i| i.to_string()).collect();
+        assert_eq!(seen.len(), 50);
+        assert!(
+            seen.values().all(|ids| *ids == want),
+            "every subscription, in order"
+        );
+        client.barrier().await;
+    }
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}
