@@ -88,10 +88,9 @@ async fn measure(url: &str, rows: u64) -> Result<()> {
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{}/v1/ws", server.local_addr())).await?;
     let rss_before = peak_rss_kib();
-    let mut received = 0u64;
-    let mut start = Instant::now();
+    // The reader may still be connecting: retry until Subscribed, then count rows until Ready.
     let deadline = Instant::now() + Duration::from_secs(20);
-    'subscribe: loop {
+    let start = loop {
         let request = pb::Request {
             request_id: 1,
             command: Some(pb::request::Command::Subscribe(pb::Subscribe {
@@ -103,31 +102,42 @@ async fn measure(url: &str, rows: u64) -> Result<()> {
                 resume_from: Default::default(),
             })),
         };
-        start = Instant::now();
+        let start = Instant::now();
         ws.send(Message::Binary(request.encode_to_vec().into()))
             .await?;
-        while let Some(frame) = ws.next().await {
-            let Message::Binary(bytes) = frame? else {
+        let response = loop {
+            let frame = ws.next().await.context("closed")??;
+            let Message::Binary(bytes) = frame else {
                 continue;
             };
-            match pb::ServerMessage::decode(bytes)?.message {
-                Some(pb::server_message::Message::Response(r)) => {
-                    if !matches!(r.result, Some(pb::response::Result::Subscribed(_))) {
-                        // The reader may still be connecting.
-                        anyhow::ensure!(Instant::now() < deadline, "cannot subscribe: {r:?}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue 'subscribe;
-                    }
-                }
-                Some(pb::server_message::Message::Event(event)) => match event.body {
-                    Some(pb::event::Body::Change(_)) => received += 1,
-                    Some(pb::event::Body::Ready(_)) => break 'subscribe,
-                    _ => {}
-                },
-                None => {}
+            if let Some(pb::server_message::Message::Response(r)) =
+                pb::ServerMessage::decode(bytes)?.message
+            {
+                break r;
             }
+        };
+        if matches!(response.result, Some(pb::response::Result::Subscribed(_))) {
+            break start;
         }
-        anyhow::bail!("connection closed");
+        anyhow::ensure!(Instant::now() < deadline, "cannot subscribe: {response:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut received = 0u64;
+    loop {
+        let frame = ws.next().await.context("closed")??;
+        let Message::Binary(bytes) = frame else {
+            continue;
+        };
+        let Some(pb::server_message::Message::Event(event)) =
+            pb::ServerMessage::decode(bytes)?.message
+        else {
+            continue;
+        };
+        match event.body {
+            Some(pb::event::Body::Change(_)) => received += 1,
+            Some(pb::event::Body::Ready(_)) => break,
+            _ => {}
+        }
     }
     let snapshot_time = start.elapsed();
     let rss_after = peak_rss_kib();
