@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::broker::rabbitmq::RabbitBroker;
 use crate::broker::Topics;
 use crate::changefeed::{Changefeed, ChangefeedError, ChangefeedSettings};
 use crate::config::Config;
@@ -87,7 +88,13 @@ impl Server {
                 outbound_queue: config.limits.outbound_queue,
             },
             max_frame_size: config.websocket.max_frame_size,
-            topics: Topics::default(),
+            topics: Topics::new(
+                config.topics.clone(),
+                config
+                    .rabbitmq
+                    .clone()
+                    .map(|rabbit| RabbitBroker::start(rabbit, shutdown.clone(), &background)),
+            ),
             tables,
             shutdown: shutdown.clone(),
             sessions: TaskTracker::new(),

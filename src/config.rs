@@ -29,6 +29,43 @@ pub struct Config {
     pub watch: Vec<String>,
     /// Changefeed reader tuning.
     pub changefeed: ChangefeedConfig,
+    /// Which backend serves which topic; empty: every topic is in-process.
+    pub topics: Vec<crate::broker::route::TopicRule>,
+    /// The RabbitMQ backend, when a rule routes topics to it.
+    pub rabbitmq: Option<RabbitConfig>,
+}
+
+/// The RabbitMQ backend's settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitConfig {
+    /// AMQP URL, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`. A secret: never logged.
+    pub url: String,
+    /// The exchange topics are published to and bound on (declared durable if absent).
+    #[serde(default = "default_exchange")]
+    pub exchange: String,
+    /// Its type: `topic` (routing-key patterns), `direct`, `fanout` or `headers`.
+    #[serde(default = "default_exchange_type")]
+    pub exchange_type: String,
+    /// Unacknowledged deliveries per subscription queue.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// How long a publish waits for the broker's confirm before failing (retryable).
+    #[serde(default = "default_publish_timeout", with = "humantime_serde")]
+    pub publish_timeout: Duration,
+}
+
+fn default_exchange() -> String {
+    "feedgate".into()
+}
+fn default_exchange_type() -> String {
+    "topic".into()
+}
+fn default_prefetch() -> u16 {
+    256
+}
+fn default_publish_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// Changefeed reader and buffer tuning.
@@ -113,6 +150,8 @@ impl Default for Config {
             database_url: None,
             watch: Vec::new(),
             changefeed: ChangefeedConfig::default(),
+            topics: Vec::new(),
+            rabbitmq: None,
         }
     }
 }
@@ -317,6 +356,55 @@ impl Config {
         }
         if cf.pool_size == 0 {
             return invalid("changefeed.pool_size", "must be at least 1".into());
+        }
+        self.validate_topics()
+    }
+
+    fn validate_topics(&self) -> Result<(), ConfigError> {
+        use crate::broker::route::{check_pattern, BackendKind};
+        let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
+        for rule in &self.topics {
+            if let Err(why) = check_pattern(&rule.pattern) {
+                return invalid("topics.pattern", why);
+            }
+            if rule.backend == BackendKind::Rabbitmq && self.rabbitmq.is_none() {
+                return invalid(
+                    "topics.backend",
+                    format!(
+                        "{:?} routes to rabbitmq but there is no [rabbitmq] section",
+                        rule.pattern
+                    ),
+                );
+            }
+            if rule.backend == BackendKind::Kafka {
+                return invalid(
+                    "topics.backend",
+                    format!(
+                        "{:?} routes to kafka, which this build does not serve yet",
+                        rule.pattern
+                    ),
+                );
+            }
+            if rule.allow_wildcards && rule.backend != BackendKind::Rabbitmq {
+                return invalid(
+                    "topics.allow_wildcards",
+                    "wildcard subscriptions are a RabbitMQ feature".into(),
+                );
+            }
+        }
+        if let Some(rabbit) = &self.rabbitmq {
+            if !matches!(
+                rabbit.exchange_type.as_str(),
+                "topic" | "direct" | "fanout" | "headers"
+            ) {
+                return invalid(
+                    "rabbitmq.exchange_type",
+                    "must be topic, direct, fanout or headers".into(),
+                );
+            }
+            if rabbit.prefetch == 0 {
+                return invalid("rabbitmq.prefetch", "must be at least 1".into());
+            }
         }
         Ok(())
     }

@@ -82,6 +82,8 @@ struct Stats {
     topics: usize,
     /// "connected", "unavailable" or "not configured".
     database: &'static str,
+    /// Likewise for the RabbitMQ backend.
+    rabbitmq: &'static str,
 }
 
 async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
@@ -95,5 +97,6 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
             Some(tables) if tables.is_available() => "connected",
             Some(_) => "unavailable",
         },
+        rabbitmq: state.topics.rabbitmq_status(),
     })
 }

@@ -134,6 +134,55 @@ impl Registry {
         fanout
     }
 
+    /// Queues one event (encoded once) to every subscriber of every key, e.g. a source status.
+    pub fn broadcast(&self, event: &SharedEvent) {
+        let entries: Vec<Arc<Mutex<Entry>>> = self
+            .shared
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for entry in entries {
+            let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = entry.subscribers.len();
+            entry.subscribers.retain(|subscriber| {
+                let item = Outbound::Event {
+                    subscription_id: subscriber.key.subscription_id,
+                    event: event.clone(),
+                };
+                subscriber.mailbox.try_deliver(item).is_ok()
+            });
+            let dropped = before - entry.subscribers.len();
+            self.shared
+                .subscriptions
+                .fetch_sub(dropped, Ordering::Relaxed);
+        }
+    }
+
+    /// The keys that have subscribers now.
+    pub fn key_names(&self) -> Vec<String> {
+        self.shared
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    /// Whether `key` has at least one subscriber.
+    pub fn has_subscribers(&self, key: &str) -> bool {
+        self.entry(key).is_some_and(|entry| {
+            !entry
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .subscribers
+                .is_empty()
+        })
+    }
+
     /// Active subscriptions across all keys.
     pub fn subscriptions(&self) -> usize {
         self.shared.subscriptions.load(Ordering::Relaxed)

@@ -1,18 +1,23 @@
 //! Topic backends behind one front: [`Topics`] decides which backend serves a topic name and
 //! forwards subscribe and publish to it.
 //!
-//! Today there is one backend, the in-process broker ([`memory`]), which serves every topic.
-//! Kafka and RabbitMQ backends, and the routing rules that choose between backends, plug in here;
-//! sessions only ever see [`Topics`]. Backends reach subscribers through the [`Mailbox`] they are
+//! Backends: the in-process broker ([`memory`], the default, no outside service) and RabbitMQ
+//! ([`rabbitmq`]); [`route`] maps topic names to them by configured rules. Sessions only ever see
+//! [`Topics`]. Backends reach subscribers through the [`Mailbox`] they are
 //! handed, never through the session.
 
 pub mod memory;
+pub mod rabbitmq;
+pub mod route;
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::outbound::Mailbox;
-use crate::protocol::{Failure, TopicMessage};
-use crate::registry::{Registration, SubscriberKey};
+use crate::protocol::{Code, Failure, TopicMessage};
+use crate::registry::{Registration, Registry, SubscriberKey};
+use route::{BackendKind, TopicRule};
 
 /// Where an accepted publish landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,35 +41,110 @@ pub struct TopicSubscribe<'a> {
     pub resume_from: &'a [u8],
 }
 
-/// The topic front all sessions share. Cheap to clone.
+/// The topic front all sessions share: routes each topic to its backend. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Topics {
+    rules: Arc<Vec<TopicRule>>,
     memory: memory::MemoryBroker,
+    rabbitmq: Option<rabbitmq::RabbitBroker>,
 }
 
 impl Topics {
+    /// A front with routing `rules` (empty: everything in-process) and the started backends.
+    pub fn new(rules: Vec<TopicRule>, rabbitmq: Option<rabbitmq::RabbitBroker>) -> Self {
+        Self {
+            rules: Arc::new(rules),
+            memory: memory::MemoryBroker::default(),
+            rabbitmq,
+        }
+    }
+
     /// Subscribes; `announce` runs once the subscriber is registered and before any event can
     /// reach it, and must queue the `Subscribed` response and the `Ready` event.
-    pub fn subscribe(
+    pub async fn subscribe(
         &self,
         request: TopicSubscribe<'_>,
         announce: impl FnOnce(),
     ) -> Result<Registration, Failure> {
-        self.memory.subscribe(request, announce)
+        let rule = route::route(&self.rules, request.topic)?;
+        let allow_wildcards = rule.is_some_and(|r| r.allow_wildcards);
+        if route::has_wildcards(request.topic) && !allow_wildcards {
+            return Err(Failure::new(
+                Code::Validation,
+                "wildcards (*, #) are allowed only on topics whose routing rule allows them",
+            )
+            .detail("topic", request.topic));
+        }
+        match self.backend(rule, request.topic)? {
+            Backend::Memory(memory) => memory.subscribe(request, announce),
+            Backend::Rabbitmq(rabbit) => rabbit.subscribe(request, announce).await,
+        }
     }
 
     /// Publishes; returns once the backend accepted the message.
     pub async fn publish(&self, message: TopicMessage) -> Result<Receipt, Failure> {
-        self.memory.publish(message)
+        if route::has_wildcards(&message.topic) {
+            return Err(Failure::new(
+                Code::Validation,
+                "a publish names one topic; wildcards (*, #) are for subscribing",
+            )
+            .detail("topic", &message.topic));
+        }
+        let rule = route::route(&self.rules, &message.topic)?;
+        match self.backend(rule, &message.topic)? {
+            Backend::Memory(memory) => memory.publish(message),
+            Backend::Rabbitmq(rabbit) => rabbit.publish(message).await,
+        }
+    }
+
+    /// "connected", "unavailable" or "not configured".
+    pub fn rabbitmq_status(&self) -> &'static str {
+        match &self.rabbitmq {
+            None => "not configured",
+            Some(rabbit) if rabbit.is_available() => "connected",
+            Some(_) => "unavailable",
+        }
     }
 
     /// Active topic subscriptions on this node.
     pub fn subscriptions(&self) -> usize {
-        self.memory.registry().subscriptions()
+        self.registries().map(Registry::subscriptions).sum()
     }
 
-    /// Topics with at least one subscriber on this node.
+    /// Topics (or patterns) with at least one subscriber on this node.
     pub fn active_topics(&self) -> usize {
-        self.memory.registry().keys()
+        self.registries().map(Registry::keys).sum()
     }
+
+    fn registries(&self) -> impl Iterator<Item = &Registry> {
+        std::iter::once(self.memory.registry()).chain(self.rabbitmq.as_ref().map(|r| r.registry()))
+    }
+
+    fn backend(&self, rule: Option<&TopicRule>, topic: &str) -> Result<Backend<'_>, Failure> {
+        match rule.map_or(BackendKind::Memory, |r| r.backend) {
+            BackendKind::Memory => Ok(Backend::Memory(&self.memory)),
+            BackendKind::Rabbitmq => {
+                self.rabbitmq
+                    .as_ref()
+                    .map(Backend::Rabbitmq)
+                    .ok_or_else(|| {
+                        Failure::new(
+                            Code::SourceUnavailable,
+                            "the RabbitMQ backend is not configured",
+                        )
+                        .detail("topic", topic)
+                    })
+            }
+            BackendKind::Kafka => Err(Failure::new(
+                Code::SourceUnavailable,
+                "the Kafka backend is not available in this build",
+            )
+            .detail("topic", topic)),
+        }
+    }
+}
+
+enum Backend<'a> {
+    Memory(&'a memory::MemoryBroker),
+    Rabbitmq(&'a rabbitmq::RabbitBroker),
 }

@@ -221,7 +221,7 @@ impl Session {
             mailbox: self.mailbox.clone(),
             resume_from,
         };
-        let registration = self.ctx.topics.subscribe(request, announce)?;
+        let registration = self.ctx.topics.subscribe(request, announce).await?;
         debug!(subscription_id = id, topic = %topic, "subscribed");
         self.subscriptions.insert(id, Active::Topic(registration));
         Ok(())

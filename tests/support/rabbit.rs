@@ -1,0 +1,152 @@
+//! RabbitMQ test helpers: a config routing topics to RabbitMQ with an exchange of the test's own,
+//! and a real lapin publisher/consumer on the side.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use feedgate::broker::route::{BackendKind, TopicRule};
+use feedgate::config::{Config, RabbitConfig};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+pub fn amqp_url() -> String {
+    std::env::var("FEEDGATE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A unique exchange name for one test.
+pub fn exchange() -> String {
+    format!("feedgate_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Topics under `rabbit.` (wildcards allowed) go to RabbitMQ; everything else stays in memory.
+pub fn config(exchange: &str) -> Config {
+    let mut config = super::test_config();
+    config.rabbitmq = Some(RabbitConfig {
+        url: amqp_url(),
+        exchange: exchange.into(),
+        exchange_type: "topic".into(),
+        prefetch: 64,
+        publish_timeout: Duration::from_secs(5),
+    });
+    config.topics = vec![
+        TopicRule {
+            pattern: "rabbit.#".into(),
+            backend: BackendKind::Rabbitmq,
+            allow_wildcards: true,
+        },
+        TopicRule {
+            pattern: "local.#".into(),
+            backend: BackendKind::Memory,
+            allow_wildcards: false,
+        },
+    ];
+    config
+}
+
+pub async fn wait_rabbit_connected(addr: std::net::SocketAddr) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while super::stats(addr).await["rabbitmq"] != "connected" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rabbitmq never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A plain AMQP client, as another service would use RabbitMQ.
+pub struct Amqp {
+    pub connection: Connection,
+    pub channel: Channel,
+    pub exchange: String,
+}
+
+impl Amqp {
+    pub async fn connect(exchange: &str) -> Amqp {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("amqp connects");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        Amqp {
+            connection,
+            channel,
+            exchange: exchange.into(),
+        }
+    }
+
+    pub async fn publish(&self, routing_key: &str, payload: &[u8], key_header: Option<&str>) {
+        let mut headers = FieldTable::default();
+        if let Some(key) = key_header {
+            headers.insert("feedgate-key".into(), AMQPValue::LongString(key.into()));
+        }
+        self.channel
+            .basic_publish(
+                ShortString::from(self.exchange.as_str()),
+                ShortString::from(routing_key),
+                BasicPublishOptions::default(),
+                payload,
+                BasicProperties::default().with_headers(headers),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
+    /// A queue bound to `binding_key`, consumed.
+    pub async fn consume(&self, binding_key: &str) -> lapin::Consumer {
+        let queue = self
+            .channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue");
+        self.channel
+            .queue_bind(
+                queue.name().clone(),
+                ShortString::from(self.exchange.as_str()),
+                ShortString::from(binding_key),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        self.channel
+            .basic_consume(
+                queue.name().clone(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume")
+    }
+
+    pub async fn delete_exchange(&self) {
+        let _ = self
+            .channel
+            .exchange_delete(
+                ShortString::from(self.exchange.as_str()),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
+    }
+}
