@@ -134,7 +134,10 @@ mod tests {
         );
         let only_kafka = vec![rule("orders.*", BackendKind::Kafka)];
         assert_eq!(
-            route(&only_kafka, "chat").map(|_| ()).expect_err("unrouted").code,
+            route(&only_kafka, "chat")
+                .map(|_| ())
+                .expect_err("unrouted")
+                .code,
             Code::NotFound
         );
         assert_eq!(route(&[], "chat"), Ok(None));
