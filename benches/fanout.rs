@@ -108,6 +108,7 @@ async fn end_to_end(connections: usize, messages: usize) -> Result<()> {
                 subscription_id: i as u64 + 1,
                 source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
                     topic: "bench.prices".into(),
+                    ..Default::default()
                 })),
                 resume_from: Bytes::new(),
             })),

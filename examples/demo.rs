@@ -73,6 +73,7 @@ fn subscribe(subscription_id: u64, topic: &str) -> Command {
         subscription_id,
         source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
             topic: topic.into(),
+            ..Default::default()
         })),
         resume_from: Default::default(),
     })

@@ -196,6 +196,7 @@ async fn resume_from_on_an_in_process_topic_gets_resume_unavailable() {
                 subscription_id: 1,
                 source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
                     topic: "t".into(),
+                    ..Default::default()
                 })),
                 resume_from: Bytes::from_static(b"cursor"),
             }),

@@ -135,6 +135,7 @@ mod tests {
             },
             mailbox: mb,
             resume_from: &[],
+            start: crate::protocol::StartPosition::Latest,
         };
         let _reg = broker.subscribe(request, || {}).expect("subscribed");
         let msg = |p: &'static str| TopicMessage {

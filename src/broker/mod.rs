@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::outbound::Mailbox;
-use crate::protocol::{Code, Failure, TopicMessage};
+use crate::protocol::{Code, Failure, StartPosition, TopicMessage};
 use crate::registry::{Registration, Registry, SubscriberKey};
 use route::{BackendKind, TopicRule};
 
@@ -39,6 +39,20 @@ pub struct TopicSubscribe<'a> {
     pub mailbox: Mailbox,
     /// Cursor to resume after (empty: from now).
     pub resume_from: &'a [u8],
+    /// Where to start (only Kafka serves anything but `Latest`).
+    pub start: StartPosition,
+}
+
+/// Backends without history serve only `StartPosition::Latest`.
+fn latest_only(request: &TopicSubscribe<'_>, backend: &str) -> Result<(), Failure> {
+    if request.start == StartPosition::Latest {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Code::Validation,
+        format!("{backend} topics start at the latest message; EARLIEST and OFFSET are for Kafka"),
+    )
+    .detail("topic", request.topic))
 }
 
 /// The topic front all sessions share: routes each topic to its backend. Cheap to clone.
@@ -76,8 +90,14 @@ impl Topics {
             .detail("topic", request.topic));
         }
         match self.backend(rule, request.topic)? {
-            Backend::Memory(memory) => memory.subscribe(request, announce),
-            Backend::Rabbitmq(rabbit) => rabbit.subscribe(request, announce).await,
+            Backend::Memory(memory) => {
+                latest_only(&request, "in-process")?;
+                memory.subscribe(request, announce)
+            }
+            Backend::Rabbitmq(rabbit) => {
+                latest_only(&request, "RabbitMQ")?;
+                rabbit.subscribe(request, announce).await
+            }
         }
     }
 

@@ -70,7 +70,21 @@ pub enum Source {
     Topic {
         /// Syntactically valid topic name.
         topic: String,
+        /// Where to start.
+        start: StartPosition,
     },
+}
+
+/// Where a topic subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartPosition {
+    /// What is published after `Subscribed`.
+    #[default]
+    Latest,
+    /// Everything the broker still has.
+    Earliest,
+    /// From this offset on, in every partition.
+    Offset(i64),
 }
 
 /// A frame that could not be turned into a request: the id to answer (0 when unreadable) and why.
@@ -197,7 +211,21 @@ fn convert_subscribe(sub: pb::Subscribe) -> Result<Subscribe, Failure> {
         }
         Some(S::Topic(feed)) => {
             check_name("topic", &feed.topic)?;
-            Source::Topic { topic: feed.topic }
+            let start = match pb::StartPosition::try_from(feed.start) {
+                Ok(pb::StartPosition::Latest) => StartPosition::Latest,
+                Ok(pb::StartPosition::Earliest) => StartPosition::Earliest,
+                Ok(pb::StartPosition::Offset) if feed.start_offset >= 0 => {
+                    StartPosition::Offset(feed.start_offset)
+                }
+                Ok(pb::StartPosition::Offset) => {
+                    return Err(Failure::validation("start_offset must not be negative"))
+                }
+                Err(_) => return Err(Failure::validation("unknown start position")),
+            };
+            Source::Topic {
+                topic: feed.topic,
+                start,
+            }
         }
         None => {
             return Err(Failure::validation(
@@ -299,6 +327,7 @@ mod tests {
                 subscription_id: id,
                 source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
                     topic: topic.into(),
+                    ..Default::default()
                 })),
                 resume_from: Bytes::new(),
             })),
@@ -314,7 +343,8 @@ mod tests {
             Command::Subscribe(Subscribe {
                 subscription_id: 3,
                 source: Source::Topic {
-                    topic: "orders".into()
+                    topic: "orders".into(),
+                    start: StartPosition::Latest,
                 },
                 resume_from: Bytes::new(),
             })

@@ -10,7 +10,7 @@ mod encode;
 mod failure;
 mod row;
 
-pub use decode::{decode_request, Command, Rejection, Request, Source, Subscribe};
+pub use decode::{decode_request, Command, Rejection, Request, Source, StartPosition, Subscribe};
 pub use encode::{
     encode_event, encode_response, frame_shared, share_event, EventBody, Reply, SharedEvent,
     WelcomeInfo,

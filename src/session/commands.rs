@@ -173,9 +173,15 @@ impl Session {
             subscription_id: id,
         };
         match &subscribe.source {
-            Source::Topic { topic } => {
-                self.subscribe_topic(request_id, subscriber, topic, &subscribe.resume_from)
-                    .await
+            Source::Topic { topic, start } => {
+                let request = TopicSubscribe {
+                    topic,
+                    subscriber,
+                    mailbox: self.mailbox.clone(),
+                    resume_from: &subscribe.resume_from,
+                    start: *start,
+                };
+                self.subscribe_topic(request_id, request).await
             }
             Source::Table {
                 table,
@@ -196,11 +202,10 @@ impl Session {
     async fn subscribe_topic(
         &mut self,
         request_id: u64,
-        subscriber: SubscriberKey,
-        topic: &str,
-        resume_from: &[u8],
+        request: TopicSubscribe<'_>,
     ) -> Result<(), Failure> {
-        let id = subscriber.subscription_id;
+        let id = request.subscriber.subscription_id;
+        let topic = request.topic.to_owned();
         // Two slots, so Subscribed and Ready can be queued without waiting under the lock. If
         // the connection is closing there is nobody to answer.
         let (Ok(subscribed), Ok(ready)) =
@@ -214,12 +219,6 @@ impl Session {
                 Reply::Subscribed(id),
             )));
             ready.send(Outbound::Frame(encode_event(id, &[], EventBody::Ready)));
-        };
-        let request = TopicSubscribe {
-            topic,
-            subscriber,
-            mailbox: self.mailbox.clone(),
-            resume_from,
         };
         let registration = self.ctx.topics.subscribe(request, announce).await?;
         debug!(subscription_id = id, topic = %topic, "subscribed");

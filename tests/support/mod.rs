@@ -220,6 +220,7 @@ pub fn subscribe_topic(subscription_id: u64, topic: &str) -> Command {
         subscription_id,
         source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
             topic: topic.into(),
+            ..Default::default()
         })),
         resume_from: Bytes::new(),
     })
