@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::broker::kafka::KafkaBroker;
 use crate::broker::rabbitmq::RabbitBroker;
 use crate::broker::Topics;
 use crate::changefeed::{Changefeed, ChangefeedError, ChangefeedSettings};
@@ -47,6 +48,9 @@ pub enum AppError {
     /// The changefeed settings are unusable.
     #[error(transparent)]
     Changefeed(#[from] ChangefeedError),
+    /// The Kafka client could not be created (invalid `kafka.properties`).
+    #[error("invalid kafka settings: {0}")]
+    Kafka(rdkafka::error::KafkaError),
     /// The server task panicked (a bug).
     #[error("server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -79,6 +83,10 @@ impl Server {
             }
             None => None,
         };
+        let kafka = match config.kafka.clone() {
+            Some(kafka) => Some(KafkaBroker::start(kafka).map_err(AppError::Kafka)?),
+            None => None,
+        };
         let state = Arc::new(HttpState {
             settings: SessionSettings {
                 max_message_size: config.websocket.max_message_size,
@@ -94,6 +102,7 @@ impl Server {
                     .rabbitmq
                     .clone()
                     .map(|rabbit| RabbitBroker::start(rabbit, shutdown.clone(), &background)),
+                kafka,
             ),
             tables,
             shutdown: shutdown.clone(),

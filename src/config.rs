@@ -33,6 +33,23 @@ pub struct Config {
     pub topics: Vec<crate::broker::route::TopicRule>,
     /// The RabbitMQ backend, when a rule routes topics to it.
     pub rabbitmq: Option<RabbitConfig>,
+    /// The Kafka backend, when a rule routes topics to it.
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// The Kafka backend's settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]` of the Kafka-protocol brokers.
+    pub bootstrap_servers: String,
+    /// Extra librdkafka client properties (e.g. `security.protocol`, `sasl.*`), applied to the
+    /// producer and the consumers.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// How long a publish waits for the delivery report before failing (retryable).
+    #[serde(default = "default_publish_timeout", with = "humantime_serde")]
+    pub publish_timeout: Duration,
 }
 
 /// The RabbitMQ backend's settings.
@@ -152,6 +169,7 @@ impl Default for Config {
             changefeed: ChangefeedConfig::default(),
             topics: Vec::new(),
             rabbitmq: None,
+            kafka: None,
         }
     }
 }
@@ -376,11 +394,11 @@ impl Config {
                     ),
                 );
             }
-            if rule.backend == BackendKind::Kafka {
+            if rule.backend == BackendKind::Kafka && self.kafka.is_none() {
                 return invalid(
                     "topics.backend",
                     format!(
-                        "{:?} routes to kafka, which this build does not serve yet",
+                        "{:?} routes to kafka but there is no [kafka] section",
                         rule.pattern
                     ),
                 );

@@ -84,6 +84,8 @@ struct Stats {
     database: &'static str,
     /// Likewise for the RabbitMQ backend.
     rabbitmq: &'static str,
+    /// Likewise for the Kafka backend.
+    kafka: &'static str,
 }
 
 async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
@@ -98,5 +100,6 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
             Some(_) => "unavailable",
         },
         rabbitmq: state.topics.rabbitmq_status(),
+        kafka: state.topics.kafka_status(),
     })
 }

@@ -6,6 +6,7 @@
 //! [`Topics`]. Backends reach subscribers through the [`Mailbox`] they are
 //! handed, never through the session.
 
+pub mod kafka;
 pub mod memory;
 pub mod rabbitmq;
 pub mod route;
@@ -61,15 +62,21 @@ pub struct Topics {
     rules: Arc<Vec<TopicRule>>,
     memory: memory::MemoryBroker,
     rabbitmq: Option<rabbitmq::RabbitBroker>,
+    kafka: Option<kafka::KafkaBroker>,
 }
 
 impl Topics {
     /// A front with routing `rules` (empty: everything in-process) and the started backends.
-    pub fn new(rules: Vec<TopicRule>, rabbitmq: Option<rabbitmq::RabbitBroker>) -> Self {
+    pub fn new(
+        rules: Vec<TopicRule>,
+        rabbitmq: Option<rabbitmq::RabbitBroker>,
+        kafka: Option<kafka::KafkaBroker>,
+    ) -> Self {
         Self {
             rules: Arc::new(rules),
             memory: memory::MemoryBroker::default(),
             rabbitmq,
+            kafka,
         }
     }
 
@@ -98,6 +105,7 @@ impl Topics {
                 latest_only(&request, "RabbitMQ")?;
                 rabbit.subscribe(request, announce).await
             }
+            Backend::Kafka(kafka) => kafka.subscribe(request, announce).await,
         }
     }
 
@@ -114,6 +122,7 @@ impl Topics {
         match self.backend(rule, &message.topic)? {
             Backend::Memory(memory) => memory.publish(message),
             Backend::Rabbitmq(rabbit) => rabbit.publish(message).await,
+            Backend::Kafka(kafka) => kafka.publish(message).await,
         }
     }
 
@@ -122,6 +131,15 @@ impl Topics {
         match &self.rabbitmq {
             None => "not configured",
             Some(rabbit) if rabbit.is_available() => "connected",
+            Some(_) => "unavailable",
+        }
+    }
+
+    /// "connected", "unavailable" or "not configured" (as far as consuming has shown).
+    pub fn kafka_status(&self) -> &'static str {
+        match &self.kafka {
+            None => "not configured",
+            Some(kafka) if kafka.is_available() => "connected",
             Some(_) => "unavailable",
         }
     }
@@ -137,7 +155,9 @@ impl Topics {
     }
 
     fn registries(&self) -> impl Iterator<Item = &Registry> {
-        std::iter::once(self.memory.registry()).chain(self.rabbitmq.as_ref().map(|r| r.registry()))
+        std::iter::once(self.memory.registry())
+            .chain(self.rabbitmq.as_ref().map(|r| r.registry()))
+            .chain(self.kafka.as_ref().map(|k| k.registry()))
     }
 
     fn backend(&self, rule: Option<&TopicRule>, topic: &str) -> Result<Backend<'_>, Failure> {
@@ -155,11 +175,13 @@ impl Topics {
                         .detail("topic", topic)
                     })
             }
-            BackendKind::Kafka => Err(Failure::new(
-                Code::SourceUnavailable,
-                "the Kafka backend is not available in this build",
-            )
-            .detail("topic", topic)),
+            BackendKind::Kafka => self.kafka.as_ref().map(Backend::Kafka).ok_or_else(|| {
+                Failure::new(
+                    Code::SourceUnavailable,
+                    "the Kafka backend is not configured",
+                )
+                .detail("topic", topic)
+            }),
         }
     }
 }
@@ -167,4 +189,5 @@ impl Topics {
 enum Backend<'a> {
     Memory(&'a memory::MemoryBroker),
     Rabbitmq(&'a rabbitmq::RabbitBroker),
+    Kafka(&'a kafka::KafkaBroker),
 }

@@ -21,6 +21,7 @@ pub use pb::request::Command;
 pub use pb::ErrorCode;
 
 pub mod db;
+pub mod kafka;
 pub mod rabbit;
 
 /// How long any single expected message may take.

@@ -1,0 +1,188 @@
+//! Topics routed to a real Kafka-protocol broker (tansu, started by scripts/test).
+
+mod support;
+
+use std::time::Duration;
+
+use feedgate::protocol::pb;
+use rdkafka::message::{Headers, Message};
+use support::kafka::{bootstrap, config, consumer, create_topic, produce, producer, topic};
+use support::*;
+
+fn subscribe_from(id: u64, topic: &str, start: pb::StartPosition, offset: i64) -> Command {
+    Command::Subscribe(pb::Subscribe {
+        subscription_id: id,
+        source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
+            topic: topic.into(),
+            start: start as i32,
+            start_offset: offset,
+        })),
+        resume_from: Default::default(),
+    })
+}
+
+#[tokio::test]
+async fn records_from_a_real_producer_arrive_with_key_headers_partition_and_offset() {
+    let topic = topic();
+    create_topic(&bootstrap(), &topic, 1).await;
+    let server = start_with(config()).await;
+    let mut client = Client::connect(server.local_addr()).await;
+    client.subscribe_topic(1, &topic).await;
+    let producer = producer(&bootstrap());
+    let (partition, offset) = produce(&producer, &topic, "k1", b"hello kafka").await;
+    let message = client.recv_message(1).await;
+    assert_eq!(message.topic, topic);
+    assert_eq!(&message.payload[..], b"hello kafka");
+    assert_eq!(message.key, "k1");
+    assert_eq!(message.headers["source"], "test");
+    assert_eq!((message.partition, message.offset), (partition, offset));
+    assert!(message.timestamp_micros > 0);
+    client.barrier().await;
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_publish_through_feedgate_is_acknowledged_with_its_offset_and_read_by_a_real_consumer() {
+    let topic = topic();
+    create_topic(&bootstrap(), &topic, 1).await;
+    let server = start_with(config()).await;
+    let mut client = Client::connect(server.local_addr()).await;
+    let response = client
+        .request(Command::Publish(pb::Publish {
+            topic: topic.clone(),
+            payload: bytes::Bytes::from_static(b"from feedgate"),
+            key: "order-1".into(),
+            headers: [("trace".to_owned(), "t-1".to_owned())].into(),
+            idempotency_key: "once".into(),
+        }))
+        .await;
+    let Some(pb::response::Result::Published(published)) = response.result else {
+        panic!("expected Published, got {response:?}");
+    };
+    let consumer = consumer(&bootstrap(), &topic, 1);
+    let record = tokio::time::timeout(WAIT, consumer.recv())
+        .await
+        .expect("in time")
+        .expect("a record");
+    assert_eq!(record.payload(), Some(&b"from feedgate"[..]));
+    assert_eq!(record.key(), Some(&b"order-1"[..]));
+    assert_eq!(record.offset(), published.offset);
+    let headers: Vec<(String, String)> = record
+        .headers()
+        .expect("headers")
+        .iter()
+        .map(|h| {
+            (
+                h.key.to_owned(),
+                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    assert!(headers.contains(&("trace".into(), "t-1".into())));
+    assert!(headers.contains(&("idempotency-key".into(), "once".into())));
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn start_positions_latest_earliest_and_offset() {
+    let topic = topic();
+    create_topic(&bootstrap(), &topic, 1).await;
+    let producer = producer(&bootstrap());
+    for n in 0..3u8 {
+        produce(&producer, &topic, "k", &[n]).await;
+    }
+    let server = start_with(config()).await;
+    let mut client = Client::connect(server.local_addr()).await;
+    client.subscribe_topic(1, &topic).await; // latest
+    for (id, start, offset) in [
+        (2, pb::StartPosition::Earliest, 0),
+        (3, pb::StartPosition::Offset, 1),
+    ] {
+        let response = client
+            .request(subscribe_from(id, &topic, start, offset))
+            .await;
+        assert!(matches!(
+            response.result,
+            Some(pb::response::Result::Subscribed(_))
+        ));
+        let ready = client.recv_event().await;
+        assert!(matches!(ready.body, Some(pb::event::Body::Ready(_))));
+    }
+    produce(&producer, &topic, "k", &[3]).await;
+    let mut got: std::collections::BTreeMap<u64, Vec<u8>> = Default::default();
+    for _ in 0..(1 + 4 + 3) {
+        let event = client.recv_event().await;
+        let Some(pb::event::Body::Message(m)) = event.body else {
+            panic!("expected a record");
+        };
+        got.entry(event.subscription_id)
+            .or_default()
+            .push(m.payload[0]);
+    }
+    assert_eq!(got[&1], vec![3], "latest: only what came after Subscribed");
+    assert_eq!(got[&2], vec![0, 1, 2, 3], "earliest: everything");
+    assert_eq!(got[&3], vec![1, 2, 3], "from offset 1");
+    client.barrier().await;
+    // Start positions are a Kafka feature.
+    client
+        .expect_error(
+            subscribe_from(9, "local", pb::StartPosition::Earliest, 0),
+            ErrorCode::Validation,
+        )
+        .await;
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn an_unknown_kafka_topic_is_not_found() {
+    let server = start_with(config()).await;
+    let mut client = Client::connect(server.local_addr()).await;
+    let err = client
+        .expect_error(
+            subscribe_topic(1, "kafka.does.not.exist"),
+            ErrorCode::NotFound,
+        )
+        .await;
+    assert_eq!(err.details["topic"], "kafka.does.not.exist");
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn two_nodes_each_see_every_record_of_a_partitioned_topic() {
+    let topic = topic();
+    create_topic(&bootstrap(), &topic, 3).await;
+    let node_a = start_with(config()).await;
+    let node_b = start_with(config()).await;
+    let mut on_a = Client::connect(node_a.local_addr()).await;
+    let mut on_b = Client::connect(node_b.local_addr()).await;
+    on_a.subscribe_topic(1, &topic).await;
+    on_b.subscribe_topic(2, &topic).await;
+    let mut publisher = Client::connect(node_a.local_addr()).await;
+    let mut published = Vec::new();
+    for n in 0..30u8 {
+        let mut client_publish = pb::Publish {
+            topic: topic.clone(),
+            payload: bytes::Bytes::from(vec![n]),
+            ..Default::default()
+        };
+        client_publish.key = format!("key-{n}");
+        let response = publisher.request(Command::Publish(client_publish)).await;
+        assert!(matches!(
+            response.result,
+            Some(pb::response::Result::Published(_))
+        ));
+        published.push(n);
+    }
+    for (client, id) in [(&mut on_a, 1), (&mut on_b, 2)] {
+        let mut got = Vec::new();
+        for _ in 0..30 {
+            got.push(client.recv_message(id).await.payload[0]);
+        }
+        got.sort_unstable();
+        assert_eq!(got, published, "every record of every partition, once");
+        client.barrier().await;
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    node_a.shutdown().await.expect("shutdown");
+    node_b.shutdown().await.expect("shutdown");
+}
