@@ -84,7 +84,10 @@ impl Server {
             None => None,
         };
         let kafka = match config.kafka.clone() {
-            Some(kafka) => Some(KafkaBroker::start(kafka).map_err(AppError::Kafka)?),
+            Some(kafka) => Some(
+                KafkaBroker::start(kafka, shutdown.clone(), &background)
+                    .map_err(AppError::Kafka)?,
+            ),
             None => None,
         };
         let state = Arc::new(HttpState {

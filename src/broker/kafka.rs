@@ -10,8 +10,9 @@
 //!
 //! Publishing answers `Published` with the record's partition and offset once the delivery
 //! report arrived; a refusal or no report within `publish_timeout` answers a retryable
-//! `PUBLISH_FAILED`. librdkafka reconnects by itself; while consuming fails, subscribers get
-//! `SourceStatus { available: false }`, and `available: true` once it works again.
+//! `PUBLISH_FAILED`. librdkafka reconnects by itself; when it reports that all brokers are down,
+//! subscribers get `SourceStatus { available: false }`, and `available: true` once a record
+//! arrives or a metadata probe (every second while unavailable) succeeds.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,9 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -39,6 +41,66 @@ use crate::registry::{Registration, Registry};
 /// How long metadata and watermark requests may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What librdkafka's callbacks need: the subscribers to tell and the availability flag.
+struct Health {
+    registry: Registry,
+    available: AtomicBool,
+    /// Incremented each time the brokers come back; consumers then re-open and re-assign.
+    recoveries: std::sync::atomic::AtomicU64,
+}
+
+impl Health {
+    /// Records availability; when it changes, every subscriber gets a status event.
+    fn set(&self, unavailable: Option<String>) {
+        let available = unavailable.is_none();
+        if self.available.swap(available, Ordering::AcqRel) == available {
+            return;
+        }
+        if let Some(why) = &unavailable {
+            warn!(error = %why, "kafka unavailable");
+        } else {
+            self.recoveries.fetch_add(1, Ordering::AcqRel);
+        }
+        let failure = unavailable.map(|why| {
+            Failure::new(
+                Code::SourceUnavailable,
+                format!("Kafka is unavailable: {why}"),
+            )
+            .retryable(1000)
+        });
+        self.registry
+            .broadcast(&share_event(&[], EventBody::Status(failure.as_ref())));
+    }
+}
+
+/// What one consumer serves and how far it got.
+struct Feed {
+    /// Registry key: the topic, or a private key for EARLIEST/OFFSET subscriptions.
+    key: String,
+    topic: String,
+    /// Next offset to read, per partition.
+    positions: HashMap<i32, i64>,
+}
+
+/// librdkafka reports "all brokers down" through the client context, not through consuming.
+#[derive(Clone)]
+struct Context(Arc<Health>);
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka also reports "0/N brokers are down" under this code once they are back.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
+            && !reason.starts_with("0/")
+        {
+            self.0.set(Some(reason.to_owned()));
+        } else {
+            debug!(error = %error, reason, "librdkafka error");
+        }
+    }
+}
+
+impl ConsumerContext for Context {}
+
 /// The Kafka backend. Cheap to clone.
 #[derive(Clone)]
 pub struct KafkaBroker {
@@ -49,42 +111,76 @@ struct Shared {
     config: KafkaConfig,
     /// This node's id: names its (never-committed) consumer group id.
     node: String,
-    producer: FutureProducer,
-    registry: Registry,
+    producer: FutureProducer<Context>,
+    health: Arc<Health>,
     /// Registry keys with a running consumer, and the token that stops it.
     consumers: AsyncMutex<HashMap<String, CancellationToken>>,
-    available: AtomicBool,
 }
 
 impl KafkaBroker {
-    /// Creates the producer (it connects lazily). Fails only on invalid client properties.
-    pub fn start(config: KafkaConfig) -> Result<Self, KafkaError> {
+    /// Creates the producer (it connects lazily) and the health probe. Fails only on invalid
+    /// client properties.
+    pub fn start(
+        config: KafkaConfig,
+        shutdown: CancellationToken,
+        tasks: &tokio_util::task::TaskTracker,
+    ) -> Result<Self, KafkaError> {
+        let health = Arc::new(Health {
+            registry: Registry::default(),
+            available: AtomicBool::new(true),
+            recoveries: std::sync::atomic::AtomicU64::new(0),
+        });
         let producer = client_config(&config)
             .set(
                 "message.timeout.ms",
                 config.publish_timeout.as_millis().to_string(),
             )
-            .create()?;
-        Ok(Self {
+            .create_with_context(Context(health.clone()))?;
+        let broker = Self {
             shared: Arc::new(Shared {
                 node: uuid::Uuid::new_v4().simple().to_string(),
                 config,
                 producer,
-                registry: Registry::default(),
+                health,
                 consumers: AsyncMutex::new(HashMap::new()),
-                available: AtomicBool::new(true),
             }),
-        })
+        };
+        tasks.spawn(broker.clone().probe(shutdown));
+        Ok(broker)
     }
 
     /// The registry of this backend's subscribers.
     pub fn registry(&self) -> &Registry {
-        &self.shared.registry
+        &self.shared.health.registry
     }
 
-    /// Whether consuming works (as far as this node has seen).
+    /// Whether the brokers are reachable (as far as this node has seen).
     pub fn is_available(&self) -> bool {
-        self.shared.available.load(Ordering::Acquire)
+        self.shared.health.available.load(Ordering::Acquire)
+    }
+
+    /// While unavailable, asks for metadata every second; success means the brokers are back.
+    async fn probe(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if self.is_available() {
+                continue;
+            }
+            // A fresh client: a long-lived one may keep failing on stale connections.
+            let config = client_config(&self.shared.config);
+            let probe = tokio::task::spawn_blocking(move || {
+                let client: BaseConsumer = config.create()?;
+                client.fetch_metadata(None, METADATA_TIMEOUT).map(|_| ())
+            })
+            .await;
+            if matches!(probe, Ok(Ok(()))) {
+                self.shared.health.set(None);
+            }
+        }
     }
 
     /// Positions a consumer (shared for LATEST, private otherwise) and registers the subscriber.
@@ -111,16 +207,22 @@ impl KafkaBroker {
         // Registered under the consumers lock, which retiring an unused consumer also takes.
         let mut consumers = self.shared.consumers.lock().await;
         if !consumers.contains_key(&key) {
-            let consumer = self.open_consumer(request.topic, request.start).await?;
+            let (consumer, positions) = self
+                .open_consumer(request.topic, request.start, HashMap::new())
+                .await?;
             let stop = CancellationToken::new();
             let broker = self.clone();
-            let (task_key, task_stop) = (key.clone(), stop.clone());
-            tokio::spawn(async move { broker.deliver(consumer, &task_key, task_stop).await });
+            let feed = Feed {
+                key: key.clone(),
+                topic: request.topic.to_owned(),
+                positions,
+            };
+            let task_stop = stop.clone();
+            tokio::spawn(async move { broker.deliver(consumer, feed, task_stop).await });
             consumers.insert(key.clone(), stop);
         }
         let registration =
-            self.shared
-                .registry
+            self.registry()
                 .subscribe(&key, request.subscriber, request.mailbox, announce);
         drop(consumers);
         Ok(registration)
@@ -161,84 +263,86 @@ impl KafkaBroker {
         }
     }
 
-    /// A consumer assigned every partition of `topic` at `start`.
+    /// A consumer assigned every partition of `topic`: at `positions` where known (see
+    /// [`assign`]), else at `start`. Returns it with the positions it was assigned.
     async fn open_consumer(
         &self,
         topic: &str,
         start: StartPosition,
-    ) -> Result<StreamConsumer, Failure> {
-        let consumer: StreamConsumer = client_config(&self.shared.config)
+        positions: HashMap<i32, i64>,
+    ) -> Result<(StreamConsumer<Context>, HashMap<i32, i64>), Failure> {
+        let consumer: StreamConsumer<Context> = client_config(&self.shared.config)
             .set("group.id", format!("feedgate-{}", self.shared.node))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")
-            .create()
+            .create_with_context(Context(self.shared.health.clone()))
             .map_err(|err| unavailable(topic, &err))?;
         let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || assign(consumer, &topic, start))
+        tokio::task::spawn_blocking(move || assign(consumer, &topic, start, positions))
             .await
             .map_err(|err| Failure::new(Code::Internal, err.to_string()))?
     }
 
-    /// Fans records out until stopped or nobody on this node listens any more.
-    async fn deliver(&self, consumer: StreamConsumer, key: &str, stop: CancellationToken) {
+    /// Fans records out until stopped or nobody on this node listens any more; after the brokers
+    /// come back, re-opens the consumer at the positions reached.
+    async fn deliver(
+        &self,
+        mut consumer: StreamConsumer<Context>,
+        mut feed: Feed,
+        stop: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut seen_recoveries = self.shared.health.recoveries.load(Ordering::Acquire);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = tick.tick() => {
-                    if self.retire_if_unused(key).await {
+                    if self.retire_if_unused(&feed.key).await {
                         break;
+                    }
+                    let recoveries = self.shared.health.recoveries.load(Ordering::Acquire);
+                    if recoveries != seen_recoveries {
+                        let positions = feed.positions.clone();
+                        match self.open_consumer(&feed.topic, StartPosition::Latest, positions).await {
+                            Ok((reopened, positions)) => {
+                                seen_recoveries = recoveries;
+                                consumer = reopened;
+                                feed.positions = positions;
+                                debug!(key = %feed.key, "kafka consumer re-opened after recovery");
+                            }
+                            Err(err) => debug!(error = %err, "cannot re-open kafka consumer yet"),
+                        }
                     }
                 }
                 record = consumer.recv() => match record {
                     Ok(record) => {
-                        self.set_available(None);
+                        self.shared.health.set(None);
+                        feed.positions.insert(record.partition(), record.offset() + 1);
                         let message = topic_message(&record);
                         let position = cursor(record.partition(), record.offset());
-                        self.shared.registry.publish(key, || {
+                        self.registry().publish(&feed.key, || {
                             share_event(&position, EventBody::Message(&message))
                         });
                     }
                     Err(err) => {
                         debug!(error = %err, "kafka consume error");
-                        self.set_available(Some(&err));
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 },
             }
         }
-        debug!(key, "kafka consumer retired");
+        debug!(key = %feed.key, "kafka consumer retired");
     }
 
     async fn retire_if_unused(&self, key: &str) -> bool {
         let mut consumers = self.shared.consumers.lock().await;
-        if self.shared.registry.has_subscribers(key) {
+        if self.registry().has_subscribers(key) {
             return false;
         }
         consumers.remove(key);
         true
-    }
-
-    fn set_available(&self, error: Option<&KafkaError>) {
-        let available = error.is_none();
-        if self.shared.available.swap(available, Ordering::AcqRel) == available {
-            return;
-        }
-        if let Some(err) = error {
-            warn!(error = %err, "kafka unavailable");
-        }
-        let failure = error.map(|err| {
-            Failure::new(
-                Code::SourceUnavailable,
-                format!("Kafka is unavailable: {err}"),
-            )
-            .retryable(1000)
-        });
-        self.shared
-            .registry
-            .broadcast(&share_event(&[], EventBody::Status(failure.as_ref())));
     }
 }
 
@@ -251,12 +355,16 @@ fn client_config(config: &KafkaConfig) -> ClientConfig {
     client
 }
 
-/// Blocking: looks the topic up and assigns all its partitions at `start`.
+/// Blocking: looks the topic up and assigns all its partitions, each at its known position, or
+/// at `start` when none is known. A known position beyond the partition's end means the broker
+/// lost that log (a broker with in-memory storage restarted): the new log is read from its
+/// beginning, since every record in it is new.
 fn assign(
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<Context>,
     topic: &str,
     start: StartPosition,
-) -> Result<StreamConsumer, Failure> {
+    positions: HashMap<i32, i64>,
+) -> Result<(StreamConsumer<Context>, HashMap<i32, i64>), Failure> {
     let metadata = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
         .map_err(|err| unavailable(topic, &err))?;
@@ -273,25 +381,27 @@ fn assign(
         );
     }
     let mut assignment = TopicPartitionList::new();
+    let mut assigned = HashMap::new();
     for partition in partitions {
-        let offset = match start {
-            StartPosition::Latest => {
-                let (_, high) = consumer
-                    .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
-                    .map_err(|err| unavailable(topic, &err))?;
-                Offset::Offset(high)
-            }
-            StartPosition::Earliest => Offset::Beginning,
-            StartPosition::Offset(offset) => Offset::Offset(offset),
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+            .map_err(|err| unavailable(topic, &err))?;
+        let offset = match (positions.get(&partition), start) {
+            (Some(&next), _) if next <= high => next,
+            (Some(_), _) => low,
+            (None, StartPosition::Latest) => high,
+            (None, StartPosition::Earliest) => low,
+            (None, StartPosition::Offset(offset)) => offset.max(low),
         };
         assignment
-            .add_partition_offset(topic, partition, offset)
+            .add_partition_offset(topic, partition, Offset::Offset(offset))
             .map_err(|err| unavailable(topic, &err))?;
+        assigned.insert(partition, offset);
     }
     consumer
         .assign(&assignment)
         .map_err(|err| unavailable(topic, &err))?;
-    Ok(consumer)
+    Ok((consumer, assigned))
 }
 
 fn unavailable(topic: &str, err: &KafkaError) -> Failure {
