@@ -22,10 +22,10 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
@@ -170,11 +170,12 @@ impl KafkaBroker {
             if self.is_available() {
                 continue;
             }
-            // A fresh client: a long-lived one may keep failing on stale connections.
-            let config = client_config(&self.shared.config);
+            let producer = self.shared.producer.clone();
             let probe = tokio::task::spawn_blocking(move || {
-                let client: BaseConsumer = config.create()?;
-                client.fetch_metadata(None, METADATA_TIMEOUT).map(|_| ())
+                producer
+                    .client()
+                    .fetch_metadata(None, METADATA_TIMEOUT)
+                    .map(|_| ())
             })
             .await;
             if matches!(probe, Ok(Ok(()))) {
