@@ -117,3 +117,54 @@ async fn a_broker_restart_is_announced_and_delivery_resumes() {
     broker.kill().expect("kill tansu");
     let _ = broker.wait();
 }
+
+#[tokio::test]
+async fn a_broker_down_at_start_is_reported_and_used_once_it_is_up() {
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let server = start_with(config_at(&bootstrap)).await;
+    let addr = server.local_addr();
+    let mut client = Client::connect(addr).await;
+    let err = client
+        .expect_error(
+            subscribe_topic(1, "kafka.late"),
+            ErrorCode::SourceUnavailable,
+        )
+        .await;
+    assert!(err.retryable);
+    // Everything else works meanwhile.
+    client.subscribe_topic(2, "local.topic").await;
+
+    let mut broker = start_tansu(port).await;
+    create_topic(&bootstrap, "kafka.late", 1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client.request(subscribe_topic(1, "kafka.late")).await;
+        if matches!(response.result, Some(pb::response::Result::Subscribed(_))) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never subscribed: {response:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ready = client.recv_event().await;
+    assert!(matches!(ready.body, Some(pb::event::Body::Ready(_))));
+    let producer = producer(&bootstrap);
+    produce(&producer, "kafka.late", "k", b"finally").await;
+    loop {
+        let event = client.recv_event().await;
+        match event.body {
+            Some(pb::event::Body::Message(m)) => {
+                assert_eq!(&m.payload[..], b"finally");
+                break;
+            }
+            Some(pb::event::Body::Status(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    server.shutdown().await.expect("shutdown");
+    broker.kill().expect("kill tansu");
+    let _ = broker.wait();
+}
