@@ -3,19 +3,10 @@
 
 mod support;
 
-use std::process::Command as Process;
 use std::time::Duration;
 
-use support::rabbit::{config, exchange, wait_rabbit_connected, Amqp};
+use support::rabbit::{config, exchange, rabbitmqctl, wait_rabbit_connected, Amqp};
 use support::*;
-
-fn rabbitmqctl(args: &[&str]) {
-    let status = Process::new("rabbitmqctl")
-        .args(args)
-        .status()
-        .expect("rabbitmqctl runs");
-    assert!(status.success(), "rabbitmqctl {args:?}");
-}
 
 #[tokio::test]
 async fn a_broker_down_at_start_is_reported_and_connected_to_once_it_is_up() {

@@ -3,20 +3,11 @@
 
 mod support;
 
-use std::process::Command as Process;
 use std::time::Duration;
 
 use feedgate::protocol::pb;
-use support::rabbit::{config, exchange, wait_rabbit_connected, Amqp};
+use support::rabbit::{config, exchange, rabbitmqctl, wait_rabbit_connected, Amqp};
 use support::*;
-
-fn rabbitmqctl(args: &[&str]) {
-    let status = Process::new("rabbitmqctl")
-        .args(args)
-        .status()
-        .expect("rabbitmqctl runs");
-    assert!(status.success(), "rabbitmqctl {args:?}");
-}
 
 fn status_event(event: pb::Event) -> pb::SourceStatus {
     match event.body {

@@ -27,11 +27,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{Receipt, TopicSubscribe};
+use super::{Consumers, Receipt, TopicSubscribe};
 use crate::config::KafkaConfig;
 use crate::protocol::{
     now_micros, share_event, Code, EventBody, Failure, StartPosition, TopicMessage,
@@ -114,7 +113,7 @@ struct Shared {
     producer: FutureProducer<Context>,
     health: Arc<Health>,
     /// Registry keys with a running consumer, and the token that stops it.
-    consumers: AsyncMutex<HashMap<String, CancellationToken>>,
+    consumers: Consumers,
 }
 
 impl KafkaBroker {
@@ -142,7 +141,7 @@ impl KafkaBroker {
                 config,
                 producer,
                 health,
-                consumers: AsyncMutex::new(HashMap::new()),
+                consumers: Consumers::default(),
             }),
         };
         tasks.spawn(broker.clone().probe(shutdown));
@@ -338,12 +337,10 @@ impl KafkaBroker {
     }
 
     async fn retire_if_unused(&self, key: &str) -> bool {
-        let mut consumers = self.shared.consumers.lock().await;
-        if self.registry().has_subscribers(key) {
-            return false;
-        }
-        consumers.remove(key);
-        true
+        self.shared
+            .consumers
+            .retire_if_unused(self.registry(), key)
+            .await
     }
 }
 

@@ -14,6 +14,7 @@ pub mod route;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
 
 use crate::outbound::Mailbox;
 use crate::protocol::{Code, Failure, StartPosition, TopicMessage};
@@ -42,6 +43,35 @@ pub struct TopicSubscribe<'a> {
     pub resume_from: &'a [u8],
     /// Where to start (only Kafka serves anything but `Latest`).
     pub start: StartPosition,
+}
+
+/// The keys a broker backend consumes on this node, each with the token that stops its consumer.
+///
+/// Subscribing holds this lock from finding (or starting) a key's consumer until the subscriber is
+/// registered, and retiring holds it while it checks that the key has no subscriber: so a consumer
+/// never retires between being found and gaining its new subscriber.
+#[derive(Default)]
+pub(crate) struct Consumers(
+    tokio::sync::Mutex<std::collections::HashMap<String, CancellationToken>>,
+);
+
+impl Consumers {
+    pub(crate) async fn lock(
+        &self,
+    ) -> tokio::sync::MutexGuard<'_, std::collections::HashMap<String, CancellationToken>> {
+        self.0.lock().await
+    }
+
+    /// Forgets `key` when `registry` has no subscriber for it; true when it did (the caller's
+    /// consumer then stops).
+    pub(crate) async fn retire_if_unused(&self, registry: &Registry, key: &str) -> bool {
+        let mut consumers = self.lock().await;
+        if registry.has_subscribers(key) {
+            return false;
+        }
+        consumers.remove(key);
+        true
+    }
 }
 
 /// Backends without history serve only `StartPosition::Latest`.

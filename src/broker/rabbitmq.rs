@@ -17,7 +17,6 @@
 //! to it (its exclusive queues died with the connection), and subscribers are told of the gap by
 //! those two events.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +35,7 @@ use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Receipt, TopicSubscribe};
+use super::{Consumers, Receipt, TopicSubscribe};
 use crate::config::RabbitConfig;
 use crate::protocol::{now_micros, share_event, Code, EventBody, Failure, TopicMessage};
 use crate::registry::{Registration, Registry};
@@ -59,7 +58,7 @@ struct Shared {
     /// The current connection's channels; `None` while disconnected.
     link: AsyncMutex<Option<Link>>,
     /// Binding keys with a consumer on the current link, and the token that stops it.
-    consumers: AsyncMutex<HashMap<String, CancellationToken>>,
+    consumers: Consumers,
     available: AtomicBool,
 }
 
@@ -82,7 +81,7 @@ impl RabbitBroker {
                 config,
                 registry: Registry::default(),
                 link: AsyncMutex::new(None),
-                consumers: AsyncMutex::new(HashMap::new()),
+                consumers: Consumers::default(),
                 available: AtomicBool::new(false),
             }),
         };
@@ -267,12 +266,10 @@ impl RabbitBroker {
 
     /// Stops consuming `key` when it has had no subscriber on this node; true when retired.
     async fn retire_if_unused(&self, key: &str) -> bool {
-        let mut consumers = self.shared.consumers.lock().await;
-        if self.shared.registry.has_subscribers(key) {
-            return false;
-        }
-        consumers.remove(key);
-        true
+        self.shared
+            .consumers
+            .retire_if_unused(&self.shared.registry, key)
+            .await
     }
 
     async fn connection_task(self, shutdown: CancellationToken) {

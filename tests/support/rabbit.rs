@@ -150,3 +150,13 @@ impl Amqp {
             .await;
     }
 }
+
+/// Runs `rabbitmqctl` on this machine's RabbitMQ (tests that stop and start it live in test
+/// binaries of their own).
+pub fn rabbitmqctl(args: &[&str]) {
+    let status = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .status()
+        .expect("rabbitmqctl runs");
+    assert!(status.success(), "rabbitmqctl {args:?}");
+}
