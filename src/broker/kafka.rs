@@ -189,13 +189,6 @@ impl KafkaBroker {
         request: TopicSubscribe<'_>,
         announce: impl FnOnce(),
     ) -> Result<Registration, Failure> {
-        if !request.resume_from.is_empty() {
-            return Err(Failure::new(
-                Code::ResumeUnavailable,
-                "Kafka subscriptions resume with start = OFFSET, not resume_from",
-            )
-            .detail("topic", request.topic));
-        }
         let key = match request.start {
             StartPosition::Latest => request.topic.to_owned(),
             // A private consumer: a key no other subscriber shares.

@@ -3,8 +3,8 @@
 //! A publish is numbered, encoded once and queued to every current subscriber of the topic
 //! before `Published` is answered. Offsets come from one counter per process, so within a topic
 //! they strictly increase (they are not dense per topic). There is no history: a subscriber
-//! receives what is published after its `Subscribed`, and `resume_from` is answered with
-//! `RESUME_UNAVAILABLE`. Wildcards are not supported; a topic name matches only itself.
+//! receives what is published after its `Subscribed` (the topic front refuses `resume_from`).
+//! Wildcards are not supported; a topic name matches only itself.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -54,13 +54,6 @@ impl MemoryBroker {
         announce: impl FnOnce(),
     ) -> Result<Registration, Failure> {
         check_exact(request.topic)?;
-        if !request.resume_from.is_empty() {
-            return Err(Failure::new(
-                Code::ResumeUnavailable,
-                "in-process topics keep no history; subscribe without resume_from",
-            )
-            .detail("topic", request.topic));
-        }
         Ok(self
             .registry
             .subscribe(request.topic, request.subscriber, request.mailbox, announce))

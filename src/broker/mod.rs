@@ -74,6 +74,20 @@ impl Consumers {
     }
 }
 
+/// No topic backend keeps a cursor feedgate could resume from: in-process and RabbitMQ topics
+/// have no history, and Kafka subscriptions pick their position with `start` instead.
+fn no_resume(request: &TopicSubscribe<'_>) -> Result<(), Failure> {
+    if request.resume_from.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Code::ResumeUnavailable,
+        "topics cannot resume from a cursor; subscribe without resume_from \
+         (Kafka topics: start = START_POSITION_OFFSET)",
+    )
+    .detail("topic", request.topic))
+}
+
 /// Backends without history serve only `StartPosition::Latest`.
 fn latest_only(request: &TopicSubscribe<'_>, backend: &str) -> Result<(), Failure> {
     if request.start == StartPosition::Latest {
@@ -126,6 +140,7 @@ impl Topics {
             )
             .detail("topic", request.topic));
         }
+        no_resume(&request)?;
         match self.backend(rule, request.topic)? {
             Backend::Memory(memory) => {
                 latest_only(&request, "in-process")?;

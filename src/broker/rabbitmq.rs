@@ -105,13 +105,6 @@ impl RabbitBroker {
         request: TopicSubscribe<'_>,
         announce: impl FnOnce(),
     ) -> Result<Registration, Failure> {
-        if !request.resume_from.is_empty() {
-            return Err(Failure::new(
-                Code::ResumeUnavailable,
-                "RabbitMQ topics keep no history for feedgate; subscribe without resume_from",
-            )
-            .detail("topic", request.topic));
-        }
         // Registered under the consumers lock, which retiring an unused consumer also takes:
         // a consumer cannot retire between being found and gaining this subscriber.
         let mut consumers = self.shared.consumers.lock().await;
