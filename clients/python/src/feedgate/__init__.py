@@ -1,0 +1,31 @@
+"""feedgate: PostgreSQL changefeeds and broker topics over one WebSocket, from asyncio.
+
+    async with feedgate.connect("ws://127.0.0.1:8080/v1/ws") as client:
+        view = await client.materialized_view("public.items")
+        await view.wait_ready()
+        print(view.rows)
+
+`feedgate.v1.feedgate_pb2` holds the generated protocol types; events are yielded as those
+(`feedgate.v1.Event`). Protocol reference: docs/protocol.md in the feedgate repository.
+"""
+
+from .client import DEFAULT_QUEUE_SIZE, Client, Subscription, connect
+from .errors import ConnectionClosedError, ErrorCode, FeedgateError
+from .v1 import feedgate_pb2 as pb
+from .values import key_of, row_to_dict, value_to_python
+from .view import MaterializedView
+
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "Client",
+    "ConnectionClosedError",
+    "ErrorCode",
+    "FeedgateError",
+    "MaterializedView",
+    "Subscription",
+    "connect",
+    "key_of",
+    "pb",
+    "row_to_dict",
+    "value_to_python",
+]
