@@ -1,0 +1,40 @@
+/**
+ * feedgate for browsers and Node: PostgreSQL changefeeds and broker topics over one WebSocket.
+ *
+ * ```ts
+ * const client = await Client.connect("ws://127.0.0.1:8080/v1/ws");
+ * const view = await client.materializedView("public.items");
+ * await view.waitReady();
+ * console.log(view.rows);
+ * ```
+ *
+ * `pb` holds the generated protocol types (from proto/feedgate/v1/feedgate.proto); events are
+ * those (`pb.Event`). Protocol reference: docs/protocol.md in the feedgate repository.
+ */
+
+export {
+  Client,
+  type ConnectOptions,
+  DEFAULT_QUEUE_SIZE,
+  type EventCallback,
+  type PublishOptions,
+  type SubscribeOptions,
+  Subscription,
+  type TableOptions,
+  type TopicOptions,
+  type WebSocketConstructor,
+} from "./client.js";
+export { codeName, ConnectionClosedError, ErrorCode, FeedgateError } from "./errors.js";
+export { type Json, type JsValue, type Key, keyOf, rowToObject, valueToJs } from "./values.js";
+export { type ChangeCallback, type ChangeKindName, MaterializedView } from "./view.js";
+export {
+  ChangeKind,
+  type Event,
+  type Published,
+  type Row,
+  type RowChange,
+  type TopicMessage,
+  type Value,
+  type Welcome,
+} from "./gen/feedgate/v1/feedgate_pb.js";
+export * as pb from "./gen/feedgate/v1/feedgate_pb.js";

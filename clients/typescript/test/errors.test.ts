@@ -1,0 +1,132 @@
+// Errors arrive as FeedgateError with the protocol's code, and the connection keeps working.
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import { Client, ConnectionClosedError, ErrorCode, type Event, FeedgateError } from "../src/index.js";
+import { environment, MAX_SUBSCRIPTIONS, nextEvent, startServer, stopServer } from "./support.js";
+
+let env: Awaited<ReturnType<typeof environment>>;
+let client: Client;
+
+before(async () => {
+  env = await environment();
+  client = await Client.connect(env.server.url);
+});
+
+after(async () => {
+  await client.close();
+  await env.close();
+});
+
+async function expectError(code: ErrorCode, promise: Promise<unknown>): Promise<FeedgateError> {
+  let caught: unknown;
+  try {
+    await promise;
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof FeedgateError, `expected a FeedgateError, got ${String(caught)}`);
+  assert.equal(caught.code, code, caught.message);
+  return caught;
+}
+
+test("error codes, and the connection survives them", async () => {
+  const notFound = await expectError(ErrorCode.NOT_FOUND, client.subscribeTable("public.missing"));
+  assert.equal(notFound.codeName, "NOT_FOUND");
+  assert.match(notFound.message, /missing/);
+  await expectError(ErrorCode.VALIDATION, client.subscribeTopic("bad topic"));
+  await expectError(ErrorCode.VALIDATION, client.subscribeTopic("t", { start: "earliest" }));
+  await expectError(
+    ErrorCode.RESUME_UNAVAILABLE,
+    client.subscribeTopic("t", { resumeFrom: new Uint8Array([1, 2]) }),
+  );
+  await expectError(ErrorCode.VALIDATION, client.publish("", "x"));
+  await expectError(
+    ErrorCode.SUBSCRIPTION_NOT_FOUND,
+    client.request({ case: "unsubscribe", value: { subscriptionId: 12345n } }),
+  );
+  assert.ok((await client.ping()) > 0n);
+});
+
+test("an oversized request is refused and the connection lives", async () => {
+  const limit = client.welcome!.limits!.maxMessageSize;
+  const error = await expectError(
+    ErrorCode.LIMIT_EXCEEDED,
+    client.publish("big", new Uint8Array(limit + 1)),
+  );
+  assert.equal(error.retryable, false);
+  const published = await client.publish("big", new Uint8Array(1000));
+  assert.ok(published.offset > 0n);
+});
+
+test("the subscription limit", async () => {
+  const other = await Client.connect(env.server.url);
+  assert.equal(other.welcome!.limits!.maxSubscriptions, MAX_SUBSCRIPTIONS);
+  const subscriptions = [];
+  for (let n = 0; n < MAX_SUBSCRIPTIONS; n++) {
+    subscriptions.push(await other.subscribeTopic(`limit.${n}`));
+  }
+  const error = await expectError(ErrorCode.LIMIT_EXCEEDED, other.subscribeTopic("limit.over"));
+  assert.equal(error.details.limit, String(MAX_SUBSCRIPTIONS));
+  await subscriptions[0]!.unsubscribe();
+  await other.subscribeTopic("limit.over");
+  await other.close();
+});
+
+test("a slow iterator is ended, not silently skipped", async () => {
+  const slowClient = await Client.connect(env.server.url, { queueSize: 5 });
+  const slow = await slowClient.subscribeTopic("slow");
+  const other = await slowClient.subscribeTopic("slow.other");
+  for (let n = 0; n < 20; n++) await slowClient.publish("slow", `${n}`);
+  await slowClient.publish("slow.other", "fine");
+  const received: Event[] = [];
+  const error = await expectError(
+    ErrorCode.SLOW_CONSUMER,
+    (async () => {
+      for await (const event of slow) received.push(event);
+    })(),
+  );
+  assert.equal(error.retryable, true);
+  // The queued prefix is delivered in order, then the error: nothing in between is lost.
+  assert.deepEqual(received.map((e) => e.body.case), ["ready", "message", "message", "message", "message"]);
+  assert.deepEqual(
+    received.slice(1).map((e) => (e.body.case === "message" ? new TextDecoder().decode(e.body.value.payload) : "")),
+    ["0", "1", "2", "3"],
+  );
+  assert.equal((await nextEvent(other)).body.case, "ready");
+  const fine = await nextEvent(other);
+  assert.equal(fine.body.case === "message" && new TextDecoder().decode(fine.body.value.payload), "fine");
+  await slowClient.close();
+});
+
+test("server shutdown fails subscriptions with a retryable code", async () => {
+  const server = await startServer(env.server.databaseUrl);
+  const doomed = await Client.connect(server.url);
+  const subscription = await doomed.subscribeTopic("going.away");
+  await nextEvent(subscription);
+  await stopServer(server);
+  let caught: unknown;
+  try {
+    await nextEvent(subscription);
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught instanceof ConnectionClosedError, String(caught));
+  assert.equal(caught.closeCode, 1001);
+  assert.equal(caught.code, ErrorCode.SHUTTING_DOWN);
+  assert.equal(caught.retryable, true);
+  await assert.rejects(doomed.ping(), ConnectionClosedError);
+  await doomed.close();
+});
+
+test("token and welcome", async () => {
+  const other = await Client.connect(env.server.url, { token: "not-checked-yet", clientName: "t" });
+  assert.equal(other.welcome!.protocolVersion, 1);
+  assert.ok(other.welcome!.sessionId.length > 0);
+  assert.ok(other.welcome!.limits!.outboundQueue > 0);
+  await other.close();
+});
+
+test("a refused connection rejects with ConnectionClosedError", async () => {
+  await assert.rejects(Client.connect("ws://127.0.0.1:1/v1/ws"), ConnectionClosedError);
+});

@@ -1,0 +1,175 @@
+/**
+ * Test support: a real feedgate server (the binary built by cargo) with a real PostgreSQL
+ * database of its own, and helpers to create watched tables and change them with SQL.
+ *
+ * The server is $FEEDGATE_BIN, else <repo>/target/debug/feedgate (scripts/test builds it);
+ * PostgreSQL is $FEEDGATE_TEST_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+ */
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { accessSync, constants } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+
+import { type Event, type Subscription } from "../src/index.js";
+
+const here = dirname(fileURLToPath(import.meta.url));
+// build/test/support.js -> the repository root is four levels up.
+const repo = join(here, "..", "..", "..", "..");
+export const adminUrl =
+  process.env.FEEDGATE_TEST_ADMIN_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+
+/** The test servers' limit on subscriptions per connection. */
+export const MAX_SUBSCRIPTIONS = 16;
+
+export interface Server {
+  url: string;
+  addr: string;
+  databaseUrl: string;
+  log: string[];
+  process: ChildProcess;
+}
+
+async function admin(sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: adminUrl });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+/** A database of its own (dropped by `dropDatabase`). */
+export async function createDatabase(): Promise<string> {
+  const name = `feedgate_test_ts_${randomBytes(6).toString("hex")}`;
+  await admin(`CREATE DATABASE "${name}"`);
+  return adminUrl.replace(/\/[^/]*$/, `/${name}`);
+}
+
+export async function dropDatabase(url: string): Promise<void> {
+  const name = url.slice(url.lastIndexOf("/") + 1);
+  await admin(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+}
+
+function feedgateBin(): string {
+  const path = process.env.FEEDGATE_BIN ?? join(repo, "target", "debug", "feedgate");
+  accessSync(path, constants.X_OK);
+  return path;
+}
+
+/** Starts `feedgate serve` on a free port; resolves once its changefeed reader is connected. */
+export async function startServer(databaseUrl: string): Promise<Server> {
+  const child = spawn(
+    feedgateBin(),
+    ["serve", "--listen", "127.0.0.1:0", "--database-url", databaseUrl,
+      "--max-subscriptions", String(MAX_SUBSCRIPTIONS)],
+    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FEEDGATE_LOG: "info,sqlx=warn" } },
+  );
+  const log: string[] = [];
+  const addr = await new Promise<string>((resolve, reject) => {
+    let buffered = "";
+    const timer = setTimeout(() => reject(new Error(`feedgate did not start:\n${log.join("\n")}`)), 60_000);
+    child.stderr!.on("data", (chunk: Buffer) => {
+      buffered += chunk.toString();
+      const lines = buffered.split("\n");
+      buffered = lines.pop() ?? "";
+      for (const line of lines) {
+        log.push(line);
+        const match = /listening addr=(\S+)/.exec(line);
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1]!);
+        }
+      }
+    });
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`feedgate exited with ${code}:\n${log.join("\n")}`));
+    });
+  });
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const stats = (await (await fetch(`http://${addr}/v1/stats`)).json()) as { database?: string };
+    if (stats.database === "connected") break;
+    if (Date.now() > deadline) throw new Error(`the changefeed reader never connected:\n${log.join("\n")}`);
+    await sleep(20);
+  }
+  return { url: `ws://${addr}/v1/ws`, addr, databaseUrl, log, process: child };
+}
+
+export async function stopServer(server: Server): Promise<void> {
+  if (server.process.exitCode !== null) return;
+  const exited = new Promise((resolve) => server.process.once("exit", resolve));
+  server.process.kill("SIGTERM");
+  const timer = setTimeout(() => server.process.kill("SIGKILL"), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** The subscription's next event, rejecting after `timeoutMs`. */
+export async function nextEvent(subscription: Subscription, timeoutMs = 10_000): Promise<Event> {
+  let iterator = iterators.get(subscription);
+  if (iterator === undefined) {
+    iterator = subscription[Symbol.asyncIterator]();
+    iterators.set(subscription, iterator);
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no event within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    const next = await Promise.race([iterator.next(), timeout]);
+    if (next.done) throw new Error("the subscription ended");
+    return next.value;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const iterators = new WeakMap<Subscription, AsyncIterator<Event>>();
+
+/** Polls `predicate` until it holds, failing after `timeoutMs`. */
+export async function waitUntil(predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error("condition not reached in time");
+    await sleep(10);
+  }
+}
+
+let tables = 0;
+
+/** A fresh watched table `public.items_<n>` (id bigint primary key, name, price, added, tags). */
+export async function createTable(db: pg.Client): Promise<string> {
+  const name = `items_${process.pid}_${++tables}`;
+  await db.query(
+    `CREATE TABLE ${name} (id bigint PRIMARY KEY, name text NOT NULL, price numeric,
+       added timestamptz, tags jsonb)`,
+  );
+  await db.query("SELECT feedgate.watch($1)", [`public.${name}`]);
+  return `public.${name}`;
+}
+
+/** A server with a database of its own, for one test file; `close()` stops and drops both. */
+export async function environment(): Promise<{ server: Server; db: pg.Client; close: () => Promise<void> }> {
+  const databaseUrl = await createDatabase();
+  const server = await startServer(databaseUrl);
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  return {
+    server,
+    db,
+    close: async () => {
+      await db.end();
+      await stopServer(server);
+      await dropDatabase(databaseUrl);
+    },
+  };
+}
