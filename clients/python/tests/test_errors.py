@@ -95,3 +95,19 @@ async def test_token_and_welcome(server):
         assert client.welcome.protocol_version == 1
         assert client.welcome.session_id
         assert client.welcome.limits.outbound_queue > 0
+
+
+async def test_a_failing_callback_ends_only_its_subscription(client):
+    def explode(event: pb.Event) -> None:
+        if event.WhichOneof("body") == "message":
+            raise RuntimeError("boom")
+
+    failing = await client.subscribe_topic("callbacks", on_event=explode)
+    healthy = await client.subscribe_topic("callbacks")
+    await client.publish("callbacks", b"one")
+    error = await asyncio.wait_for(failing.wait_closed(), 10)
+    assert error.code == ErrorCode.INTERNAL and "boom" in error.message
+    assert (await next_event(healthy)).WhichOneof("body") == "ready"
+    assert (await next_event(healthy)).message.payload == b"one"
+    await client.publish("callbacks", b"two")
+    assert (await next_event(healthy)).message.payload == b"two"

@@ -400,7 +400,12 @@ export class Client {
     const response = new Promise<Response>((resolve, reject) => {
       this.pending.set(requestId, { resolve, reject });
     });
-    this.ws.send(toBinary(RequestSchema, create(RequestSchema, { requestId, command })));
+    try {
+      this.ws.send(toBinary(RequestSchema, create(RequestSchema, { requestId, command })));
+    } catch (error) {
+      this.pending.delete(requestId);
+      return Promise.reject(new ConnectionClosedError(1006, `cannot send: ${String(error)}`));
+    }
     return response.then((answer) => {
       if (answer.result.case === "error") throw FeedgateError.fromMessage(answer.result.value);
       return answer;
@@ -417,15 +422,19 @@ export class Client {
 
   /** @internal */
   overflow(subscription: Subscription, queueSize: number): void {
-    this.end(
+    this.fail(
       subscription,
-      new FeedgateError(
-        ErrorCode.SLOW_CONSUMER,
-        `client-side queue of ${queueSize} events is full: the subscription was not read fast ` +
-          "enough and has been ended",
-        { retryable: true, details: { subscription_id: subscription.id.toString() } },
-      ),
+      ErrorCode.SLOW_CONSUMER,
+      `client-side queue of ${queueSize} events is full: the subscription was not read fast ` +
+        "enough and has been ended",
+      true,
     );
+  }
+
+  /** Ends a subscription on this side with a client-made error, and on the server. */
+  private fail(subscription: Subscription, code: ErrorCode, message: string, retryable: boolean): void {
+    const details = { subscription_id: subscription.id.toString() };
+    this.end(subscription, new FeedgateError(code, message, { retryable, details }));
     this.request({
       case: "unsubscribe",
       value: { subscriptionId: subscription.id },
@@ -460,8 +469,13 @@ export class Client {
       if (subscription === undefined) return; // ended here already (overflow)
       if (event.body.case === "closed") {
         this.end(subscription, FeedgateError.fromMessage(event.body.value.error));
-      } else {
+        return;
+      }
+      try {
         subscription.deliver(event);
+      } catch (error) {
+        // The subscriber's callback threw: end that subscription only.
+        this.fail(subscription, ErrorCode.INTERNAL, `the onEvent callback threw: ${String(error)}`, false);
       }
     }
   }

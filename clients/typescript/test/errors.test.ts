@@ -119,6 +119,22 @@ test("server shutdown fails subscriptions with a retryable code", async () => {
   await doomed.close();
 });
 
+test("a throwing callback ends only its subscription", async () => {
+  const failing = await client.subscribeTopic("callbacks", {
+    onEvent: (event) => {
+      if (event.body.case === "message") throw new Error("boom");
+    },
+  });
+  const healthy = await client.subscribeTopic("callbacks");
+  await client.publish("callbacks", "one");
+  const error = await failing.closed;
+  assert.equal(error?.code, ErrorCode.INTERNAL);
+  assert.match(error!.message, /boom/);
+  assert.equal((await nextEvent(healthy)).body.case, "ready");
+  const one = await nextEvent(healthy);
+  assert.equal(one.body.case === "message" && new TextDecoder().decode(one.body.value.payload), "one");
+});
+
 test("token and welcome", async () => {
   const other = await Client.connect(env.server.url, { token: "not-checked-yet", clientName: "t" });
   assert.equal(other.welcome!.protocolVersion, 1);

@@ -285,16 +285,20 @@ class Client:
         subscription._finish(error)
 
     def _overflow(self, subscription: Subscription) -> None:
-        self._end(
+        self._fail(
             subscription,
-            FeedgateError(
-                ErrorCode.SLOW_CONSUMER,
-                f"client-side queue of {subscription._queue_size} events is full: the "
-                "subscription was not read fast enough and has been ended",
-                retryable=True,
-                details={"subscription_id": str(subscription.id)},
-            ),
+            ErrorCode.SLOW_CONSUMER,
+            f"client-side queue of {subscription._queue_size} events is full: the "
+            "subscription was not read fast enough and has been ended",
+            retryable=True,
         )
+
+    def _fail(
+        self, subscription: Subscription, code: int, message: str, *, retryable: bool = False
+    ) -> None:
+        """Ends a subscription on this side with a client-made error, and on the server."""
+        details = {"subscription_id": str(subscription.id)}
+        self._end(subscription, FeedgateError(code, message, retryable=retryable, details=details))
         self._spawn(self._unsubscribe_quietly(subscription.id))
 
     async def _unsubscribe_quietly(self, subscription_id: int) -> None:
@@ -342,8 +346,12 @@ class Client:
                 return  # ended here already (overflow); the server's Unsubscribed is on its way
             if event.WhichOneof("body") == "closed":
                 self._end(subscription, FeedgateError.from_pb(event.closed.error))
-            else:
+                return
+            try:
                 subscription._deliver(event)
+            except Exception as err:  # the subscriber's callback: end that subscription only
+                log.exception("on_event callback of subscription %d raised", subscription.id)
+                self._fail(subscription, ErrorCode.INTERNAL, f"the on_event callback raised {err!r}")
 
     def _shut(self, failure: FeedgateError | None) -> None:
         closed = failure or ConnectionClosedError(self._ws.close_code, self._ws.close_reason or "")
