@@ -41,6 +41,11 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
         .with_state(state)
 }
 
+/// Bytes each connection reads from its socket at a time. tungstenite's default (128 KiB,
+/// allocated up front) would cost every idle connection that much; requests are small, and a
+/// larger frame still arrives whole (the buffer grows for it and is read in several steps).
+const READ_BUFFER: usize = 4096;
+
 async fn websocket(State(state): State<Arc<HttpState>>, upgrade: WebSocketUpgrade) -> Response {
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
@@ -54,6 +59,7 @@ async fn websocket(State(state): State<Arc<HttpState>>, upgrade: WebSocketUpgrad
     };
     let tracked = state.clone();
     upgrade
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(state.max_frame_size)
         .max_frame_size(state.max_frame_size)
         .on_failed_upgrade(|err| warn!(error = %err, "websocket upgrade failed"))

@@ -1,0 +1,307 @@
+//! feedgate side by side with the systems users would pick instead, in the same run, so that
+//! each figure is also a ratio that survives a noisy machine. Prints a table, writes a JSON
+//! result file and PNG charts. Asserts nothing about speed.
+//!
+//! Systems: feedgate (release build), nats-server with its WebSocket listener (a Go fan-out
+//! ceiling), and the Python peer in `bench/peers/python` (FastAPI + uvicorn + asyncpg
+//! LISTEN/NOTIFY: what teams write today). Scenarios: fan-out, commit to client, cost to the
+//! database, memory per idle connection (docs/benchmarks.md says what each measures).
+//!
+//! Run through `bench/run [--quick|--full] [--only fanout,commit,cost,memory]`, which installs
+//! and starts what is needed; directly: `cargo bench --bench compare -- --quick`.
+
+mod chart;
+mod load;
+mod scenarios;
+mod systems;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection};
+
+use systems::{Proto, Running};
+
+struct Args {
+    full: bool,
+    only: Option<Vec<String>>,
+    out: PathBuf,
+    charts: PathBuf,
+}
+
+fn args() -> Args {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| {
+        raw.iter()
+            .position(|a| a == name)
+            .and_then(|i| raw.get(i + 1).cloned())
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Args {
+        full: raw.iter().any(|a| a == "--full"),
+        only: value("--only").map(|v| v.split(',').map(str::to_string).collect()),
+        out: value("--out").map_or_else(|| root.join("bench/results/latest.json"), PathBuf::from),
+        charts: value("--charts").map_or_else(|| root.join("docs/benchmarks"), PathBuf::from),
+    }
+}
+
+fn main() -> Result<()> {
+    let args = args();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+/// One figure of one scenario for each system that ran it.
+pub struct Row {
+    pub scenario: String,
+    pub figure: String,
+    /// Whether more is better (deliveries/s) or less (latency, bytes).
+    pub higher_is_better: bool,
+    pub values: Vec<(Proto, f64)>,
+    /// The chart this figure is a point of, and its x (connections, rows/s).
+    pub chart: Option<&'static str>,
+    pub x: Option<f64>,
+}
+
+async fn run(args: Args) -> Result<()> {
+    let wants = |name: &str| {
+        args.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|n| n == name))
+    };
+    let admin = std::env::var("FEEDGATE_TEST_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("feedgate_bench_{}", std::process::id());
+    let mut admin_db = PgConnection::connect(&admin).await.context("PostgreSQL")?;
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin_db)
+        .await?;
+    let database_url = format!(
+        "{}/{name}",
+        admin.rsplit_once('/').map_or(&*admin, |(base, _)| base)
+    );
+    let result = scenarios(&args, &wants, &database_url).await;
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin_db)
+        .await?;
+    let (rows, details) = result?;
+    print_table(&rows);
+    let machine = json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "cpu": cpu_model(),
+    });
+    let report = json!({
+        "mode": if args.full { "full" } else { "quick" },
+        "machine": machine,
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
+        "figures": rows.iter().map(|r| json!({
+            "scenario": r.scenario, "figure": r.figure, "higher_is_better": r.higher_is_better,
+            "values": r.values.iter().map(|(p, v)| (p.name().to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        })).collect::<Vec<_>>(),
+        "details": details,
+    });
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
+    println!("\nwrote {}", args.out.display());
+    std::fs::create_dir_all(&args.charts)?;
+    for path in chart::render(&rows, &args.charts)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default()
+}
+
+async fn scenarios(
+    args: &Args,
+    wants: &dyn Fn(&str) -> bool,
+    database_url: &str,
+) -> Result<(Vec<Row>, Value)> {
+    let mut db = PgConnection::connect(database_url).await?;
+    let mut rows = Vec::new();
+    let mut details = serde_json::Map::new();
+    let feedgate = systems::feedgate(Some(database_url))?;
+    let python = systems::python(database_url)?;
+    let nats = systems::nats()?;
+    let all: [&Running; 3] = [&feedgate, &nats, &python];
+
+    if wants("fanout") {
+        let runs: &[(usize, u64, Option<f64>)] = if args.full {
+            &[(1000, 5000, None), (10_000, 200, Some(100.0))]
+        } else {
+            &[(1000, 1000, None)]
+        };
+        for &(connections, messages, rate) in runs {
+            let scenario = format!(
+                "fan-out, {connections} connections{}",
+                rate.map_or(String::new(), |r| format!(", {r} msg/s"))
+            );
+            let mut rate_row = row(&scenario, "deliveries/s", true);
+            if rate.is_none() || args.full {
+                (rate_row.chart, rate_row.x) = (Some("fanout"), Some(connections as f64));
+            }
+            let mut p99_row = row(&scenario, "p99 latency (ms)", false);
+            for system in all {
+                // The Python peer fans out ~100x slower: fewer messages keep its run short.
+                let messages = if system.proto == Proto::Python && !args.full {
+                    messages / 5
+                } else {
+                    messages
+                };
+                eprintln!("{scenario}: {} ({messages} messages)", system.proto.name());
+                let figures = scenarios::fanout(system, connections, messages, rate).await?;
+                rate_row
+                    .values
+                    .push((system.proto, figures.deliveries_per_second));
+                p99_row.values.push((system.proto, figures.latency.p99_ms));
+                details.insert(
+                    format!("{scenario} / {}", system.proto.name()),
+                    serde_json::to_value(&figures)?,
+                );
+            }
+            rows.push(rate_row);
+            rows.push(p99_row);
+        }
+    }
+
+    if wants("commit") {
+        let rates: &[f64] = if args.full {
+            &[1000.0, 10_000.0]
+        } else {
+            &[1000.0]
+        };
+        let seconds = if args.full { 10.0 } else { 3.0 };
+        for &rate in rates {
+            let scenario = format!("commit to client, 100 subscribers, {rate} rows/s");
+            let mut p50 = row(&scenario, "p50 latency (ms)", false);
+            let mut p99 = row(&scenario, "p99 latency (ms)", false);
+            let mut p999 = row(&scenario, "p99.9 latency (ms)", false);
+            for system in [&feedgate, &python] {
+                eprintln!("{scenario}: {}", system.proto.name());
+                let figures =
+                    scenarios::commit_to_client(system, &mut db, database_url, 100, rate, seconds)
+                        .await?;
+                p50.values.push((system.proto, figures.latency.p50_ms));
+                p99.values.push((system.proto, figures.latency.p99_ms));
+                p999.values.push((system.proto, figures.latency.p999_ms));
+                details.insert(
+                    format!("{scenario} / {}", system.proto.name()),
+                    serde_json::to_value(&figures)?,
+                );
+            }
+            for r in [&mut p50, &mut p99, &mut p999] {
+                (r.chart, r.x) = (Some("commit"), Some(rate));
+            }
+            rows.extend([p50, p99, p999]);
+        }
+    }
+
+    if wants("cost") {
+        let seconds = if args.full { 10.0 } else { 3.0 };
+        let scenario = "cost to the database, 8 writers".to_string();
+        let mut ratio = row(&scenario, "watched ÷ plain throughput", true);
+        for system in [&feedgate, &python] {
+            eprintln!("{scenario}: {}", system.proto.name());
+            let figures = scenarios::db_cost(system, &mut db, database_url, 8, seconds).await?;
+            ratio.values.push((system.proto, figures.ratio));
+            details.insert(
+                format!("{scenario} / {}", system.proto.name()),
+                serde_json::to_value(&figures)?,
+            );
+        }
+        rows.push(ratio);
+    }
+
+    if wants("memory") {
+        let connections = if args.full { 10_000 } else { 2_000 };
+        let scenario = format!("memory, {connections} idle connections");
+        let mut per = row(&scenario, "bytes per connection", false);
+        // Fresh processes: what earlier scenarios left allocated (or a GC returned) would blur it.
+        let fresh = [
+            systems::feedgate(None)?,
+            systems::nats()?,
+            systems::python(database_url)?,
+        ];
+        for system in &fresh {
+            eprintln!("{scenario}: {}", system.proto.name());
+            let figures = scenarios::idle_memory(system, connections).await?;
+            per.values
+                .push((system.proto, figures.bytes_per_connection));
+            details.insert(
+                format!("{scenario} / {}", system.proto.name()),
+                serde_json::to_value(&figures)?,
+            );
+        }
+        rows.push(per);
+    }
+    Ok((rows, Value::Object(details)))
+}
+
+fn row(scenario: &str, figure: &str, higher_is_better: bool) -> Row {
+    Row {
+        scenario: scenario.into(),
+        figure: figure.into(),
+        higher_is_better,
+        values: Vec::new(),
+        chart: None,
+        x: None,
+    }
+}
+
+pub fn value_of(row: &Row, proto: Proto) -> Option<f64> {
+    row.values
+        .iter()
+        .find(|(p, _)| *p == proto)
+        .map(|(_, v)| *v)
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n| scenario | figure | feedgate | nats | python | feedgate vs nats | feedgate vs python |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for row in rows {
+        let cell = |p| value_of(row, p).map_or("—".to_string(), format_value);
+        let ratio = |p| match (value_of(row, Proto::Feedgate), value_of(row, p)) {
+            (Some(f), Some(o)) if f > 0.0 && o > 0.0 => {
+                let r = if row.higher_is_better { f / o } else { o / f };
+                format!("{r:.2}×")
+            }
+            _ => "—".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            row.scenario,
+            row.figure,
+            cell(Proto::Feedgate),
+            cell(Proto::Nats),
+            cell(Proto::Python),
+            ratio(Proto::Nats),
+            ratio(Proto::Python)
+        );
+    }
+    println!("\n(ratios: how many times better feedgate is; below 1× it is worse)");
+}
+
+fn format_value(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}

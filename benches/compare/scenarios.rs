@@ -1,0 +1,331 @@
+//! The scenarios: each runs one workload against one system and returns its figures.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use feedgate::protocol::now_micros;
+
+use crate::load::{self, Source};
+use crate::systems::{Proto, Running};
+
+/// How long a receiver waits for one more delivery before giving up.
+const IDLE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    fn of(histogram: &Histogram<u64>) -> Self {
+        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            max_ms: histogram.max() as f64 / 1000.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub connections: usize,
+    /// Messages published (fan-out) or rows written (commit to client).
+    pub sent: u64,
+    pub deliveries: u64,
+    pub expected: u64,
+    /// From the first publish (or write) to the last delivery.
+    pub seconds: f64,
+    pub deliveries_per_second: f64,
+    pub latency: Latency,
+    /// Subscribers that ended with an error (closed as slow consumers, ...).
+    pub failed: usize,
+}
+
+/// Opens `connections` subscribers to `source`; each receives `expected()` deliveries (known
+/// once the load is over) or gives up after IDLE without one.
+struct Subscribers {
+    tasks: JoinSet<Result<(load::Received, Histogram<u64>)>>,
+    expected: tokio::sync::watch::Sender<u64>,
+}
+
+async fn subscribers(
+    running: &Running,
+    connections: usize,
+    source: Source<'static>,
+) -> Result<Subscribers> {
+    let (ready_tx, mut ready_rx) = mpsc::channel(connections.max(1));
+    let (expected, expected_rx) = tokio::sync::watch::channel(u64::MAX);
+    let gate = Arc::new(Semaphore::new(64));
+    let mut tasks = JoinSet::new();
+    for _ in 0..connections {
+        let (url, proto, gate, ready, mut expected) = (
+            running.url.clone(),
+            running.proto,
+            gate.clone(),
+            ready_tx.clone(),
+            expected_rx.clone(),
+        );
+        tasks.spawn(async move {
+            let permit = gate.acquire_owned().await?;
+            let mut ws = load::connect(&url).await?;
+            load::subscribe(proto, &mut ws, source).await?;
+            drop(permit);
+            let _ = ready.send(()).await;
+            let mut histogram = load::histogram();
+            let received = load::receive(proto, &mut ws, &mut expected, IDLE, &mut histogram).await;
+            Ok((received, histogram))
+        });
+    }
+    drop(ready_tx);
+    for _ in 0..connections {
+        if ready_rx.recv().await.is_none() {
+            break;
+        }
+    }
+    Ok(Subscribers { tasks, expected })
+}
+
+impl Subscribers {
+    /// `per_subscriber`: what each subscriber receives once the load is over.
+    async fn finish(
+        mut self,
+        sent: u64,
+        per_subscriber: u64,
+        connections: usize,
+        start: Instant,
+    ) -> Result<Delivery> {
+        let _ = self.expected.send(per_subscriber);
+        let expected = per_subscriber * connections as u64;
+        let mut histogram = load::histogram();
+        let (mut deliveries, mut failed, mut last) = (0, 0, start);
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined? {
+                Ok((received, h)) => {
+                    deliveries += received.deliveries;
+                    failed += usize::from(received.error.is_some());
+                    last = last.max(received.last_at.unwrap_or(start));
+                    histogram.add(&h)?;
+                }
+                Err(_) => failed += 1,
+            }
+        }
+        let seconds = (last - start).as_secs_f64().max(1e-9);
+        Ok(Delivery {
+            connections,
+            sent,
+            deliveries,
+            expected,
+            seconds,
+            deliveries_per_second: deliveries as f64 / seconds,
+            latency: Latency::of(&histogram),
+            failed,
+        })
+    }
+}
+
+/// Fan-out: `connections` subscribers to one topic; one publisher sends `messages` 256-byte
+/// messages as fast as the system accepts them (or at `rate` per second).
+pub async fn fanout(
+    running: &Running,
+    connections: usize,
+    messages: u64,
+    rate: Option<f64>,
+) -> Result<Delivery> {
+    let subs = subscribers(running, connections, Source::Topic("bench.fanout")).await?;
+    let mut publisher = load::connect(&running.url).await?;
+    let start = Instant::now();
+    let sent = load::publish(
+        running.proto,
+        &mut publisher,
+        "bench.fanout",
+        messages,
+        256,
+        rate,
+    )
+    .await?;
+    let result = subs.finish(sent, sent, connections, start).await;
+    drop(publisher);
+    result
+}
+
+/// The table every commit-to-client run writes: a timestamp column the subscribers read.
+pub async fn create_table(db: &mut PgConnection, table: &str) -> Result<()> {
+    sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigserial PRIMARY KEY, sent_us bigint NOT NULL, body text NOT NULL)"
+    ))
+    .execute(&mut *db)
+    .await?;
+    Ok(())
+}
+
+/// Makes `table` send its changes to `proto`'s system.
+pub async fn watch(db: &mut PgConnection, proto: Proto, table: &str) -> Result<()> {
+    let function = match proto {
+        Proto::Feedgate => "feedgate.watch",
+        _ => "peer_watch",
+    };
+    sqlx::query(&format!("SELECT {function}($1)"))
+        .bind(format!("public.{table}"))
+        .execute(&mut *db)
+        .await
+        .with_context(|| format!("{function}({table})"))?;
+    Ok(())
+}
+
+/// Writers insert single-row transactions into `table` for `seconds` (paced to `rate` rows/s in
+/// total when given); returns the rows written.
+pub async fn write(
+    database_url: &str,
+    table: &str,
+    writers: usize,
+    seconds: f64,
+    rate: Option<f64>,
+) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut tasks = JoinSet::new();
+    for _ in 0..writers {
+        let (url, table) = (database_url.to_string(), table.to_string());
+        tasks.spawn(async move {
+            let mut db = PgConnection::connect(&url).await?;
+            let sql = format!("INSERT INTO {table} (sent_us, body) VALUES ($1, 'x')");
+            let start = Instant::now();
+            let mut rows = 0u64;
+            while Instant::now() < deadline {
+                if let Some(rate) = rate {
+                    let due = start + Duration::from_secs_f64(rows as f64 * writers as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                sqlx::query(&sql)
+                    .bind(now_micros())
+                    .execute(&mut db)
+                    .await?;
+                rows += 1;
+            }
+            anyhow::Ok(rows)
+        });
+    }
+    let mut rows = 0;
+    while let Some(joined) = tasks.join_next().await {
+        rows += joined??;
+    }
+    Ok(rows)
+}
+
+/// Commit to client: `connections` subscribers to one table while 8 writers insert at `rate`
+/// rows/s for `seconds`; latency from the writer's timestamp to receipt.
+pub async fn commit_to_client(
+    running: &Running,
+    db: &mut PgConnection,
+    database_url: &str,
+    connections: usize,
+    rate: f64,
+    seconds: f64,
+) -> Result<Delivery> {
+    let table: &'static str = match running.proto {
+        Proto::Feedgate => "bench_commit_feedgate",
+        _ => "bench_commit_python",
+    };
+    create_table(db, table).await?;
+    watch(db, running.proto, table).await?;
+    let qualified: &'static str = match running.proto {
+        Proto::Feedgate => "public.bench_commit_feedgate",
+        _ => "public.bench_commit_python",
+    };
+    let subs = subscribers(running, connections, Source::Table(qualified)).await?;
+    let start = Instant::now();
+    let rows = write(database_url, table, 8, seconds, Some(rate)).await?;
+    subs.finish(rows, rows, connections, start).await
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cost {
+    pub writers: usize,
+    pub seconds: f64,
+    pub plain_tps: f64,
+    pub watched_tps: f64,
+    pub ratio: f64,
+}
+
+/// Cost to the database: `writers` single-row INSERT transactions on a plain table, then on a
+/// table watched by the system (which is running, with one subscriber draining it).
+pub async fn db_cost(
+    running: &Running,
+    db: &mut PgConnection,
+    database_url: &str,
+    writers: usize,
+    seconds: f64,
+) -> Result<Cost> {
+    let (plain, watched) = match running.proto {
+        Proto::Feedgate => ("bench_cost_plain_f", "bench_cost_feedgate"),
+        _ => ("bench_cost_plain_p", "bench_cost_python"),
+    };
+    create_table(db, plain).await?;
+    create_table(db, watched).await?;
+    watch(db, running.proto, watched).await?;
+    let qualified = format!("public.{watched}");
+    let qualified: &'static str = Box::leak(qualified.into_boxed_str());
+    let subs = subscribers(running, 1, Source::Table(qualified)).await?;
+    let plain_rows = write(database_url, plain, writers, seconds, None).await?;
+    let start = Instant::now();
+    let watched_rows = write(database_url, watched, writers, seconds, None).await?;
+    let _ = subs.finish(watched_rows, watched_rows, 1, start).await?;
+    let (plain_tps, watched_tps) = (plain_rows as f64 / seconds, watched_rows as f64 / seconds);
+    Ok(Cost {
+        writers,
+        seconds,
+        plain_tps,
+        watched_tps,
+        ratio: watched_tps / plain_tps,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    pub connections: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub bytes_per_connection: f64,
+}
+
+/// RSS per idle connection: the server's RSS before and after `connections` connections that
+/// completed their protocol's handshake and then stay idle.
+pub async fn idle_memory(running: &Running, connections: usize) -> Result<Memory> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = running.rss_kib()?;
+    let gate = Arc::new(Semaphore::new(64));
+    let mut tasks = JoinSet::new();
+    for _ in 0..connections {
+        let (url, proto, gate) = (running.url.clone(), running.proto, gate.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let mut ws = load::connect(&url).await?;
+            load::handshake(proto, &mut ws).await?;
+            anyhow::Ok(ws)
+        });
+    }
+    let mut open = Vec::with_capacity(connections);
+    while let Some(joined) = tasks.join_next().await {
+        open.push(joined??);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = running.rss_kib()?;
+    drop(open);
+    Ok(Memory {
+        connections,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        bytes_per_connection: (after.saturating_sub(before) * 1024) as f64 / connections as f64,
+    })
+}

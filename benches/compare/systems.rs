@@ -1,0 +1,178 @@
+//! The systems under test, as child processes on free loopback ports: feedgate (the release
+//! binary cargo built for this bench), nats-server with its WebSocket listener, and the Python
+//! peer (FastAPI + uvicorn + asyncpg, `bench/peers/python`). Each is killed when dropped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The wire protocol a system speaks; the load generator has a client for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Feedgate,
+    Nats,
+    Python,
+}
+
+impl Proto {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Feedgate => "feedgate",
+            Proto::Nats => "nats",
+            Proto::Python => "python",
+        }
+    }
+}
+
+/// A running system.
+pub struct Running {
+    pub proto: Proto,
+    /// The WebSocket URL clients connect to.
+    pub url: String,
+    child: Child,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Running {
+    /// Resident set size of the server process, in KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_listening(port: u16, child: &mut Child, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited with {status} before listening");
+        }
+        if Instant::now() > deadline {
+            bail!("{what} is not listening on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn quiet(command: &mut Command) -> &mut Command {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+}
+
+/// feedgate, with the database when given (its changefeed reader connected before returning).
+pub fn feedgate(database_url: Option<&str>) -> Result<Running> {
+    let port = free_port()?;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_feedgate"));
+    command.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+    // As deep a queue per connection as the peers have (the Python peer's 10,000; NATS's 64 MB).
+    command.args(["--outbound-queue", "10000", "--max-subscriptions", "1000"]);
+    if let Some(url) = database_url {
+        command.args(["--database-url", url]);
+    }
+    let mut child = quiet(&mut command).env("FEEDGATE_LOG", "warn").spawn()?;
+    wait_listening(port, &mut child, "feedgate")?;
+    let running = Running {
+        proto: Proto::Feedgate,
+        url: format!("ws://127.0.0.1:{port}/v1/ws"),
+        child,
+        _dir: None,
+    };
+    if database_url.is_some() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats = http_get(port, "/v1/stats").unwrap_or_default();
+            if stats.contains("\"database\":\"connected\"") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("feedgate's changefeed reader did not connect");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(running)
+}
+
+fn http_get(port: u16, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body.replace([' ', '\n'], ""))
+}
+
+/// nats-server (Debian's package) with a WebSocket listener and nothing else enabled.
+pub fn nats() -> Result<Running> {
+    let (port, ws_port) = (free_port()?, free_port()?);
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nwebsocket {{\n  listen: \"127.0.0.1:{ws_port}\"\n  no_tls: true\n  compression: false\n}}\n"
+        ),
+    )?;
+    let bin = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+    let mut child = quiet(Command::new(&bin).arg("-c").arg(&config))
+        .spawn()
+        .with_context(|| format!("cannot run {bin} (apt-get install nats-server)"))?;
+    wait_listening(ws_port, &mut child, "nats-server")?;
+    Ok(Running {
+        proto: Proto::Nats,
+        url: format!("ws://127.0.0.1:{ws_port}"),
+        child,
+        _dir: Some(dir),
+    })
+}
+
+/// The Python peer under uvicorn (one worker process, uvloop), with the interpreter of the
+/// virtualenv `bench/run` made (`$FEEDGATE_BENCH_PYTHON`).
+pub fn python(database_url: &str) -> Result<Running> {
+    let port = free_port()?;
+    let python = std::env::var("FEEDGATE_BENCH_PYTHON")
+        .context("FEEDGATE_BENCH_PYTHON is not set: run the benchmark with bench/run")?;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/peers/python");
+    let mut command = Command::new(&python);
+    command
+        .current_dir(&dir)
+        .args(["-m", "uvicorn", "server:app", "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string(), "--log-level", "warning"])
+        .args(["--ws-max-size", "1048576"])
+        .env("DATABASE_URL", database_url);
+    let mut child = quiet(&mut command)
+        .spawn()
+        .with_context(|| format!("cannot run {python} (bench/run makes that virtualenv)"))?;
+    wait_listening(port, &mut child, "the Python peer")?;
+    Ok(Running {
+        proto: Proto::Python,
+        url: format!("ws://127.0.0.1:{port}/ws"),
+        child,
+        _dir: None,
+    })
+}

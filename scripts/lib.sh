@@ -1,0 +1,195 @@
+# Shared by scripts/test and bench/run: find, start or install what they need, and be quick
+# when it is present. Source it from the repository root, with `set -euo pipefail` in effect.
+# See scripts/test for what each need_* function provides.
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need_cargo() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+      export PATH="$HOME/.cargo/bin:$PATH"
+    else
+      echo "scripts/test: cargo is not installed; install a Rust toolchain (rustup) first" >&2
+      exit 1
+    fi
+  fi
+  # rustfmt and clippy ship as rustup components; add them when missing.
+  if command -v rustup >/dev/null 2>&1; then
+    cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+    cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+  fi
+}
+
+TANSU_VERSION=0.6.0
+TOOL_CACHE=${FEEDGATE_TOOL_CACHE:-$HOME/.cache/feedgate}
+export FEEDGATE_TANSU_BIN=$TOOL_CACHE/tansu-$TANSU_VERSION/bin/tansu
+
+PG_URL=${FEEDGATE_TEST_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+export FEEDGATE_TEST_ADMIN_URL=$PG_URL
+
+pg_up() { pg_isready -q -d "$PG_URL" 2>/dev/null && psql "$PG_URL" -qAtc 'select 1' >/dev/null 2>&1; }
+
+need_postgres() {
+  pg_up && return 0
+  step "starting PostgreSQL"
+  local installed_now=0
+  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    installed_now=1
+  fi
+  command -v pg_isready >/dev/null || apt-get install -y -qq postgresql-client >/dev/null
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  if [ "$installed_now" = 1 ]; then
+    # A cluster this script installed, on a test machine: trust loopback connections.
+    local hba=/etc/postgresql/$version/main/pg_hba.conf
+    sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+    sed -i -E 's/^(local\s+all\s+postgres\s+)\S+/\1trust/' "$hba"
+  fi
+  mkdir -p "$TOOL_CACHE/run"
+  start_daemon "$TOOL_CACHE/run/postgres-start.log" \
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 60); do pg_up && return 0; sleep 0.5; done
+  echo "scripts/test: PostgreSQL did not come up at $PG_URL" >&2
+  exit 1
+}
+
+# Databases left behind by tests that panicked.
+sweep_test_databases() {
+  psql "$PG_URL" -qAtc "select datname from pg_database where datname like 'feedgate\_test\_%'" |
+    while read -r db; do psql "$PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null; done
+}
+
+rabbit_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && rabbitmqctl -q await_startup >/dev/null 2>&1; }
+
+need_rabbitmq() {
+  [ -n "${FEEDGATE_TEST_AMQP_URL:-}" ] && return 0
+  rabbit_up && return 0
+  step "starting RabbitMQ"
+  if ! command -v rabbitmq-server >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+  # A node stopped with stop_app is started with start_app; a stopped server with -detached.
+  mkdir -p "$TOOL_CACHE/run"
+  start_daemon "$TOOL_CACHE/run/rabbitmq-start.log" rabbitmqctl -q start_app ||
+    start_daemon "$TOOL_CACHE/run/rabbitmq-start.log" rabbitmq-server -detached
+  for _ in $(seq 1 120); do rabbit_up && return 0; sleep 0.5; done
+  echo "scripts/test: RabbitMQ did not come up on 127.0.0.1:5672" >&2
+  exit 1
+}
+
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Daemons must not keep a descriptor of this script's: one holding its output pipe would keep a
+# reader of our output (CI's log) waiting for EOF forever. close_fds closes all but 0-2.
+close_fds() {
+  local fd n
+  for fd in /proc/$BASHPID/fd/*; do
+    n=${fd##*/}
+    if [ "$n" -gt 2 ] 2>/dev/null; then eval "exec $n>&-" 2>/dev/null; fi
+  done
+}
+
+# Runs a command that starts a daemon and returns, with only /dev/null and a log as its stdio.
+start_daemon() {
+  local log=$1
+  shift
+  (close_fds; exec "$@" </dev/null >>"$log" 2>&1)
+}
+
+# Starts "$@" as a daemon of its own: the subshell becomes the process (exec), in a new session.
+spawn_daemon() {
+  local dir=$1 log=$2
+  shift 2
+  (close_fds; cd "$dir" && exec setsid "$@" </dev/null >>"$log" 2>&1) &
+}
+
+need_kafka() {
+  if [ -n "${FEEDGATE_TEST_KAFKA:-}" ]; then return 0; fi
+  export FEEDGATE_TEST_KAFKA=127.0.0.1:9092
+  if [ ! -x "$FEEDGATE_TANSU_BIN" ]; then
+    step "building tansu $TANSU_VERSION (Kafka-protocol broker; cached in $TOOL_CACHE)"
+    cargo install tansu --version "$TANSU_VERSION" --features dynostore --locked \
+      --root "$TOOL_CACHE/tansu-$TANSU_VERSION"
+  fi
+  port_open 9092 && return 0
+  step "starting tansu on 127.0.0.1:9092"
+  mkdir -p "$TOOL_CACHE/run"
+  spawn_daemon "$TOOL_CACHE/run" "$TOOL_CACHE/run/tansu.log" "$FEEDGATE_TANSU_BIN" broker \
+    --listener-url tcp://127.0.0.1:9092 --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine memory://tansu/
+  for _ in $(seq 1 60); do port_open 9092 && return 0; sleep 0.5; done
+  echo "scripts/test: tansu did not start; see $TOOL_CACHE/run/tansu.log" >&2
+  exit 1
+}
+
+need_python_env() {
+  local hash
+  hash=$(sha256sum clients/python/pyproject.toml | cut -c1-16)
+  PY_ENV=$TOOL_CACHE/python-$hash
+  # A virtualenv cannot be moved (its scripts name their interpreter's path): it is made in
+  # place, and a marker says it was completed.
+  if [ ! -e "$PY_ENV/.complete" ]; then
+    step "creating the Python client's test environment (cached in $PY_ENV)"
+    command -v python3 >/dev/null || apt-get install -y -qq python3 python3-venv >/dev/null
+    rm -rf "$PY_ENV"
+    python3 -m venv "$PY_ENV"
+    "$PY_ENV/bin/pip" install -q --upgrade pip
+    "$PY_ENV/bin/pip" install -q hatchling './clients/python[test]'
+    touch "$PY_ENV/.complete"
+  fi
+  # The package itself, from this checkout, as a user would install it.
+  "$PY_ENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall ./clients/python
+}
+
+need_chromium() {
+  [ -n "${CHROMIUM_PATH:-}" ] && return 0
+  [ -x /usr/bin/chromium ] && return 0
+  step "installing Chromium (Debian's package) for the TypeScript client's browser test"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}
+
+need_node_modules() {
+  if ! command -v npm >/dev/null 2>&1; then
+    step "installing Node.js and npm"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  local stamp=clients/typescript/node_modules/.feedgate-lock
+  local hash
+  hash=$(sha256sum clients/typescript/package-lock.json | cut -c1-16)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$hash" ]; then
+    step "installing the TypeScript client's dependencies (npm install, as locked)"
+    (cd clients/typescript && npm install --no-save --no-audit --no-fund --ignore-scripts)
+    echo "$hash" >"$stamp"
+  fi
+}
+
+need_nats_server() {
+  command -v nats-server >/dev/null 2>&1 && return 0
+  step "installing nats-server (Debian's package) for the benchmark"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+}
+
+# The Python benchmark peer's virtualenv (bench/peers/python), made in place once per
+# requirements.txt; exports FEEDGATE_BENCH_PYTHON.
+need_bench_python() {
+  local hash env
+  hash=$(sha256sum bench/peers/python/requirements.txt | cut -c1-16)
+  env=$TOOL_CACHE/bench-python-$hash
+  if [ ! -e "$env/.complete" ]; then
+    step "creating the Python peer's virtualenv (cached in $env)"
+    rm -rf "$env"
+    python3 -m venv "$env"
+    "$env/bin/pip" install -q --upgrade pip
+    "$env/bin/pip" install -q -r bench/peers/python/requirements.txt
+    touch "$env/.complete"
+  fi
+  export FEEDGATE_BENCH_PYTHON=$env/bin/python
+}
+
+need_fonts() {
+  [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] && return 0
+  step "installing fonts-dejavu-core (the charts' text)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null
+}
