@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
+use plotters::coord::ranged1d::ValueFormatter;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::systems::Proto;
@@ -63,6 +65,7 @@ pub fn render(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>> {
             "connections",
             "deliveries/s",
             &fanout,
+            false,
         )?;
         written.push(path);
     }
@@ -89,38 +92,62 @@ pub fn render(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>> {
     }
     if !latency.is_empty() {
         let path = dir.join("commit-latency.png");
-        draw(
-            &path,
-            "Commit to client: latency, 100 subscribers",
-            "rows/s written",
-            "ms",
-            &latency,
-        )?;
+        let title = "Commit to client: latency, 100 subscribers (log scale)";
+        draw(&path, title, "target rows/s", "ms", &latency, true)?;
         written.push(path);
     }
     Ok(written)
 }
 
-fn draw(path: &Path, title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> Result<()> {
+fn draw(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    lines: &[Line],
+    log_y: bool,
+) -> Result<()> {
     let xs = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0));
     let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(x), hi.max(x)));
-    let y_max = lines
-        .iter()
-        .flat_map(|l| l.points.iter().map(|p| p.1))
-        .fold(0.0f64, f64::max);
+    let ys = || lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
+    let y_max = ys().fold(0.0f64, f64::max);
+    let y_min = ys().fold(f64::MAX, f64::min);
     let pad = ((x_max - x_min) * 0.1).max(x_max * 0.1).max(1.0);
+    let x_range = (x_min - pad).max(0.0)..x_max + pad;
     let root = BitMapBackend::new(path, (960, 540)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-    let mut chart = ChartBuilder::on(&root)
+    let mut builder = ChartBuilder::on(&root);
+    builder
         .caption(title, ("sans-serif", 24))
         .margin(20)
         .x_label_area_size(45)
-        .y_label_area_size(90)
-        .build_cartesian_2d(
-            (x_min - pad).max(0.0)..x_max + pad,
-            0.0..y_max * 1.15 + 1e-9,
-        )
-        .map_err(|e| anyhow!("{e}"))?;
+        .y_label_area_size(90);
+    if log_y {
+        let y_range = (y_min / 2.0).max(1e-3)..y_max * 2.0;
+        let chart = builder
+            .build_cartesian_2d(x_range, y_range.log_scale())
+            .map_err(|e| anyhow!("{e}"))?;
+        plot(chart, x_label, y_label, lines)?;
+    } else {
+        let chart = builder
+            .build_cartesian_2d(x_range, 0.0..y_max * 1.15 + 1e-9)
+            .map_err(|e| anyhow!("{e}"))?;
+        plot(chart, x_label, y_label, lines)?;
+    }
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// Mesh, lines, points and legend, on either kind of y axis.
+fn plot<'a, Y>(
+    mut chart: ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, Y>>,
+    x_label: &str,
+    y_label: &str,
+    lines: &[Line],
+) -> Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     chart
         .configure_mesh()
         .x_desc(x_label)
@@ -153,6 +180,5 @@ fn draw(path: &Path, title: &str, x_label: &str, y_label: &str, lines: &[Line]) 
         .border_style(BLACK)
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow!("{e}"))?;
     Ok(())
 }

@@ -130,6 +130,98 @@ pub async fn subscribe(proto: Proto, ws: &mut Ws, source: Source<'_>) -> Result<
     }
 }
 
+/// Subscribes to `count` topics `{prefix}.0`, `{prefix}.1`, ... pipelined, and returns once
+/// the system confirmed them all.
+pub async fn subscribe_many(proto: Proto, ws: &mut Ws, prefix: &str, count: u64) -> Result<()> {
+    for n in 0..count {
+        let topic = format!("{prefix}.{n}");
+        let frame = match proto {
+            Proto::Feedgate => request(
+                n + 1,
+                pb::request::Command::Subscribe(pb::Subscribe {
+                    subscription_id: n + 1,
+                    source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
+                        topic,
+                        ..Default::default()
+                    })),
+                    resume_from: Default::default(),
+                }),
+            ),
+            Proto::Nats => Message::text(format!("SUB {topic} {}\r\n", n + 1)),
+            Proto::Python => {
+                Message::text(format!("{{\"op\":\"subscribe\",\"topic\":\"{topic}\"}}"))
+            }
+        };
+        ws.feed(frame).await?;
+    }
+    if proto == Proto::Nats {
+        ws.feed(Message::text("PING\r\n")).await?;
+    }
+    ws.flush().await?;
+    let mut confirmed = 0;
+    let mut nats = NatsParser::default();
+    while confirmed < count {
+        let frame = next_binary(ws).await?;
+        confirmed += match proto {
+            Proto::Feedgate => match pb::ServerMessage::decode(frame.as_ref())?.message {
+                Some(pb::server_message::Message::Event(event))
+                    if matches!(event.body, Some(pb::event::Body::Ready(_))) =>
+                {
+                    1
+                }
+                Some(pb::server_message::Message::Response(response))
+                    if matches!(response.result, Some(pb::response::Result::Error(_))) =>
+                {
+                    bail!("subscribe refused: {response:?}")
+                }
+                _ => 0,
+            },
+            Proto::Nats => {
+                if nats.feed(&frame).pongs > 0 {
+                    count
+                } else {
+                    0
+                }
+            }
+            Proto::Python => u64::from(frame.starts_with(b"{\"op\": \"subscribed\"")),
+        };
+    }
+    Ok(())
+}
+
+/// Subscribes to `table` with its initial rows; returns how many INITIAL rows arrived before
+/// `Ready`.
+pub async fn initial_rows(ws: &mut Ws, table: &str) -> Result<u64> {
+    let subscribe = pb::Subscribe {
+        subscription_id: 1,
+        source: Some(pb::subscribe::Source::Table(pb::TableFeed {
+            table: table.into(),
+            include_initial: true,
+        })),
+        resume_from: Default::default(),
+    };
+    ws.send(request(1, pb::request::Command::Subscribe(subscribe)))
+        .await?;
+    let mut rows = 0;
+    loop {
+        let frame = next_binary(ws).await?;
+        match pb::ServerMessage::decode(frame.as_ref())?.message {
+            Some(pb::server_message::Message::Event(event)) => match event.body {
+                Some(pb::event::Body::Change(_)) => rows += 1,
+                Some(pb::event::Body::Ready(_)) => return Ok(rows),
+                Some(pb::event::Body::Closed(closed)) => bail!("snapshot ended: {closed:?}"),
+                _ => {}
+            },
+            Some(pb::server_message::Message::Response(response))
+                if matches!(response.result, Some(pb::response::Result::Error(_))) =>
+            {
+                bail!("subscribe refused: {response:?}")
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The least a client does to be a live connection of its protocol: feedgate a `Ping` round
 /// trip, NATS `CONNECT` and a PING/PONG; the Python peer has no handshake.
 pub async fn handshake(proto: Proto, ws: &mut Ws) -> Result<()> {

@@ -5,9 +5,10 @@
 //! Systems: feedgate (release build), nats-server with its WebSocket listener (a Go fan-out
 //! ceiling), and the Python peer in `bench/peers/python` (FastAPI + uvicorn + asyncpg
 //! LISTEN/NOTIFY: what teams write today). Scenarios: fan-out, commit to client, cost to the
-//! database, memory per idle connection (docs/benchmarks.md says what each measures).
+//! database, memory per idle connection and per subscription, initial snapshot against COPY
+//! (docs/benchmarks.md says what each measures).
 //!
-//! Run through `bench/run [--quick|--full] [--only fanout,commit,cost,memory]`, which installs
+//! Run through `bench/run [--quick|--full] [--only fanout,commit,cost,memory,snapshot]`, which installs
 //! and starts what is needed; directly: `cargo bench --bench compare -- --quick`.
 
 mod chart;
@@ -28,6 +29,8 @@ struct Args {
     only: Option<Vec<String>>,
     out: PathBuf,
     charts: PathBuf,
+    /// Redraw the table and charts from an earlier result file instead of running.
+    from: Option<PathBuf>,
 }
 
 fn args() -> Args {
@@ -43,6 +46,7 @@ fn args() -> Args {
         only: value("--only").map(|v| v.split(',').map(str::to_string).collect()),
         out: value("--out").map_or_else(|| root.join("bench/results/latest.json"), PathBuf::from),
         charts: value("--charts").map_or_else(|| root.join("docs/benchmarks"), PathBuf::from),
+        from: value("--from").map(PathBuf::from),
     }
 }
 
@@ -67,6 +71,17 @@ pub struct Row {
 }
 
 async fn run(args: Args) -> Result<()> {
+    if let Some(from) = &args.from {
+        let report: Value = serde_json::from_slice(&std::fs::read(from)?)?;
+        let rows =
+            rows_of(&report).with_context(|| format!("{} is not a result file", from.display()))?;
+        print_table(&rows);
+        std::fs::create_dir_all(&args.charts)?;
+        for path in chart::render(&rows, &args.charts)? {
+            println!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     let wants = |name: &str| {
         args.only
             .as_ref()
@@ -100,6 +115,7 @@ async fn run(args: Args) -> Result<()> {
         "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs(),
         "figures": rows.iter().map(|r| json!({
             "scenario": r.scenario, "figure": r.figure, "higher_is_better": r.higher_is_better,
+            "chart": r.chart, "x": r.x,
             "values": r.values.iter().map(|(p, v)| (p.name().to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
         })).collect::<Vec<_>>(),
         "details": details,
@@ -156,6 +172,7 @@ async fn scenarios(
                 (rate_row.chart, rate_row.x) = (Some("fanout"), Some(connections as f64));
             }
             let mut p99_row = row(&scenario, "p99 latency (ms)", false);
+            let mut share = row(&scenario, "delivered (% of expected)", true);
             for system in all {
                 // The Python peer fans out ~100x slower: fewer messages keep its run short.
                 let messages = if system.proto == Proto::Python && !args.full {
@@ -169,13 +186,14 @@ async fn scenarios(
                     .values
                     .push((system.proto, figures.deliveries_per_second));
                 p99_row.values.push((system.proto, figures.latency.p99_ms));
+                let percent = 100.0 * figures.deliveries as f64 / figures.expected.max(1) as f64;
+                share.values.push((system.proto, percent));
                 details.insert(
                     format!("{scenario} / {}", system.proto.name()),
                     serde_json::to_value(&figures)?,
                 );
             }
-            rows.push(rate_row);
-            rows.push(p99_row);
+            rows.extend([rate_row, p99_row, share]);
         }
     }
 
@@ -191,6 +209,7 @@ async fn scenarios(
             let mut p50 = row(&scenario, "p50 latency (ms)", false);
             let mut p99 = row(&scenario, "p99 latency (ms)", false);
             let mut p999 = row(&scenario, "p99.9 latency (ms)", false);
+            let mut achieved = row(&scenario, "rows/s written (target: the rate)", true);
             for system in [&feedgate, &python] {
                 eprintln!("{scenario}: {}", system.proto.name());
                 let figures =
@@ -199,6 +218,9 @@ async fn scenarios(
                 p50.values.push((system.proto, figures.latency.p50_ms));
                 p99.values.push((system.proto, figures.latency.p99_ms));
                 p999.values.push((system.proto, figures.latency.p999_ms));
+                achieved
+                    .values
+                    .push((system.proto, figures.sent as f64 / seconds));
                 details.insert(
                     format!("{scenario} / {}", system.proto.name()),
                     serde_json::to_value(&figures)?,
@@ -207,7 +229,7 @@ async fn scenarios(
             for r in [&mut p50, &mut p99, &mut p999] {
                 (r.chart, r.x) = (Some("commit"), Some(rate));
             }
-            rows.extend([p50, p99, p999]);
+            rows.extend([p50, p99, p999, achieved]);
         }
     }
 
@@ -228,9 +250,19 @@ async fn scenarios(
     }
 
     if wants("memory") {
-        let connections = if args.full { 10_000 } else { 2_000 };
+        let (connections, subscribed) = if args.full {
+            (10_000, 1_000)
+        } else {
+            (2_000, 200)
+        };
         let scenario = format!("memory, {connections} idle connections");
+        let subscriptions = subscribed * 100;
         let mut per = row(&scenario, "bytes per connection", false);
+        let mut per_sub = row(
+            &format!("memory, {subscriptions} subscriptions on {subscribed} connections"),
+            "bytes per subscription",
+            false,
+        );
         // Fresh processes: what earlier scenarios left allocated (or a GC returned) would blur it.
         let fresh = [
             systems::feedgate(None)?,
@@ -239,17 +271,73 @@ async fn scenarios(
         ];
         for system in &fresh {
             eprintln!("{scenario}: {}", system.proto.name());
-            let figures = scenarios::idle_memory(system, connections).await?;
+            let figures = scenarios::idle_memory(system, connections, subscribed, 100).await?;
             per.values
                 .push((system.proto, figures.bytes_per_connection));
+            per_sub
+                .values
+                .push((system.proto, figures.bytes_per_subscription));
             details.insert(
                 format!("{scenario} / {}", system.proto.name()),
                 serde_json::to_value(&figures)?,
             );
         }
         rows.push(per);
+        rows.push(per_sub);
+    }
+
+    if wants("snapshot") {
+        let sizes: &[u64] = if args.full {
+            &[100_000, 1_000_000]
+        } else {
+            &[200_000]
+        };
+        for &size in sizes {
+            let scenario = format!("initial snapshot, {size} rows");
+            eprintln!("{scenario}: feedgate and psql COPY");
+            let figures = scenarios::snapshot(&mut db, database_url, size).await?;
+            let mut rate = row(&scenario, "rows/s", true);
+            rate.values.push((Proto::Feedgate, figures.rows_per_second));
+            let mut ratio = row(&scenario, "÷ COPY rows/s", true);
+            ratio.values.push((Proto::Feedgate, figures.ratio));
+            let mut peak = row(&scenario, "peak RSS growth (KiB)", false);
+            let growth = figures.peak_rss_kib.saturating_sub(figures.rss_before_kib);
+            peak.values.push((Proto::Feedgate, growth as f64));
+            details.insert(scenario.clone(), serde_json::to_value(&figures)?);
+            rows.extend([rate, ratio, peak]);
+        }
     }
     Ok((rows, Value::Object(details)))
+}
+
+/// The rows of a result file (the inverse of what `run` writes).
+fn rows_of(report: &Value) -> Option<Vec<Row>> {
+    let mut rows = Vec::new();
+    for figure in report["figures"].as_array()? {
+        let values = figure["values"]
+            .as_object()?
+            .iter()
+            .filter_map(|(name, v)| {
+                let proto = [Proto::Feedgate, Proto::Nats, Proto::Python]
+                    .into_iter()
+                    .find(|p| p.name() == name)?;
+                Some((proto, v.as_f64()?))
+            })
+            .collect();
+        rows.push(Row {
+            scenario: figure["scenario"].as_str()?.to_string(),
+            figure: figure["figure"].as_str()?.to_string(),
+            higher_is_better: figure["higher_is_better"].as_bool()?,
+            values,
+            chart: match figure["chart"].as_str() {
+                Some("fanout") => Some("fanout"),
+                Some("commit") => Some("commit"),
+                _ => None,
+            },
+            x: figure["x"].as_f64(),
+        });
+    }
+    Some(rows)
 }
 
 fn row(scenario: &str, figure: &str, higher_is_better: bool) -> Row {

@@ -297,11 +297,21 @@ pub struct Memory {
     pub rss_before_kib: u64,
     pub rss_after_kib: u64,
     pub bytes_per_connection: f64,
+    /// Topic subscriptions then opened on the first connections.
+    pub subscriptions: u64,
+    pub rss_with_subscriptions_kib: u64,
+    pub bytes_per_subscription: f64,
 }
 
 /// RSS per idle connection: the server's RSS before and after `connections` connections that
-/// completed their protocol's handshake and then stay idle.
-pub async fn idle_memory(running: &Running, connections: usize) -> Result<Memory> {
+/// completed their protocol's handshake and then stay idle. Then RSS per subscription: each of
+/// the first `subscribed` connections subscribes to `per_connection` distinct topics.
+pub async fn idle_memory(
+    running: &Running,
+    connections: usize,
+    subscribed: usize,
+    per_connection: u64,
+) -> Result<Memory> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = running.rss_kib()?;
     let gate = Arc::new(Semaphore::new(64));
@@ -321,11 +331,92 @@ pub async fn idle_memory(running: &Running, connections: usize) -> Result<Memory
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = running.rss_kib()?;
+    let mut tasks = JoinSet::new();
+    for (n, mut ws) in open.drain(..).enumerate() {
+        let (proto, gate) = (running.proto, gate.clone());
+        tasks.spawn(async move {
+            if n < subscribed {
+                let _permit = gate.acquire_owned().await?;
+                load::subscribe_many(proto, &mut ws, &format!("idle.{n}"), per_connection).await?;
+            }
+            anyhow::Ok(ws)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        open.push(joined??);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let with_subscriptions = running.rss_kib()?;
     drop(open);
+    let subscriptions = subscribed as u64 * per_connection;
     Ok(Memory {
         connections,
         rss_before_kib: before,
         rss_after_kib: after,
         bytes_per_connection: (after.saturating_sub(before) * 1024) as f64 / connections as f64,
+        subscriptions,
+        rss_with_subscriptions_kib: with_subscriptions,
+        bytes_per_subscription: (with_subscriptions.saturating_sub(after) * 1024) as f64
+            / subscriptions.max(1) as f64,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub rows: u64,
+    pub seconds: f64,
+    pub rows_per_second: f64,
+    pub copy_seconds: f64,
+    pub copy_rows_per_second: f64,
+    /// feedgate's rows/s ÷ COPY's.
+    pub ratio: f64,
+    pub rss_before_kib: u64,
+    pub peak_rss_kib: u64,
+}
+
+/// Initial snapshot: a fresh feedgate streams a `rows`-row table's INITIAL rows to one
+/// subscriber; the limit is `psql -c "COPY t TO STDOUT"` of the same table (output discarded).
+pub async fn snapshot(db: &mut PgConnection, database_url: &str, rows: u64) -> Result<Snapshot> {
+    sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS bench_snapshot;
+         CREATE TABLE bench_snapshot (id bigint PRIMARY KEY, name text NOT NULL,
+                                      price numeric NOT NULL, at timestamptz NOT NULL);
+         INSERT INTO bench_snapshot SELECT g, 'item ' || g, g * 1.25, now()
+           FROM generate_series(1, {rows}) g"
+    ))
+    .execute(&mut *db)
+    .await?;
+    sqlx::raw_sql("VACUUM ANALYZE bench_snapshot")
+        .execute(&mut *db)
+        .await?;
+    watch(db, Proto::Feedgate, "bench_snapshot").await?;
+
+    let start = Instant::now();
+    let status = std::process::Command::new("psql")
+        .args([database_url, "-qAtc", "COPY bench_snapshot TO STDOUT"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("psql")?;
+    anyhow::ensure!(status.success(), "psql COPY failed: {status}");
+    let copy_seconds = start.elapsed().as_secs_f64();
+
+    let server = crate::systems::feedgate(Some(database_url))?;
+    let rss_before_kib = server.rss_kib()?;
+    let mut ws = load::connect(&server.url).await?;
+    let start = Instant::now();
+    let received = load::initial_rows(&mut ws, "public.bench_snapshot").await?;
+    let seconds = start.elapsed().as_secs_f64();
+    anyhow::ensure!(received == rows, "{received} initial rows of {rows}");
+    let (rows_per_second, copy_rows_per_second) =
+        (rows as f64 / seconds, rows as f64 / copy_seconds);
+    Ok(Snapshot {
+        rows,
+        seconds,
+        rows_per_second,
+        copy_seconds,
+        copy_rows_per_second,
+        ratio: rows_per_second / copy_rows_per_second,
+        rss_before_kib,
+        peak_rss_kib: server.peak_rss_kib()?,
     })
 }

@@ -1,22 +1,11 @@
 // Errors arrive as FeedgateError with the protocol's code, and the connection keeps working.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
 import { Client, ConnectionClosedError, ErrorCode, type Event, FeedgateError } from "../src/index.js";
-import { environment, MAX_SUBSCRIPTIONS, nextEvent, startServer, stopServer } from "./support.js";
+import { MAX_SUBSCRIPTIONS, nextEvent, startServer, stopServer, suite } from "./support.js";
 
-let env: Awaited<ReturnType<typeof environment>>;
-let client: Client;
-
-before(async () => {
-  env = await environment();
-  client = await Client.connect(env.server.url);
-});
-
-after(async () => {
-  await client.close();
-  await env.close();
-});
+const t = suite();
 
 async function expectError(code: ErrorCode, promise: Promise<unknown>): Promise<FeedgateError> {
   let caught: unknown;
@@ -31,36 +20,36 @@ async function expectError(code: ErrorCode, promise: Promise<unknown>): Promise<
 }
 
 test("error codes, and the connection survives them", async () => {
-  const notFound = await expectError(ErrorCode.NOT_FOUND, client.subscribeTable("public.missing"));
+  const notFound = await expectError(ErrorCode.NOT_FOUND, t.client.subscribeTable("public.missing"));
   assert.equal(notFound.codeName, "NOT_FOUND");
   assert.match(notFound.message, /missing/);
-  await expectError(ErrorCode.VALIDATION, client.subscribeTopic("bad topic"));
-  await expectError(ErrorCode.VALIDATION, client.subscribeTopic("t", { start: "earliest" }));
+  await expectError(ErrorCode.VALIDATION, t.client.subscribeTopic("bad topic"));
+  await expectError(ErrorCode.VALIDATION, t.client.subscribeTopic("t", { start: "earliest" }));
   await expectError(
     ErrorCode.RESUME_UNAVAILABLE,
-    client.subscribeTopic("t", { resumeFrom: new Uint8Array([1, 2]) }),
+    t.client.subscribeTopic("t", { resumeFrom: new Uint8Array([1, 2]) }),
   );
-  await expectError(ErrorCode.VALIDATION, client.publish("", "x"));
+  await expectError(ErrorCode.VALIDATION, t.client.publish("", "x"));
   await expectError(
     ErrorCode.SUBSCRIPTION_NOT_FOUND,
-    client.request({ case: "unsubscribe", value: { subscriptionId: 12345n } }),
+    t.client.request({ case: "unsubscribe", value: { subscriptionId: 12345n } }),
   );
-  assert.ok((await client.ping()) > 0n);
+  assert.ok((await t.client.ping()) > 0n);
 });
 
 test("an oversized request is refused and the connection lives", async () => {
-  const limit = client.welcome!.limits!.maxMessageSize;
+  const limit = t.client.welcome!.limits!.maxMessageSize;
   const error = await expectError(
     ErrorCode.LIMIT_EXCEEDED,
-    client.publish("big", new Uint8Array(limit + 1)),
+    t.client.publish("big", new Uint8Array(limit + 1)),
   );
   assert.equal(error.retryable, false);
-  const published = await client.publish("big", new Uint8Array(1000));
+  const published = await t.client.publish("big", new Uint8Array(1000));
   assert.ok(published.offset > 0n);
 });
 
 test("the subscription limit", async () => {
-  const other = await Client.connect(env.server.url);
+  const other = await Client.connect(t.env.server.url);
   assert.equal(other.welcome!.limits!.maxSubscriptions, MAX_SUBSCRIPTIONS);
   const subscriptions = [];
   for (let n = 0; n < MAX_SUBSCRIPTIONS; n++) {
@@ -74,7 +63,7 @@ test("the subscription limit", async () => {
 });
 
 test("a slow iterator is ended, not silently skipped", async () => {
-  const slowClient = await Client.connect(env.server.url, { queueSize: 5 });
+  const slowClient = await Client.connect(t.env.server.url, { queueSize: 5 });
   const slow = await slowClient.subscribeTopic("slow");
   const other = await slowClient.subscribeTopic("slow.other");
   for (let n = 0; n < 20; n++) await slowClient.publish("slow", `${n}`);
@@ -100,7 +89,7 @@ test("a slow iterator is ended, not silently skipped", async () => {
 });
 
 test("server shutdown fails subscriptions with a retryable code", async () => {
-  const server = await startServer(env.server.databaseUrl);
+  const server = await startServer(t.env.server.databaseUrl);
   const doomed = await Client.connect(server.url);
   const subscription = await doomed.subscribeTopic("going.away");
   await nextEvent(subscription);
@@ -120,13 +109,13 @@ test("server shutdown fails subscriptions with a retryable code", async () => {
 });
 
 test("a throwing callback ends only its subscription", async () => {
-  const failing = await client.subscribeTopic("callbacks", {
+  const failing = await t.client.subscribeTopic("callbacks", {
     onEvent: (event) => {
       if (event.body.case === "message") throw new Error("boom");
     },
   });
-  const healthy = await client.subscribeTopic("callbacks");
-  await client.publish("callbacks", "one");
+  const healthy = await t.client.subscribeTopic("callbacks");
+  await t.client.publish("callbacks", "one");
   const error = await failing.closed;
   assert.equal(error?.code, ErrorCode.INTERNAL);
   assert.match(error!.message, /boom/);
@@ -136,7 +125,7 @@ test("a throwing callback ends only its subscription", async () => {
 });
 
 test("token and welcome", async () => {
-  const other = await Client.connect(env.server.url, { token: "not-checked-yet", clientName: "t" });
+  const other = await Client.connect(t.env.server.url, { token: "not-checked-yet", clientName: "t" });
   assert.equal(other.welcome!.protocolVersion, 1);
   assert.ok(other.welcome!.sessionId.length > 0);
   assert.ok(other.welcome!.limits!.outboundQueue > 0);

@@ -11,9 +11,10 @@ import { randomBytes } from "node:crypto";
 import { accessSync, constants } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { after, before } from "node:test";
 import pg from "pg";
 
-import { type Event, type Subscription } from "../src/index.js";
+import { Client, type Event, type Subscription } from "../src/index.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 // build/test/support.js -> the repository root is four levels up.
@@ -172,4 +173,23 @@ export async function environment(): Promise<{ server: Server; db: pg.Client; cl
       await dropDatabase(databaseUrl);
     },
   };
+}
+
+export type Environment = Awaited<ReturnType<typeof environment>>;
+
+/**
+ * Registers a test file's hooks: before its tests, a server with a database of its own and a
+ * connected client; after them, all of it closed. The returned object is filled in by `before`.
+ */
+export function suite(): { env: Environment; client: Client } {
+  const state = {} as { env: Environment; client: Client };
+  before(async () => {
+    state.env = await environment();
+    state.client = await Client.connect(state.env.server.url, { clientName: "node-test" });
+  });
+  after(async () => {
+    await state.client?.close();
+    await state.env?.close();
+  });
+  return state;
 }

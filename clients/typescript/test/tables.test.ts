@@ -1,22 +1,11 @@
 // Table changefeeds through the client: snapshot, then live changes, with typed values.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { ChangeKind, Client, type Event, keyOf, rowToObject, type Subscription } from "../src/index.js";
-import { createTable, environment, nextEvent } from "./support.js";
+import { ChangeKind, type Event, keyOf, rowToObject, type Subscription } from "../src/index.js";
+import { createTable, nextEvent, suite } from "./support.js";
 
-let env: Awaited<ReturnType<typeof environment>>;
-let client: Client;
-
-before(async () => {
-  env = await environment();
-  client = await Client.connect(env.server.url, { clientName: "node-test" });
-});
-
-after(async () => {
-  await client.close();
-  await env.close();
-});
+const t = suite();
 
 async function untilReady(subscription: Subscription): Promise<Event[]> {
   const events: Event[] = [];
@@ -33,12 +22,12 @@ function change(event: Event) {
 }
 
 test("snapshot, then live changes", async () => {
-  const table = await createTable(env.db);
-  await env.db.query(
+  const table = await createTable(t.env.db);
+  await t.env.db.query(
     `INSERT INTO ${table} (id, name, price, tags) VALUES
        (1, 'one', 1.5, '["a"]'), (2, 'two', 2.25, null), (3, 'three', null, '{"k": 1}')`,
   );
-  const subscription = await client.subscribeTable(table, { includeInitial: true });
+  const subscription = await t.client.subscribeTable(table, { includeInitial: true });
   const initial = await untilReady(subscription);
   await subscription.ready;
   assert.deepEqual(new Set(initial.map((e) => change(e).kind)), new Set([ChangeKind.INITIAL]));
@@ -52,11 +41,11 @@ test("snapshot, then live changes", async () => {
     ]),
   );
 
-  await env.db.query(
+  await t.env.db.query(
     `INSERT INTO ${table} (id, name, added) VALUES (4, 'four', '2026-11-22 10:00:00.123+00')`,
   );
-  await env.db.query(`UPDATE ${table} SET price = 99999999999999999999.000001 WHERE id = 1`);
-  await env.db.query(`DELETE FROM ${table} WHERE id = 2`);
+  await t.env.db.query(`UPDATE ${table} SET price = 99999999999999999999.000001 WHERE id = 1`);
+  await t.env.db.query(`DELETE FROM ${table} WHERE id = 2`);
 
   const insert = change(await nextEvent(subscription));
   assert.equal(insert.kind, ChangeKind.INSERT);
@@ -77,11 +66,11 @@ test("snapshot, then live changes", async () => {
 });
 
 test("without initial rows, Ready comes first", async () => {
-  const table = await createTable(env.db);
-  await env.db.query(`INSERT INTO ${table} (id, name) VALUES (1, 'before')`);
-  const subscription = await client.subscribeTable(table);
+  const table = await createTable(t.env.db);
+  await t.env.db.query(`INSERT INTO ${table} (id, name) VALUES (1, 'before')`);
+  const subscription = await t.client.subscribeTable(table);
   assert.equal((await nextEvent(subscription)).body.case, "ready");
-  await env.db.query(`INSERT INTO ${table} (id, name) VALUES (2, 'after')`);
+  await t.env.db.query(`INSERT INTO ${table} (id, name) VALUES (2, 'after')`);
   const insert = change(await nextEvent(subscription));
   assert.equal(insert.kind, ChangeKind.INSERT);
   assert.deepEqual(rowToObject(insert.newRow), {
@@ -90,15 +79,15 @@ test("without initial rows, Ready comes first", async () => {
 });
 
 test("values of every kind", async () => {
-  await env.db.query(
+  await t.env.db.query(
     `CREATE TABLE typed (
        id uuid PRIMARY KEY, b boolean, i bigint, small int, d double precision, n numeric,
        t text, raw bytea, at timestamptz, wall timestamp, day date, doc jsonb, list int[])`,
   );
-  await env.db.query("SELECT feedgate.watch('typed')");
-  const subscription = await client.subscribeTable("typed");
+  await t.env.db.query("SELECT feedgate.watch('typed')");
+  const subscription = await t.client.subscribeTable("typed");
   await nextEvent(subscription); // ready
-  await env.db.query(
+  await t.env.db.query(
     `INSERT INTO typed VALUES (
        '6f1c1f43-8e4e-4a3c-9b84-5f8d6f7a2b10', true, -9223372036854775808, 42, 0.25, 'NaN',
        'héllo', '\\x00ff', '1999-12-31 23:59:59.999+00', '2026-01-02 03:04:05.678901',
@@ -123,14 +112,14 @@ test("values of every kind", async () => {
 });
 
 test("unsubscribe ends iteration", async () => {
-  const table = await createTable(env.db);
-  const subscription = await client.subscribeTable(table);
+  const table = await createTable(t.env.db);
+  const subscription = await t.client.subscribeTable(table);
   await nextEvent(subscription); // ready
-  await env.db.query(`INSERT INTO ${table} (id, name) VALUES (1, 'x')`);
+  await t.env.db.query(`INSERT INTO ${table} (id, name) VALUES (1, 'x')`);
   assert.equal(change(await nextEvent(subscription)).kind, ChangeKind.INSERT);
   await subscription.unsubscribe();
-  await env.db.query(`INSERT INTO ${table} (id, name) VALUES (2, 'y')`);
-  await client.ping();
+  await t.env.db.query(`INSERT INTO ${table} (id, name) VALUES (2, 'y')`);
+  await t.client.ping();
   const rest: Event[] = [];
   for await (const event of subscription) rest.push(event);
   assert.deepEqual(rest, []);

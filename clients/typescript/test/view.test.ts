@@ -1,25 +1,14 @@
 // The materialized-view helper: a Map keyed by primary key, kept live, rebuilt after a reset.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { Client, ErrorCode, FeedgateError, type MaterializedView } from "../src/index.js";
-import { createTable, environment, waitUntil } from "./support.js";
+import { ErrorCode, FeedgateError, type MaterializedView } from "../src/index.js";
+import { createTable, waitUntil, suite } from "./support.js";
 
-let env: Awaited<ReturnType<typeof environment>>;
-let client: Client;
-
-before(async () => {
-  env = await environment();
-  client = await Client.connect(env.server.url);
-});
-
-after(async () => {
-  await client.close();
-  await env.close();
-});
+const t = suite();
 
 async function tableState(table: string): Promise<string> {
-  const result = await env.db.query(`SELECT id, name, price FROM ${table} ORDER BY id`);
+  const result = await t.env.db.query(`SELECT id, name, price FROM ${table} ORDER BY id`);
   return JSON.stringify(result.rows.map((r) => [Number(r.id), r.name, r.price]));
 }
 
@@ -29,12 +18,12 @@ function viewState(view: MaterializedView): string {
 }
 
 test("the view follows the table", async () => {
-  const table = await createTable(env.db);
-  await env.db.query(
+  const table = await createTable(t.env.db);
+  await t.env.db.query(
     `INSERT INTO ${table} (id, name, price) SELECT g, 'row ' || g, g * 1.5 FROM generate_series(1, 500) g`,
   );
   const changes: [string, unknown, unknown][] = [];
-  const view = await client.materializedView(table, {
+  const view = await t.client.materializedView(table, {
     onChange: (kind, key, row) => changes.push([kind, key, row]),
   });
   await view.waitReady();
@@ -42,10 +31,10 @@ test("the view follows the table", async () => {
   assert.equal(viewState(view), await tableState(table));
   assert.equal(view.get(7)?.price, "10.5");
 
-  await env.db.query(`INSERT INTO ${table} (id, name) VALUES (1000, 'new')`);
-  await env.db.query(`UPDATE ${table} SET name = 'renamed' WHERE id <= 10`);
-  await env.db.query(`UPDATE ${table} SET id = 2000 WHERE id = 20`); // the primary key changes
-  await env.db.query(`DELETE FROM ${table} WHERE id BETWEEN 100 AND 199`);
+  await t.env.db.query(`INSERT INTO ${table} (id, name) VALUES (1000, 'new')`);
+  await t.env.db.query(`UPDATE ${table} SET name = 'renamed' WHERE id <= 10`);
+  await t.env.db.query(`UPDATE ${table} SET id = 2000 WHERE id = 20`); // the primary key changes
+  await t.env.db.query(`DELETE FROM ${table} WHERE id BETWEEN 100 AND 199`);
   const expected = await tableState(table);
   await waitUntil(() => viewState(view) === expected);
   assert.equal(view.get(20), undefined);
@@ -54,33 +43,33 @@ test("the view follows the table", async () => {
   assert.equal(changes.filter(([kind]) => kind === "initial").length, 500);
 
   await view.close();
-  await env.db.query(`INSERT INTO ${table} (id, name) VALUES (3000, 'after close')`);
-  await client.ping();
+  await t.env.db.query(`INSERT INTO ${table} (id, name) VALUES (3000, 'after close')`);
+  await t.client.ping();
   assert.equal(view.get(3000), undefined);
 });
 
 test("the view rebuilds after a truncate", async () => {
-  const table = await createTable(env.db);
-  await env.db.query(`INSERT INTO ${table} (id, name) VALUES (1, 'a'), (2, 'b')`);
-  const view = await client.materializedView(table);
+  const table = await createTable(t.env.db);
+  await t.env.db.query(`INSERT INTO ${table} (id, name) VALUES (1, 'a'), (2, 'b')`);
+  const view = await t.client.materializedView(table);
   await view.waitReady();
   assert.deepEqual([...view.rows.keys()].sort(), [1, 2]);
 
-  await env.db.query("BEGIN");
-  await env.db.query(`TRUNCATE ${table}`);
-  await env.db.query(`INSERT INTO ${table} (id, name) VALUES (3, 'c')`);
-  await env.db.query("COMMIT");
+  await t.env.db.query("BEGIN");
+  await t.env.db.query(`TRUNCATE ${table}`);
+  await t.env.db.query(`INSERT INTO ${table} (id, name) VALUES (3, 'c')`);
+  await t.env.db.query("COMMIT");
   await waitUntil(() => view.resets === 1);
   await view.waitReady();
   await waitUntil(() => view.size === 1 && view.get(3) !== undefined);
   assert.equal(view.error, undefined);
 
-  await env.db.query(`INSERT INTO ${table} (id, name) VALUES (4, 'd')`);
+  await t.env.db.query(`INSERT INTO ${table} (id, name) VALUES (4, 'd')`);
   await waitUntil(() => view.size === 2 && view.get(4)?.name === "d");
 });
 
 test("a view of a missing table rejects with NOT_FOUND", async () => {
-  await assert.rejects(client.materializedView("public.no_such_table"), (error: unknown) => {
+  await assert.rejects(t.client.materializedView("public.no_such_table"), (error: unknown) => {
     assert.ok(error instanceof FeedgateError);
     assert.equal(error.code, ErrorCode.NOT_FOUND);
     return true;
