@@ -372,6 +372,8 @@ pub struct Snapshot {
     pub ratio: f64,
     pub rss_before_kib: u64,
     pub peak_rss_kib: u64,
+    /// The server's CPU time during the snapshot ÷ its duration (1.0 = one core busy).
+    pub server_cpu: f64,
 }
 
 /// Initial snapshot: a fresh feedgate streams a `rows`-row table's INITIAL rows to one
@@ -403,9 +405,10 @@ pub async fn snapshot(db: &mut PgConnection, database_url: &str, rows: u64) -> R
     let server = crate::systems::feedgate(Some(database_url))?;
     let rss_before_kib = server.rss_kib()?;
     let mut ws = load::connect(&server.url).await?;
-    let start = Instant::now();
+    let (start, cpu_before) = (Instant::now(), server.cpu_seconds()?);
     let received = load::initial_rows(&mut ws, "public.bench_snapshot").await?;
     let seconds = start.elapsed().as_secs_f64();
+    let server_cpu = (server.cpu_seconds()? - cpu_before) / seconds;
     anyhow::ensure!(received == rows, "{received} initial rows of {rows}");
     let (rows_per_second, copy_rows_per_second) =
         (rows as f64 / seconds, rows as f64 / copy_seconds);
@@ -418,5 +421,6 @@ pub async fn snapshot(db: &mut PgConnection, database_url: &str, rows: u64) -> R
         ratio: rows_per_second / copy_rows_per_second,
         rss_before_kib,
         peak_rss_kib: server.peak_rss_kib()?,
+        server_cpu,
     })
 }

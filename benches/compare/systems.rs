@@ -48,6 +48,18 @@ impl Running {
         self.status_kib("VmHWM:")
     }
 
+    /// CPU time the server process has used (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which may hold spaces) start at state, field 3.
+        let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks =
+            |i: usize| -> Result<f64> { Ok(fields.get(i).context("short stat")?.parse::<f64>()?) };
+        // utime and stime are fields 14 and 15: indexes 11 and 12 after the name; 100 ticks/s.
+        Ok((ticks(11)? + ticks(12)?) / 100.0)
+    }
+
     fn status_kib(&self, field: &str) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         status
