@@ -134,6 +134,45 @@ impl Registry {
         fanout
     }
 
+    /// Like [`publish`](Self::publish), but waits for room in each subscriber's queue instead
+    /// of closing a full one as a slow consumer. For sources that can wait for their reader, such
+    /// as a Kafka consumer replaying history for one subscriber; never for shared fan-out, where
+    /// one slow reader would hold up the others. A subscriber that leaves while this waits gets
+    /// nothing (checked under the key's lock, so nothing follows its `Unsubscribed`). Cancel
+    /// safe: a cancelled wait queued nothing for the subscriber it was waiting on.
+    pub async fn publish_waiting(&self, key: &str, encode: impl FnOnce() -> SharedEvent) -> usize {
+        let Some(entry) = self.entry(key) else {
+            return 0;
+        };
+        let targets: Vec<(SubscriberKey, Mailbox)> = {
+            let entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
+            entry
+                .subscribers
+                .iter()
+                .map(|s| (s.key, s.mailbox.clone()))
+                .collect()
+        };
+        if targets.is_empty() {
+            return 0;
+        }
+        let event = encode();
+        let mut delivered = 0;
+        for (subscriber, mailbox) in &targets {
+            let Ok(permit) = mailbox.reserve().await else {
+                continue;
+            };
+            let entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
+            if entry.subscribers.iter().any(|s| s.key == *subscriber) {
+                permit.send(Outbound::Event {
+                    subscription_id: subscriber.subscription_id,
+                    event: event.clone(),
+                });
+                delivered += 1;
+            }
+        }
+        delivered
+    }
+
     /// Queues one event (encoded once) to every subscriber of every key, e.g. a source status.
     pub fn broadcast(&self, event: &SharedEvent) {
         let entries: Vec<Arc<Mutex<Entry>>> = self

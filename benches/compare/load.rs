@@ -46,6 +46,8 @@ pub async fn connect(url: &str) -> Result<Ws> {
 #[derive(Clone, Copy)]
 pub enum Source<'a> {
     Topic(&'a str),
+    /// A topic from its earliest record (feedgate's Kafka topics).
+    TopicFromEarliest(&'a str),
     Table(&'a str),
 }
 
@@ -68,6 +70,11 @@ pub async fn subscribe(proto: Proto, ws: &mut Ws, source: Source<'_>) -> Result<
                 Source::Topic(topic) => pb::subscribe::Source::Topic(pb::TopicFeed {
                     topic: topic.into(),
                     ..Default::default()
+                }),
+                Source::TopicFromEarliest(topic) => pb::subscribe::Source::Topic(pb::TopicFeed {
+                    topic: topic.into(),
+                    start: pb::StartPosition::Earliest as i32,
+                    start_offset: 0,
                 }),
                 Source::Table(table) => pb::subscribe::Source::Table(pb::TableFeed {
                     table: table.into(),
@@ -118,6 +125,7 @@ pub async fn subscribe(proto: Proto, ws: &mut Ws, source: Source<'_>) -> Result<
             let text = match source {
                 Source::Topic(topic) => format!("{{\"op\":\"subscribe\",\"topic\":\"{topic}\"}}"),
                 Source::Table(table) => format!("{{\"op\":\"subscribe\",\"table\":\"{table}\"}}"),
+                Source::TopicFromEarliest(_) => bail!("the Python peer keeps no history"),
             };
             ws.send(Message::text(text)).await?;
             loop {

@@ -8,10 +8,11 @@
 //! database, memory per idle connection and per subscription, initial snapshot against COPY
 //! (docs/benchmarks.md says what each measures).
 //!
-//! Run through `bench/run [--quick|--full] [--only fanout,commit,cost,memory,snapshot]`, which installs
+//! Run through `bench/run [--quick|--full] [--only fanout,commit,cost,memory,snapshot,kafka]`, which installs
 //! and starts what is needed; directly: `cargo bench --bench compare -- --quick`.
 
 mod chart;
+mod kafka;
 mod load;
 mod scenarios;
 mod systems;
@@ -284,6 +285,22 @@ async fn scenarios(
         }
         rows.push(per);
         rows.push(per_sub);
+    }
+
+    if wants("kafka") {
+        let bootstrap =
+            std::env::var("FEEDGATE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let records = if args.full { 100_000 } else { 20_000 };
+        let scenario = format!("kafka to client, 100 subscribers, {records} records");
+        eprintln!("{scenario}: raw librdkafka consumer, then feedgate");
+        let figures = kafka::kafka_to_client(&bootstrap, records, 100).await?;
+        let mut rate = row(&scenario, "deliveries/s (raw consumer: records/s)", true);
+        rate.values
+            .push((Proto::Feedgate, figures.deliveries_per_second));
+        let mut ratio = row(&scenario, "÷ raw librdkafka records/s", true);
+        ratio.values.push((Proto::Feedgate, figures.ratio));
+        details.insert(scenario.clone(), serde_json::to_value(&figures)?);
+        rows.extend([rate, ratio]);
     }
 
     if wants("snapshot") {

@@ -160,6 +160,19 @@ pub async fn fanout(
     result
 }
 
+/// `connections` subscribers to `topic` from its earliest record, each until it has `records`.
+pub async fn from_earliest(
+    running: &Running,
+    connections: usize,
+    topic: &str,
+    records: u64,
+) -> Result<Delivery> {
+    let topic: &'static str = Box::leak(topic.to_string().into_boxed_str());
+    let start = Instant::now();
+    let subs = subscribers(running, connections, Source::TopicFromEarliest(topic)).await?;
+    subs.finish(records, records, connections, start).await
+}
+
 /// The table every commit-to-client run writes: a timestamp column the subscribers read.
 pub async fn create_table(db: &mut PgConnection, table: &str) -> Result<()> {
     sqlx::raw_sql(&format!(

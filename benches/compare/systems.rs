@@ -104,9 +104,25 @@ fn quiet(command: &mut Command) -> &mut Command {
 
 /// feedgate, with the database when given (its changefeed reader connected before returning).
 pub fn feedgate(database_url: Option<&str>) -> Result<Running> {
+    feedgate_with(database_url, None)
+}
+
+/// feedgate with a configuration file of this TOML (topic routing, brokers).
+pub fn feedgate_with(database_url: Option<&str>, toml: Option<&str>) -> Result<Running> {
     let port = free_port()?;
     let mut command = Command::new(env!("CARGO_BIN_EXE_feedgate"));
     command.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+    let dir = match toml {
+        Some(toml) => {
+            let dir = tempfile::tempdir()?;
+            std::fs::write(dir.path().join("feedgate.toml"), toml)?;
+            command
+                .arg("--config")
+                .arg(dir.path().join("feedgate.toml"));
+            Some(dir)
+        }
+        None => None,
+    };
     // As deep a queue per connection as the peers have (the Python peer's 10,000; NATS's 64 MB).
     command.args(["--outbound-queue", "10000", "--max-subscriptions", "1000"]);
     if let Some(url) = database_url {
@@ -118,7 +134,7 @@ pub fn feedgate(database_url: Option<&str>) -> Result<Running> {
         proto: Proto::Feedgate,
         url: format!("ws://127.0.0.1:{port}/v1/ws"),
         child,
-        _dir: None,
+        _dir: dir,
     };
     if database_url.is_some() {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -79,6 +79,9 @@ struct Feed {
     topic: String,
     /// Next offset to read, per partition.
     positions: HashMap<i32, i64>,
+    /// A consumer of one EARLIEST/OFFSET subscriber: it waits for room in that subscriber's
+    /// queue (backpressure) instead of closing it as a slow consumer.
+    private: bool,
 }
 
 /// librdkafka reports "all brokers down" through the client context, not through consuming.
@@ -199,24 +202,32 @@ impl KafkaBroker {
         };
         // Registered under the consumers lock, which retiring an unused consumer also takes.
         let mut consumers = self.shared.consumers.lock().await;
-        if !consumers.contains_key(&key) {
-            let (consumer, positions) = self
-                .open_consumer(request.topic, request.start, HashMap::new())
-                .await?;
+        let opened = if consumers.contains_key(&key) {
+            None
+        } else {
+            Some(
+                self.open_consumer(request.topic, request.start, HashMap::new())
+                    .await?,
+            )
+        };
+        // The subscriber is registered before a new consumer's task starts, so that no record
+        // it reads finds nobody to deliver to.
+        let registration =
+            self.registry()
+                .subscribe(&key, request.subscriber, request.mailbox, announce);
+        if let Some((consumer, positions)) = opened {
             let stop = CancellationToken::new();
             let broker = self.clone();
             let feed = Feed {
                 key: key.clone(),
                 topic: request.topic.to_owned(),
                 positions,
+                private: request.start != StartPosition::Latest,
             };
             let task_stop = stop.clone();
             tokio::spawn(async move { broker.deliver(consumer, feed, task_stop).await });
             consumers.insert(key.clone(), stop);
         }
-        let registration =
-            self.registry()
-                .subscribe(&key, request.subscriber, request.mailbox, announce);
         drop(consumers);
         Ok(registration)
     }
@@ -312,12 +323,23 @@ impl KafkaBroker {
                 record = consumer.recv() => match record {
                     Ok(record) => {
                         self.shared.health.set(None);
+                        let next = feed.positions.get(&record.partition()).copied();
+                        if next.is_some_and(|next| record.offset() < next) {
+                            // Already delivered (or before where this feed started): a broker
+                            // that serves a record twice must not make a subscriber see it twice.
+                            continue;
+                        }
                         feed.positions.insert(record.partition(), record.offset() + 1);
                         let message = topic_message(&record);
                         let position = cursor(record.partition(), record.offset());
-                        self.registry().publish(&feed.key, || {
-                            share_event(&position, EventBody::Message(&message))
-                        });
+                        let encode = || share_event(&position, EventBody::Message(&message));
+                        if feed.private {
+                            // One reader replaying history: wait for it rather than overflow
+                            // its queue (the broker keeps the rest).
+                            self.registry().publish_waiting(&feed.key, encode).await;
+                        } else {
+                            self.registry().publish(&feed.key, encode);
+                        }
                     }
                     Err(err) => {
                         debug!(error = %err, "kafka consume error");
