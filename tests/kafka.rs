@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use feedgate::protocol::pb;
 use rdkafka::message::{Headers, Message};
-use support::kafka::{bootstrap, config, consumer, create_topic, produce, producer, topic};
+use support::kafka::{
+    bootstrap, config, consumer, create_topic, produce, produce_batched, producer, topic,
+};
 use support::*;
 
 fn subscribe_from(id: u64, topic: &str, start: pb::StartPosition, offset: i64) -> Command {
@@ -196,21 +198,7 @@ async fn replaying_more_history_than_the_outbound_queue_holds_is_paced_not_close
     create_topic(&bootstrap(), &topic, 1).await;
     let producer = producer(&bootstrap());
     let records = 2_000u32;
-    let sends = (0..records).map(|n| {
-        let (producer, topic) = (&producer, &topic);
-        async move {
-            let payload = n.to_be_bytes();
-            let record = rdkafka::producer::FutureRecord::to(topic)
-                .key("k")
-                .payload(&payload[..]);
-            producer
-                .send(record, Duration::from_secs(10))
-                .await
-                .map_err(|(err, _)| err)
-                .expect("delivered");
-        }
-    });
-    futures_util::future::join_all(sends).await;
+    produce_batched(&producer, &topic, records).await;
 
     let mut config = config();
     config.limits.outbound_queue = 50;
@@ -250,21 +238,7 @@ async fn a_record_served_twice_by_the_broker_is_delivered_once() {
     let topic = topic();
     create_topic(&bootstrap(), &topic, 1).await;
     let producer = producer(&bootstrap());
-    let sends = (0..200u32).map(|n| {
-        let (producer, topic) = (&producer, &topic);
-        async move {
-            let payload = n.to_be_bytes();
-            let record = rdkafka::producer::FutureRecord::to(topic)
-                .key("k")
-                .payload(&payload[..]);
-            producer
-                .send(record, Duration::from_secs(10))
-                .await
-                .map_err(|(err, _)| err)
-                .expect("delivered");
-        }
-    });
-    futures_util::future::join_all(sends).await;
+    produce_batched(&producer, &topic, 200).await;
     let server = start_with(config()).await;
     let mut client = Client::connect(server.local_addr()).await;
     client.subscribe_topic(1, &topic).await; // latest

@@ -122,3 +122,18 @@ pub fn consumer(bootstrap: &str, topic: &str, partitions: i32) -> StreamConsumer
     consumer.assign(&assignment).expect("assign");
     consumer
 }
+
+/// Produces records 0..count (payload: the number, 4 bytes big-endian) concurrently, so the
+/// producer batches many records per request; waits for every delivery report.
+pub async fn produce_batched(producer: &FutureProducer, topic: &str, count: u32) {
+    let sends = (0..count).map(|n| async move {
+        let payload = n.to_be_bytes();
+        let record = FutureRecord::to(topic).key("k").payload(&payload[..]);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(err, _)| err)
+            .expect("delivered");
+    });
+    futures_util::future::join_all(sends).await;
+}
