@@ -8,7 +8,7 @@
 //! database, memory per idle connection and per subscription, initial snapshot against COPY
 //! (docs/benchmarks.md says what each measures).
 //!
-//! Run through `bench/run [--quick|--full] [--only fanout,commit,cost,memory,snapshot,kafka]`, which installs
+//! Run through `bench/run [--quick|--full] [--only fanout,commit,sustain,cost,memory,snapshot,kafka]`, which installs
 //! and starts what is needed; directly: `cargo bench --bench compare -- --quick`.
 
 mod chart;
@@ -232,6 +232,40 @@ async fn scenarios(
             }
             rows.extend([p50, p99, p999, achieved]);
         }
+    }
+
+    if wants("sustain") {
+        // The highest paced write rate each system serves to 100 subscribers with p99 under
+        // 50 ms, doubling the rate until a step fails.
+        let seconds = if args.full { 5.0 } else { 2.0 };
+        let scenario = "commit to client, 100 subscribers, highest rate with p99 < 50 ms";
+        let mut best = row(scenario, "rows/s", true);
+        for system in [&feedgate, &python] {
+            let mut sustained = 0.0;
+            let mut steps = Vec::new();
+            let mut rate = 500.0;
+            while rate <= 64_000.0 {
+                eprintln!("{scenario}: {} at {rate} rows/s", system.proto.name());
+                let figures =
+                    scenarios::commit_to_client(system, &mut db, database_url, 100, rate, seconds)
+                        .await?;
+                let achieved = figures.sent as f64 / seconds;
+                let ok = figures.latency.p99_ms < 50.0 && achieved >= 0.9 * rate;
+                steps.push(json!({"rate": rate, "achieved": achieved, "p99_ms": figures.latency.p99_ms,
+                    "rows_per_transaction": scenarios::rows_per_transaction(rate), "sustained": ok}));
+                if !ok {
+                    break;
+                }
+                sustained = rate;
+                rate *= 2.0;
+            }
+            best.values.push((system.proto, sustained));
+            details.insert(
+                format!("{scenario} / {}", system.proto.name()),
+                json!(steps),
+            );
+        }
+        rows.push(best);
     }
 
     if wants("cost") {
