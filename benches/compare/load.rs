@@ -43,12 +43,12 @@ pub async fn connect(url: &str) -> Result<Ws> {
 }
 
 /// What a subscription is to.
-#[derive(Clone, Copy)]
-pub enum Source<'a> {
-    Topic(&'a str),
+#[derive(Clone)]
+pub enum Source {
+    Topic(String),
     /// A topic from its earliest record (feedgate's Kafka topics).
-    TopicFromEarliest(&'a str),
-    Table(&'a str),
+    TopicFromEarliest(String),
+    Table(String),
 }
 
 fn request(request_id: u64, command: pb::request::Command) -> Message {
@@ -61,33 +61,37 @@ fn request(request_id: u64, command: pb::request::Command) -> Message {
     )
 }
 
+/// feedgate's `Subscribe` request; the request id is the subscription id.
+fn subscribe_request(subscription_id: u64, source: pb::subscribe::Source) -> Message {
+    let subscribe = pb::Subscribe {
+        subscription_id,
+        source: Some(source),
+        resume_from: Default::default(),
+    };
+    request(subscription_id, pb::request::Command::Subscribe(subscribe))
+}
+
 /// Subscribes and returns once the system confirmed it (feedgate: `Ready`; NATS: the PONG after
 /// SUB; Python: `subscribed`).
-pub async fn subscribe(proto: Proto, ws: &mut Ws, source: Source<'_>) -> Result<()> {
+pub async fn subscribe(proto: Proto, ws: &mut Ws, source: &Source) -> Result<()> {
     match proto {
         Proto::Feedgate => {
             let source = match source {
                 Source::Topic(topic) => pb::subscribe::Source::Topic(pb::TopicFeed {
-                    topic: topic.into(),
+                    topic: topic.clone(),
                     ..Default::default()
                 }),
                 Source::TopicFromEarliest(topic) => pb::subscribe::Source::Topic(pb::TopicFeed {
-                    topic: topic.into(),
+                    topic: topic.clone(),
                     start: pb::StartPosition::Earliest as i32,
                     start_offset: 0,
                 }),
                 Source::Table(table) => pb::subscribe::Source::Table(pb::TableFeed {
-                    table: table.into(),
+                    table: table.clone(),
                     include_initial: false,
                 }),
             };
-            let subscribe = pb::Subscribe {
-                subscription_id: 1,
-                source: Some(source),
-                resume_from: Default::default(),
-            };
-            ws.send(request(1, pb::request::Command::Subscribe(subscribe)))
-                .await?;
+            ws.send(subscribe_request(1, source)).await?;
             loop {
                 let frame = next_binary(ws).await?;
                 match pb::ServerMessage::decode(frame.as_ref())?.message {
@@ -144,15 +148,11 @@ pub async fn subscribe_many(proto: Proto, ws: &mut Ws, prefix: &str, count: u64)
     for n in 0..count {
         let topic = format!("{prefix}.{n}");
         let frame = match proto {
-            Proto::Feedgate => request(
+            Proto::Feedgate => subscribe_request(
                 n + 1,
-                pb::request::Command::Subscribe(pb::Subscribe {
-                    subscription_id: n + 1,
-                    source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
-                        topic,
-                        ..Default::default()
-                    })),
-                    resume_from: Default::default(),
+                pb::subscribe::Source::Topic(pb::TopicFeed {
+                    topic,
+                    ..Default::default()
                 }),
             ),
             Proto::Nats => Message::text(format!("SUB {topic} {}\r\n", n + 1)),
@@ -200,16 +200,11 @@ pub async fn subscribe_many(proto: Proto, ws: &mut Ws, prefix: &str, count: u64)
 /// Subscribes to `table` with its initial rows; returns how many INITIAL rows arrived before
 /// `Ready`.
 pub async fn initial_rows(ws: &mut Ws, table: &str) -> Result<u64> {
-    let subscribe = pb::Subscribe {
-        subscription_id: 1,
-        source: Some(pb::subscribe::Source::Table(pb::TableFeed {
-            table: table.into(),
-            include_initial: true,
-        })),
-        resume_from: Default::default(),
-    };
-    ws.send(request(1, pb::request::Command::Subscribe(subscribe)))
-        .await?;
+    let source = pb::subscribe::Source::Table(pb::TableFeed {
+        table: table.into(),
+        include_initial: true,
+    });
+    ws.send(subscribe_request(1, source)).await?;
     let mut rows = 0;
     loop {
         let frame = next_binary(ws).await?;

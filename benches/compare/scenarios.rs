@@ -60,19 +60,16 @@ struct Subscribers {
     expected: tokio::sync::watch::Sender<u64>,
 }
 
-async fn subscribers(
-    running: &Running,
-    connections: usize,
-    source: Source<'static>,
-) -> Result<Subscribers> {
+async fn subscribers(running: &Running, connections: usize, source: Source) -> Result<Subscribers> {
     let (ready_tx, mut ready_rx) = mpsc::channel(connections.max(1));
     let (expected, expected_rx) = tokio::sync::watch::channel(u64::MAX);
     let gate = Arc::new(Semaphore::new(64));
     let mut tasks = JoinSet::new();
     for _ in 0..connections {
-        let (url, proto, gate, ready, mut expected) = (
+        let (url, proto, source, gate, ready, mut expected) = (
             running.url.clone(),
             running.proto,
+            source.clone(),
             gate.clone(),
             ready_tx.clone(),
             expected_rx.clone(),
@@ -80,7 +77,7 @@ async fn subscribers(
         tasks.spawn(async move {
             let permit = gate.acquire_owned().await?;
             let mut ws = load::connect(&url).await?;
-            load::subscribe(proto, &mut ws, source).await?;
+            load::subscribe(proto, &mut ws, &source).await?;
             drop(permit);
             let _ = ready.send(()).await;
             let mut histogram = load::histogram();
@@ -143,7 +140,7 @@ pub async fn fanout(
     messages: u64,
     rate: Option<f64>,
 ) -> Result<Delivery> {
-    let subs = subscribers(running, connections, Source::Topic("bench.fanout")).await?;
+    let subs = subscribers(running, connections, Source::Topic("bench.fanout".into())).await?;
     let mut publisher = load::connect(&running.url).await?;
     let start = Instant::now();
     let sent = load::publish(
@@ -167,9 +164,9 @@ pub async fn from_earliest(
     topic: &str,
     records: u64,
 ) -> Result<Delivery> {
-    let topic: &'static str = Box::leak(topic.to_string().into_boxed_str());
     let start = Instant::now();
-    let subs = subscribers(running, connections, Source::TopicFromEarliest(topic)).await?;
+    let source = Source::TopicFromEarliest(topic.to_string());
+    let subs = subscribers(running, connections, source).await?;
     subs.finish(records, records, connections, start).await
 }
 
@@ -258,19 +255,13 @@ pub async fn commit_to_client(
     rate: f64,
     seconds: f64,
 ) -> Result<Delivery> {
-    let table: &'static str = match running.proto {
-        Proto::Feedgate => "bench_commit_feedgate",
-        _ => "bench_commit_python",
-    };
-    create_table(db, table).await?;
-    watch(db, running.proto, table).await?;
-    let qualified: &'static str = match running.proto {
-        Proto::Feedgate => "public.bench_commit_feedgate",
-        _ => "public.bench_commit_python",
-    };
-    let subs = subscribers(running, connections, Source::Table(qualified)).await?;
+    let table = format!("bench_commit_{}", running.proto.name());
+    create_table(db, &table).await?;
+    watch(db, running.proto, &table).await?;
+    let source = Source::Table(format!("public.{table}"));
+    let subs = subscribers(running, connections, source).await?;
     let start = Instant::now();
-    let rows = write(database_url, table, 8, seconds, Some(rate)).await?;
+    let rows = write(database_url, &table, 8, seconds, Some(rate)).await?;
     subs.finish(rows, rows, connections, start).await
 }
 
@@ -299,9 +290,7 @@ pub async fn db_cost(
     create_table(db, plain).await?;
     create_table(db, watched).await?;
     watch(db, running.proto, watched).await?;
-    let qualified = format!("public.{watched}");
-    let qualified: &'static str = Box::leak(qualified.into_boxed_str());
-    let subs = subscribers(running, 1, Source::Table(qualified)).await?;
+    let subs = subscribers(running, 1, Source::Table(format!("public.{watched}"))).await?;
     let plain_rows = write(database_url, plain, writers, seconds, None).await?;
     let start = Instant::now();
     let watched_rows = write(database_url, watched, writers, seconds, None).await?;
