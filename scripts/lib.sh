@@ -124,21 +124,29 @@ need_kafka() {
   exit 1
 }
 
+# A virtualenv under $TOOL_CACHE named NAME-<hash of KEY_FILE>, made once with `pip install
+# PIP_ARGS...`; sets VENV to its path. A virtualenv cannot be moved (its scripts name their
+# interpreter's path): it is made in place, and a marker says it was completed.
+# Usage: cached_venv NAME KEY_FILE DESCRIPTION PIP_ARGS...
+cached_venv() {
+  local name=$1 key_file=$2 what=$3
+  shift 3
+  VENV=$TOOL_CACHE/$name-$(sha256sum "$key_file" | cut -c1-16)
+  [ -e "$VENV/.complete" ] && return 0
+  step "creating $what (cached in $VENV)"
+  command -v python3 >/dev/null || apt-get install -y -qq python3 python3-venv >/dev/null
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q "$@"
+  touch "$VENV/.complete"
+}
+
+# The Python client's test environment; sets PY_ENV.
 need_python_env() {
-  local hash
-  hash=$(sha256sum clients/python/pyproject.toml | cut -c1-16)
-  PY_ENV=$TOOL_CACHE/python-$hash
-  # A virtualenv cannot be moved (its scripts name their interpreter's path): it is made in
-  # place, and a marker says it was completed.
-  if [ ! -e "$PY_ENV/.complete" ]; then
-    step "creating the Python client's test environment (cached in $PY_ENV)"
-    command -v python3 >/dev/null || apt-get install -y -qq python3 python3-venv >/dev/null
-    rm -rf "$PY_ENV"
-    python3 -m venv "$PY_ENV"
-    "$PY_ENV/bin/pip" install -q --upgrade pip
-    "$PY_ENV/bin/pip" install -q hatchling './clients/python[test]'
-    touch "$PY_ENV/.complete"
-  fi
+  cached_venv python clients/python/pyproject.toml "the Python client's test environment" \
+    hatchling './clients/python[test]'
+  PY_ENV=$VENV
   # The package itself, from this checkout, as a user would install it.
   "$PY_ENV/bin/pip" install -q --no-deps --no-build-isolation --force-reinstall ./clients/python
 }
@@ -171,21 +179,11 @@ need_nats_server() {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
 }
 
-# The Python benchmark peer's virtualenv (bench/peers/python), made in place once per
-# requirements.txt; exports FEEDGATE_BENCH_PYTHON.
+# The Python benchmark peer's virtualenv (bench/peers/python); exports FEEDGATE_BENCH_PYTHON.
 need_bench_python() {
-  local hash env
-  hash=$(sha256sum bench/peers/python/requirements.txt | cut -c1-16)
-  env=$TOOL_CACHE/bench-python-$hash
-  if [ ! -e "$env/.complete" ]; then
-    step "creating the Python peer's virtualenv (cached in $env)"
-    rm -rf "$env"
-    python3 -m venv "$env"
-    "$env/bin/pip" install -q --upgrade pip
-    "$env/bin/pip" install -q -r bench/peers/python/requirements.txt
-    touch "$env/.complete"
-  fi
-  export FEEDGATE_BENCH_PYTHON=$env/bin/python
+  cached_venv bench-python bench/peers/python/requirements.txt "the Python peer's virtualenv" \
+    -r bench/peers/python/requirements.txt
+  export FEEDGATE_BENCH_PYTHON=$VENV/bin/python
 }
 
 need_fonts() {
