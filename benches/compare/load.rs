@@ -9,7 +9,9 @@ use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use prost::Message as _;
-use tokio::net::TcpStream;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -28,9 +30,30 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 pub async fn connect(url: &str) -> Result<Ws> {
+    connect_from(url, None).await
+}
+
+/// Connects from the loopback source address `bind` (the kernel's choice when `None`).
+pub async fn connect_from(url: &str, bind: Option<Ipv4Addr>) -> Result<Ws> {
     let mut attempt = 0;
     loop {
-        match tokio_tungstenite::connect_async(url).await {
+        let connected = match bind {
+            None => tokio_tungstenite::connect_async(url)
+                .await
+                .map_err(anyhow::Error::from),
+            Some(ip) => {
+                async {
+                    let socket = TcpSocket::new_v4()?;
+                    socket.bind(SocketAddr::from((ip, 0)))?;
+                    let stream = socket.connect(crate::worker::address_of(url)?).await?;
+                    let (ws, response) =
+                        tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await?;
+                    anyhow::Ok((ws, response))
+                }
+                .await
+            }
+        };
+        match connected {
             Ok((ws, _)) => return Ok(ws),
             Err(err) if attempt < 5 => {
                 attempt += 1;
@@ -43,7 +66,7 @@ pub async fn connect(url: &str) -> Result<Ws> {
 }
 
 /// What a subscription is to.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub enum Source {
     Topic(String),
     /// A topic from its earliest record (feedgate's Kafka topics).
@@ -262,7 +285,8 @@ async fn next_binary(ws: &mut Ws) -> Result<bytes::Bytes> {
 /// How a receiver ended.
 pub struct Received {
     pub deliveries: u64,
-    pub last_at: Option<Instant>,
+    /// Wall-clock time of the last delivery, µs since the epoch (comparable across processes).
+    pub last_us: Option<i64>,
     pub error: Option<String>,
 }
 
@@ -278,7 +302,7 @@ pub async fn receive(
 ) -> Received {
     let mut received = Received {
         deliveries: 0,
-        last_at: None,
+        last_us: None,
         error: None,
     };
     let mut nats = NatsParser::default();
@@ -321,7 +345,7 @@ pub async fn receive(
             let _ = histogram.record(now.saturating_sub(stamp).max(1));
         }
         received.deliveries += stamps.len() as u64;
-        received.last_at = Some(Instant::now());
+        received.last_us = Some(now_micros());
     }
     received
 }

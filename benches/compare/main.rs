@@ -16,6 +16,7 @@ mod kafka;
 mod load;
 mod scenarios;
 mod systems;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -52,11 +53,13 @@ fn args() -> Args {
 }
 
 fn main() -> Result<()> {
-    let args = args();
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(run(args))
+        .build()?;
+    if std::env::args().any(|a| a == "--worker") {
+        return runtime.block_on(worker::main());
+    }
+    runtime.block_on(run(args()))
 }
 
 /// One figure of one scenario for each system that ran it.
@@ -159,7 +162,11 @@ async fn scenarios(
 
     if wants("fanout") {
         let runs: &[(usize, u64, Option<f64>)] = if args.full {
-            &[(1000, 5000, None), (10_000, 200, Some(100.0))]
+            &[
+                (1000, 5000, None),
+                (10_000, 200, Some(100.0)),
+                (18_000, 100, Some(20.0)),
+            ]
         } else {
             &[(1000, 1000, None)]
         };

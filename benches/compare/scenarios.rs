@@ -14,6 +14,7 @@ use feedgate::protocol::now_micros;
 
 use crate::load::{self, Source};
 use crate::systems::{Proto, Running};
+use crate::worker;
 
 /// How long a receiver waits for one more delivery before giving up.
 const IDLE: Duration = Duration::from_secs(15);
@@ -54,36 +55,40 @@ pub struct Delivery {
 }
 
 /// Opens `connections` subscribers to `source`; each receives `expected()` deliveries (known
-/// once the load is over) or gives up after IDLE without one.
+/// once the load is over) or gives up after IDLE without one. Up to [`worker::per_process`] run
+/// in this process; the rest in worker processes of that many each, from 127.0.0.2, 127.0.0.3...
 struct Subscribers {
     tasks: JoinSet<Result<(load::Received, Histogram<u64>)>>,
+    workers: JoinSet<Result<worker::Part>>,
     expected: tokio::sync::watch::Sender<u64>,
 }
 
 async fn subscribers(running: &Running, connections: usize, source: Source) -> Result<Subscribers> {
     let (ready_tx, mut ready_rx) = mpsc::channel(connections.max(1));
     let (expected, expected_rx) = tokio::sync::watch::channel(u64::MAX);
-    let gate = Arc::new(Semaphore::new(64));
-    let mut tasks = JoinSet::new();
-    for _ in 0..connections {
-        let (url, proto, source, gate, ready, mut expected) = (
-            running.url.clone(),
-            running.proto,
-            source.clone(),
-            gate.clone(),
+    let spec = |connections, bind| worker::Spec {
+        url: running.url.clone(),
+        proto: running.proto,
+        source: source.clone(),
+        connections,
+        bind,
+        idle_ms: IDLE.as_millis() as u64,
+    };
+    let per_process = worker::per_process();
+    let here = connections.min(per_process);
+    let tasks = worker::spawn(&spec(here, None), &ready_tx, &expected_rx);
+    let mut workers = JoinSet::new();
+    let mut rest = connections - here;
+    let mut host = 2;
+    while rest > 0 {
+        let n = rest.min(per_process);
+        let bind = Some(std::net::Ipv4Addr::new(127, 0, 0, host));
+        workers.spawn(worker::run(
+            spec(n, bind),
             ready_tx.clone(),
             expected_rx.clone(),
-        );
-        tasks.spawn(async move {
-            let permit = gate.acquire_owned().await?;
-            let mut ws = load::connect(&url).await?;
-            load::subscribe(proto, &mut ws, &source).await?;
-            drop(permit);
-            let _ = ready.send(()).await;
-            let mut histogram = load::histogram();
-            let received = load::receive(proto, &mut ws, &mut expected, IDLE, &mut histogram).await;
-            Ok((received, histogram))
-        });
+        ));
+        (rest, host) = (rest - n, host + 1);
     }
     drop(ready_tx);
     for _ in 0..connections {
@@ -91,34 +96,38 @@ async fn subscribers(running: &Running, connections: usize, source: Source) -> R
             break;
         }
     }
-    Ok(Subscribers { tasks, expected })
+    Ok(Subscribers {
+        tasks,
+        workers,
+        expected,
+    })
 }
 
 impl Subscribers {
-    /// `per_subscriber`: what each subscriber receives once the load is over.
+    /// `per_subscriber`: what each subscriber receives once the load is over; `start_us`: when
+    /// the load began (wall clock, µs).
     async fn finish(
         mut self,
         sent: u64,
         per_subscriber: u64,
         connections: usize,
-        start: Instant,
+        start_us: i64,
     ) -> Result<Delivery> {
         let _ = self.expected.send(per_subscriber);
         let expected = per_subscriber * connections as u64;
-        let mut histogram = load::histogram();
-        let (mut deliveries, mut failed, mut last) = (0, 0, start);
-        while let Some(joined) = self.tasks.join_next().await {
-            match joined? {
-                Ok((received, h)) => {
-                    deliveries += received.deliveries;
-                    failed += usize::from(received.error.is_some());
-                    last = last.max(received.last_at.unwrap_or(start));
-                    histogram.add(&h)?;
-                }
-                Err(_) => failed += 1,
-            }
+        let mut parts = vec![worker::collect(&mut self.tasks).await?];
+        while let Some(part) = self.workers.join_next().await {
+            parts.push(part??);
         }
-        let seconds = (last - start).as_secs_f64().max(1e-9);
+        let mut histogram = load::histogram();
+        let (mut deliveries, mut failed, mut last_us) = (0, 0, start_us);
+        for part in &parts {
+            deliveries += part.deliveries;
+            failed += part.failed;
+            last_us = last_us.max(part.last_us.unwrap_or(start_us));
+            histogram.add(part.histogram()?)?;
+        }
+        let seconds = ((last_us - start_us) as f64 / 1e6).max(1e-9);
         Ok(Delivery {
             connections,
             sent,
@@ -142,7 +151,7 @@ pub async fn fanout(
 ) -> Result<Delivery> {
     let subs = subscribers(running, connections, Source::Topic("bench.fanout".into())).await?;
     let mut publisher = load::connect(&running.url).await?;
-    let start = Instant::now();
+    let start = now_micros();
     let sent = load::publish(
         running.proto,
         &mut publisher,
@@ -164,7 +173,7 @@ pub async fn from_earliest(
     topic: &str,
     records: u64,
 ) -> Result<Delivery> {
-    let start = Instant::now();
+    let start = now_micros();
     let source = Source::TopicFromEarliest(topic.to_string());
     let subs = subscribers(running, connections, source).await?;
     subs.finish(records, records, connections, start).await
@@ -260,7 +269,7 @@ pub async fn commit_to_client(
     watch(db, running.proto, &table).await?;
     let source = Source::Table(format!("public.{table}"));
     let subs = subscribers(running, connections, source).await?;
-    let start = Instant::now();
+    let start = now_micros();
     let rows = write(database_url, &table, 8, seconds, Some(rate)).await?;
     subs.finish(rows, rows, connections, start).await
 }
@@ -292,7 +301,7 @@ pub async fn db_cost(
     watch(db, running.proto, watched).await?;
     let subs = subscribers(running, 1, Source::Table(format!("public.{watched}"))).await?;
     let plain_rows = write(database_url, plain, writers, seconds, None).await?;
-    let start = Instant::now();
+    let start = now_micros();
     let watched_rows = write(database_url, watched, writers, seconds, None).await?;
     let _ = subs.finish(watched_rows, watched_rows, 1, start).await?;
     let (plain_tps, watched_tps) = (plain_rows as f64 / seconds, watched_rows as f64 / seconds);
