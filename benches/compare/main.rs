@@ -155,10 +155,15 @@ async fn scenarios(
     let mut db = PgConnection::connect(database_url).await?;
     let mut rows = Vec::new();
     let mut details = serde_json::Map::new();
-    let feedgate = systems::feedgate(Some(database_url))?;
-    let python = systems::python(database_url)?;
-    let nats = systems::nats()?;
-    let all: [&Running; 3] = [&feedgate, &nats, &python];
+    // Fresh processes for each run: a system still working off an earlier run's backlog (the
+    // Python peer after 10,000-connection fan-out) would take CPU from the next one's figures.
+    let fresh = || -> Result<[Running; 3]> {
+        Ok([
+            systems::feedgate(Some(database_url))?,
+            systems::nats()?,
+            systems::python(database_url)?,
+        ])
+    };
 
     if wants("fanout") {
         let runs: &[(usize, u64, Option<f64>)] = if args.full {
@@ -171,6 +176,7 @@ async fn scenarios(
             &[(1000, 1000, None)]
         };
         for &(connections, messages, rate) in runs {
+            let systems = fresh()?;
             let scenario = format!(
                 "fan-out, {connections} connections{}",
                 rate.map_or(String::new(), |r| format!(", {r} msg/s"))
@@ -181,7 +187,7 @@ async fn scenarios(
             }
             let mut p99_row = row(&scenario, "p99 latency (ms)", false);
             let mut share = row(&scenario, "delivered (% of expected)", true);
-            for system in all {
+            for system in &systems {
                 // The Python peer fans out ~100x slower: fewer messages keep its run short.
                 let messages = if system.proto == Proto::Python && !args.full {
                     messages / 5
@@ -213,6 +219,7 @@ async fn scenarios(
         };
         let seconds = if args.full { 10.0 } else { 3.0 };
         for &rate in rates {
+            let [feedgate, _, python] = fresh()?;
             let scenario = format!("commit to client, 100 subscribers, {rate} rows/s");
             let mut p50 = row(&scenario, "p50 latency (ms)", false);
             let mut p99 = row(&scenario, "p99 latency (ms)", false);
@@ -247,6 +254,7 @@ async fn scenarios(
         let seconds = if args.full { 5.0 } else { 2.0 };
         let scenario = "commit to client, 100 subscribers, highest rate with p99 < 50 ms";
         let mut best = row(scenario, "rows/s", true);
+        let [feedgate, _, python] = fresh()?;
         for system in [&feedgate, &python] {
             let mut sustained = 0.0;
             let mut steps = Vec::new();
@@ -279,6 +287,7 @@ async fn scenarios(
         let seconds = if args.full { 10.0 } else { 3.0 };
         let scenario = "cost to the database, 8 writers".to_string();
         let mut ratio = row(&scenario, "watched ÷ plain throughput", true);
+        let [feedgate, _, python] = fresh()?;
         for system in [&feedgate, &python] {
             eprintln!("{scenario}: {}", system.proto.name());
             let figures = scenarios::db_cost(system, &mut db, database_url, 8, seconds).await?;
@@ -305,13 +314,14 @@ async fn scenarios(
             "bytes per subscription",
             false,
         );
-        // Fresh processes: what earlier scenarios left allocated (or a GC returned) would blur it.
-        let fresh = [
+        // Fresh processes (feedgate without a database): what earlier scenarios left allocated
+        // (or a GC returned) would blur it.
+        let systems = [
             systems::feedgate(None)?,
             systems::nats()?,
             systems::python(database_url)?,
         ];
-        for system in &fresh {
+        for system in &systems {
             eprintln!("{scenario}: {}", system.proto.name());
             let figures = scenarios::idle_memory(system, connections, subscribed, 100).await?;
             per.values

@@ -71,7 +71,20 @@ impl Running {
 }
 
 impl Drop for Running {
+    /// Stops the system as an operator would (SIGTERM), so that it cleans up after itself
+    /// (feedgate removes its change-log reader, which would otherwise hold back pruning for
+    /// the next run); killed when it has not exited after 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
