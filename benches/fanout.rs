@@ -95,6 +95,8 @@ async fn end_to_end(connections: usize, messages: usize) -> Result<()> {
     };
     // Large enough that the in-process clients, which share the CPU, are never dropped as slow.
     config.limits.outbound_queue = messages + 16;
+    config.auth.anonymous = true;
+    config.limits.requests_per_second = 0;
     let server = Server::start(config).await?;
     let url = format!("ws://{}/v1/ws", server.local_addr());
     let epoch = Instant::now();

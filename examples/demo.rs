@@ -1,7 +1,7 @@
 //! A minimal feedgate client: connect, say Hello, subscribe twice on one connection, publish to
 //! both topics, and print every message the server sends, tagged with its subscription id.
 //!
-//! Start a server (`cargo run --release -- serve`), then: `cargo run --example demo [-- URL]`.
+//! Start a server (`cargo run --release -- serve --allow-anonymous`), then: `cargo run --example demo [-- URL]`.
 
 use anyhow::{bail, Context, Result};
 use feedgate::protocol::pb::{self, request::Command};

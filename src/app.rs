@@ -14,7 +14,7 @@ use std::future::IntoFuture;
 
 use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -23,12 +23,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::auth::permissions::Permissions;
+use crate::auth::{AuthError, Authenticator};
 use crate::broker::kafka::KafkaBroker;
 use crate::broker::rabbitmq::RabbitBroker;
 use crate::broker::Topics;
 use crate::changefeed::{Changefeed, ChangefeedError, ChangefeedSettings};
 use crate::config::Config;
 use crate::http::{router, HttpState};
+use crate::limits::ConnectionLimits;
 use crate::session::SessionSettings;
 
 /// Why the server could not start or run.
@@ -51,6 +54,9 @@ pub enum AppError {
     /// The Kafka client could not be created (invalid `kafka.properties`).
     #[error("invalid kafka settings: {0}")]
     Kafka(rdkafka::error::KafkaError),
+    /// A key file is missing or invalid.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The server task panicked (a bug).
     #[error("server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -73,6 +79,7 @@ impl Server {
                 source,
             })?;
         let local_addr = listener.local_addr()?;
+        let auth = Authenticator::new(&config.auth)?;
         let shutdown = CancellationToken::new();
         let background = TaskTracker::new();
         let tables = match &config.database_url {
@@ -97,6 +104,8 @@ impl Server {
                 idle_timeout: config.websocket.idle_timeout,
                 max_subscriptions: config.limits.max_subscriptions,
                 outbound_queue: config.limits.outbound_queue,
+                requests_per_second: config.limits.requests_per_second,
+                request_burst: config.limits.request_burst,
             },
             max_frame_size: config.websocket.max_frame_size,
             topics: Topics::new(
@@ -110,9 +119,18 @@ impl Server {
             tables,
             shutdown: shutdown.clone(),
             sessions: TaskTracker::new(),
-            connections: AtomicUsize::new(0),
             next_connection: AtomicU64::new(1),
+            auth: Arc::new(auth),
+            permissions: Arc::new(Permissions::new(config.permissions.clone())),
+            limits: ConnectionLimits::new(&config.limits),
+            allowed_origins: config.websocket.allowed_origins.clone(),
         });
+        if config.permissions.is_empty() {
+            warn!("no permission rules: every client may subscribe and publish to everything");
+        }
+        if config.auth.anonymous {
+            warn!("anonymous access is on: clients connect without a token");
+        }
         info!(addr = %local_addr, "listening");
         let task = tokio::spawn(serve(listener, state, background, config));
         Ok(Self {

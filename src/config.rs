@@ -35,6 +35,81 @@ pub struct Config {
     pub rabbitmq: Option<RabbitConfig>,
     /// The Kafka backend, when a rule routes topics to it.
     pub kafka: Option<KafkaConfig>,
+    /// How clients authenticate (JWT), or that they need not.
+    pub auth: AuthConfig,
+    /// Grants: who may subscribe and publish to what. None: everything is allowed.
+    pub permissions: Vec<crate::auth::permissions::Rule>,
+}
+
+/// Authentication settings. Keys pin algorithms: the HS256 secret verifies only HS256 tokens,
+/// RSA keys only RS256, P-256 keys only ES256.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Let connections without a token in (as role `anonymous`). Must be set explicitly, and
+    /// cannot be set when keys are configured.
+    pub anonymous: bool,
+    /// Shared secret for HS256 tokens (at least 32 bytes). A secret: never logged.
+    pub hs256_secret: Option<String>,
+    /// A file holding the HS256 secret (instead of `hs256_secret`).
+    pub hs256_secret_file: Option<PathBuf>,
+    /// PEM files of RSA public keys for RS256 tokens.
+    pub rs256_public_keys: Vec<PathBuf>,
+    /// PEM files of P-256 public keys for ES256 tokens.
+    pub es256_public_keys: Vec<PathBuf>,
+    /// A JWKS file (RSA and P-256 keys; a token's `kid` picks its key).
+    pub jwks_file: Option<PathBuf>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud` (one of the token's audiences), when set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Refuse tokens without `exp` (tokens that never expire).
+    pub require_exp: bool,
+    /// How long a connection may stay unauthenticated before it is closed (4001).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The claim holding the roles (a string or an array; dotted paths reach into objects, e.g.
+    /// `realm_access.roles`).
+    pub roles_claim: String,
+    /// The claim naming the user (connection limits per user).
+    pub user_claim: String,
+    /// The claim naming the tenant (connection limits per tenant).
+    pub tenant_claim: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            anonymous: false,
+            hs256_secret: None,
+            hs256_secret_file: None,
+            rs256_public_keys: Vec::new(),
+            es256_public_keys: Vec::new(),
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(5),
+            require_exp: true,
+            timeout: Duration::from_secs(10),
+            roles_claim: "roles".into(),
+            user_claim: "sub".into(),
+            tenant_claim: "tenant_id".into(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether any verification key is configured.
+    pub fn has_keys(&self) -> bool {
+        self.hs256_secret.is_some()
+            || self.hs256_secret_file.is_some()
+            || !self.rs256_public_keys.is_empty()
+            || !self.es256_public_keys.is_empty()
+            || self.jwks_file.is_some()
+    }
 }
 
 /// The Kafka backend's settings.
@@ -144,6 +219,10 @@ pub struct WebSocketConfig {
     /// Largest frame read at all; a larger one closes the connection with 1009. Bounds the
     /// memory one connection can make the server hold.
     pub max_frame_size: usize,
+    /// Browser origins allowed to connect (`https://app.example.com`, or `*` for any); an
+    /// upgrade with another `Origin` header is refused with 403. Empty: any origin. Requests
+    /// without an `Origin` header (non-browser clients) are not affected.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Limits on one connection.
@@ -155,6 +234,18 @@ pub struct Limits {
     /// Outbound messages queued per connection; when fan-out finds the queue full the client is
     /// not reading fast enough, and the connection is closed as a slow consumer (4008).
     pub outbound_queue: usize,
+    /// Open connections in all; past it an upgrade is refused with 503.
+    pub max_connections: usize,
+    /// Open connections per user (the user claim); past it, authentication fails with
+    /// `LIMIT_EXCEEDED` and the connection is closed (4029).
+    pub max_connections_per_user: usize,
+    /// Open connections per tenant (the tenant claim), likewise.
+    pub max_connections_per_tenant: usize,
+    /// Requests per second per connection (token bucket); past it, `RATE_LIMITED` with
+    /// `retry_after_ms`. 0: unlimited.
+    pub requests_per_second: u32,
+    /// Requests a connection may send at once before the rate applies.
+    pub request_burst: u32,
 }
 
 impl Default for Config {
@@ -170,6 +261,8 @@ impl Default for Config {
             topics: Vec::new(),
             rabbitmq: None,
             kafka: None,
+            auth: AuthConfig::default(),
+            permissions: Vec::new(),
         }
     }
 }
@@ -181,6 +274,7 @@ impl Default for WebSocketConfig {
             idle_timeout: Duration::from_secs(60),
             max_message_size: 1024 * 1024,
             max_frame_size: 16 * 1024 * 1024,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -190,6 +284,11 @@ impl Default for Limits {
         Self {
             max_subscriptions: 128,
             outbound_queue: 1024,
+            max_connections: 10_000,
+            max_connections_per_user: 10,
+            max_connections_per_tenant: 100,
+            requests_per_second: 100,
+            request_burst: 200,
         }
     }
 }
@@ -224,6 +323,23 @@ pub struct Overrides {
     /// Outbound messages queued per connection.
     #[arg(long, env = "FEEDGATE_OUTBOUND_QUEUE")]
     pub outbound_queue: Option<usize>,
+    /// Open connections in all.
+    #[arg(long, env = "FEEDGATE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Requests per second per connection (0: unlimited).
+    #[arg(long, env = "FEEDGATE_REQUESTS_PER_SECOND")]
+    pub requests_per_second: Option<u32>,
+    /// Let clients connect without a token (sets auth.anonymous; not with keys).
+    #[arg(long, env = "FEEDGATE_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
+    /// HS256 shared secret for tokens (sets auth.hs256_secret).
+    #[arg(
+        long,
+        env = "FEEDGATE_HS256_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub hs256_secret: Option<String>,
     /// PostgreSQL URL for table changefeeds, e.g. postgres://user@host/db.
     #[arg(
         long,
@@ -309,6 +425,14 @@ impl Config {
         set(&mut self.websocket.max_frame_size, &o.max_frame_size);
         set(&mut self.limits.max_subscriptions, &o.max_subscriptions);
         set(&mut self.limits.outbound_queue, &o.outbound_queue);
+        set(&mut self.limits.max_connections, &o.max_connections);
+        set(&mut self.limits.requests_per_second, &o.requests_per_second);
+        if o.allow_anonymous {
+            self.auth.anonymous = true;
+        }
+        if o.hs256_secret.is_some() {
+            self.auth.hs256_secret.clone_from(&o.hs256_secret);
+        }
         if o.database_url.is_some() {
             self.database_url.clone_from(&o.database_url);
         }
@@ -375,7 +499,73 @@ impl Config {
         if cf.pool_size == 0 {
             return invalid("changefeed.pool_size", "must be at least 1".into());
         }
+        if self.limits.max_connections == 0 {
+            return invalid("limits.max_connections", "must be at least 1".into());
+        }
+        if self.limits.max_connections_per_user == 0 || self.limits.max_connections_per_tenant == 0
+        {
+            return invalid(
+                "limits.max_connections_per_user",
+                "max_connections_per_user and max_connections_per_tenant must be at least 1".into(),
+            );
+        }
+        if self.limits.requests_per_second > 0 && self.limits.request_burst == 0 {
+            return invalid("limits.request_burst", "must be at least 1".into());
+        }
+        self.validate_auth()?;
         self.validate_topics()
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
+        let auth = &self.auth;
+        if auth.has_keys() && auth.anonymous {
+            return invalid(
+                "auth.anonymous",
+                "cannot be true when keys are configured: every client must then authenticate"
+                    .into(),
+            );
+        }
+        if !auth.has_keys() && !auth.anonymous {
+            return invalid(
+                "auth",
+                "no way to authenticate clients: configure auth.hs256_secret, \
+                 auth.hs256_secret_file, auth.rs256_public_keys, auth.es256_public_keys or \
+                 auth.jwks_file, or allow anonymous access explicitly (auth.anonymous = true, \
+                 --allow-anonymous)"
+                    .into(),
+            );
+        }
+        if auth.hs256_secret.is_some() && auth.hs256_secret_file.is_some() {
+            return invalid(
+                "auth.hs256_secret",
+                "set hs256_secret or hs256_secret_file, not both".into(),
+            );
+        }
+        if auth.hs256_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return invalid(
+                "auth.hs256_secret",
+                "must be at least 32 bytes (a short HS256 secret can be guessed)".into(),
+            );
+        }
+        if auth.timeout.is_zero() {
+            return invalid("auth.timeout", "must be longer than 0".into());
+        }
+        for rule in &self.permissions {
+            if rule.roles.is_empty() {
+                return invalid(
+                    "permissions.roles",
+                    "each rule needs at least one role".into(),
+                );
+            }
+            if let Some(bad) = rule.subscribe_tables.iter().find(|p| !p.contains('.')) {
+                return invalid(
+                    "permissions.subscribe_tables",
+                    format!("{bad:?} is not schema.table (use * for any part)"),
+                );
+            }
+        }
+        Ok(())
     }
 
     fn validate_topics(&self) -> Result<(), ConfigError> {
@@ -444,6 +634,7 @@ mod tests {
         let overrides = Overrides {
             config: Some(f.path().to_owned()),
             max_subscriptions: Some(9),
+            allow_anonymous: true,
             ..Default::default()
         };
         let config = Config::load(&overrides).expect("valid");
@@ -468,10 +659,35 @@ mod tests {
     }
 
     #[test]
+    fn authentication_must_be_configured_or_waived_explicitly() {
+        let err = Config::load(&Overrides::default()).expect_err("no keys, not anonymous");
+        assert!(err.to_string().contains("auth.anonymous = true"), "{err}");
+        let both = Overrides {
+            allow_anonymous: true,
+            hs256_secret: Some("x".repeat(32)),
+            ..Default::default()
+        };
+        let err = Config::load(&both).expect_err("keys and anonymous");
+        assert!(err.to_string().contains("`auth.anonymous`"), "{err}");
+        let short = Overrides {
+            hs256_secret: Some("short".into()),
+            ..Default::default()
+        };
+        let err = Config::load(&short).expect_err("short secret");
+        assert!(err.to_string().contains("32 bytes"), "{err}");
+        let keyed = Overrides {
+            hs256_secret: Some("x".repeat(32)),
+            ..Default::default()
+        };
+        assert!(Config::load(&keyed).is_ok());
+    }
+
+    #[test]
     fn invalid_combinations_name_the_setting() {
         let overrides = Overrides {
             ping_interval: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(10)),
+            allow_anonymous: true,
             ..Default::default()
         };
         let err = Config::load(&overrides).expect_err("idle < ping");
@@ -480,6 +696,7 @@ mod tests {
         let overrides = Overrides {
             max_message_size: Some(1 << 20),
             max_frame_size: Some(1024),
+            allow_anonymous: true,
             ..Default::default()
         };
         let err = Config::load(&overrides).expect_err("frame < message");

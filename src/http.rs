@@ -2,12 +2,13 @@
 //! (`/v1/stats`). Handlers here only translate HTTP into calls on the session and the sources;
 //! they hold no state of their own beyond counters.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,8 +16,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
 
+use crate::auth::permissions::Permissions;
+use crate::auth::Authenticator;
 use crate::broker::Topics;
 use crate::changefeed::Changefeed;
+use crate::limits::ConnectionLimits;
 use crate::session::{self, SessionContext, SessionSettings};
 
 /// What the HTTP handlers share. Built by `app`.
@@ -29,8 +33,13 @@ pub(crate) struct HttpState {
     pub(crate) shutdown: CancellationToken,
     /// Every session is tracked so shutdown can wait for them.
     pub(crate) sessions: TaskTracker,
-    pub(crate) connections: AtomicUsize,
     pub(crate) next_connection: AtomicU64,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) permissions: Arc<Permissions>,
+    /// Open connections (in all, per user, per tenant).
+    pub(crate) limits: Arc<ConnectionLimits>,
+    /// `websocket.allowed_origins`; empty: any.
+    pub(crate) allowed_origins: Vec<String>,
 }
 
 pub(crate) fn router(state: Arc<HttpState>) -> Router {
@@ -46,16 +55,42 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
 /// larger frame still arrives whole (the buffer grows for it and is read in several steps).
 const READ_BUFFER: usize = 4096;
 
-async fn websocket(State(state): State<Arc<HttpState>>, upgrade: WebSocketUpgrade) -> Response {
+async fn websocket(
+    State(state): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if !origin_allowed(&state.allowed_origins, origin.to_str().unwrap_or("")) {
+            return (
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED: origin not allowed (websocket.allowed_origins)",
+            )
+                .into_response();
+        }
+    }
+    let Some(slot) = state.limits.connect() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "LIMIT_EXCEEDED: too many connections (limits.max_connections)",
+        )
+            .into_response();
+    };
+    let token = bearer(&headers).or_else(|| query.get("token").cloned());
     let ctx = SessionContext {
         connection: state.next_connection.fetch_add(1, Ordering::Relaxed),
         settings: state.settings.clone(),
         topics: state.topics.clone(),
         tables: state.tables.clone(),
         shutdown: state.shutdown.clone(),
+        auth: state.auth.clone(),
+        permissions: state.permissions.clone(),
+        limits: state.limits.clone(),
+        token,
     };
     let tracked = state.clone();
     upgrade
@@ -66,11 +101,29 @@ async fn websocket(State(state): State<Arc<HttpState>>, upgrade: WebSocketUpgrad
         .on_upgrade(move |socket| {
             let sessions = tracked.sessions.clone();
             sessions.track_future(async move {
-                tracked.connections.fetch_add(1, Ordering::Relaxed);
                 session::run(socket, ctx).await;
-                tracked.connections.fetch_sub(1, Ordering::Relaxed);
+                drop(slot);
             })
         })
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether a browser `Origin` may connect: any when none are configured or `*` is; otherwise
+/// an exact (case-insensitive) match of scheme, host and port.
+fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+    allowed.is_empty()
+        || allowed
+            .iter()
+            .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
 async fn health(State(state): State<Arc<HttpState>>) -> Response {
@@ -96,7 +149,7 @@ struct Stats {
 
 async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
     Json(Stats {
-        connections: state.connections.load(Ordering::Relaxed),
+        connections: state.limits.open(),
         subscriptions: state.topics.subscriptions()
             + state.tables.as_ref().map_or(0, Changefeed::subscriptions),
         topics: state.topics.active_topics(),
@@ -108,4 +161,33 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
         rabbitmq: state.topics.rabbitmq_status(),
         kafka: state.topics.kafka_status(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_exactly() {
+        let allowed = vec!["https://app.example.com".to_string()];
+        assert!(origin_allowed(&allowed, "https://app.example.com"));
+        assert!(origin_allowed(&allowed, "HTTPS://APP.EXAMPLE.COM"));
+        assert!(!origin_allowed(&allowed, "https://app.example.com.evil.io"));
+        assert!(!origin_allowed(&allowed, "http://app.example.com"));
+        assert!(!origin_allowed(&allowed, "null"));
+        assert!(origin_allowed(&[], "https://anything"));
+        assert!(origin_allowed(&["*".to_string()], "https://anything"));
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_header() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            "Bearer abc.def".parse().expect("value"),
+        );
+        assert_eq!(bearer(&headers).as_deref(), Some("abc.def"));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().expect("value"));
+        assert_eq!(bearer(&headers), None);
+    }
 }

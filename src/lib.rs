@@ -8,7 +8,11 @@
 //!
 //! - [`config`]: typed settings from a TOML file, `FEEDGATE_*` variables and flags.
 //! - [`app`]: binds the listener, builds the shared state, owns the shutdown order.
-//! - [`http`]: the `/v1/ws` upgrade, `/health`, `/v1/stats`.
+//! - [`http`]: the `/v1/ws` upgrade (Origin check, connection limit, the token in the request),
+//!   `/health`, `/v1/stats`.
+//! - [`auth`]: token -> principal (JWT, pinned algorithms); may this principal subscribe or
+//!   publish to that ([`auth::permissions`]).
+//! - [`limits`]: connections in all, per user and per tenant; requests per second.
 //! - [`session`]: one connection: reads frames, runs commands, holds its subscriptions, writes.
 //! - [`protocol`]: prost types and pure decode/encode between frames and domain values,
 //!   including the encode-once framing used by fan-out.
@@ -23,10 +27,12 @@
 //! are handed; only `app` wires everything.
 
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod changefeed;
 pub mod config;
 mod http;
+pub mod limits;
 pub mod outbound;
 pub mod protocol;
 pub mod registry;

@@ -51,6 +51,10 @@ pub enum CloseReason {
     FrameTooLarge,
     /// The transport failed; nothing can be sent.
     TransportError,
+    /// No valid token arrived in time, the token expired, or the upgrade's token was bad.
+    Unauthenticated(String),
+    /// A connection limit (per user or tenant) was reached at authentication.
+    LimitExceeded(String),
 }
 
 impl CloseReason {
@@ -62,11 +66,26 @@ impl CloseReason {
             Self::FrameTooLarge => 1009,
             Self::IdleTimeout => 4000,
             Self::SlowConsumer { .. } => 4008,
+            Self::Unauthenticated(_) => 4001,
+            Self::LimitExceeded(_) => 4029,
         }
     }
 
-    /// The close frame's reason text: the protocol error code's name, a colon, an explanation.
+    /// The close frame's reason text: the protocol error code's name, a colon, an explanation;
+    /// at most 123 bytes (a close frame's limit), cut at a character boundary.
     pub fn text(&self) -> String {
+        let mut text = self.full_text();
+        if text.len() > 123 {
+            let cut = (0..=123)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            text.truncate(cut);
+        }
+        text
+    }
+
+    fn full_text(&self) -> String {
         match self {
             Self::Normal | Self::TransportError => String::new(),
             Self::ShuttingDown => "SHUTTING_DOWN: the server is shutting down".into(),
@@ -77,6 +96,8 @@ impl CloseReason {
             Self::SlowConsumer { capacity } => {
                 format!("SLOW_CONSUMER: outbound queue full ({capacity} messages)")
             }
+            Self::Unauthenticated(why) => format!("UNAUTHENTICATED: {why}"),
+            Self::LimitExceeded(why) => format!("LIMIT_EXCEEDED: {why}"),
         }
     }
 }

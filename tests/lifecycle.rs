@@ -151,7 +151,7 @@ fn invalid_settings_stop_start_up_naming_the_setting() {
 #[tokio::test]
 async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
     let mut child = Process::new(env!("CARGO_BIN_EXE_feedgate"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--allow-anonymous"])
         .env("FEEDGATE_LISTEN", "127.0.0.1:1") // the flag wins
         .env("FEEDGATE_LOG", "info")
         .stderr(Stdio::piped())

@@ -138,6 +138,9 @@ pub fn feedgate_with(database_url: Option<&str>, toml: Option<&str>) -> Result<R
     };
     // As deep a queue per connection as the peers have (the Python peer's 10,000; NATS's 64 MB).
     command.args(["--outbound-queue", "10000", "--max-subscriptions", "1000"]);
+    // Open like the peers: no tokens, no request rate limit, connections up to the fd limit.
+    command.args(["--allow-anonymous", "--requests-per-second", "0"]);
+    command.args(["--max-connections", "100000"]);
     if let Some(url) = database_url {
         command.args(["--database-url", url]);
     }

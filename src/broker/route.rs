@@ -43,7 +43,7 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
     matches_segments(&pattern, &topic)
 }
 
-fn matches_segments(pattern: &[&str], topic: &[&str]) -> bool {
+pub(crate) fn matches_segments(pattern: &[&str], topic: &[&str]) -> bool {
     match pattern.split_first() {
         None => topic.is_empty(),
         Some((&"#", rest)) => (0..=topic.len()).any(|skip| matches_segments(rest, &topic[skip..])),

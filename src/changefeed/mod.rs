@@ -86,7 +86,6 @@ impl ChangefeedSettings {
 }
 
 /// A table subscription request.
-#[derive(Debug)]
 pub struct TableSubscribe<'a> {
     /// The table as the client named it.
     pub table: &'a str,
@@ -98,6 +97,9 @@ pub struct TableSubscribe<'a> {
     pub mailbox: Mailbox,
     /// A cursor to resume after (not supported yet).
     pub resume_from: &'a [u8],
+    /// Whether the subscriber may read the table, given its schema and name as stored (called
+    /// once the name is resolved, so spelling tricks cannot get around it).
+    pub authorize: &'a (dyn Fn(&str, &str) -> Result<(), Failure> + Sync),
 }
 
 /// The sessions' handle to the changefeed. Cheap to clone.
@@ -165,6 +167,7 @@ impl Changefeed {
             );
         }
         let info = schema::resolve(&self.shared.pool, request.table).await?;
+        (request.authorize)(&info.schema, &info.relname)?;
         let entry = match self.shared.tables.get(info.oid) {
             Some(entry) => entry,
             None => {

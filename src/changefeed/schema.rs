@@ -55,8 +55,10 @@ pub(crate) async fn watch(conn: &mut PgConnection, table: &str) -> Result<String
 pub(crate) async fn resolve(pool: &PgPool, table: &str) -> Result<TableInfo, Failure> {
     let row = sqlx::query(
         "SELECT w.table_oid::int8 AS oid, w.table_name, w.table_oid::regclass::text AS sql_name, \
-                w.key_columns \
+                w.key_columns, n.nspname::text AS schema_name, c.relname::text AS rel_name \
            FROM feedgate.watched w \
+           JOIN pg_class c ON c.oid = w.table_oid \
+           JOIN pg_namespace n ON n.oid = c.relnamespace \
           WHERE w.table_oid = to_regclass($1)",
     )
     .bind(table)
@@ -70,6 +72,8 @@ pub(crate) async fn resolve(pool: &PgPool, table: &str) -> Result<TableInfo, Fai
             name: row.try_get("table_name").map_err(|e| internal(&e))?,
             sql_name: row.try_get("sql_name").map_err(|e| internal(&e))?,
             key_columns: row.try_get("key_columns").map_err(|e| internal(&e))?,
+            schema: row.try_get("schema_name").map_err(|e| internal(&e))?,
+            relname: row.try_get("rel_name").map_err(|e| internal(&e))?,
         });
     }
     let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")

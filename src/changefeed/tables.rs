@@ -29,6 +29,9 @@ pub(crate) struct TableInfo {
     pub(crate) sql_name: String,
     /// Primary key columns, in key order.
     pub(crate) key_columns: Vec<String>,
+    /// Schema and table name as PostgreSQL stores them, for permission checks.
+    pub(crate) schema: String,
+    pub(crate) relname: String,
 }
 
 /// One table's subscribers and what the reader needs to convert its rows.
@@ -280,6 +283,8 @@ mod tests {
             name: "public.t".into(),
             sql_name: "t".into(),
             key_columns: vec!["id".into()],
+            schema: "public".into(),
+            relname: "t".into(),
         };
         TableEntry::new(info, HashMap::new(), limit)
     }

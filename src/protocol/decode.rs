@@ -43,6 +43,11 @@ pub enum Command {
     Publish(super::TopicMessage),
     /// Liveness and clock check.
     Ping,
+    /// Authenticate, or refresh the token.
+    Authenticate {
+        /// The bearer token (JWT).
+        token: String,
+    },
 }
 
 /// A subscribe command.
@@ -195,6 +200,12 @@ fn convert_command(command: pb::request::Command) -> Result<Command, Failure> {
             })
         }
         C::Ping(_) => Command::Ping,
+        C::Authenticate(auth) => {
+            if auth.token.is_empty() {
+                return Err(Failure::validation("Authenticate needs a token"));
+            }
+            Command::Authenticate { token: auth.token }
+        }
     })
 }
 

@@ -29,6 +29,19 @@ pub struct WelcomeInfo {
     pub max_subscriptions: usize,
     /// Outbound messages queued before the connection is closed as a slow consumer.
     pub outbound_queue: usize,
+    /// Who the connection acts as, once known.
+    pub authenticated: Option<AuthInfo>,
+}
+
+/// Who a connection acts as (the answer to `Authenticate`, and part of `Welcome`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthInfo {
+    /// The user claim; empty for anonymous connections.
+    pub user: String,
+    /// The principal's roles.
+    pub roles: Vec<String>,
+    /// When the token expires (µs since the epoch); 0 when it does not.
+    pub expires_at_micros: i64,
 }
 
 /// The result half of a `Response`.
@@ -47,6 +60,8 @@ pub enum Reply {
         /// Offset within the topic.
         offset: i64,
     },
+    /// Answer to Authenticate.
+    Authenticated(AuthInfo),
     /// Answer to Ping.
     Pong {
         /// The server's clock.
@@ -86,6 +101,7 @@ pub fn encode_response(request_id: u64, reply: Reply) -> Bytes {
         }
         Reply::Published { cursor, offset } => R::Published(pb::Published { cursor, offset }),
         Reply::Pong { server_time_micros } => R::Pong(pb::Pong { server_time_micros }),
+        Reply::Authenticated(info) => R::Authenticated(authenticated(info)),
         Reply::Error(failure) => R::Error(error(&failure)),
     };
     let message = pb::ServerMessage {
@@ -155,6 +171,15 @@ fn welcome(info: WelcomeInfo) -> pb::Welcome {
             max_subscriptions: clamp(info.max_subscriptions),
             outbound_queue: clamp(info.outbound_queue),
         }),
+        authenticated: info.authenticated.map(authenticated),
+    }
+}
+
+fn authenticated(info: AuthInfo) -> pb::Authenticated {
+    pb::Authenticated {
+        user: info.user,
+        roles: info.roles,
+        expires_at_micros: info.expires_at_micros,
     }
 }
 

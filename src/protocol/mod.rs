@@ -12,8 +12,8 @@ mod row;
 
 pub use decode::{decode_request, Command, Rejection, Request, Source, StartPosition, Subscribe};
 pub use encode::{
-    encode_event, encode_response, frame_shared, share_event, EventBody, Reply, SharedEvent,
-    WelcomeInfo,
+    encode_event, encode_response, frame_shared, share_event, AuthInfo, EventBody, Reply,
+    SharedEvent, WelcomeInfo,
 };
 pub use failure::Failure;
 pub use row::{ChangeKind, Row, RowChange, Value};

@@ -10,10 +10,13 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use tracing::debug;
 
+use super::identity::Identity;
 use super::{SessionContext, SessionSettings};
+use crate::auth::permissions::Action;
 use crate::broker::TopicSubscribe;
 use crate::changefeed::{TableSubscribe, TableSubscription};
-use crate::outbound::{Mailbox, Outbound};
+use crate::limits::RequestRate;
+use crate::outbound::{CloseReason, Mailbox, Outbound};
 use crate::protocol::{
     decode::peek_request_id, decode_request, encode_event, encode_response, now_micros, Code,
     Command, EventBody, Failure, Reply, Source, Subscribe, WelcomeInfo,
@@ -27,6 +30,10 @@ pub(super) struct Session {
     mailbox: Mailbox,
     /// Active subscriptions by client-chosen id; dropping an entry unsubscribes it.
     subscriptions: HashMap<u64, Active>,
+    /// Who the connection acts as.
+    identity: Identity,
+    /// Requests per second.
+    rate: RequestRate,
 }
 
 /// One active subscription of the connection.
@@ -54,13 +61,31 @@ impl Active {
 }
 
 impl Session {
-    pub(super) fn new(id: String, ctx: SessionContext, mailbox: Mailbox) -> Self {
+    pub(super) fn new(
+        id: String,
+        ctx: SessionContext,
+        mailbox: Mailbox,
+        identity: Identity,
+    ) -> Self {
+        let rate = RequestRate::new(ctx.settings.requests_per_second, ctx.settings.request_burst);
         Self {
             id,
             ctx,
             mailbox,
             subscriptions: HashMap::new(),
+            identity,
+            rate,
         }
+    }
+
+    /// When the connection must close for want of a (fresh) token.
+    pub(super) fn auth_deadline(&self) -> Option<tokio::time::Instant> {
+        self.identity.deadline()
+    }
+
+    /// Why it closes then.
+    pub(super) fn auth_deadline_reason(&self) -> CloseReason {
+        self.identity.deadline_reason(&self.ctx.auth)
     }
 
     pub(super) fn settings(&self) -> &SessionSettings {
@@ -70,6 +95,21 @@ impl Session {
     /// Handles one binary frame. Cancel safe only at the granularity of whole requests: it is
     /// awaited to completion by the reader, never raced.
     pub(super) async fn handle_frame(&mut self, frame: Bytes) {
+        if let Err(wait) = self.rate.check() {
+            let retry_after = u32::try_from(wait.as_millis()).unwrap_or(u32::MAX).max(1);
+            let failure = Failure::new(
+                Code::RateLimited,
+                format!(
+                    "more than {} requests per second",
+                    self.ctx.settings.requests_per_second
+                ),
+            )
+            .retryable(retry_after)
+            .detail("limit", self.ctx.settings.requests_per_second);
+            return self
+                .reply(peek_request_id(&frame), Reply::Error(failure))
+                .await;
+        }
         let limit = self.ctx.settings.max_message_size;
         if frame.len() > limit {
             let failure = Failure::new(
@@ -112,11 +152,32 @@ impl Session {
     /// Runs one command; `None` when the reply was already queued (subscribe does that under
     /// the source's lock).
     async fn dispatch(&mut self, request_id: u64, command: Command) -> Option<Reply> {
+        let open = matches!(
+            command,
+            Command::Hello { .. } | Command::Ping | Command::Authenticate { .. }
+        );
+        if !open && self.identity.principal().is_none() {
+            return Some(Reply::Error(Failure::new(
+                Code::Unauthenticated,
+                "authenticate first: send Hello or Authenticate with a token",
+            )));
+        }
         Some(match command {
-            Command::Hello { client_name, .. } => {
+            Command::Hello {
+                client_name, token, ..
+            } => {
                 debug!(client_name = %client_name, "hello");
+                if !token.is_empty() {
+                    if let Err(failure) = self.authenticate(&token) {
+                        return Some(Reply::Error(failure));
+                    }
+                }
                 Reply::Welcome(self.welcome())
             }
+            Command::Authenticate { token } => match self.authenticate(&token) {
+                Ok(info) => Reply::Authenticated(info),
+                Err(failure) => Reply::Error(failure),
+            },
             Command::Ping => Reply::Pong {
                 server_time_micros: now_micros(),
             },
@@ -139,14 +200,39 @@ impl Session {
                     ),
                 }
             }
-            Command::Publish(message) => match self.ctx.topics.publish(message).await {
-                Ok(receipt) => Reply::Published {
-                    cursor: receipt.cursor,
-                    offset: receipt.offset,
-                },
-                Err(failure) => Reply::Error(failure),
-            },
+            Command::Publish(message) => {
+                if let Err(failure) = self.permit(Action::PublishTopic(&message.topic)) {
+                    return Some(Reply::Error(failure));
+                }
+                match self.ctx.topics.publish(message).await {
+                    Ok(receipt) => Reply::Published {
+                        cursor: receipt.cursor,
+                        offset: receipt.offset,
+                    },
+                    Err(failure) => Reply::Error(failure),
+                }
+            }
         })
+    }
+
+    fn authenticate(&mut self, token: &str) -> Result<crate::protocol::AuthInfo, Failure> {
+        let result = self
+            .identity
+            .authenticate(&self.ctx.auth, &self.ctx.limits, token);
+        match &result {
+            Ok(info) => debug!(user = %info.user, "authenticated"),
+            Err(failure) => debug!(error = %failure, "authentication failed"),
+        }
+        result
+    }
+
+    /// Whether the connection's principal may do `action`.
+    fn permit(&self, action: Action<'_>) -> Result<(), Failure> {
+        let principal = self
+            .identity
+            .principal()
+            .ok_or_else(|| Failure::new(Code::Unauthenticated, "authenticate first"))?;
+        self.ctx.permissions.check(principal, action)
     }
 
     async fn subscribe(&mut self, request_id: u64, subscribe: Subscribe) -> Result<(), Failure> {
@@ -174,6 +260,7 @@ impl Session {
         };
         match &subscribe.source {
             Source::Topic { topic, start } => {
+                self.permit(Action::SubscribeTopic(topic))?;
                 let request = TopicSubscribe {
                     topic,
                     subscriber,
@@ -187,12 +274,22 @@ impl Session {
                 table,
                 include_initial,
             } => {
+                let principal = self
+                    .identity
+                    .principal()
+                    .cloned()
+                    .ok_or_else(|| Failure::new(Code::Unauthenticated, "authenticate first"))?;
+                let permissions = self.ctx.permissions.clone();
+                let authorize = move |schema: &str, table: &str| {
+                    permissions.check(&principal, Action::SubscribeTable { schema, table })
+                };
                 let request = TableSubscribe {
                     table,
                     include_initial: *include_initial,
                     subscriber,
                     mailbox: self.mailbox.clone(),
                     resume_from: &subscribe.resume_from,
+                    authorize: &authorize,
                 };
                 self.subscribe_table(request_id, request).await
             }
@@ -267,6 +364,7 @@ impl Session {
             idle_timeout: s.idle_timeout,
             max_subscriptions: s.max_subscriptions,
             outbound_queue: s.outbound_queue,
+            authenticated: self.identity.info(),
         }
     }
 

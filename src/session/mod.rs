@@ -10,9 +10,11 @@
 //! Generic over the socket's `Stream`/`Sink`, so tests and benches can drive it with channels.
 
 mod commands;
+mod identity;
 mod writer;
 
 use std::fmt::Display;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::Message;
@@ -21,8 +23,11 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
 
+use crate::auth::permissions::Permissions;
+use crate::auth::Authenticator;
 use crate::broker::Topics;
 use crate::changefeed::Changefeed;
+use crate::limits::ConnectionLimits;
 use crate::outbound::{mailbox, CloseReason, Closer};
 
 /// The per-connection settings a session enforces and announces in `Welcome`.
@@ -38,6 +43,10 @@ pub struct SessionSettings {
     pub max_subscriptions: usize,
     /// Outbound queue capacity, in messages.
     pub outbound_queue: usize,
+    /// Requests per second (token bucket refill); 0: unlimited.
+    pub requests_per_second: u32,
+    /// Token bucket size.
+    pub request_burst: u32,
 }
 
 /// What a session is given by the server.
@@ -53,6 +62,14 @@ pub struct SessionContext {
     pub tables: Option<Changefeed>,
     /// The server's shutdown token; cancelling it closes the session with 1001.
     pub shutdown: CancellationToken,
+    /// Validates tokens.
+    pub auth: Arc<Authenticator>,
+    /// Who may subscribe and publish to what.
+    pub permissions: Arc<Permissions>,
+    /// Connections per user and tenant.
+    pub limits: Arc<ConnectionLimits>,
+    /// The token the upgrade request carried (`Authorization: Bearer` or `?token=`).
+    pub token: Option<String>,
 }
 
 /// Serves one connection until it closes. Never panics on client input; returns when both the
@@ -70,7 +87,19 @@ where
         let closer = Closer::new(&ctx.shutdown);
         let (mailbox, rx) = mailbox(ctx.settings.outbound_queue, closer.clone());
         let ping_interval = ctx.settings.ping_interval;
-        let session = commands::Session::new(session_id, ctx, mailbox);
+        let identity = identity::Identity::start(&ctx.auth, &ctx.limits, ctx.token.as_deref());
+        let identity = match identity {
+            Ok(identity) => identity,
+            Err(reason) => {
+                debug!(reason = ?reason, "refused at authentication");
+                closer.close(reason);
+                // Pending: the closer has fired, so the read loop ends at once.
+                identity::Identity::Pending {
+                    deadline: Instant::now(),
+                }
+            }
+        };
+        let session = commands::Session::new(session_id, ctx, mailbox, identity);
         let reader = read_loop(stream, session, closer.clone());
         let writer = writer::run(sink, rx, closer.clone(), ping_interval);
         tokio::join!(reader, writer);
@@ -96,11 +125,16 @@ where
     let idle_timeout = session.settings().idle_timeout;
     let mut deadline = Instant::now() + idle_timeout;
     loop {
+        let auth_deadline = session.auth_deadline();
         let frame = tokio::select! {
             biased;
             () = closer.closed() => break,
             () = sleep_until(deadline) => {
                 closer.close(CloseReason::IdleTimeout);
+                break;
+            }
+            () = sleep_until(auth_deadline.unwrap_or(deadline)), if auth_deadline.is_some() => {
+                closer.close(session.auth_deadline_reason());
                 break;
             }
             frame = stream.next() => frame,

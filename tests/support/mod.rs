@@ -23,16 +23,21 @@ pub use pb::ErrorCode;
 pub mod db;
 pub mod kafka;
 pub mod rabbit;
+pub mod tokens;
 
 /// How long any single expected message may take.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// A config for tests: ephemeral port, otherwise defaults.
+/// A config for tests: ephemeral port, anonymous access, no request rate limit (tests that
+/// are about authentication or limits set their own); otherwise defaults.
 pub fn test_config() -> Config {
-    Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         ..Config::default()
-    }
+    };
+    config.auth.anonymous = true;
+    config.limits.requests_per_second = 0;
+    config
 }
 
 pub async fn start() -> Server {
@@ -60,13 +65,21 @@ pub enum Received {
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
         let url = format!("ws://{addr}/v1/ws");
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        Self::connect_request(url.as_str())
             .await
-            .expect("websocket connects");
-        Client {
+            .expect("websocket connects")
+    }
+
+    /// Connects with a request of the caller's making (headers, query); the error is the
+    /// refused upgrade's.
+    pub async fn connect_request(
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Client {
             ws,
             next_request_id: 1,
-        }
+        })
     }
 
     /// Sends a request with the next request id and returns that id.

@@ -71,10 +71,15 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-def start_server(database_url: str, *extra: str) -> Server:
-    """Starts `feedgate serve` on a free port and waits until its changefeed reader is connected."""
+def start_server(database_url: str, *extra: str, anonymous: bool = True) -> Server:
+    """Starts `feedgate serve` on a free port and waits until its changefeed reader is connected.
+    Anonymous access is on unless `anonymous=False` (then `extra` must configure keys); no
+    request rate limit."""
+    args = [_feedgate_bin(), "serve", "--listen", "127.0.0.1:0", "--requests-per-second", "0"]
+    if anonymous:
+        args.append("--allow-anonymous")
     process = subprocess.Popen(
-        [_feedgate_bin(), "serve", "--listen", "127.0.0.1:0", "--database-url", database_url, *extra],
+        [*args, "--database-url", database_url, *extra],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -91,10 +91,15 @@ async def test_server_shutdown_fails_subscriptions_with_a_retryable_code(databas
 
 
 async def test_token_and_welcome(server):
-    async with feedgate.connect(server.url, token="not-checked-yet", client_name="t") as client:
+    async with feedgate.connect(server.url, client_name="t") as client:
         assert client.welcome.protocol_version == 1
         assert client.welcome.session_id
         assert client.welcome.limits.outbound_queue > 0
+        assert list(client.welcome.authenticated.roles) == ["anonymous"]
+    # A token is checked whenever one is sent; this server has no keys to check it with.
+    await expect_error(
+        ErrorCode.UNAUTHENTICATED, feedgate.connect(server.url, token="not-a-jwt", client_name="t")
+    )
 
 
 async def test_a_failing_callback_ends_only_its_subscription(client):

@@ -8,6 +8,7 @@
 
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import {
+  type Authenticated,
   type Event as FeedEvent,
   type Published,
   RequestSchema,
@@ -339,6 +340,14 @@ export class Client {
       },
     });
     return response.result.value as Published;
+  }
+
+  /** Authenticates with `token`, or refreshes the connection's token before it expires (same
+   * user and tenant); resolves to who the connection is and until when. A refused token rejects
+   * with a `FeedgateError` (UNAUTHENTICATED) and changes nothing. */
+  async authenticate(token: string): Promise<Authenticated> {
+    const response = await this.request({ case: "authenticate", value: { token } });
+    return response.result.value as Authenticated;
   }
 
   /** A round trip; resolves to the server's clock (µs since the epoch). Every event queued for

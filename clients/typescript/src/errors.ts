@@ -64,14 +64,17 @@ const CLOSE_CODES: Record<number, [ErrorCode, boolean]> = {
   1001: [ErrorCode.SHUTTING_DOWN, true],
   1009: [ErrorCode.LIMIT_EXCEEDED, false],
   4000: [ErrorCode.IDLE_TIMEOUT, true],
+  4001: [ErrorCode.UNAUTHENTICATED, false],
   4008: [ErrorCode.SLOW_CONSUMER, true],
+  4029: [ErrorCode.LIMIT_EXCEEDED, true],
 };
 
 /**
  * The connection ended; pending requests and open subscriptions fail with this. `closeCode` is
  * the WebSocket close code (1006 when it dropped without a close frame); `code` follows it: 1001
- * SHUTTING_DOWN, 4000 IDLE_TIMEOUT, 4008 SLOW_CONSUMER (these three are `retryable`: reconnect
- * and subscribe again), 1009 LIMIT_EXCEEDED, anything else UNSPECIFIED.
+ * SHUTTING_DOWN, 4000 IDLE_TIMEOUT, 4008 SLOW_CONSUMER, 4029 LIMIT_EXCEEDED (these four are
+ * `retryable`: reconnect and subscribe again), 4001 UNAUTHENTICATED (a bad, missing or expired
+ * token: get a new one), 1009 LIMIT_EXCEEDED, anything else UNSPECIFIED.
  */
 export class ConnectionClosedError extends FeedgateError {
   readonly closeCode: number;

@@ -1,5 +1,6 @@
 // Errors arrive as FeedgateError with the protocol's code, and the connection keeps working.
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { test } from "node:test";
 
 import { Client, ConnectionClosedError, ErrorCode, type Event, FeedgateError } from "../src/index.js";
@@ -125,11 +126,47 @@ test("a throwing callback ends only its subscription", async () => {
 });
 
 test("token and welcome", async () => {
-  const other = await Client.connect(t.env.server.url, { token: "not-checked-yet", clientName: "t" });
+  const other = await Client.connect(t.env.server.url, { clientName: "t" });
   assert.equal(other.welcome!.protocolVersion, 1);
   assert.ok(other.welcome!.sessionId.length > 0);
   assert.ok(other.welcome!.limits!.outboundQueue > 0);
+  assert.deepEqual(other.welcome!.authenticated!.roles, ["anonymous"]);
   await other.close();
+  // A token is checked whenever one is sent; this server has no keys to check it with.
+  await expectError(
+    ErrorCode.UNAUTHENTICATED,
+    Client.connect(t.env.server.url, { token: "not-a-jwt", clientName: "t" }),
+  );
+});
+
+test("a signed token lets the client in and can be refreshed", async () => {
+  const secret = "typescript-client-test-secret-32-bytes";
+  const token = (sub: string, expiresIn: number, key = secret): string => {
+    const b64 = (data: string | Buffer) => Buffer.from(data).toString("base64url");
+    const header = b64(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+    const exp = Math.floor(Date.now() / 1000) + expiresIn;
+    const payload = b64(JSON.stringify({ sub, exp, roles: ["user"] }));
+    const signature = createHmac("sha256", key).update(`${header}.${payload}`).digest();
+    return `${header}.${payload}.${b64(signature)}`;
+  };
+  const keyed = await startServer(t.env.server.databaseUrl, {
+    anonymous: false,
+    extra: ["--hs256-secret", secret],
+  });
+  try {
+    const client = await Client.connect(keyed.url, { token: token("ada", 600) });
+    assert.equal(client.welcome!.authenticated!.user, "ada");
+    const refreshed = await client.authenticate(token("ada", 1200));
+    assert.ok(refreshed.expiresAtMicros > client.welcome!.authenticated!.expiresAtMicros);
+    await expectError(ErrorCode.UNAUTHENTICATED, client.authenticate(token("eve", 600)));
+    assert.ok((await client.ping()) > 0n);
+    await client.close();
+    for (const bad of [token("ada", -60), token("ada", 600, "another-secret-of-thirty-two-bytes!!")]) {
+      await expectError(ErrorCode.UNAUTHENTICATED, Client.connect(keyed.url, { token: bad }));
+    }
+  } finally {
+    await stopServer(keyed);
+  }
 });
 
 test("a refused connection rejects with ConnectionClosedError", async () => {

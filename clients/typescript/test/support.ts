@@ -62,11 +62,16 @@ function feedgateBin(): string {
 }
 
 /** Starts `feedgate serve` on a free port; resolves once its changefeed reader is connected. */
-export async function startServer(databaseUrl: string): Promise<Server> {
+export async function startServer(
+  databaseUrl: string,
+  options: { anonymous?: boolean; extra?: string[] } = {},
+): Promise<Server> {
+  const access = options.anonymous === false ? [] : ["--allow-anonymous"];
   const child = spawn(
     feedgateBin(),
-    ["serve", "--listen", "127.0.0.1:0", "--database-url", databaseUrl,
-      "--max-subscriptions", String(MAX_SUBSCRIPTIONS)],
+    ["serve", "--listen", "127.0.0.1:0", ...access, "--requests-per-second", "0",
+      "--database-url", databaseUrl,
+      "--max-subscriptions", String(MAX_SUBSCRIPTIONS), ...(options.extra ?? [])],
     { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FEEDGATE_LOG: "info,sqlx=warn" } },
   );
   const log: string[] = [];

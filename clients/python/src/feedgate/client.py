@@ -219,6 +219,12 @@ class Client:
         `view.wait_ready()` before reading it."""
         return await materialized_view(self, table, on_change=on_change)
 
+    async def authenticate(self, token: str) -> pb.Authenticated:
+        """Authenticates with `token`, or refreshes the connection's token before it expires (same
+        user and tenant); returns who the connection is and until when. A refused token raises
+        `FeedgateError` (UNAUTHENTICATED) and changes nothing."""
+        return (await self._request(authenticate=pb.Authenticate(token=token))).authenticated
+
     async def ping(self) -> int:
         """A round trip; returns the server's clock in microseconds since the Unix epoch. Every
         event queued for this client before the ping has arrived when it returns."""

@@ -74,7 +74,9 @@ _CLOSE_CODES = {
     1001: (ErrorCode.SHUTTING_DOWN, True),
     1009: (ErrorCode.LIMIT_EXCEEDED, False),
     4000: (ErrorCode.IDLE_TIMEOUT, True),
+    4001: (ErrorCode.UNAUTHENTICATED, False),
     4008: (ErrorCode.SLOW_CONSUMER, True),
+    4029: (ErrorCode.LIMIT_EXCEEDED, True),
 }
 
 
@@ -83,7 +85,8 @@ class ConnectionClosedError(FeedgateError):
 
     `close_code` is the WebSocket close code (None when the connection dropped without a close
     frame); `code` is the matching protocol error code: 1001 SHUTTING_DOWN, 4000 IDLE_TIMEOUT,
-    4008 SLOW_CONSUMER (these three are `retryable`: reconnect and subscribe again), 1009
+    4008 SLOW_CONSUMER, 4029 LIMIT_EXCEEDED (these four are `retryable`: reconnect and subscribe
+    again), 4001 UNAUTHENTICATED (a bad, missing or expired token: get a new one), 1009
     LIMIT_EXCEEDED, anything else UNSPECIFIED.
     """
 

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file feedgate/v1/feedgate.proto.
  */
 export const file_feedgate_v1_feedgate: GenFile = /*@__PURE__*/
-  fileDesc("ChpmZWVkZ2F0ZS92MS9mZWVkZ2F0ZS5wcm90bxILZmVlZGdhdGUudjEi9wEKB1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIjCgVoZWxsbxgCIAEoCzISLmZlZWRnYXRlLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAMgASgLMhYuZmVlZGdhdGUudjEuU3Vic2NyaWJlSAASLwoLdW5zdWJzY3JpYmUYBCABKAsyGC5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZUgAEicKB3B1Ymxpc2gYBSABKAsyFC5mZWVkZ2F0ZS52MS5QdWJsaXNoSAASIQoEcGluZxgGIAEoCzIRLmZlZWRnYXRlLnYxLlBpbmdIAEIJCgdjb21tYW5kIkUKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SDQoFdG9rZW4YAiABKAkSEwoLY2xpZW50X25hbWUYAyABKAkilQEKCVN1YnNjcmliZRIXCg9zdWJzY3JpcHRpb25faWQYASABKAQSJwoFdGFibGUYAiABKAsyFi5mZWVkZ2F0ZS52MS5UYWJsZUZlZWRIABInCgV0b3BpYxgDIAEoCzIWLmZlZWRnYXRlLnYxLlRvcGljRmVlZEgAEhMKC3Jlc3VtZV9mcm9tGAQgASgMQggKBnNvdXJjZSIzCglUYWJsZUZlZWQSDQoFdGFibGUYASABKAkSFwoPaW5jbHVkZV9pbml0aWFsGAIgASgIIlsKCVRvcGljRmVlZBINCgV0b3BpYxgBIAEoCRIpCgVzdGFydBgCIAEoDjIaLmZlZWRnYXRlLnYxLlN0YXJ0UG9zaXRpb24SFAoMc3RhcnRfb2Zmc2V0GAMgASgDIiYKC1Vuc3Vic2NyaWJlEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBCKzAQoHUHVibGlzaBINCgV0b3BpYxgBIAEoCRIPCgdwYXlsb2FkGAIgASgMEgsKA2tleRgDIAEoCRIyCgdoZWFkZXJzGAQgAygLMiEuZmVlZGdhdGUudjEuUHVibGlzaC5IZWFkZXJzRW50cnkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIgYKBFBpbmciagoNU2VydmVyTWVzc2FnZRIpCghyZXNwb25zZRgBIAEoCzIVLmZlZWRnYXRlLnYxLlJlc3BvbnNlSAASIwoFZXZlbnQYAiABKAsyEi5mZWVkZ2F0ZS52MS5FdmVudEgAQgkKB21lc3NhZ2UiqAIKCFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSIwoFZXJyb3IYAiABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvckgAEicKB3dlbGNvbWUYAyABKAsyFC5mZWVkZ2F0ZS52MS5XZWxjb21lSAASLQoKc3Vic2NyaWJlZBgEIAEoCzIXLmZlZWRnYXRlLnYxLlN1YnNjcmliZWRIABIxCgx1bnN1YnNjcmliZWQYBSABKAsyGS5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZWRIABIrCglwdWJsaXNoZWQYBiABKAsyFi5mZWVkZ2F0ZS52MS5QdWJsaXNoZWRIABIhCgRwb25nGAcgASgLMhEuZmVlZGdhdGUudjEuUG9uZ0gAQggKBnJlc3VsdCJ0CgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSFgoOc2VydmVyX3ZlcnNpb24YAiABKAkSGAoQcHJvdG9jb2xfdmVyc2lvbhgDIAEoDRIjCgZsaW1pdHMYBCABKAsyEy5mZWVkZ2F0ZS52MS5MaW1pdHMiiAEKBkxpbWl0cxIYChBtYXhfbWVzc2FnZV9zaXplGAEgASgNEhgKEHBpbmdfaW50ZXJ2YWxfbXMYAiABKA0SFwoPaWRsZV90aW1lb3V0X21zGAMgASgNEhkKEW1heF9zdWJzY3JpcHRpb25zGAQgASgNEhYKDm91dGJvdW5kX3F1ZXVlGAUgASgNIiUKClN1YnNjcmliZWQSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEIicKDFVuc3Vic2NyaWJlZBIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiKwoJUHVibGlzaGVkEg4KBmN1cnNvchgBIAEoDBIOCgZvZmZzZXQYAiABKAMiIgoEUG9uZxIaChJzZXJ2ZXJfdGltZV9taWNyb3MYASABKAMilQIKBUV2ZW50EhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBBIOCgZjdXJzb3IYAiABKAwSKAoGY2hhbmdlGAMgASgLMhYuZmVlZGdhdGUudjEuUm93Q2hhbmdlSAASIwoFcmVhZHkYBCABKAsyEi5mZWVkZ2F0ZS52MS5SZWFkeUgAEiwKB21lc3NhZ2UYBSABKAsyGS5mZWVkZ2F0ZS52MS5Ub3BpY01lc3NhZ2VIABIxCgZjbG9zZWQYBiABKAsyHy5mZWVkZ2F0ZS52MS5TdWJzY3JpcHRpb25DbG9zZWRIABIrCgZzdGF0dXMYByABKAsyGS5mZWVkZ2F0ZS52MS5Tb3VyY2VTdGF0dXNIAEIGCgRib2R5IkQKDFNvdXJjZVN0YXR1cxIRCglhdmFpbGFibGUYASABKAgSIQoFZXJyb3IYAiABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvciIHCgVSZWFkeSI3ChJTdWJzY3JpcHRpb25DbG9zZWQSIQoFZXJyb3IYASABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvciLhAQoMVG9waWNNZXNzYWdlEg0KBXRvcGljGAEgASgJEg8KB3BheWxvYWQYAiABKAwSCwoDa2V5GAMgASgJEjcKB2hlYWRlcnMYBCADKAsyJi5mZWVkZ2F0ZS52MS5Ub3BpY01lc3NhZ2UuSGVhZGVyc0VudHJ5EhgKEHRpbWVzdGFtcF9taWNyb3MYBSABKAMSEQoJcGFydGl0aW9uGAYgASgFEg4KBm9mZnNldBgHIAEoAxouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLaAQoJUm93Q2hhbmdlEiUKBGtpbmQYASABKA4yFy5mZWVkZ2F0ZS52MS5DaGFuZ2VLaW5kEg0KBXRhYmxlGAIgASgJEh0KA2tleRgDIAEoCzIQLmZlZWRnYXRlLnYxLlJvdxIhCgduZXdfcm93GAQgASgLMhAuZmVlZGdhdGUudjEuUm93EiEKB29sZF9yb3cYBSABKAsyEC5mZWVkZ2F0ZS52MS5Sb3cSFgoOdHJhbnNhY3Rpb25faWQYBiABKAQSGgoSY29tbWl0X3RpbWVfbWljcm9zGAcgASgDInkKA1JvdxIuCgdjb2x1bW5zGAEgAygLMh0uZmVlZGdhdGUudjEuUm93LkNvbHVtbnNFbnRyeRpCCgxDb2x1bW5zRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIuZmVlZGdhdGUudjEuVmFsdWU6AjgBIv8BCgVWYWx1ZRImCgRudWxsGAEgASgOMhYuZmVlZGdhdGUudjEuTnVsbFZhbHVlSAASDgoEYm9vbBgCIAEoCEgAEg0KA2ludBgDIAEoA0gAEhAKBmRvdWJsZRgEIAEoAUgAEg4KBHRleHQYBSABKAlIABIPCgVieXRlcxgGIAEoDEgAEhEKB251bWVyaWMYByABKAlIABIaChB0aW1lc3RhbXBfbWljcm9zGAggASgDSAASIAoWbG9jYWxfdGltZXN0YW1wX21pY3JvcxgJIAEoA0gAEhMKCWRhdGVfZGF5cxgKIAEoBUgAEg4KBGpzb24YCyABKAlIAEIGCgRraW5kIssBCgVFcnJvchIkCgRjb2RlGAEgASgOMhYuZmVlZGdhdGUudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSEQoJcmV0cnlhYmxlGAMgASgIEhYKDnJldHJ5X2FmdGVyX21zGAQgASgNEjAKB2RldGFpbHMYBSADKAsyHy5mZWVkZ2F0ZS52MS5FcnJvci5EZXRhaWxzRW50cnkaLgoMRGV0YWlsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqYgoNU3RhcnRQb3NpdGlvbhIZChVTVEFSVF9QT1NJVElPTl9MQVRFU1QQABIbChdTVEFSVF9QT1NJVElPTl9FQVJMSUVTVBABEhkKFVNUQVJUX1BPU0lUSU9OX09GRlNFVBACKooBCgpDaGFuZ2VLaW5kEhsKF0NIQU5HRV9LSU5EX1VOU1BFQ0lGSUVEEAASFwoTQ0hBTkdFX0tJTkRfSU5JVElBTBABEhYKEkNIQU5HRV9LSU5EX0lOU0VSVBACEhYKEkNIQU5HRV9LSU5EX1VQREFURRADEhYKEkNIQU5HRV9LSU5EX0RFTEVURRAEKhsKCU51bGxWYWx1ZRIOCgpOVUxMX1ZBTFVFEAAqiQUKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHgoaRVJST1JfQ09ERV9JTlZBTElEX01FU1NBR0UQARIZChVFUlJPUl9DT0RFX1ZBTElEQVRJT04QAhIeChpFUlJPUl9DT0RFX1VOS05PV05fQ09NTUFORBADEh4KGkVSUk9SX0NPREVfVU5BVVRIRU5USUNBVEVEEAQSIAocRVJST1JfQ09ERV9QRVJNSVNTSU9OX0RFTklFRBAFEhgKFEVSUk9SX0NPREVfTk9UX0ZPVU5EEAYSJQohRVJST1JfQ09ERV9EVVBMSUNBVEVfU1VCU0NSSVBUSU9OEAcSJQohRVJST1JfQ09ERV9TVUJTQ1JJUFRJT05fTk9UX0ZPVU5EEAgSHQoZRVJST1JfQ09ERV9MSU1JVF9FWENFRURFRBAJEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAoSHQoZRVJST1JfQ09ERV9QVUJMSVNIX0ZBSUxFRBALEiEKHUVSUk9SX0NPREVfU09VUkNFX1VOQVZBSUxBQkxFEAwSIQodRVJST1JfQ09ERV9SRVNVTUVfVU5BVkFJTEFCTEUQDRIXChNFUlJPUl9DT0RFX0lOVEVSTkFMEA4SKwonRVJST1JfQ09ERV9VTlNVUFBPUlRFRF9QUk9UT0NPTF9WRVJTSU9OEA8SHAoYRVJST1JfQ09ERV9TTE9XX0NPTlNVTUVSEBASHAoYRVJST1JfQ09ERV9TSFVUVElOR19ET1dOEBESGwoXRVJST1JfQ09ERV9JRExFX1RJTUVPVVQQEhIbChdFUlJPUl9DT0RFX1NPVVJDRV9SRVNFVBATYgZwcm90bzM");
+  fileDesc("ChpmZWVkZ2F0ZS92MS9mZWVkZ2F0ZS5wcm90bxILZmVlZGdhdGUudjEiqgIKB1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIjCgVoZWxsbxgCIAEoCzISLmZlZWRnYXRlLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAMgASgLMhYuZmVlZGdhdGUudjEuU3Vic2NyaWJlSAASLwoLdW5zdWJzY3JpYmUYBCABKAsyGC5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZUgAEicKB3B1Ymxpc2gYBSABKAsyFC5mZWVkZ2F0ZS52MS5QdWJsaXNoSAASIQoEcGluZxgGIAEoCzIRLmZlZWRnYXRlLnYxLlBpbmdIABIxCgxhdXRoZW50aWNhdGUYByABKAsyGS5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVIAEIJCgdjb21tYW5kIkUKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SDQoFdG9rZW4YAiABKAkSEwoLY2xpZW50X25hbWUYAyABKAkiHQoMQXV0aGVudGljYXRlEg0KBXRva2VuGAEgASgJIpUBCglTdWJzY3JpYmUSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEEicKBXRhYmxlGAIgASgLMhYuZmVlZGdhdGUudjEuVGFibGVGZWVkSAASJwoFdG9waWMYAyABKAsyFi5mZWVkZ2F0ZS52MS5Ub3BpY0ZlZWRIABITCgtyZXN1bWVfZnJvbRgEIAEoDEIICgZzb3VyY2UiMwoJVGFibGVGZWVkEg0KBXRhYmxlGAEgASgJEhcKD2luY2x1ZGVfaW5pdGlhbBgCIAEoCCJbCglUb3BpY0ZlZWQSDQoFdG9waWMYASABKAkSKQoFc3RhcnQYAiABKA4yGi5mZWVkZ2F0ZS52MS5TdGFydFBvc2l0aW9uEhQKDHN0YXJ0X29mZnNldBgDIAEoAyImCgtVbnN1YnNjcmliZRIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiswEKB1B1Ymxpc2gSDQoFdG9waWMYASABKAkSDwoHcGF5bG9hZBgCIAEoDBILCgNrZXkYAyABKAkSMgoHaGVhZGVycxgEIAMoCzIhLmZlZWRnYXRlLnYxLlB1Ymxpc2guSGVhZGVyc0VudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIGCgRQaW5nImoKDVNlcnZlck1lc3NhZ2USKQoIcmVzcG9uc2UYASABKAsyFS5mZWVkZ2F0ZS52MS5SZXNwb25zZUgAEiMKBWV2ZW50GAIgASgLMhIuZmVlZGdhdGUudjEuRXZlbnRIAEIJCgdtZXNzYWdlIt0CCghSZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEiMKBWVycm9yGAIgASgLMhIuZmVlZGdhdGUudjEuRXJyb3JIABInCgd3ZWxjb21lGAMgASgLMhQuZmVlZGdhdGUudjEuV2VsY29tZUgAEi0KCnN1YnNjcmliZWQYBCABKAsyFy5mZWVkZ2F0ZS52MS5TdWJzY3JpYmVkSAASMQoMdW5zdWJzY3JpYmVkGAUgASgLMhkuZmVlZGdhdGUudjEuVW5zdWJzY3JpYmVkSAASKwoJcHVibGlzaGVkGAYgASgLMhYuZmVlZGdhdGUudjEuUHVibGlzaGVkSAASIQoEcG9uZxgHIAEoCzIRLmZlZWRnYXRlLnYxLlBvbmdIABIzCg1hdXRoZW50aWNhdGVkGAggASgLMhouZmVlZGdhdGUudjEuQXV0aGVudGljYXRlZEgAQggKBnJlc3VsdCKnAQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEhYKDnNlcnZlcl92ZXJzaW9uGAIgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAyABKA0SIwoGbGltaXRzGAQgASgLMhMuZmVlZGdhdGUudjEuTGltaXRzEjEKDWF1dGhlbnRpY2F0ZWQYBSABKAsyGi5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVkIkcKDUF1dGhlbnRpY2F0ZWQSDAoEdXNlchgBIAEoCRINCgVyb2xlcxgCIAMoCRIZChFleHBpcmVzX2F0X21pY3JvcxgDIAEoAyKIAQoGTGltaXRzEhgKEG1heF9tZXNzYWdlX3NpemUYASABKA0SGAoQcGluZ19pbnRlcnZhbF9tcxgCIAEoDRIXCg9pZGxlX3RpbWVvdXRfbXMYAyABKA0SGQoRbWF4X3N1YnNjcmlwdGlvbnMYBCABKA0SFgoOb3V0Ym91bmRfcXVldWUYBSABKA0iJQoKU3Vic2NyaWJlZBIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiJwoMVW5zdWJzY3JpYmVkEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBCIrCglQdWJsaXNoZWQSDgoGY3Vyc29yGAEgASgMEg4KBm9mZnNldBgCIAEoAyIiCgRQb25nEhoKEnNlcnZlcl90aW1lX21pY3JvcxgBIAEoAyKVAgoFRXZlbnQSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEEg4KBmN1cnNvchgCIAEoDBIoCgZjaGFuZ2UYAyABKAsyFi5mZWVkZ2F0ZS52MS5Sb3dDaGFuZ2VIABIjCgVyZWFkeRgEIAEoCzISLmZlZWRnYXRlLnYxLlJlYWR5SAASLAoHbWVzc2FnZRgFIAEoCzIZLmZlZWRnYXRlLnYxLlRvcGljTWVzc2FnZUgAEjEKBmNsb3NlZBgGIAEoCzIfLmZlZWRnYXRlLnYxLlN1YnNjcmlwdGlvbkNsb3NlZEgAEisKBnN0YXR1cxgHIAEoCzIZLmZlZWRnYXRlLnYxLlNvdXJjZVN0YXR1c0gAQgYKBGJvZHkiRAoMU291cmNlU3RhdHVzEhEKCWF2YWlsYWJsZRgBIAEoCBIhCgVlcnJvchgCIAEoCzISLmZlZWRnYXRlLnYxLkVycm9yIgcKBVJlYWR5IjcKElN1YnNjcmlwdGlvbkNsb3NlZBIhCgVlcnJvchgBIAEoCzISLmZlZWRnYXRlLnYxLkVycm9yIuEBCgxUb3BpY01lc3NhZ2USDQoFdG9waWMYASABKAkSDwoHcGF5bG9hZBgCIAEoDBILCgNrZXkYAyABKAkSNwoHaGVhZGVycxgEIAMoCzImLmZlZWRnYXRlLnYxLlRvcGljTWVzc2FnZS5IZWFkZXJzRW50cnkSGAoQdGltZXN0YW1wX21pY3JvcxgFIAEoAxIRCglwYXJ0aXRpb24YBiABKAUSDgoGb2Zmc2V0GAcgASgDGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItoBCglSb3dDaGFuZ2USJQoEa2luZBgBIAEoDjIXLmZlZWRnYXRlLnYxLkNoYW5nZUtpbmQSDQoFdGFibGUYAiABKAkSHQoDa2V5GAMgASgLMhAuZmVlZGdhdGUudjEuUm93EiEKB25ld19yb3cYBCABKAsyEC5mZWVkZ2F0ZS52MS5Sb3cSIQoHb2xkX3JvdxgFIAEoCzIQLmZlZWRnYXRlLnYxLlJvdxIWCg50cmFuc2FjdGlvbl9pZBgGIAEoBBIaChJjb21taXRfdGltZV9taWNyb3MYByABKAMieQoDUm93Ei4KB2NvbHVtbnMYASADKAsyHS5mZWVkZ2F0ZS52MS5Sb3cuQ29sdW1uc0VudHJ5GkIKDENvbHVtbnNFbnRyeRILCgNrZXkYASABKAkSIQoFdmFsdWUYAiABKAsyEi5mZWVkZ2F0ZS52MS5WYWx1ZToCOAEi/wEKBVZhbHVlEiYKBG51bGwYASABKA4yFi5mZWVkZ2F0ZS52MS5OdWxsVmFsdWVIABIOCgRib29sGAIgASgISAASDQoDaW50GAMgASgDSAASEAoGZG91YmxlGAQgASgBSAASDgoEdGV4dBgFIAEoCUgAEg8KBWJ5dGVzGAYgASgMSAASEQoHbnVtZXJpYxgHIAEoCUgAEhoKEHRpbWVzdGFtcF9taWNyb3MYCCABKANIABIgChZsb2NhbF90aW1lc3RhbXBfbWljcm9zGAkgASgDSAASEwoJZGF0ZV9kYXlzGAogASgFSAASDgoEanNvbhgLIAEoCUgAQgYKBGtpbmQiywEKBUVycm9yEiQKBGNvZGUYASABKA4yFi5mZWVkZ2F0ZS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIRCglyZXRyeWFibGUYAyABKAgSFgoOcmV0cnlfYWZ0ZXJfbXMYBCABKA0SMAoHZGV0YWlscxgFIAMoCzIfLmZlZWRnYXRlLnYxLkVycm9yLkRldGFpbHNFbnRyeRouCgxEZXRhaWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASpiCg1TdGFydFBvc2l0aW9uEhkKFVNUQVJUX1BPU0lUSU9OX0xBVEVTVBAAEhsKF1NUQVJUX1BPU0lUSU9OX0VBUkxJRVNUEAESGQoVU1RBUlRfUE9TSVRJT05fT0ZGU0VUEAIqigEKCkNoYW5nZUtpbmQSGwoXQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIXChNDSEFOR0VfS0lORF9JTklUSUFMEAESFgoSQ0hBTkdFX0tJTkRfSU5TRVJUEAISFgoSQ0hBTkdFX0tJTkRfVVBEQVRFEAMSFgoSQ0hBTkdFX0tJTkRfREVMRVRFEAQqGwoJTnVsbFZhbHVlEg4KCk5VTExfVkFMVUUQACqJBQoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIeChpFUlJPUl9DT0RFX0lOVkFMSURfTUVTU0FHRRABEhkKFUVSUk9SX0NPREVfVkFMSURBVElPThACEh4KGkVSUk9SX0NPREVfVU5LTk9XTl9DT01NQU5EEAMSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBBIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAUSGAoURVJST1JfQ09ERV9OT1RfRk9VTkQQBhIlCiFFUlJPUl9DT0RFX0RVUExJQ0FURV9TVUJTQ1JJUFRJT04QBxIlCiFFUlJPUl9DT0RFX1NVQlNDUklQVElPTl9OT1RfRk9VTkQQCBIdChlFUlJPUl9DT0RFX0xJTUlUX0VYQ0VFREVEEAkSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQChIdChlFUlJPUl9DT0RFX1BVQkxJU0hfRkFJTEVEEAsSIQodRVJST1JfQ09ERV9TT1VSQ0VfVU5BVkFJTEFCTEUQDBIhCh1FUlJPUl9DT0RFX1JFU1VNRV9VTkFWQUlMQUJMRRANEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQDhIrCidFUlJPUl9DT0RFX1VOU1VQUE9SVEVEX1BST1RPQ09MX1ZFUlNJT04QDxIcChhFUlJPUl9DT0RFX1NMT1dfQ09OU1VNRVIQEBIcChhFUlJPUl9DT0RFX1NIVVRUSU5HX0RPV04QERIbChdFUlJPUl9DT0RFX0lETEVfVElNRU9VVBASEhsKF0VSUk9SX0NPREVfU09VUkNFX1JFU0VUEBNiBnByb3RvMw");
 
 /**
  * One command from the client. `request_id` is chosen by the client, must be non-zero, and is
@@ -67,6 +67,12 @@ export type Request = Message<"feedgate.v1.Request"> & {
      */
     value: Ping;
     case: "ping";
+  } | {
+    /**
+     * @generated from field: feedgate.v1.Authenticate authenticate = 7;
+     */
+    value: Authenticate;
+    case: "authenticate";
   } | { case: undefined; value?: undefined };
 };
 
@@ -114,6 +120,27 @@ export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
   messageDesc(file_feedgate_v1_feedgate, 1);
 
 /**
+ * Authenticate with a token, or refresh the connection's token before it expires (same user and
+ * tenant). Answered by `Authenticated`; a bad token gets ERROR_CODE_UNAUTHENTICATED and the
+ * connection keeps what it had. Allowed before authentication, like `Hello` and `Ping`.
+ *
+ * @generated from message feedgate.v1.Authenticate
+ */
+export type Authenticate = Message<"feedgate.v1.Authenticate"> & {
+  /**
+   * @generated from field: string token = 1;
+   */
+  token: string;
+};
+
+/**
+ * Describes the message feedgate.v1.Authenticate.
+ * Use `create(AuthenticateSchema)` to create a new message.
+ */
+export const AuthenticateSchema: GenMessage<Authenticate> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 2);
+
+/**
  * Start a subscription. The client chooses `subscription_id`: non-zero and unique among this
  * connection's active subscriptions, so it can pipeline (send Unsubscribe before Subscribed
  * arrives). Events for it carry the same id.
@@ -157,7 +184,7 @@ export type Subscribe = Message<"feedgate.v1.Subscribe"> & {
  * Use `create(SubscribeSchema)` to create a new message.
  */
 export const SubscribeSchema: GenMessage<Subscribe> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 2);
+  messageDesc(file_feedgate_v1_feedgate, 3);
 
 /**
  * A PostgreSQL table's changes.
@@ -185,7 +212,7 @@ export type TableFeed = Message<"feedgate.v1.TableFeed"> & {
  * Use `create(TableFeedSchema)` to create a new message.
  */
 export const TableFeedSchema: GenMessage<TableFeed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 3);
+  messageDesc(file_feedgate_v1_feedgate, 4);
 
 /**
  * A topic: in-process, or backed by a broker (Kafka, RabbitMQ) per the server's routing rules.
@@ -219,7 +246,7 @@ export type TopicFeed = Message<"feedgate.v1.TopicFeed"> & {
  * Use `create(TopicFeedSchema)` to create a new message.
  */
 export const TopicFeedSchema: GenMessage<TopicFeed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 4);
+  messageDesc(file_feedgate_v1_feedgate, 5);
 
 /**
  * @generated from message feedgate.v1.Unsubscribe
@@ -236,7 +263,7 @@ export type Unsubscribe = Message<"feedgate.v1.Unsubscribe"> & {
  * Use `create(UnsubscribeSchema)` to create a new message.
  */
 export const UnsubscribeSchema: GenMessage<Unsubscribe> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 5);
+  messageDesc(file_feedgate_v1_feedgate, 6);
 
 /**
  * Publish a message to a topic. Answered by `Published` once the topic's backend accepted it.
@@ -278,7 +305,7 @@ export type Publish = Message<"feedgate.v1.Publish"> & {
  * Use `create(PublishSchema)` to create a new message.
  */
 export const PublishSchema: GenMessage<Publish> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 6);
+  messageDesc(file_feedgate_v1_feedgate, 7);
 
 /**
  * @generated from message feedgate.v1.Ping
@@ -291,7 +318,7 @@ export type Ping = Message<"feedgate.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 7);
+  messageDesc(file_feedgate_v1_feedgate, 8);
 
 /**
  * Everything the server sends.
@@ -322,7 +349,7 @@ export type ServerMessage = Message<"feedgate.v1.ServerMessage"> & {
  * Use `create(ServerMessageSchema)` to create a new message.
  */
 export const ServerMessageSchema: GenMessage<ServerMessage> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 8);
+  messageDesc(file_feedgate_v1_feedgate, 9);
 
 /**
  * The answer to one `Request`.
@@ -376,6 +403,12 @@ export type Response = Message<"feedgate.v1.Response"> & {
      */
     value: Pong;
     case: "pong";
+  } | {
+    /**
+     * @generated from field: feedgate.v1.Authenticated authenticated = 8;
+     */
+    value: Authenticated;
+    case: "authenticated";
   } | { case: undefined; value?: undefined };
 };
 
@@ -384,7 +417,7 @@ export type Response = Message<"feedgate.v1.Response"> & {
  * Use `create(ResponseSchema)` to create a new message.
  */
 export const ResponseSchema: GenMessage<Response> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 9);
+  messageDesc(file_feedgate_v1_feedgate, 10);
 
 /**
  * @generated from message feedgate.v1.Welcome
@@ -417,6 +450,13 @@ export type Welcome = Message<"feedgate.v1.Welcome"> & {
    * @generated from field: feedgate.v1.Limits limits = 4;
    */
   limits?: Limits | undefined;
+
+  /**
+   * Who the connection acts as, once it has authenticated (or anonymous access made it so).
+   *
+   * @generated from field: feedgate.v1.Authenticated authenticated = 5;
+   */
+  authenticated?: Authenticated | undefined;
 };
 
 /**
@@ -424,7 +464,43 @@ export type Welcome = Message<"feedgate.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 10);
+  messageDesc(file_feedgate_v1_feedgate, 11);
+
+/**
+ * Who the connection acts as, and until when.
+ *
+ * @generated from message feedgate.v1.Authenticated
+ */
+export type Authenticated = Message<"feedgate.v1.Authenticated"> & {
+  /**
+   * The user claim (`sub` by default); empty for anonymous connections.
+   *
+   * @generated from field: string user = 1;
+   */
+  user: string;
+
+  /**
+   * The roles the token grants (`anonymous` for anonymous connections).
+   *
+   * @generated from field: repeated string roles = 2;
+   */
+  roles: string[];
+
+  /**
+   * When the token expires, microseconds since the Unix epoch; 0 when it does not. The server
+   * closes the connection (4001) at that time unless `Authenticate` brought a newer token.
+   *
+   * @generated from field: int64 expires_at_micros = 3;
+   */
+  expiresAtMicros: bigint;
+};
+
+/**
+ * Describes the message feedgate.v1.Authenticated.
+ * Use `create(AuthenticatedSchema)` to create a new message.
+ */
+export const AuthenticatedSchema: GenMessage<Authenticated> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 12);
 
 /**
  * @generated from message feedgate.v1.Limits
@@ -471,7 +547,7 @@ export type Limits = Message<"feedgate.v1.Limits"> & {
  * Use `create(LimitsSchema)` to create a new message.
  */
 export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 11);
+  messageDesc(file_feedgate_v1_feedgate, 13);
 
 /**
  * @generated from message feedgate.v1.Subscribed
@@ -488,7 +564,7 @@ export type Subscribed = Message<"feedgate.v1.Subscribed"> & {
  * Use `create(SubscribedSchema)` to create a new message.
  */
 export const SubscribedSchema: GenMessage<Subscribed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 12);
+  messageDesc(file_feedgate_v1_feedgate, 14);
 
 /**
  * @generated from message feedgate.v1.Unsubscribed
@@ -505,7 +581,7 @@ export type Unsubscribed = Message<"feedgate.v1.Unsubscribed"> & {
  * Use `create(UnsubscribedSchema)` to create a new message.
  */
 export const UnsubscribedSchema: GenMessage<Unsubscribed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 13);
+  messageDesc(file_feedgate_v1_feedgate, 15);
 
 /**
  * @generated from message feedgate.v1.Published
@@ -531,7 +607,7 @@ export type Published = Message<"feedgate.v1.Published"> & {
  * Use `create(PublishedSchema)` to create a new message.
  */
 export const PublishedSchema: GenMessage<Published> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 14);
+  messageDesc(file_feedgate_v1_feedgate, 16);
 
 /**
  * @generated from message feedgate.v1.Pong
@@ -550,7 +626,7 @@ export type Pong = Message<"feedgate.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 15);
+  messageDesc(file_feedgate_v1_feedgate, 17);
 
 /**
  * Something that happened on a subscription.
@@ -612,7 +688,7 @@ export type Event = Message<"feedgate.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 16);
+  messageDesc(file_feedgate_v1_feedgate, 18);
 
 /**
  * The subscription's source became unavailable (the database is unreachable) or available again.
@@ -640,7 +716,7 @@ export type SourceStatus = Message<"feedgate.v1.SourceStatus"> & {
  * Use `create(SourceStatusSchema)` to create a new message.
  */
 export const SourceStatusSchema: GenMessage<SourceStatus> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 17);
+  messageDesc(file_feedgate_v1_feedgate, 19);
 
 /**
  * The initial state is complete; live events follow. Sent once for every subscription, right
@@ -656,7 +732,7 @@ export type Ready = Message<"feedgate.v1.Ready"> & {
  * Use `create(ReadySchema)` to create a new message.
  */
 export const ReadySchema: GenMessage<Ready> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 18);
+  messageDesc(file_feedgate_v1_feedgate, 20);
 
 /**
  * The server ended the subscription; no event for it follows. The id may be reused.
@@ -675,7 +751,7 @@ export type SubscriptionClosed = Message<"feedgate.v1.SubscriptionClosed"> & {
  * Use `create(SubscriptionClosedSchema)` to create a new message.
  */
 export const SubscriptionClosedSchema: GenMessage<SubscriptionClosed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 19);
+  messageDesc(file_feedgate_v1_feedgate, 21);
 
 /**
  * A message on a topic.
@@ -730,7 +806,7 @@ export type TopicMessage = Message<"feedgate.v1.TopicMessage"> & {
  * Use `create(TopicMessageSchema)` to create a new message.
  */
 export const TopicMessageSchema: GenMessage<TopicMessage> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 20);
+  messageDesc(file_feedgate_v1_feedgate, 22);
 
 /**
  * One row-level change of a PostgreSQL table.
@@ -791,7 +867,7 @@ export type RowChange = Message<"feedgate.v1.RowChange"> & {
  * Use `create(RowChangeSchema)` to create a new message.
  */
 export const RowChangeSchema: GenMessage<RowChange> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 21);
+  messageDesc(file_feedgate_v1_feedgate, 23);
 
 /**
  * @generated from message feedgate.v1.Row
@@ -808,7 +884,7 @@ export type Row = Message<"feedgate.v1.Row"> & {
  * Use `create(RowSchema)` to create a new message.
  */
 export const RowSchema: GenMessage<Row> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 22);
+  messageDesc(file_feedgate_v1_feedgate, 24);
 
 /**
  * A column value that loses nothing.
@@ -912,7 +988,7 @@ export type Value = Message<"feedgate.v1.Value"> & {
  * Use `create(ValueSchema)` to create a new message.
  */
 export const ValueSchema: GenMessage<Value> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 23);
+  messageDesc(file_feedgate_v1_feedgate, 25);
 
 /**
  * A coded error. `code` is what programs branch on; `message` is for people.
@@ -957,7 +1033,7 @@ export type Error = Message<"feedgate.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 24);
+  messageDesc(file_feedgate_v1_feedgate, 26);
 
 /**
  * @generated from enum feedgate.v1.StartPosition

@@ -1,0 +1,330 @@
+//! May this principal do that: declarative grants from the configuration file, checked before a
+//! subscribe or publish reaches a source. Pure: no I/O.
+//!
+//! A rule grants, to the principals holding one of its `roles`, `subscribe` on topic patterns and
+//! table patterns and `publish` on topic patterns. Topic patterns use the routing syntax (`*` one
+//! segment, `#` zero or more); table patterns are `schema.table` where `*` stands for any schema
+//! or any table. Patterns may contain claim placeholders, `{sub}` or `{claims.tenant_id}`, filled
+//! from the principal's token; a claim that is missing, not a string or number, or that contains
+//! `.`, `*`, `#`, `>` or whitespace fills nothing, and the pattern then grants nothing (so a
+//! crafted claim cannot widen a grant).
+//!
+//! Without any rule every principal may do everything (a server with no rules is an open one,
+//! and says so at start-up); with rules, what no rule grants is denied. Role `*` matches every
+//! principal, anonymous ones included; anonymous principals hold the role `anonymous`.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::Principal;
+use crate::broker::route::matches_segments;
+use crate::protocol::{Code, Failure};
+
+/// One grant.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Roles (from the token's roles claim) this rule applies to; `*` for everyone.
+    pub roles: Vec<String>,
+    /// Topic patterns these roles may subscribe to.
+    #[serde(default)]
+    pub subscribe_topics: Vec<String>,
+    /// Topic patterns these roles may publish to.
+    #[serde(default)]
+    pub publish_topics: Vec<String>,
+    /// Table patterns (`schema.table`, `*` for any part) these roles may subscribe to.
+    #[serde(default)]
+    pub subscribe_tables: Vec<String>,
+}
+
+/// What is being asked for.
+#[derive(Debug, Clone, Copy)]
+pub enum Action<'a> {
+    /// Subscribe to a topic (or, where the backend allows it, a topic pattern).
+    SubscribeTopic(&'a str),
+    /// Publish to a topic.
+    PublishTopic(&'a str),
+    /// Subscribe to a table, named by its schema and table name as PostgreSQL stores them
+    /// (resolved by the database: never the client's spelling).
+    SubscribeTable {
+        /// The schema.
+        schema: &'a str,
+        /// The table.
+        table: &'a str,
+    },
+}
+
+/// The configured rules.
+#[derive(Debug, Clone, Default)]
+pub struct Permissions {
+    rules: Vec<Rule>,
+}
+
+impl Permissions {
+    /// Wraps the configured rules.
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self { rules }
+    }
+
+    /// Whether any rule is configured (without rules everything is allowed).
+    pub fn is_open(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// `Ok` when a rule grants `action` to `principal`; otherwise `PERMISSION_DENIED` naming
+    /// what was denied.
+    pub fn check(&self, principal: &Principal, action: Action<'_>) -> Result<(), Failure> {
+        if self.is_open()
+            || self
+                .rules
+                .iter()
+                .any(|rule| grants(rule, principal, action))
+        {
+            return Ok(());
+        }
+        let (verb, kind, name) = match action {
+            Action::SubscribeTopic(topic) => ("subscribe to", "topic", topic.to_string()),
+            Action::PublishTopic(topic) => ("publish to", "topic", topic.to_string()),
+            Action::SubscribeTable { schema, table } => {
+                ("subscribe to", "table", format!("{schema}.{table}"))
+            }
+        };
+        let who = principal.user.as_deref().unwrap_or("anonymous");
+        Err(Failure::new(
+            Code::PermissionDenied,
+            format!("{who} may not {verb} {kind} {name}"),
+        )
+        .detail(kind, name))
+    }
+}
+
+fn grants(rule: &Rule, principal: &Principal, action: Action<'_>) -> bool {
+    let applies = rule
+        .roles
+        .iter()
+        .any(|role| role == "*" || principal.roles.iter().any(|r| r == role));
+    if !applies {
+        return false;
+    }
+    let filled = |pattern: &String| fill(pattern, principal);
+    match action {
+        Action::SubscribeTopic(topic) => rule
+            .subscribe_topics
+            .iter()
+            .filter_map(filled)
+            .any(|p| covers(&p, topic)),
+        Action::PublishTopic(topic) => rule
+            .publish_topics
+            .iter()
+            .filter_map(filled)
+            .any(|p| covers(&p, topic)),
+        Action::SubscribeTable { schema, table } => rule
+            .subscribe_tables
+            .iter()
+            .filter_map(filled)
+            .any(|p| table_matches(&p, schema, table)),
+    }
+}
+
+/// The pattern with its placeholders filled from the principal's claims; `None` when one cannot
+/// be filled safely.
+fn fill(pattern: &str, principal: &Principal) -> Option<String> {
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}')? + open;
+        let name = &rest[open + 1..close];
+        let name = name.strip_prefix("claims.").unwrap_or(name);
+        let value = match principal.claim(name)? {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        let unsafe_char =
+            |c: char| matches!(c, '.' | '*' | '#' | '>' | '{' | '}') || c.is_whitespace();
+        if value.is_empty() || value.contains(unsafe_char) {
+            return None;
+        }
+        out.push_str(&value);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Whether every topic `requested` names (itself, or all it matches when it is a pattern) is
+/// matched by `pattern`.
+fn covers(pattern: &str, requested: &str) -> bool {
+    let pattern: Vec<&str> = pattern.split('.').collect();
+    let requested: Vec<&str> = requested.split('.').collect();
+    if !requested.iter().any(|s| *s == "*" || *s == "#") {
+        return matches_segments(&pattern, &requested);
+    }
+    covers_segments(&pattern, &requested)
+}
+
+fn covers_segments(pattern: &[&str], requested: &[&str]) -> bool {
+    match (pattern.split_first(), requested.split_first()) {
+        (None, None) => true,
+        (Some((&"#", rest)), _) => {
+            covers_segments(rest, requested)
+                || (!requested.is_empty() && covers_segments(pattern, &requested[1..]))
+        }
+        // A requested `#` matches any number of segments: only a pattern `#` covers that.
+        (_, Some((&"#", _))) | (None, Some(_)) | (Some(_), None) => false,
+        (Some((&p, p_rest)), Some((&r, r_rest))) => {
+            (p == "*" || p == r) && covers_segments(p_rest, r_rest)
+        }
+    }
+}
+
+fn table_matches(pattern: &str, schema: &str, table: &str) -> bool {
+    let Some((p_schema, p_table)) = pattern.split_once('.') else {
+        return false;
+    };
+    (p_schema == "*" || p_schema == schema) && (p_table == "*" || p_table == table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn principal(claims: Value) -> Principal {
+        let claims = claims.as_object().expect("object").clone();
+        Principal {
+            user: claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            tenant: None,
+            roles: claims["roles"]
+                .as_array()
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            claims,
+            expires_at: None,
+        }
+    }
+
+    fn seeds() -> Permissions {
+        let rules: Vec<Rule> = toml::from_str::<toml::Table>(
+            r##"
+            [[r]]
+            roles = ["*"]
+            subscribe_topics = ["public.#"]
+            [[r]]
+            roles = ["user"]
+            subscribe_topics = ["user.{sub}.#"]
+            publish_topics = ["user.{sub}.#"]
+            subscribe_tables = ["public.products", "tenant_{claims.tenant_id}.*"]
+            [[r]]
+            roles = ["admin"]
+            subscribe_topics = ["#"]
+            publish_topics = ["#"]
+            subscribe_tables = ["*.*"]
+            "##,
+        )
+        .expect("toml")["r"]
+            .clone()
+            .try_into()
+            .expect("rules");
+        Permissions::new(rules)
+    }
+
+    #[test]
+    fn users_own_their_topics_and_everyone_reads_public_ones() {
+        let p = seeds();
+        let alice = principal(json!({"sub": "alice", "roles": ["user"], "tenant_id": 7}));
+        let anon = Principal::anonymous();
+        assert!(p
+            .check(&alice, Action::SubscribeTopic("user.alice.inbox"))
+            .is_ok());
+        assert!(p.check(&alice, Action::PublishTopic("user.alice")).is_ok());
+        assert!(p
+            .check(&alice, Action::SubscribeTopic("user.bob.inbox"))
+            .is_err());
+        assert!(p
+            .check(&alice, Action::PublishTopic("public.news"))
+            .is_err());
+        assert!(p
+            .check(&anon, Action::SubscribeTopic("public.news"))
+            .is_ok());
+        assert!(p
+            .check(&anon, Action::SubscribeTopic("user.alice.inbox"))
+            .is_err());
+        let denied = p
+            .check(&alice, Action::SubscribeTopic("user.bob.inbox"))
+            .expect_err("denied");
+        assert_eq!(denied.code, Code::PermissionDenied);
+        assert!(
+            denied.message.contains("user.bob.inbox"),
+            "{}",
+            denied.message
+        );
+    }
+
+    #[test]
+    fn wildcard_requests_need_a_pattern_that_covers_them() {
+        let p = seeds();
+        let alice = principal(json!({"sub": "alice", "roles": ["user"]}));
+        assert!(p
+            .check(&alice, Action::SubscribeTopic("user.alice.*"))
+            .is_ok());
+        assert!(p
+            .check(&alice, Action::SubscribeTopic("user.alice.#"))
+            .is_ok());
+        assert!(p
+            .check(&alice, Action::SubscribeTopic("user.*.inbox"))
+            .is_err());
+        assert!(p.check(&alice, Action::SubscribeTopic("user.#")).is_err());
+        assert!(p.check(&alice, Action::SubscribeTopic("#")).is_err());
+        let admin = principal(json!({"sub": "root", "roles": ["admin"]}));
+        assert!(p.check(&admin, Action::SubscribeTopic("#")).is_ok());
+    }
+
+    #[test]
+    fn crafted_claims_fill_nothing() {
+        let p = seeds();
+        for sub in ["*", "#", "a.b", "", "x y", "{sub}"] {
+            let mallory = principal(json!({"sub": sub, "roles": ["user"]}));
+            assert!(
+                p.check(&mallory, Action::SubscribeTopic(&format!("user.{sub}.x")))
+                    .is_err(),
+                "{sub:?}"
+            );
+            assert!(
+                p.check(&mallory, Action::SubscribeTopic("user.bob.x"))
+                    .is_err(),
+                "{sub:?}"
+            );
+        }
+        let no_sub = principal(json!({"roles": ["user"]}));
+        assert!(p.check(&no_sub, Action::SubscribeTopic("user..x")).is_err());
+    }
+
+    #[test]
+    fn tables_match_their_stored_names() {
+        let p = seeds();
+        let t7 = principal(json!({"sub": "a", "roles": ["user"], "tenant_id": 7}));
+        let table = |schema, table| Action::SubscribeTable { schema, table };
+        assert!(p.check(&t7, table("public", "products")).is_ok());
+        assert!(p.check(&t7, table("tenant_7", "orders")).is_ok());
+        assert!(p.check(&t7, table("tenant_8", "orders")).is_err());
+        assert!(p.check(&t7, table("public", "Products")).is_err());
+        assert!(p.check(&t7, table("public", "orders")).is_err());
+    }
+
+    #[test]
+    fn no_rules_means_open() {
+        let open = Permissions::default();
+        assert!(open
+            .check(&Principal::anonymous(), Action::PublishTopic("anything"))
+            .is_ok());
+    }
+}
