@@ -148,26 +148,20 @@ impl Authenticator {
                 key: DecodingKey::from_secret(secret.as_bytes()),
             });
         }
-        for path in &config.rs256_public_keys {
-            let pem = read(path, "auth.rs256_public_keys")?;
-            let key = DecodingKey::from_rsa_pem(&pem)
-                .map_err(|e| key_error("auth.rs256_public_keys", path, &e))?;
-            keys.push(Key {
-                kid: None,
-                algorithm: Algorithm::RS256,
-                key,
-            });
-        }
-        for path in &config.es256_public_keys {
-            let pem = read(path, "auth.es256_public_keys")?;
-            let key = DecodingKey::from_ec_pem(&pem)
-                .map_err(|e| key_error("auth.es256_public_keys", path, &e))?;
-            keys.push(Key {
-                kid: None,
-                algorithm: Algorithm::ES256,
-                key,
-            });
-        }
+        let rsa = |pem: &[u8]| DecodingKey::from_rsa_pem(pem);
+        let ec = |pem: &[u8]| DecodingKey::from_ec_pem(pem);
+        keys.extend(pem_keys(
+            &config.rs256_public_keys,
+            "auth.rs256_public_keys",
+            Algorithm::RS256,
+            rsa,
+        )?);
+        keys.extend(pem_keys(
+            &config.es256_public_keys,
+            "auth.es256_public_keys",
+            Algorithm::ES256,
+            ec,
+        )?);
         if let Some(path) = &config.jwks_file {
             keys.extend(jwks(path)?);
         }
@@ -377,6 +371,26 @@ fn key_error(setting: &'static str, path: &Path, err: &dyn std::fmt::Display) ->
         what: path.display().to_string(),
         reason: err.to_string(),
     }
+}
+
+/// PEM public keys from `paths`, each pinned to `algorithm`.
+fn pem_keys(
+    paths: &[std::path::PathBuf],
+    setting: &'static str,
+    algorithm: Algorithm,
+    parse: impl Fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>,
+) -> Result<Vec<Key>, AuthError> {
+    paths
+        .iter()
+        .map(|path| {
+            let key = parse(&read(path, setting)?).map_err(|e| key_error(setting, path, &e))?;
+            Ok(Key {
+                kid: None,
+                algorithm,
+                key,
+            })
+        })
+        .collect()
 }
 
 /// The keys of a JWKS file, each pinned to its `alg`, or to RS256 (RSA) / ES256 (P-256) when
