@@ -273,6 +273,32 @@ async fn an_expiring_token_ends_the_session_unless_refreshed() {
 }
 
 #[tokio::test]
+async fn a_token_expiring_at_the_end_of_time_is_served_without_overflow() {
+    // exp = u64::MAX is a valid NumericDate; the expiry deadline and Welcome's microseconds
+    // must saturate, not overflow.
+    let server = start_with(auth_config()).await;
+    let mut forever = claims("methuselah");
+    forever["exp"] = json!(u64::MAX);
+    let mut client = Client::connect(server.local_addr()).await;
+    let response = client
+        .request(hello(&sign(Algorithm::ES256, None, &forever)))
+        .await;
+    let Some(pb::response::Result::Welcome(welcome)) = response.result else {
+        panic!("expected Welcome, got {response:?}");
+    };
+    assert_eq!(
+        welcome.authenticated.expect("who").expires_at_micros,
+        i64::MAX
+    );
+    client.subscribe_topic(1, "t").await;
+    assert!(matches!(
+        client.request(ping()).await.result,
+        Some(pb::response::Result::Pong(_))
+    ));
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
 async fn anonymous_access_is_explicit() {
     // test_config() allows it: no token needed, and Welcome says who the connection is.
     let server = start_with(test_config()).await;

@@ -98,7 +98,7 @@ impl Principal {
 
     /// How long until the token expires (plus `leeway`), if it does.
     pub fn remaining(&self, leeway: Duration) -> Option<Duration> {
-        let expires = Duration::from_secs(self.expires_at?) + leeway;
+        let expires = Duration::from_secs(self.expires_at?).saturating_add(leeway);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();

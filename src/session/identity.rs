@@ -62,12 +62,9 @@ impl Identity {
         principal: Principal,
     ) -> Result<Self, Failure> {
         let slot = limits.identify(&principal)?;
-        let expires = principal
-            .remaining(auth.leeway())
-            .map(|left| Instant::now() + left);
         Ok(Self::Known {
+            expires: expiry(auth, &principal),
             principal,
-            expires,
             _slot: slot,
         })
     }
@@ -123,9 +120,7 @@ impl Identity {
                         "a refreshed token must name the connection's user and tenant",
                     ));
                 }
-                *expires = principal
-                    .remaining(auth.leeway())
-                    .map(|left| Instant::now() + left);
+                *expires = expiry(auth, &principal);
                 *held = principal;
             }
             Self::Pending { .. } => *self = Self::known(auth, limits, principal)?,
@@ -140,10 +135,19 @@ impl Identity {
             user: principal.user.clone().unwrap_or_default(),
             roles: principal.roles.clone(),
             expires_at_micros: principal.expires_at.map_or(0, |s| {
-                i64::try_from(s).unwrap_or(i64::MAX / 1_000_000) * 1_000_000
+                i64::try_from(s)
+                    .ok()
+                    .and_then(|s| s.checked_mul(1_000_000))
+                    .unwrap_or(i64::MAX)
             }),
         })
     }
+}
+
+/// When the principal's token expires (plus leeway) on the monotonic clock; `None` when it does
+/// not, or so far ahead that the clock cannot represent it.
+fn expiry(auth: &Authenticator, principal: &Principal) -> Option<Instant> {
+    Instant::now().checked_add(principal.remaining(auth.leeway())?)
 }
 
 fn anonymous_info() -> AuthInfo {
