@@ -72,6 +72,8 @@ pub struct Server {
 impl Server {
     /// Binds the listen address and starts serving in the background.
     pub async fn start(config: Config) -> Result<Self, AppError> {
+        // Key files first: a bad one stops start-up before the port is taken.
+        let auth = Authenticator::new(&config.auth)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| AppError::Bind {
@@ -79,7 +81,6 @@ impl Server {
                 source,
             })?;
         let local_addr = listener.local_addr()?;
-        let auth = Authenticator::new(&config.auth)?;
         let shutdown = CancellationToken::new();
         let background = TaskTracker::new();
         let tables = match &config.database_url {

@@ -106,23 +106,22 @@ fn grants(rule: &Rule, principal: &Principal, action: Action<'_>) -> bool {
     if !applies {
         return false;
     }
-    let filled = |pattern: &String| fill(pattern, principal);
+    let patterns = match action {
+        Action::SubscribeTopic(_) => &rule.subscribe_topics,
+        Action::PublishTopic(_) => &rule.publish_topics,
+        Action::SubscribeTable { .. } => &rule.subscribe_tables,
+    };
+    patterns
+        .iter()
+        .filter_map(|pattern| fill(pattern, principal))
+        .any(|pattern| matches_action(&pattern, action))
+}
+
+/// Whether a filled pattern of the action's kind covers what the action names.
+fn matches_action(pattern: &str, action: Action<'_>) -> bool {
     match action {
-        Action::SubscribeTopic(topic) => rule
-            .subscribe_topics
-            .iter()
-            .filter_map(filled)
-            .any(|p| covers(&p, topic)),
-        Action::PublishTopic(topic) => rule
-            .publish_topics
-            .iter()
-            .filter_map(filled)
-            .any(|p| covers(&p, topic)),
-        Action::SubscribeTable { schema, table } => rule
-            .subscribe_tables
-            .iter()
-            .filter_map(filled)
-            .any(|p| table_matches(&p, schema, table)),
+        Action::SubscribeTopic(topic) | Action::PublishTopic(topic) => covers(pattern, topic),
+        Action::SubscribeTable { schema, table } => table_matches(pattern, schema, table),
     }
 }
 

@@ -226,13 +226,16 @@ impl Session {
         result
     }
 
+    /// The connection's principal (`dispatch` lets no other request through before there is one).
+    fn principal(&self) -> Result<&crate::auth::Principal, Failure> {
+        self.identity
+            .principal()
+            .ok_or_else(|| Failure::new(Code::Unauthenticated, "authenticate first"))
+    }
+
     /// Whether the connection's principal may do `action`.
     fn permit(&self, action: Action<'_>) -> Result<(), Failure> {
-        let principal = self
-            .identity
-            .principal()
-            .ok_or_else(|| Failure::new(Code::Unauthenticated, "authenticate first"))?;
-        self.ctx.permissions.check(principal, action)
+        self.ctx.permissions.check(self.principal()?, action)
     }
 
     async fn subscribe(&mut self, request_id: u64, subscribe: Subscribe) -> Result<(), Failure> {
@@ -274,11 +277,7 @@ impl Session {
                 table,
                 include_initial,
             } => {
-                let principal = self
-                    .identity
-                    .principal()
-                    .cloned()
-                    .ok_or_else(|| Failure::new(Code::Unauthenticated, "authenticate first"))?;
+                let principal = self.principal()?.clone();
                 let permissions = self.ctx.permissions.clone();
                 let authorize = move |schema: &str, table: &str| {
                     permissions.check(&principal, Action::SubscribeTable { schema, table })

@@ -108,6 +108,7 @@ impl Identity {
         token: &str,
     ) -> Result<AuthInfo, Failure> {
         let principal = auth.verify(token)?;
+        let info = info_of(&principal);
         match self {
             Self::Known {
                 principal: held,
@@ -125,22 +126,26 @@ impl Identity {
             }
             Self::Pending { .. } => *self = Self::known(auth, limits, principal)?,
         }
-        Ok(self.info().unwrap_or_else(anonymous_info))
+        Ok(info)
     }
 
-    /// What `Welcome` and `Authenticated` say about the identity.
+    /// What `Welcome` says about the identity, once known.
     pub(super) fn info(&self) -> Option<AuthInfo> {
-        let principal = self.principal()?;
-        Some(AuthInfo {
-            user: principal.user.clone().unwrap_or_default(),
-            roles: principal.roles.clone(),
-            expires_at_micros: principal.expires_at.map_or(0, |s| {
-                i64::try_from(s)
-                    .ok()
-                    .and_then(|s| s.checked_mul(1_000_000))
-                    .unwrap_or(i64::MAX)
-            }),
-        })
+        self.principal().map(info_of)
+    }
+}
+
+/// What `Welcome` and `Authenticated` say about a principal.
+fn info_of(principal: &Principal) -> AuthInfo {
+    AuthInfo {
+        user: principal.user.clone().unwrap_or_default(),
+        roles: principal.roles.clone(),
+        expires_at_micros: principal.expires_at.map_or(0, |s| {
+            i64::try_from(s)
+                .ok()
+                .and_then(|s| s.checked_mul(1_000_000))
+                .unwrap_or(i64::MAX)
+        }),
     }
 }
 
@@ -148,12 +153,4 @@ impl Identity {
 /// not, or so far ahead that the clock cannot represent it.
 fn expiry(auth: &Authenticator, principal: &Principal) -> Option<Instant> {
     Instant::now().checked_add(principal.remaining(auth.leeway())?)
-}
-
-fn anonymous_info() -> AuthInfo {
-    AuthInfo {
-        user: String::new(),
-        roles: vec!["anonymous".into()],
-        expires_at_micros: 0,
-    }
 }
