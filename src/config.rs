@@ -564,6 +564,17 @@ impl Config {
                     format!("{bad:?} is not schema.table (use * for any part)"),
                 );
             }
+            if let Some(filter) = &rule.row_filter {
+                if rule.subscribe_tables.is_empty() {
+                    return invalid(
+                        "permissions.row_filter",
+                        "a row filter needs subscribe_tables to apply to".into(),
+                    );
+                }
+                if let Err(err) = crate::auth::row_filter::FilterTemplate::parse(filter) {
+                    return invalid("permissions.row_filter", format!("{filter:?}: {err}"));
+                }
+            }
         }
         Ok(())
     }
@@ -704,5 +715,30 @@ mod tests {
             err.to_string().contains("websocket.max_frame_size"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn row_filters_are_checked_at_start_up() {
+        let load = |rule: &str| {
+            let f = file(&format!(
+                "[auth]\nanonymous = true\n[[permissions]]\n{rule}\n"
+            ));
+            let overrides = Overrides {
+                config: Some(f.path().to_owned()),
+                ..Default::default()
+            };
+            Config::load(&overrides)
+        };
+        let ok = "roles = [\"user\"]\nsubscribe_tables = [\"public.orders\"]\n\
+                  row_filter = \"tenant_id = {claims.tenant_id}\"";
+        assert!(load(ok).is_ok());
+        let bad = "roles = [\"user\"]\nsubscribe_tables = [\"public.orders\"]\n\
+                   row_filter = \"tenant_id == 1\"";
+        let err = load(bad).expect_err("bad filter");
+        assert!(err.to_string().contains("permissions.row_filter"), "{err}");
+        assert!(err.to_string().contains("at byte 11"), "{err}");
+        let alone = "roles = [\"user\"]\nrow_filter = \"tenant_id = 1\"";
+        let err = load(alone).expect_err("filter without tables");
+        assert!(err.to_string().contains("subscribe_tables"), "{err}");
     }
 }

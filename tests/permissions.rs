@@ -9,7 +9,7 @@ use feedgate::config::Config;
 use feedgate::protocol::pb;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
-use support::db::{config_for, table_feed, wait_connected, TestDb};
+use support::db::{columns, config_for, table_feed, wait_connected, TestDb, View};
 use support::tokens::{auth_config, claims, hello, sign};
 use support::{start_with, stats, Client, ErrorCode};
 
@@ -20,6 +20,7 @@ fn rule(roles: &[&str], subscribe: &[&str], publish: &[&str], tables: &[&str]) -
         subscribe_topics: strings(subscribe),
         publish_topics: strings(publish),
         subscribe_tables: strings(tables),
+        row_filter: None,
     }
 }
 
@@ -40,6 +41,10 @@ fn seeds(mut config: Config) -> Config {
 async fn login(client: &mut Client, sub: &str, roles: &[&str]) {
     let mut claims = claims(sub);
     claims["roles"] = json!(roles);
+    login_with(client, claims).await;
+}
+
+async fn login_with(client: &mut Client, claims: serde_json::Value) {
     let response = client
         .request(hello(&sign(Algorithm::HS256, None, &claims)))
         .await;
@@ -199,6 +204,186 @@ async fn table_grants_apply_to_the_table_the_database_resolves() {
     }
     // Nothing of the secret table reached alice: the next message is the answer to a ping.
     let response = alice.request(support::tokens::ping()).await;
+    assert!(matches!(
+        response.result,
+        Some(pb::response::Result::Pong(_))
+    ));
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}
+
+/// Reads a table subscription's events until the initial rows' `Ready`, applying them to a
+/// strict view; returns every change seen.
+async fn initial(client: &mut Client, view: &mut View) -> Vec<pb::RowChange> {
+    let mut seen = Vec::new();
+    loop {
+        match client.recv_event().await.body {
+            Some(pb::event::Body::Change(change)) => {
+                view.apply(&change).expect("a consistent change");
+                seen.push(change);
+            }
+            Some(pb::event::Body::Ready(_)) => return seen,
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+}
+
+/// Reads changes until one inserts the row with id `marker`.
+async fn until_marker(client: &mut Client, view: &mut View, marker: i64) -> Vec<pb::RowChange> {
+    let mut seen = Vec::new();
+    loop {
+        let Some(pb::event::Body::Change(change)) = client.recv_event().await.body else {
+            panic!("expected a change");
+        };
+        view.apply(&change).expect("a consistent change");
+        let done = columns(&change.new_row).get("id") == Some(&marker.to_string());
+        seen.push(change);
+        if done {
+            return seen;
+        }
+    }
+}
+
+/// The ids in a view, sorted.
+fn ids(view: &View) -> Vec<i64> {
+    let mut ids: Vec<i64> = view
+        .rows
+        .values()
+        .map(|row| row["id"].parse().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn a_tenant_sees_only_its_rows_including_deletes_and_moves() {
+    let db = TestDb::new().await;
+    db.execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, tenant_id int NOT NULL, item text); \
+         INSERT INTO orders VALUES (1, 1, 'a1'), (2, 1, 'a2'), (3, 2, 'b3'), (4, 2, 'b4');",
+    )
+    .await;
+    let mut config = config_for(&db);
+    config.auth = auth_config().auth;
+    let mut tenants = rule(&["user"], &[], &[], &["public.orders"]);
+    tenants.row_filter = Some("tenant_id = {claims.tenant_id}".into());
+    config.permissions = vec![tenants, rule(&["admin"], &[], &[], &["*.*"])];
+    let server = start_with(config).await;
+    wait_connected(server.local_addr()).await;
+    db.execute("SELECT feedgate.watch('public.orders');").await;
+    let addr = server.local_addr();
+
+    let subscribe = |claims: serde_json::Value| async move {
+        let mut client = Client::connect(addr).await;
+        login_with(&mut client, claims).await;
+        client
+    };
+    let tenant = |sub: &str, tenant: serde_json::Value| {
+        let mut c = claims(sub);
+        c["tenant_id"] = tenant;
+        c
+    };
+    // A string claim compares with the integer column; so does a number.
+    let mut alice = subscribe(tenant("alice", json!("1"))).await;
+    let mut bob = subscribe(tenant("bob", json!(2))).await;
+    // A claim crafted like SQL is a value, never syntax.
+    let mut mallory = subscribe(tenant("mallory", json!("1 or 1=1"))).await;
+    let mut admin = subscribe({
+        let mut c = claims("root");
+        c["roles"] = json!(["admin"]);
+        c
+    })
+    .await;
+    // Without the claim the filter needs, the rule grants nothing.
+    let mut carol = subscribe(claims("carol")).await;
+    let error = carol
+        .expect_error(table_feed(1, "orders", true), ErrorCode::PermissionDenied)
+        .await;
+    assert!(error.message.contains("tenant_id"), "{}", error.message);
+
+    let mut views: Vec<View> = (0..4).map(|_| View::default()).collect();
+    let clients = [&mut alice, &mut bob, &mut mallory, &mut admin];
+    let mut seen: Vec<Vec<pb::RowChange>> = Vec::new();
+    for (client, view) in clients.into_iter().zip(views.iter_mut()) {
+        let response = client.request(table_feed(1, "orders", true)).await;
+        assert!(
+            matches!(response.result, Some(pb::response::Result::Subscribed(_))),
+            "{response:?}"
+        );
+        seen.push(initial(client, view).await);
+    }
+    assert_eq!(ids(&views[0]), [1, 2]);
+    assert_eq!(ids(&views[1]), [3, 4]);
+    assert!(ids(&views[2]).is_empty());
+    assert_eq!(ids(&views[3]), [1, 2, 3, 4]);
+
+    db.execute(
+        "INSERT INTO orders VALUES (5, 2, 'b5'); \
+         UPDATE orders SET item = 'a1!' WHERE id = 1; \
+         UPDATE orders SET tenant_id = 2 WHERE id = 2; \
+         UPDATE orders SET tenant_id = 1, item = 'moved' WHERE id = 3; \
+         DELETE FROM orders WHERE id = 4; \
+         DELETE FROM orders WHERE id = 1; \
+         UPDATE orders SET item = 'b5!' WHERE id = 5; \
+         BEGIN; INSERT INTO orders VALUES (100, 1, 'end'), (200, 2, 'end'), (300, 3, 'end'); \
+         COMMIT;",
+    )
+    .await;
+    seen[0].extend(until_marker(&mut alice, &mut views[0], 100).await);
+    seen[1].extend(until_marker(&mut bob, &mut views[1], 200).await);
+    seen[3].extend(until_marker(&mut admin, &mut views[3], 300).await);
+
+    // Each view is exactly the tenant's rows now, built from events a strict replica accepts
+    // (a move out arrives as a delete of the old row, a move in as an insert).
+    assert_eq!(ids(&views[0]), [3, 100]);
+    let row3 = views[0].rows.values().find(|r| r["id"] == "3");
+    assert_eq!(row3.expect("row 3")["item"], "moved");
+    assert_eq!(ids(&views[1]), [2, 5, 200]);
+    assert_eq!(ids(&views[3]), [2, 3, 5, 100, 200, 300]);
+    // No event a tenant received carried another tenant's row, old or new: alice never learns
+    // that row 4 was deleted, nor what row 2 became.
+    for (who, tenant) in [(0, "1"), (1, "2")] {
+        for change in &seen[who] {
+            for row in [&change.new_row, &change.old_row] {
+                if row.is_some() {
+                    assert_eq!(columns(row)["tenant_id"], tenant, "{change:?}");
+                }
+            }
+        }
+    }
+    let kinds = |who: usize| -> Vec<(pb::ChangeKind, String)> {
+        seen[who]
+            .iter()
+            .filter(|c| c.kind() != pb::ChangeKind::Initial)
+            .map(|c| (c.kind(), columns(&c.key)["id"].clone()))
+            .collect()
+    };
+    use pb::ChangeKind as K;
+    let k = |kind, id: &str| (kind, id.to_string());
+    assert_eq!(
+        kinds(0),
+        [
+            k(K::Update, "1"),
+            k(K::Delete, "2"),
+            k(K::Insert, "3"),
+            k(K::Delete, "1"),
+            k(K::Insert, "100"),
+        ]
+    );
+    assert_eq!(
+        kinds(1),
+        [
+            k(K::Insert, "5"),
+            k(K::Insert, "2"),
+            k(K::Delete, "3"),
+            k(K::Delete, "4"),
+            k(K::Update, "5"),
+            k(K::Insert, "200"),
+        ]
+    );
+    // Mallory saw nothing: the reader queued the markers for every subscriber at once, so
+    // anything for mallory would come before this pong.
+    let response = mallory.request(support::tokens::ping()).await;
     assert!(matches!(
         response.result,
         Some(pb::response::Result::Pong(_))

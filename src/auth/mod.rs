@@ -8,6 +8,7 @@
 //! RSA public key (no HS256 key is that key) are rejected, whatever the token says.
 
 pub mod permissions;
+pub mod row_filter;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

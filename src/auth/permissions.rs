@@ -9,6 +9,12 @@
 //! `.`, `*`, `#`, `>` or whitespace fills nothing, and the pattern then grants nothing (so a
 //! crafted claim cannot widen a grant).
 //!
+//! A rule may bind its tables to a row filter (`row_filter = "tenant_id = {claims.tenant_id}"`,
+//! see [`super::row_filter`]): a subscription then sees only the rows the filter, filled from
+//! the principal's claims, lets through. Grants add up: a table granted by a rule without a
+//! filter is seen whole; granted by several filtered rules, a row is seen when any of their
+//! filters lets it through. A filtered rule whose claims the token lacks grants nothing.
+//!
 //! Without any rule every principal may do everything (a server with no rules is an open one,
 //! and says so at start-up); with rules, what no rule grants is denied. Role `*` matches every
 //! principal, anonymous ones included; anonymous principals hold the role `anonymous`.
@@ -16,6 +22,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::row_filter::{FilterTemplate, ParseError, RowFilter};
 use super::Principal;
 use crate::broker::route::matches_segments;
 use crate::protocol::{Code, Failure};
@@ -35,6 +42,18 @@ pub struct Rule {
     /// Table patterns (`schema.table`, `*` for any part) these roles may subscribe to.
     #[serde(default)]
     pub subscribe_tables: Vec<String>,
+    /// A predicate that limits which rows of `subscribe_tables` these roles see.
+    #[serde(default)]
+    pub row_filter: Option<String>,
+}
+
+/// Which rows of a table a subscription may see.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TableAccess {
+    /// Every row.
+    All,
+    /// The rows this filter lets through.
+    Rows(RowFilter),
 }
 
 /// What is being asked for.
@@ -58,12 +77,61 @@ pub enum Action<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Permissions {
     rules: Vec<Rule>,
+    /// Each rule's parsed row filter: `None` without one; `Some(Err)` for one that does not
+    /// parse (configuration checks refuse those; should one get here, its rule grants no table).
+    filters: Vec<Option<Result<FilterTemplate, ParseError>>>,
 }
 
 impl Permissions {
-    /// Wraps the configured rules.
+    /// Wraps the configured rules, parsing their row filters.
     pub fn new(rules: Vec<Rule>) -> Self {
-        Self { rules }
+        let filters = rules
+            .iter()
+            .map(|rule| rule.row_filter.as_deref().map(FilterTemplate::parse))
+            .collect();
+        Self { rules, filters }
+    }
+
+    /// Which rows of `schema.table` (as PostgreSQL stores the names) `principal` may see, or
+    /// `PERMISSION_DENIED` when it may not subscribe to the table at all.
+    pub fn table_access(
+        &self,
+        principal: &Principal,
+        schema: &str,
+        table: &str,
+    ) -> Result<TableAccess, Failure> {
+        if self.is_open() {
+            return Ok(TableAccess::All);
+        }
+        let action = Action::SubscribeTable { schema, table };
+        let mut filters = Vec::new();
+        let mut missing = None;
+        for (rule, filter) in self.rules.iter().zip(&self.filters) {
+            if !grants(rule, principal, action) {
+                continue;
+            }
+            match filter {
+                None => return Ok(TableAccess::All),
+                Some(Err(_)) => {}
+                Some(Ok(template)) => match template.fill(principal) {
+                    Ok(filter) => filters.push(filter),
+                    Err(unfilled) => missing = Some(unfilled.claim),
+                },
+            }
+        }
+        if !filters.is_empty() {
+            return Ok(TableAccess::Rows(RowFilter::any(filters)));
+        }
+        let mut denied = denial(principal, action);
+        if let Some(claim) = missing {
+            denied.message = format!(
+                "{} (its row filter needs the claim {claim}, which the token lacks or holds \
+                 in a form that cannot be compared)",
+                denied.message
+            );
+            denied = denied.detail("claim", claim);
+        }
+        Err(denied)
     }
 
     /// Whether any rule is configured (without rules everything is allowed).
@@ -73,7 +141,12 @@ impl Permissions {
 
     /// `Ok` when a rule grants `action` to `principal`; otherwise `PERMISSION_DENIED` naming
     /// what was denied.
+    /// For tables this says only whether the principal may subscribe at all; which rows it may
+    /// see is [`Self::table_access`]'s answer.
     pub fn check(&self, principal: &Principal, action: Action<'_>) -> Result<(), Failure> {
+        if let Action::SubscribeTable { schema, table } = action {
+            return self.table_access(principal, schema, table).map(|_| ());
+        }
         if self.is_open()
             || self
                 .rules
@@ -82,20 +155,25 @@ impl Permissions {
         {
             return Ok(());
         }
-        let (verb, kind, name) = match action {
-            Action::SubscribeTopic(topic) => ("subscribe to", "topic", topic.to_string()),
-            Action::PublishTopic(topic) => ("publish to", "topic", topic.to_string()),
-            Action::SubscribeTable { schema, table } => {
-                ("subscribe to", "table", format!("{schema}.{table}"))
-            }
-        };
-        let who = principal.user.as_deref().unwrap_or("anonymous");
-        Err(Failure::new(
-            Code::PermissionDenied,
-            format!("{who} may not {verb} {kind} {name}"),
-        )
-        .detail(kind, name))
+        Err(denial(principal, action))
     }
+}
+
+/// `PERMISSION_DENIED` naming who was denied what.
+fn denial(principal: &Principal, action: Action<'_>) -> Failure {
+    let (verb, kind, name) = match action {
+        Action::SubscribeTopic(topic) => ("subscribe to", "topic", topic.to_string()),
+        Action::PublishTopic(topic) => ("publish to", "topic", topic.to_string()),
+        Action::SubscribeTable { schema, table } => {
+            ("subscribe to", "table", format!("{schema}.{table}"))
+        }
+    };
+    let who = principal.user.as_deref().unwrap_or("anonymous");
+    Failure::new(
+        Code::PermissionDenied,
+        format!("{who} may not {verb} {kind} {name}"),
+    )
+    .detail(kind, name)
 }
 
 fn grants(rule: &Rule, principal: &Principal, action: Action<'_>) -> bool {

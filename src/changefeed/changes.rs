@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::tables::TableInfo;
 use super::values::{convert_row, ColumnType};
+use crate::auth::row_filter::RowFilter;
 use crate::protocol::{ChangeKind, Row, RowChange};
 
 /// Builds a change from the old and new row JSON of one table row; `key` is taken from the new
@@ -38,4 +39,59 @@ pub(crate) fn key_of(key_columns: &[String], row: Option<&Row>) -> Row {
         .iter()
         .filter_map(|name| row.iter().find(|(column, _)| column == name).cloned())
         .collect()
+}
+
+/// How a change reaches a subscriber whose row filter sees only part of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum View {
+    /// As it happened.
+    Original,
+    /// An update that moved the row into the visible set: an INSERT of the new row.
+    Insert,
+    /// An update that moved the row out of the visible set: a DELETE of the old row.
+    Delete,
+}
+
+impl View {
+    /// Index into per-view caches.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a subscriber with `filter` sees of `change`; `None` when nothing (the row was invisible
+/// before and after). An update that moved the row across the filter's boundary becomes an
+/// insert or a delete, so the subscriber's copy of its visible rows stays right.
+pub(crate) fn view_through(filter: &RowFilter, change: &RowChange) -> Option<View> {
+    let visible = |row: &Option<Row>| row.as_ref().is_some_and(|r| filter.matches(r));
+    match change.kind {
+        ChangeKind::Initial | ChangeKind::Insert => {
+            visible(&change.new_row).then_some(View::Original)
+        }
+        ChangeKind::Delete => visible(&change.old_row).then_some(View::Original),
+        ChangeKind::Update => match (visible(&change.old_row), visible(&change.new_row)) {
+            (true, true) => Some(View::Original),
+            (false, true) => Some(View::Insert),
+            (true, false) => Some(View::Delete),
+            (false, false) => None,
+        },
+    }
+}
+
+/// `change` as `view` presents it.
+pub(crate) fn apply_view(change: &RowChange, view: View, key_columns: &[String]) -> RowChange {
+    let mut out = change.clone();
+    match view {
+        View::Original => {}
+        View::Insert => {
+            out.kind = ChangeKind::Insert;
+            out.old_row = None;
+        }
+        View::Delete => {
+            out.kind = ChangeKind::Delete;
+            out.new_row = None;
+            out.key = key_of(key_columns, out.old_row.as_ref());
+        }
+    }
+    out
 }

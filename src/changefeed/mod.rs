@@ -30,6 +30,8 @@ use tokio_util::task::TaskTracker;
 
 pub use subscription::TableSubscription;
 
+use crate::auth::permissions::TableAccess;
+use crate::auth::row_filter::RowFilter;
 use crate::config::ChangefeedConfig;
 use crate::outbound::Mailbox;
 use crate::protocol::{Code, Failure};
@@ -97,9 +99,10 @@ pub struct TableSubscribe<'a> {
     pub mailbox: Mailbox,
     /// A cursor to resume after (not supported yet).
     pub resume_from: &'a [u8],
-    /// Whether the subscriber may read the table, given its schema and name as stored (called
-    /// once the name is resolved, so spelling tricks cannot get around it).
-    pub authorize: &'a (dyn Fn(&str, &str) -> Result<(), Failure> + Sync),
+    /// Whether the subscriber may read the table, and which of its rows, given its schema and
+    /// name as stored (called once the name is resolved, so spelling tricks cannot get around
+    /// it).
+    pub authorize: &'a (dyn Fn(&str, &str) -> Result<TableAccess, Failure> + Sync),
 }
 
 /// The sessions' handle to the changefeed. Cheap to clone.
@@ -167,7 +170,7 @@ impl Changefeed {
             );
         }
         let info = schema::resolve(&self.shared.pool, request.table).await?;
-        (request.authorize)(&info.schema, &info.relname)?;
+        let access = (request.authorize)(&info.schema, &info.relname)?;
         let entry = match self.shared.tables.get(info.oid) {
             Some(entry) => entry,
             None => {
@@ -178,14 +181,27 @@ impl Changefeed {
                 self.shared.tables.get_or_insert(info, || types, limit)
             }
         };
+        let filter = match access {
+            TableAccess::All => None,
+            TableAccess::Rows(filter) => {
+                check_columns(&filter, &entry)?;
+                Some(Arc::new(filter))
+            }
+        };
         let closed = Arc::new(AtomicBool::new(false));
-        entry.add(request.subscriber, request.mailbox.clone(), closed.clone());
+        entry.add(
+            request.subscriber,
+            request.mailbox.clone(),
+            filter.clone(),
+            closed.clone(),
+        );
         Ok(TableSubscription {
             entry,
             key: request.subscriber,
             mailbox: request.mailbox,
             pool: self.shared.pool.clone(),
             include_initial: request.include_initial,
+            filter,
             cancel: CancellationToken::new(),
             closed,
             task: None,
@@ -201,4 +217,29 @@ impl Changefeed {
     pub fn subscriptions(&self) -> usize {
         self.shared.tables.all().iter().map(|t| t.len()).sum()
     }
+}
+
+/// Refuses a row filter that names a column the table lacks: it would hide every row, which is
+/// safe but surely not what the permissions' author meant, so the subscriber is told and the
+/// server logs it.
+fn check_columns(filter: &RowFilter, entry: &tables::TableEntry) -> Result<(), Failure> {
+    let types = entry.types();
+    let Some(missing) = filter
+        .columns()
+        .into_iter()
+        .find(|column| !types.contains_key(*column))
+    else {
+        return Ok(());
+    };
+    let table = &entry.info.name;
+    tracing::warn!(%table, column = missing, "a row filter names a column the table lacks");
+    Err(Failure::new(
+        Code::Internal,
+        format!(
+            "the row filter that applies to table {table} names column {missing}, which the \
+             table does not have; the server's permissions need fixing"
+        ),
+    )
+    .detail("table", table)
+    .detail("column", missing))
 }

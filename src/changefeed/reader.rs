@@ -407,7 +407,8 @@ impl Reader<'_> {
     }
 }
 
-/// Fans one logged change out to its table's subscribers, converting and encoding it once.
+/// Fans one logged change out to its table's subscribers, converting it once and encoding each
+/// form of it (see `tables`) once.
 fn fan_out(
     shared: &Shared,
     row: &sqlx::postgres::PgRow,
@@ -436,7 +437,8 @@ fn fan_out(
     let mut rows: Option<(Option<serde_json::Value>, Option<serde_json::Value>)> =
         Some((row.try_get("old_row")?, row.try_get("new_row")?));
     let logged: i64 = row.try_get("logged_micros")?;
-    let dropped = entry.fan_out(xid, || {
+    let cursor = cursor(id);
+    let dropped = entry.fan_out(xid, &cursor, || {
         let (old, new) = rows.take().unwrap_or_default();
         let types = entry.types();
         let unknown = |json: &Option<serde_json::Value>| {
@@ -450,7 +452,7 @@ fn fan_out(
         let mut change = row_change_from_json(kind, &entry.info, &types, old, new);
         change.transaction_id = xid;
         change.commit_time_micros = logged;
-        share_event(&cursor(id), EventBody::Change(&change))
+        change
     });
     if dropped > 0 {
         debug!(table = %entry.info.name, dropped, "slow table subscribers dropped");

@@ -14,10 +14,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::changes::row_change_from_json;
+use super::changes::{row_change_from_json, view_through};
 use super::schema::unavailable;
 use super::snapshot::Snapshot;
 use super::tables::{Drain, TableEntry};
+use crate::auth::row_filter::RowFilter;
 use crate::outbound::{Mailbox, Outbound};
 use crate::protocol::{encode_event, ChangeKind, Code, EventBody, Failure};
 use crate::registry::SubscriberKey;
@@ -29,6 +30,8 @@ pub struct TableSubscription {
     pub(super) mailbox: Mailbox,
     pub(super) pool: PgPool,
     pub(super) include_initial: bool,
+    /// The rows it may see, when a row-level rule limits them.
+    pub(super) filter: Option<Arc<RowFilter>>,
     pub(super) cancel: CancellationToken,
     pub(super) closed: Arc<AtomicBool>,
     pub(super) task: Option<JoinHandle<()>>,
@@ -43,6 +46,7 @@ impl TableSubscription {
             mailbox: self.mailbox.clone(),
             pool: self.pool.clone(),
             include_initial: self.include_initial,
+            filter: self.filter.clone(),
             closed: self.closed.clone(),
         };
         let cancel = self.cancel.clone();
@@ -84,6 +88,7 @@ struct Start {
     mailbox: Mailbox,
     pool: PgPool,
     include_initial: bool,
+    filter: Option<Arc<RowFilter>>,
     closed: Arc<AtomicBool>,
 }
 
@@ -162,6 +167,11 @@ impl Start {
                 let types = self.entry.types();
                 let change =
                     row_change_from_json(ChangeKind::Initial, info, &types, None, Some(json));
+                if let Some(filter) = &self.filter {
+                    if view_through(filter, &change).is_none() {
+                        continue; // a row it may not see
+                    }
+                }
                 let frame = encode_event(self.key.subscription_id, &[], EventBody::Change(&change));
                 if self.mailbox.send(Outbound::Frame(frame)).await.is_err() {
                     return Ok(since);

@@ -8,14 +8,17 @@
 //! the reader delivers directly, still dropping changes visible in that snapshot. A buffer that
 //! overflows marks the subscription failed; its task ends it with a coded `SubscriptionClosed`.
 
+use std::cell::LazyCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use super::changes::{apply_view, view_through, View};
 use super::snapshot::Snapshot;
 use super::values::ColumnType;
+use crate::auth::row_filter::RowFilter;
 use crate::outbound::{Mailbox, Outbound};
-use crate::protocol::SharedEvent;
+use crate::protocol::{share_event, EventBody, RowChange, SharedEvent};
 use crate::registry::SubscriberKey;
 
 /// A watched table, as resolved from the database.
@@ -45,6 +48,8 @@ pub(crate) struct TableEntry {
 struct Subscriber {
     key: SubscriberKey,
     mailbox: Mailbox,
+    /// The rows it may see, when a row-level rule limits them.
+    filter: Option<Arc<RowFilter>>,
     state: State,
     /// Set when the server ends the subscription, so its session frees the id.
     closed: Arc<AtomicBool>,
@@ -103,11 +108,19 @@ impl TableEntry {
         *self.types.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(types);
     }
 
-    /// Adds a pending subscriber; `closed` is set if the server ends it.
-    pub(crate) fn add(&self, key: SubscriberKey, mailbox: Mailbox, closed: Arc<AtomicBool>) {
+    /// Adds a pending subscriber that sees the rows `filter` lets through (all without one);
+    /// `closed` is set if the server ends it.
+    pub(crate) fn add(
+        &self,
+        key: SubscriberKey,
+        mailbox: Mailbox,
+        filter: Option<Arc<RowFilter>>,
+        closed: Arc<AtomicBool>,
+    ) {
         self.lock().push(Subscriber {
             key,
             mailbox,
+            filter,
             closed,
             state: State::Pending {
                 buffer: Vec::new(),
@@ -158,35 +171,62 @@ impl TableEntry {
         }
     }
 
-    /// Fans one change out. `encode` runs at most once, only if some subscriber takes the
-    /// change. Returns how many subscribers were dropped as slow consumers.
-    pub(crate) fn fan_out(&self, xid: u64, mut encode: impl FnMut() -> SharedEvent) -> usize {
+    /// Fans one change out. `build` runs at most once, only if some subscriber may take the
+    /// change, and each form of it (as it happened, or as the insert or delete a row filter
+    /// makes of an update) is encoded at most once, with `cursor`. Returns how many subscribers
+    /// were dropped as slow consumers.
+    pub(crate) fn fan_out(
+        &self,
+        xid: u64,
+        cursor: &[u8],
+        build: impl FnOnce() -> RowChange,
+    ) -> usize {
         let mut subscribers = self.lock();
-        let mut event: Option<SharedEvent> = None;
-        let mut shared = || event.get_or_insert_with(&mut encode).clone();
+        let mut change = Lazy {
+            change: LazyCell::new(build),
+            events: Default::default(),
+            cursor,
+            key_columns: &self.info.key_columns,
+        };
         let before = subscribers.len();
         let limit = self.buffer_limit;
-        subscribers.retain_mut(|subscriber| match &mut subscriber.state {
-            State::Pending {
+        subscribers.retain_mut(|subscriber| {
+            let live = match &subscriber.state {
+                State::Live { since } if since.is_visible(xid) => return true,
+                State::Pending {
+                    overflowed: true, ..
+                } => return true,
+                State::Live { .. } => true,
+                State::Pending { .. } => false,
+            };
+            let view = match &subscriber.filter {
+                None => View::Original,
+                Some(filter) => match view_through(filter, change.get()) {
+                    Some(view) => view,
+                    None => return true, // it never sees this row
+                },
+            };
+            if live {
+                return subscriber
+                    .mailbox
+                    .try_deliver(Outbound::Event {
+                        subscription_id: subscriber.key.subscription_id,
+                        event: change.event(view),
+                    })
+                    .is_ok();
+            }
+            if let State::Pending {
                 buffer, overflowed, ..
-            } => {
-                if *overflowed {
-                } else if buffer.len() >= limit {
+            } = &mut subscriber.state
+            {
+                if buffer.len() >= limit {
                     *overflowed = true;
                     *buffer = Vec::new();
                 } else {
-                    buffer.push((xid, shared()));
+                    buffer.push((xid, change.event(view)));
                 }
-                true
             }
-            State::Live { since } if since.is_visible(xid) => true,
-            State::Live { .. } => subscriber
-                .mailbox
-                .try_deliver(Outbound::Event {
-                    subscription_id: subscriber.key.subscription_id,
-                    event: shared(),
-                })
-                .is_ok(),
+            true
         });
         before - subscribers.len()
     }
@@ -236,6 +276,39 @@ impl TableEntry {
     }
 }
 
+/// A change being fanned out, built and encoded on first need.
+struct Lazy<'a, F> {
+    change: LazyCell<RowChange, F>,
+    /// Encoded once per view, by [`View::index`].
+    events: [Option<SharedEvent>; 3],
+    cursor: &'a [u8],
+    key_columns: &'a [String],
+}
+
+impl<F: FnOnce() -> RowChange> Lazy<'_, F> {
+    fn get(&self) -> &RowChange {
+        LazyCell::force(&self.change)
+    }
+
+    fn event(&mut self, view: View) -> SharedEvent {
+        if let Some(event) = &self.events[view.index()] {
+            return event.clone();
+        }
+        let cursor = self.cursor;
+        let key_columns = self.key_columns;
+        let change = self.get();
+        let event = match view {
+            View::Original => share_event(cursor, EventBody::Change(change)),
+            _ => share_event(
+                cursor,
+                EventBody::Change(&apply_view(change, view, key_columns)),
+            ),
+        };
+        self.events[view.index()] = Some(event.clone());
+        event
+    }
+}
+
 /// Table entries by oid. Entries stay once created (there are at most as many as watched
 /// tables), keeping their column types cached.
 #[derive(Default)]
@@ -273,8 +346,11 @@ impl Tables {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::row_filter::FilterTemplate;
+    use crate::auth::Principal;
     use crate::outbound::{mailbox, Closer};
-    use crate::protocol::{share_event, EventBody};
+    use crate::protocol::{frame_shared, pb, ChangeKind, Value};
+    use prost::Message as _;
     use tokio_util::sync::CancellationToken;
 
     fn entry(limit: usize) -> TableEntry {
@@ -289,8 +365,46 @@ mod tests {
         TableEntry::new(info, HashMap::new(), limit)
     }
 
-    fn event() -> SharedEvent {
-        share_event(b"x", EventBody::Ready)
+    fn event() -> RowChange {
+        change(ChangeKind::Insert, None, Some(1))
+    }
+
+    /// A change of row `id` 1 whose `tenant` column goes from `old` to `new`.
+    fn change(kind: ChangeKind, old: Option<i64>, new: Option<i64>) -> RowChange {
+        let row = |tenant: i64| {
+            vec![
+                ("id".to_string(), Value::Int(1)),
+                ("tenant".to_string(), Value::Int(tenant)),
+            ]
+        };
+        RowChange {
+            kind,
+            table: "public.t".into(),
+            key: vec![("id".into(), Value::Int(1))],
+            new_row: new.map(row),
+            old_row: old.map(row),
+            transaction_id: 0,
+            commit_time_micros: 0,
+        }
+    }
+
+    fn received(rx: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Vec<pb::RowChange> {
+        let mut out = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            let Outbound::Event { event, .. } = item else {
+                panic!("expected an event");
+            };
+            let frame = frame_shared(1, &event);
+            let message = pb::ServerMessage::decode(frame.as_ref()).expect("decodes");
+            let Some(pb::server_message::Message::Event(event)) = message.message else {
+                panic!("expected an event message");
+            };
+            let Some(pb::event::Body::Change(change)) = event.body else {
+                panic!("expected a change");
+            };
+            out.push(change);
+        }
+        out
     }
 
     fn key(id: u64) -> SubscriberKey {
@@ -305,9 +419,9 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (mb, mut rx) = mailbox(16, Closer::new(&shutdown));
         let table = entry(10);
-        table.add(key(1), mb, Arc::default());
-        table.fan_out(5, event);
-        table.fan_out(12, event);
+        table.add(key(1), mb, None, Arc::default());
+        table.fan_out(5, b"c", event);
+        table.fan_out(12, b"c", event);
         let since = Snapshot::parse("10:13:").expect("snapshot"); // 5 and 12 visible, 13+ not
         let Drain::Items(items) = table.drain(key(1), &since) else {
             panic!("expected the buffered items");
@@ -317,8 +431,8 @@ mod tests {
             vec![5, 12]
         );
         assert!(matches!(table.drain(key(1), &since), Drain::Live));
-        table.fan_out(12, || panic!("visible in the snapshot: not encoded"));
-        table.fan_out(13, event);
+        table.fan_out(12, b"c", || panic!("visible in the snapshot: not built"));
+        table.fan_out(13, b"c", event);
         assert!(matches!(rx.try_recv(), Ok(Outbound::Event { .. })));
         assert!(rx.try_recv().is_err());
     }
@@ -328,13 +442,51 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (mb, _rx) = mailbox(16, Closer::new(&shutdown));
         let table = entry(2);
-        table.add(key(1), mb, Arc::default());
+        table.add(key(1), mb, None, Arc::default());
         for xid in 20..25 {
-            table.fan_out(xid, event);
+            table.fan_out(xid, b"c", event);
         }
         let since = Snapshot::parse("10:13:").expect("snapshot");
         assert!(matches!(table.drain(key(1), &since), Drain::Overflowed));
         assert_eq!(table.len(), 0);
         assert!(matches!(table.drain(key(1), &since), Drain::Gone));
+    }
+
+    #[tokio::test]
+    async fn a_row_filter_turns_moves_across_it_into_inserts_and_deletes() {
+        let shutdown = CancellationToken::new();
+        let (mb, mut rx) = mailbox(16, Closer::new(&shutdown));
+        let table = entry(10);
+        let filter = FilterTemplate::parse("tenant = 7")
+            .expect("parses")
+            .fill(&Principal::anonymous())
+            .expect("fills");
+        table.add(key(1), mb, Some(Arc::new(filter)), Arc::default());
+        let since = Snapshot::parse("10:10:").expect("snapshot");
+        assert!(matches!(table.drain(key(1), &since), Drain::Live));
+        let steps = [
+            change(ChangeKind::Insert, None, Some(8)),    // not seen
+            change(ChangeKind::Update, Some(8), Some(7)), // moves in: INSERT
+            change(ChangeKind::Update, Some(7), Some(7)), // UPDATE
+            change(ChangeKind::Update, Some(7), Some(9)), // moves out: DELETE of the old row
+            change(ChangeKind::Update, Some(9), Some(8)), // not seen
+            change(ChangeKind::Delete, Some(8), None),    // not seen
+            change(ChangeKind::Insert, None, Some(7)),    // INSERT
+            change(ChangeKind::Delete, Some(7), None),    // DELETE
+        ];
+        for (xid, step) in (20..).zip(steps) {
+            table.fan_out(xid, b"c", || step);
+        }
+        let got = received(&mut rx);
+        let kinds: Vec<_> = got.iter().map(|c| c.kind()).collect();
+        use pb::ChangeKind as K;
+        assert_eq!(
+            kinds,
+            [K::Insert, K::Update, K::Delete, K::Insert, K::Delete]
+        );
+        assert!(got[0].old_row.is_none() && got[0].new_row.is_some());
+        assert!(got[2].new_row.is_none() && got[2].old_row.is_some());
+        let key = got[2].key.as_ref().expect("key");
+        assert_eq!(key.columns.len(), 1, "the delete names the row's key");
     }
 }

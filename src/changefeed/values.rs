@@ -191,7 +191,7 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Days since 1970-01-01 from PostgreSQL's ISO date (`2024-05-01`, `0044-03-15 BC`,
 /// `5874897-12-31`, `infinity`). A finite date that would equal `i32::MAX`/`MIN` is refused so
 /// those stay the infinities.
-fn date(s: &str) -> Option<i32> {
+pub(crate) fn date(s: &str) -> Option<i32> {
     match s {
         "infinity" => return Some(i32::MAX),
         "-infinity" => return Some(i32::MIN),
@@ -206,7 +206,7 @@ fn date(s: &str) -> Option<i32> {
 /// (`2024-05-01T16:04:56.123456+05:30`, `1800-01-01T05:53:28+05:53:28`) when `with_offset`,
 /// without one otherwise. `None` when it does not parse or does not fit (or would be taken for
 /// an infinity).
-fn timestamp(s: &str, with_offset: bool) -> Option<i64> {
+pub(crate) fn timestamp(s: &str, with_offset: bool) -> Option<i64> {
     match s {
         "infinity" => return Some(i64::MAX),
         "-infinity" => return Some(i64::MIN),

@@ -280,7 +280,7 @@ impl Session {
                 let principal = self.principal()?.clone();
                 let permissions = self.ctx.permissions.clone();
                 let authorize = move |schema: &str, table: &str| {
-                    permissions.check(&principal, Action::SubscribeTable { schema, table })
+                    permissions.table_access(&principal, schema, table)
                 };
                 let request = TableSubscribe {
                     table,
