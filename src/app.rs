@@ -105,6 +105,7 @@ impl Server {
                 idle_timeout: config.websocket.idle_timeout,
                 max_subscriptions: config.limits.max_subscriptions,
                 outbound_queue: config.limits.outbound_queue,
+                outbound_queue_bytes: config.limits.outbound_queue_bytes,
                 requests_per_second: config.limits.requests_per_second,
                 request_burst: config.limits.request_burst,
             },

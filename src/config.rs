@@ -234,6 +234,9 @@ pub struct Limits {
     /// Outbound messages queued per connection; when fan-out finds the queue full the client is
     /// not reading fast enough, and the connection is closed as a slow consumer (4008).
     pub outbound_queue: usize,
+    /// Outbound bytes (encoded frames) queued per connection; like `outbound_queue`, when
+    /// fan-out finds no room the connection is closed as a slow consumer (4008). At most 4 GiB.
+    pub outbound_queue_bytes: usize,
     /// Open connections in all; past it an upgrade is refused with 503.
     pub max_connections: usize,
     /// Open connections per user (the user claim); past it, authentication fails with
@@ -284,6 +287,7 @@ impl Default for Limits {
         Self {
             max_subscriptions: 128,
             outbound_queue: 1024,
+            outbound_queue_bytes: 1 << 20,
             max_connections: 10_000,
             max_connections_per_user: 10,
             max_connections_per_tenant: 100,
@@ -323,6 +327,9 @@ pub struct Overrides {
     /// Outbound messages queued per connection.
     #[arg(long, env = "FEEDGATE_OUTBOUND_QUEUE")]
     pub outbound_queue: Option<usize>,
+    /// Outbound bytes queued per connection.
+    #[arg(long, env = "FEEDGATE_OUTBOUND_QUEUE_BYTES")]
+    pub outbound_queue_bytes: Option<usize>,
     /// Open connections in all.
     #[arg(long, env = "FEEDGATE_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -425,6 +432,10 @@ impl Config {
         set(&mut self.websocket.max_frame_size, &o.max_frame_size);
         set(&mut self.limits.max_subscriptions, &o.max_subscriptions);
         set(&mut self.limits.outbound_queue, &o.outbound_queue);
+        set(
+            &mut self.limits.outbound_queue_bytes,
+            &o.outbound_queue_bytes,
+        );
         set(&mut self.limits.max_connections, &o.max_connections);
         set(&mut self.limits.requests_per_second, &o.requests_per_second);
         if o.allow_anonymous {
@@ -477,6 +488,12 @@ impl Config {
         // Subscribing reserves two slots (Subscribed and Ready) at once.
         if self.limits.outbound_queue < 2 {
             return invalid("limits.outbound_queue", "must be at least 2".into());
+        }
+        if !(1024..=u32::MAX as usize).contains(&self.limits.outbound_queue_bytes) {
+            return invalid(
+                "limits.outbound_queue_bytes",
+                "must be between 1 KiB and 4 GiB".into(),
+            );
         }
         if let Some(url) = &self.database_url {
             if let Err(err) = url.parse::<sqlx::postgres::PgConnectOptions>() {

@@ -1,7 +1,12 @@
 //! One connection's outbound queue ("mailbox") and its close switch.
 //!
-//! The queue is a bounded `tokio::sync::mpsc` channel of `limits.outbound_queue` messages, read by
-//! the connection's writer task. Two kinds of writers use it differently:
+//! The queue is bounded twice: in messages (`limits.outbound_queue`, a bounded `tokio::sync::mpsc`
+//! channel) and in bytes (`limits.outbound_queue_bytes`, a semaphore of byte permits that the
+//! writer gives back as it takes each message out). A message is charged its encoded size, at
+//! most the whole byte budget (so one message larger than the budget still goes out, alone).
+//! The byte bound is what keeps a stalled client's memory small when messages are large; the
+//! writer holds at most one batch more in the socket's write buffer. Two kinds of writers use
+//! the queue differently:
 //! - the session queues its own responses with [`Mailbox::send`], which waits for room: a client
 //!   that sends requests but does not read the answers is slowed down (TCP backpressure), and
 //!   nothing it was promised is dropped;
@@ -14,7 +19,7 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::SharedEvent;
@@ -41,10 +46,7 @@ pub enum CloseReason {
     /// The server is shutting down.
     ShuttingDown,
     /// Fan-out found the outbound queue full.
-    SlowConsumer {
-        /// The queue's capacity, for the reason text.
-        capacity: usize,
-    },
+    SlowConsumer(QueueLimits),
     /// Nothing arrived for the idle timeout.
     IdleTimeout,
     /// A frame larger than `websocket.max_frame_size` arrived.
@@ -65,7 +67,7 @@ impl CloseReason {
             Self::ShuttingDown => 1001,
             Self::FrameTooLarge => 1009,
             Self::IdleTimeout => 4000,
-            Self::SlowConsumer { .. } => 4008,
+            Self::SlowConsumer(_) => 4008,
             Self::Unauthenticated(_) => 4001,
             Self::LimitExceeded(_) => 4029,
         }
@@ -93,9 +95,10 @@ impl CloseReason {
                 "LIMIT_EXCEEDED: frame larger than websocket.max_frame_size".into()
             }
             Self::IdleTimeout => "IDLE_TIMEOUT: nothing received within the idle timeout".into(),
-            Self::SlowConsumer { capacity } => {
-                format!("SLOW_CONSUMER: outbound queue full ({capacity} messages)")
-            }
+            Self::SlowConsumer(limits) => format!(
+                "SLOW_CONSUMER: outbound queue full (limits {} messages, {} bytes)",
+                limits.messages, limits.bytes
+            ),
             Self::Unauthenticated(why) => format!("UNAUTHENTICATED: {why}"),
             Self::LimitExceeded(why) => format!("LIMIT_EXCEEDED: {why}"),
         }
@@ -153,56 +156,137 @@ pub enum Undeliverable {
     Closed,
 }
 
+/// A connection's outbound queue bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Messages queued at most.
+    pub messages: usize,
+    /// Bytes (encoded frames) queued at most; at most `u32::MAX`.
+    pub bytes: usize,
+}
+
+impl QueueLimits {
+    /// Both bounds (bytes are capped at `u32::MAX`, what a semaphore acquire takes).
+    pub fn new(messages: usize, bytes: usize) -> Self {
+        Self {
+            messages: messages.max(1),
+            bytes: bytes.clamp(1, u32::MAX as usize),
+        }
+    }
+}
+
+/// What [`Mailbox::reserve`] charges: reserved slots carry small control frames (`Subscribed`,
+/// `Ready`), charged this much whatever their size.
+const RESERVED_CHARGE: u32 = 64;
+
+/// Bytes a WebSocket binary frame adds to its payload, at most.
+const FRAME_OVERHEAD: usize = 14;
+
+/// A queued message and the byte permits it holds.
+type Queued = (Outbound, u32);
+
 /// The sending side of a connection's outbound queue. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Mailbox {
-    tx: mpsc::Sender<Outbound>,
+    tx: mpsc::Sender<Queued>,
+    bytes: Arc<Semaphore>,
     closer: Closer,
-    capacity: usize,
+    limits: QueueLimits,
 }
 
-/// Creates a mailbox of `capacity` messages and the receiver its writer reads.
-pub fn mailbox(capacity: usize, closer: Closer) -> (Mailbox, mpsc::Receiver<Outbound>) {
-    let (tx, rx) = mpsc::channel(capacity);
+/// The receiving side, read by the connection's writer; taking a message out gives its bytes
+/// back.
+#[derive(Debug)]
+pub struct Inbox {
+    rx: mpsc::Receiver<Queued>,
+    bytes: Arc<Semaphore>,
+}
+
+/// Creates a mailbox bounded by `limits` and the inbox its writer reads.
+pub fn mailbox(limits: QueueLimits, closer: Closer) -> (Mailbox, Inbox) {
+    let limits = QueueLimits::new(limits.messages, limits.bytes);
+    let (tx, rx) = mpsc::channel(limits.messages);
+    let bytes = Arc::new(Semaphore::new(limits.bytes));
     (
         Mailbox {
             tx,
+            bytes: bytes.clone(),
             closer,
-            capacity,
+            limits,
         },
-        rx,
+        Inbox { rx, bytes },
     )
 }
 
 impl Mailbox {
-    /// Queues without waiting; on a full queue closes the connection as a slow consumer.
+    /// What `item` is charged against the byte bound.
+    fn charge(&self, item: &Outbound) -> u32 {
+        let size = match item {
+            Outbound::Frame(frame) => frame.len(),
+            // The writer adds the subscription id and the event's field header.
+            Outbound::Event { event, .. } => event.len() + 16,
+        } + FRAME_OVERHEAD;
+        // `limits.bytes` fits in u32 (QueueLimits::new).
+        size.min(self.limits.bytes) as u32
+    }
+
+    /// Queues without waiting; on a full queue (messages or bytes) closes the connection as a
+    /// slow consumer.
     pub fn try_deliver(&self, item: Outbound) -> Result<(), Undeliverable> {
-        match self.tx.try_send(item) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.closer.close(CloseReason::SlowConsumer {
-                    capacity: self.capacity,
-                });
-                Err(Undeliverable::Overflow)
+        let charge = self.charge(&item);
+        let Ok(bytes) = self.bytes.try_acquire_many(charge) else {
+            return Err(self.overflow());
+        };
+        match self.tx.try_send((item, charge)) {
+            Ok(()) => {
+                bytes.forget(); // the writer gives them back
+                Ok(())
             }
+            Err(mpsc::error::TrySendError::Full(_)) => Err(self.overflow()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(Undeliverable::Closed),
         }
     }
 
-    /// Queues, waiting for room; gives up when the connection closes. Cancel safe: if cancelled,
-    /// nothing was queued.
+    fn overflow(&self) -> Undeliverable {
+        self.closer.close(CloseReason::SlowConsumer(self.limits));
+        Undeliverable::Overflow
+    }
+
+    /// Queues, waiting for room (messages and bytes); gives up when the connection closes.
+    /// Cancel safe: if cancelled, nothing was queued and nothing is held.
     pub async fn send(&self, item: Outbound) -> Result<(), Undeliverable> {
+        let charge = self.charge(&item);
+        let queue = async {
+            let slot = self.tx.reserve().await.map_err(|_| Undeliverable::Closed)?;
+            let bytes = self
+                .bytes
+                .acquire_many(charge)
+                .await
+                .map_err(|_| Undeliverable::Closed)?;
+            bytes.forget();
+            slot.send((item, charge));
+            Ok(())
+        };
         tokio::select! {
-            sent = self.tx.send(item) => sent.map_err(|_| Undeliverable::Closed),
+            queued = queue => queued,
             () = self.closer.closed() => Err(Undeliverable::Closed),
         }
     }
 
-    /// Reserves one slot, waiting for room, so that a message can later be queued without
-    /// waiting (for example under a registry lock). Cancel safe.
-    pub async fn reserve(&self) -> Result<mpsc::Permit<'_, Outbound>, Undeliverable> {
+    /// Reserves room for one small control frame, waiting for it, so that it can later be
+    /// queued without waiting (for example under a registry lock). Cancel safe.
+    pub async fn reserve(&self) -> Result<Reserved<'_>, Undeliverable> {
+        let reserve = async {
+            let slot = self.tx.reserve().await.map_err(|_| Undeliverable::Closed)?;
+            let bytes = self
+                .bytes
+                .acquire_many(RESERVED_CHARGE.min(self.limits.bytes as u32))
+                .await
+                .map_err(|_| Undeliverable::Closed)?;
+            Ok(Reserved { slot, bytes })
+        };
         tokio::select! {
-            permit = self.tx.reserve() => permit.map_err(|_| Undeliverable::Closed),
+            reserved = reserve => reserved,
             () = self.closer.closed() => Err(Undeliverable::Closed),
         }
     }
@@ -213,6 +297,38 @@ impl Mailbox {
     }
 }
 
+/// Room for one control frame in a mailbox; dropping it unused gives the room back.
+pub struct Reserved<'a> {
+    slot: mpsc::Permit<'a, Queued>,
+    bytes: SemaphorePermit<'a>,
+}
+
+impl Reserved<'_> {
+    /// Queues `item` in the reserved room. Meant for small control frames: the item is charged
+    /// the reserved amount whatever its size.
+    pub fn send(self, item: Outbound) {
+        let charge = self.bytes.num_permits() as u32;
+        self.bytes.forget();
+        self.slot.send((item, charge));
+    }
+}
+
+impl Inbox {
+    /// The next message, waiting for one; `None` when every mailbox is gone.
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        let (item, charge) = self.rx.recv().await?;
+        self.bytes.add_permits(charge as usize);
+        Some(item)
+    }
+
+    /// The next message if one is queued.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let (item, charge) = self.rx.try_recv().ok()?;
+        self.bytes.add_permits(charge as usize);
+        Some(item)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,15 +336,66 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_closes_the_connection_as_a_slow_consumer() {
         let shutdown = CancellationToken::new();
-        let (mailbox, mut rx) = mailbox(2, Closer::new(&shutdown));
+        let (mb, mut rx) = mailbox(QueueLimits::new(2, 1 << 20), Closer::new(&shutdown));
         let frame = || Outbound::Frame(Bytes::from_static(b"x"));
-        assert_eq!(mailbox.try_deliver(frame()), Ok(()));
-        assert_eq!(mailbox.try_deliver(frame()), Ok(()));
-        assert_eq!(mailbox.try_deliver(frame()), Err(Undeliverable::Overflow));
-        assert!(mailbox.closer().is_closed());
-        assert_eq!(mailbox.closer().reason().code(), 4008);
+        assert_eq!(mb.try_deliver(frame()), Ok(()));
+        assert_eq!(mb.try_deliver(frame()), Ok(()));
+        assert_eq!(mb.try_deliver(frame()), Err(Undeliverable::Overflow));
+        assert!(mb.closer().is_closed());
+        assert_eq!(mb.closer().reason().code(), 4008);
         // What was queued before the overflow is still there, in order.
-        assert!(rx.try_recv().is_ok() && rx.try_recv().is_ok() && rx.try_recv().is_err());
+        assert!(rx.try_recv().is_some() && rx.try_recv().is_some() && rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_too() {
+        let shutdown = CancellationToken::new();
+        let limits = QueueLimits::new(1000, 10_000);
+        let (mb, mut rx) = mailbox(limits, Closer::new(&shutdown));
+        let frame = |n: usize| Outbound::Frame(Bytes::from(vec![0u8; n]));
+        // 3 x (3000 + overhead) fit, a fourth does not: far fewer than 1000 messages.
+        for _ in 0..3 {
+            assert_eq!(mb.try_deliver(frame(3000)), Ok(()));
+        }
+        assert_eq!(mb.try_deliver(frame(3000)), Err(Undeliverable::Overflow));
+        assert_eq!(mb.closer().reason(), CloseReason::SlowConsumer(limits));
+        assert!(mb.closer().reason().text().contains("10000 bytes"));
+        assert!(rx.try_recv().is_some());
+
+        // Taking messages out gives their bytes back; a message larger than the whole budget
+        // is charged the budget, so it goes out when the queue is empty (and only then).
+        let (mb, mut rx) = mailbox(limits, Closer::new(&shutdown));
+        assert_eq!(mb.try_deliver(frame(50_000)), Ok(()));
+        assert_eq!(mb.try_deliver(frame(1)), Err(Undeliverable::Overflow));
+        let (mb, mut rx2) = mailbox(limits, Closer::new(&shutdown));
+        assert_eq!(mb.try_deliver(frame(9_000)), Ok(()));
+        assert!(rx2.try_recv().is_some());
+        assert_eq!(mb.try_deliver(frame(9_000)), Ok(()));
+        assert!(rx.try_recv().is_some());
+    }
+
+    #[tokio::test]
+    async fn waiting_sends_wait_for_bytes_and_reservations_give_room_back() {
+        let shutdown = CancellationToken::new();
+        let (mb, mut rx) = mailbox(QueueLimits::new(100, 1000), Closer::new(&shutdown));
+        let frame = |n: usize| Outbound::Frame(Bytes::from(vec![0u8; n]));
+        mb.send(frame(600)).await.expect("room");
+        let second = mb.send(frame(600));
+        tokio::pin!(second);
+        assert!(
+            futures_util::poll!(second.as_mut()).is_pending(),
+            "no room for 600 more bytes"
+        );
+        assert!(rx.recv().await.is_some());
+        second.await.expect("room after the writer took the first");
+        // A reservation dropped unused holds nothing.
+        let reserved = mb.reserve().await.expect("room");
+        drop(reserved);
+        assert!(rx.try_recv().is_some());
+        let reserved = mb.reserve().await.expect("room");
+        reserved.send(frame(3));
+        assert!(rx.try_recv().is_some());
+        assert_eq!(mb.try_deliver(frame(900)), Ok(()), "all bytes back");
     }
 
     #[tokio::test]

@@ -309,7 +309,7 @@ impl Drop for Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::{mailbox, Closer};
+    use crate::outbound::{mailbox, Closer, QueueLimits};
     use crate::protocol::{share_event, EventBody};
     use tokio_util::sync::CancellationToken;
 
@@ -328,8 +328,8 @@ mod tests {
     async fn fans_out_to_each_subscriber_with_its_own_id() {
         let registry = Registry::default();
         let shutdown = CancellationToken::new();
-        let (a, mut rx_a) = mailbox(8, Closer::new(&shutdown));
-        let (b, mut rx_b) = mailbox(8, Closer::new(&shutdown));
+        let (a, mut rx_a) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
+        let (b, mut rx_b) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
         let _ra = registry.subscribe("t", key(1, 10), a, || {});
         let _rb = registry.subscribe("t", key(2, 20), b, || {});
         let mut encoded = 0;
@@ -341,7 +341,7 @@ mod tests {
         assert_eq!(fanout.delivered, 2);
         for (rx, id) in [(&mut rx_a, 10), (&mut rx_b, 20)] {
             match rx.try_recv() {
-                Ok(Outbound::Event {
+                Some(Outbound::Event {
                     subscription_id, ..
                 }) => assert_eq!(subscription_id, id),
                 other => panic!("expected an event, got {other:?}"),
@@ -355,7 +355,7 @@ mod tests {
         let fanout = registry.publish("t", || panic!("must not encode"));
         assert_eq!(fanout.delivered, 0);
         let shutdown = CancellationToken::new();
-        let (a, _rx) = mailbox(8, Closer::new(&shutdown));
+        let (a, _rx) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
         let registration = registry.subscribe("t", key(1, 1), a, || {});
         assert_eq!((registry.subscriptions(), registry.keys()), (1, 1));
         drop(registration);
@@ -367,9 +367,9 @@ mod tests {
     async fn a_full_subscriber_is_dropped_and_closed_while_others_keep_receiving() {
         let registry = Registry::default();
         let shutdown = CancellationToken::new();
-        let (slow, _slow_rx) = mailbox(2, Closer::new(&shutdown));
+        let (slow, _slow_rx) = mailbox(QueueLimits::new(2, 1 << 20), Closer::new(&shutdown));
         let slow_closer = slow.closer().clone();
-        let (fast, mut fast_rx) = mailbox(100, Closer::new(&shutdown));
+        let (fast, mut fast_rx) = mailbox(QueueLimits::new(100, 1 << 20), Closer::new(&shutdown));
         let _rs = registry.subscribe("t", key(1, 1), slow, || {});
         let _rf = registry.subscribe("t", key(2, 1), fast, || {});
         let dropped: usize = (0..5).map(|_| registry.publish("t", ready).dropped).sum();
@@ -377,7 +377,7 @@ mod tests {
         assert!(slow_closer.is_closed());
         assert_eq!(registry.subscriptions(), 1);
         let mut got = 0;
-        while fast_rx.try_recv().is_ok() {
+        while fast_rx.try_recv().is_some() {
             got += 1;
         }
         assert_eq!(got, 5);
@@ -387,14 +387,14 @@ mod tests {
     async fn announce_precedes_every_later_event() {
         let registry = Registry::default();
         let shutdown = CancellationToken::new();
-        let (mb, mut rx) = mailbox(8, Closer::new(&shutdown));
+        let (mb, mut rx) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
         let announcer = mb.clone();
         let _r = registry.subscribe("t", key(1, 1), mb, move || {
             let frame = Outbound::Frame(bytes::Bytes::from_static(b"hello"));
             announcer.try_deliver(frame).expect("room");
         });
         registry.publish("t", ready);
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Frame(_))));
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Event { .. })));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Frame(_))));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Event { .. })));
     }
 }

@@ -37,10 +37,10 @@ async fn a_silent_client_is_closed_after_the_idle_timeout_and_a_live_one_is_not(
     live_task.await.expect("live client kept working");
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_others_get_everything() {
-    let mut config = test_config();
-    config.limits.outbound_queue = 32;
+/// A slow client and a fast one subscribe to a firehose of 400 messages of 64 KiB; the slow one
+/// reads nothing until the end. Returns the slow client's close code and reason, and how many
+/// messages it received first (a gapless prefix). The fast one must get everything in order.
+async fn slow_consumer(config: feedgate::config::Config) -> (u16, String, u32) {
     let server = start_with(config).await;
     let addr = server.local_addr();
     let mut slow = Client::connect(addr).await;
@@ -71,7 +71,7 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_others_get
         .expect("fast client got every message in order");
     assert_eq!(offsets.len(), total as usize);
 
-    // The slow client now reads: a gapless prefix of the stream, then close 4008.
+    // The slow client now reads: a gapless prefix of the stream, then its close.
     let mut expected = 0u32;
     let (code, reason) = loop {
         match slow.recv().await.expect("message or close") {
@@ -86,8 +86,6 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_others_get
             other => panic!("unexpected {other:?}"),
         }
     };
-    assert_eq!(code, 4008, "{reason}");
-    assert!(reason.starts_with("SLOW_CONSUMER"), "{reason}");
     assert!(
         expected < total,
         "the slow client could not have received everything"
@@ -95,6 +93,28 @@ async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_others_get
     // The slow client's subscription is gone; the fast one's is not.
     wait_for_stat(addr, "subscriptions", 1).await;
     drop(fast);
+    (code, reason, expected)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_as_a_slow_consumer_and_others_get_everything() {
+    let mut config = test_config();
+    config.limits.outbound_queue = 32;
+    let (code, reason, _) = slow_consumer(config).await;
+    assert_eq!(code, 4008, "{reason}");
+    assert!(reason.starts_with("SLOW_CONSUMER"), "{reason}");
+}
+
+#[tokio::test]
+async fn the_outbound_queue_is_bounded_in_bytes_not_only_in_messages() {
+    // 1,024 messages would hold all 400 (26 MB): only the byte bound can close the slow client.
+    let mut config = test_config();
+    config.limits.outbound_queue = 1024;
+    config.limits.outbound_queue_bytes = 256 * 1024;
+    let (code, reason, received) = slow_consumer(config).await;
+    assert_eq!(code, 4008, "{reason}");
+    assert!(reason.contains("262144 bytes"), "{reason}");
+    eprintln!("the slow client received {received} of 400 messages before its close");
 }
 
 #[tokio::test]

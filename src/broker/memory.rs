@@ -111,7 +111,7 @@ fn check_exact(topic: &str) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::{mailbox, Closer, Outbound};
+    use crate::outbound::{mailbox, Closer, Outbound, QueueLimits};
     use crate::registry::SubscriberKey;
     use tokio_util::sync::CancellationToken;
 
@@ -119,7 +119,7 @@ mod tests {
     async fn offsets_increase_and_cursors_carry_them() {
         let broker = MemoryBroker::default();
         let shutdown = CancellationToken::new();
-        let (mb, mut rx) = mailbox(8, Closer::new(&shutdown));
+        let (mb, mut rx) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
         let request = TopicSubscribe {
             topic: "t",
             subscriber: SubscriberKey {
@@ -140,7 +140,7 @@ mod tests {
         let second = broker.publish(msg("b")).expect("accepted");
         assert!(second.offset > first.offset);
         assert_eq!(&second.cursor[10..], &second.offset.to_be_bytes());
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Event { .. })));
+        assert!(matches!(rx.try_recv(), Some(Outbound::Event { .. })));
     }
 
     #[test]

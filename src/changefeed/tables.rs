@@ -348,7 +348,7 @@ mod tests {
     use super::*;
     use crate::auth::row_filter::FilterTemplate;
     use crate::auth::Principal;
-    use crate::outbound::{mailbox, Closer};
+    use crate::outbound::{mailbox, Closer, QueueLimits};
     use crate::protocol::{frame_shared, pb, ChangeKind, Value};
     use prost::Message as _;
     use tokio_util::sync::CancellationToken;
@@ -388,9 +388,9 @@ mod tests {
         }
     }
 
-    fn received(rx: &mut tokio::sync::mpsc::Receiver<Outbound>) -> Vec<pb::RowChange> {
+    fn received(rx: &mut crate::outbound::Inbox) -> Vec<pb::RowChange> {
         let mut out = Vec::new();
-        while let Ok(item) = rx.try_recv() {
+        while let Some(item) = rx.try_recv() {
             let Outbound::Event { event, .. } = item else {
                 panic!("expected an event");
             };
@@ -417,7 +417,7 @@ mod tests {
     #[tokio::test]
     async fn pending_buffers_then_live_filters_by_snapshot() {
         let shutdown = CancellationToken::new();
-        let (mb, mut rx) = mailbox(16, Closer::new(&shutdown));
+        let (mb, mut rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
         let table = entry(10);
         table.add(key(1), mb, None, Arc::default());
         table.fan_out(5, b"c", event);
@@ -433,14 +433,14 @@ mod tests {
         assert!(matches!(table.drain(key(1), &since), Drain::Live));
         table.fan_out(12, b"c", || panic!("visible in the snapshot: not built"));
         table.fan_out(13, b"c", event);
-        assert!(matches!(rx.try_recv(), Ok(Outbound::Event { .. })));
-        assert!(rx.try_recv().is_err());
+        assert!(matches!(rx.try_recv(), Some(Outbound::Event { .. })));
+        assert!(rx.try_recv().is_none());
     }
 
     #[tokio::test]
     async fn a_full_pending_buffer_fails_the_subscription() {
         let shutdown = CancellationToken::new();
-        let (mb, _rx) = mailbox(16, Closer::new(&shutdown));
+        let (mb, _rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
         let table = entry(2);
         table.add(key(1), mb, None, Arc::default());
         for xid in 20..25 {
@@ -455,7 +455,7 @@ mod tests {
     #[tokio::test]
     async fn a_row_filter_turns_moves_across_it_into_inserts_and_deletes() {
         let shutdown = CancellationToken::new();
-        let (mb, mut rx) = mailbox(16, Closer::new(&shutdown));
+        let (mb, mut rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
         let table = entry(10);
         let filter = FilterTemplate::parse("tenant = 7")
             .expect("parses")

@@ -90,6 +90,18 @@ pub enum EventBody<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedEvent(Bytes);
 
+impl SharedEvent {
+    /// The encoded event's size in bytes (without the subscription id its frame adds).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the encoding is empty (it never is for a real event).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Encodes a complete `ServerMessage { response }` frame.
 pub fn encode_response(request_id: u64, reply: Reply) -> Bytes {
     use pb::response::Result as R;

@@ -28,7 +28,7 @@ use crate::auth::Authenticator;
 use crate::broker::Topics;
 use crate::changefeed::Changefeed;
 use crate::limits::ConnectionLimits;
-use crate::outbound::{mailbox, CloseReason, Closer};
+use crate::outbound::{mailbox, CloseReason, Closer, QueueLimits};
 
 /// The per-connection settings a session enforces and announces in `Welcome`.
 #[derive(Debug, Clone)]
@@ -43,6 +43,8 @@ pub struct SessionSettings {
     pub max_subscriptions: usize,
     /// Outbound queue capacity, in messages.
     pub outbound_queue: usize,
+    /// Outbound queue capacity, in bytes.
+    pub outbound_queue_bytes: usize,
     /// Requests per second (token bucket refill); 0: unlimited.
     pub requests_per_second: u32,
     /// Token bucket size.
@@ -85,7 +87,11 @@ where
         debug!("session started");
         let (sink, stream) = socket.split();
         let closer = Closer::new(&ctx.shutdown);
-        let (mailbox, rx) = mailbox(ctx.settings.outbound_queue, closer.clone());
+        let limits = QueueLimits::new(
+            ctx.settings.outbound_queue,
+            ctx.settings.outbound_queue_bytes,
+        );
+        let (mailbox, rx) = mailbox(limits, closer.clone());
         let ping_interval = ctx.settings.ping_interval;
         let identity = identity::Identity::start(&ctx.auth, &ctx.limits, ctx.token.as_deref());
         let identity = match identity {

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message};
 use futures_util::{Sink, SinkExt};
-use tokio::sync::mpsc;
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 
-use crate::outbound::{CloseReason, Closer, Outbound};
+use crate::outbound::{CloseReason, Closer, Inbox, Outbound};
 use crate::protocol::frame_shared;
 
 /// Most queued messages written per flush.
@@ -18,12 +17,8 @@ const MAX_BATCH: usize = 64;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs until the closer fires, the queue's senders are all gone, or the socket fails.
-pub(super) async fn run<W>(
-    mut sink: W,
-    mut rx: mpsc::Receiver<Outbound>,
-    closer: Closer,
-    ping_interval: Duration,
-) where
+pub(super) async fn run<W>(mut sink: W, mut rx: Inbox, closer: Closer, ping_interval: Duration)
+where
     W: Sink<Message> + Unpin,
 {
     let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
@@ -45,8 +40,8 @@ pub(super) async fn run<W>(
                     sink.feed(message(item)).await?;
                     for _ in 1..MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(item) => sink.feed(message(item)).await?,
-                            Err(_) => break,
+                            Some(item) => sink.feed(message(item)).await?,
+                            None => break,
                         }
                     }
                     sink.flush().await
