@@ -391,3 +391,41 @@ async fn a_tenant_sees_only_its_rows_including_deletes_and_moves() {
     server.shutdown().await.expect("shutdown");
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn row_filters_on_text_and_lists_select_the_snapshot_rows_exactly() {
+    let db = TestDb::new().await;
+    db.execute(
+        "CREATE TABLE tickets (id int PRIMARY KEY, region varchar(8), level int, note text); \
+         CREATE INDEX ON tickets (region); \
+         INSERT INTO tickets VALUES (1, 'eu', 1, 'a'), (2, 'us', 2, 'b'), (3, 'eu', 3, 'c'), \
+           (4, 'apac', 1, 'd'), (5, NULL, 1, 'e'), (6, 'EU', 1, 'f'), (7, 'us', NULL, 'g'), \
+           (8, 'eu', 2, NULL);",
+    )
+    .await;
+    let mut config = config_for(&db);
+    config.auth = auth_config().auth;
+    let mut support_rule = rule(&["user"], &[], &[], &["public.tickets"]);
+    support_rule.row_filter =
+        Some("region in {claims.regions} and level <= {claims.level} and note is not null".into());
+    config.permissions = vec![support_rule];
+    let server = start_with(config).await;
+    wait_connected(server.local_addr()).await;
+    db.execute("SELECT feedgate.watch('public.tickets');").await;
+    let mut client = Client::connect(server.local_addr()).await;
+    let mut c = claims("sam");
+    c["regions"] = json!(["eu", "us"]);
+    c["level"] = json!("2");
+    login_with(&mut client, c).await;
+    let response = client.request(table_feed(1, "tickets", true)).await;
+    assert!(
+        matches!(response.result, Some(pb::response::Result::Subscribed(_))),
+        "{response:?}"
+    );
+    let mut view = View::default();
+    initial(&mut client, &mut view).await;
+    // eu/us (exact case), level at most 2 (NULL is not), a note.
+    assert_eq!(ids(&view), [1, 2]);
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}

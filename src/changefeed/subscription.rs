@@ -18,7 +18,8 @@ use super::changes::{row_change_from_json, view_through};
 use super::schema::unavailable;
 use super::snapshot::Snapshot;
 use super::tables::{Drain, TableEntry};
-use crate::auth::row_filter::RowFilter;
+use super::values::ColumnType;
+use crate::auth::row_filter::{RowFilter, SqlColumn, SqlParam};
 use crate::outbound::{Mailbox, Outbound};
 use crate::protocol::{encode_event, ChangeKind, Code, EventBody, Failure};
 use crate::registry::SubscriberKey;
@@ -161,8 +162,34 @@ impl Start {
             let info = &self.entry.info;
             // sql_name is regclass::text from the database: quoted, never client text. `r.*`
             // is the whole row even when the table has a column named like the alias.
-            let sql = format!("SELECT to_jsonb(r.*) FROM {} AS r", info.sql_name);
-            let mut rows = sqlx::query_scalar::<_, serde_json::Value>(&sql).fetch(&mut *tx);
+            // A row filter is also given to the database as a prefilter (a superset of what
+            // it lets through, so an index can serve a tenant's rows); each row is still
+            // checked below.
+            let (condition, params) = match &self.filter {
+                Some(filter) => {
+                    let types = self.entry.types();
+                    filter.sql_prefilter(&|column| match types.get(column) {
+                        Some(ColumnType::Int) => Some(SqlColumn::Integer),
+                        Some(ColumnType::Text) => Some(SqlColumn::Text),
+                        _ => None,
+                    })
+                }
+                None => ("TRUE".to_owned(), Vec::new()),
+            };
+            let sql = format!(
+                "SELECT to_jsonb(r.*) FROM {} AS r WHERE {condition}",
+                info.sql_name
+            );
+            let mut query = sqlx::query_scalar::<_, serde_json::Value>(&sql);
+            for param in params {
+                query = match param {
+                    SqlParam::Int(v) => query.bind(v),
+                    SqlParam::Ints(v) => query.bind(v),
+                    SqlParam::Text(v) => query.bind(v),
+                    SqlParam::Texts(v) => query.bind(v),
+                };
+            }
+            let mut rows = query.fetch(&mut *tx);
             while let Some(json) = rows.try_next().await.map_err(|e| unavailable(&e))? {
                 let types = self.entry.types();
                 let change =

@@ -34,9 +34,10 @@ use serde_json::Value as Json;
 use crate::protocol::{Row, Value};
 
 /// A column's type, as far as value conversion cares: only types whose JSON needs more than its
-/// own shape to be read right get a variant. Booleans, text-like types (text, varchar, char,
-/// name, uuid, inet, interval, time, timetz, money), enums, domains and anything unknown are
-/// [`ColumnType::Other`]: to_jsonb already writes them as a JSON bool or their text form.
+/// own shape to be read right get a variant. Booleans, text-like types (char, name, uuid, inet,
+/// interval, time, timetz, money), enums, domains and anything unknown are [`ColumnType::Other`]
+/// (text and varchar are [`ColumnType::Text`], converted the same way): to_jsonb already writes
+/// them as a JSON bool or their text form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ColumnType {
     /// smallint, integer, bigint: a JSON number whose digits must not pass through a double.
@@ -55,6 +56,9 @@ pub(crate) enum ColumnType {
     Date,
     /// json, jsonb and arrays of any type: kept as JSON text.
     Json,
+    /// text and varchar: a JSON string, converted like `Other`; told apart only so that row
+    /// filters can compare these columns in SQL too.
+    Text,
     /// Anything else: taken by the JSON's shape.
     Other,
 }
@@ -77,6 +81,7 @@ impl ColumnType {
             "timestamp without time zone" => Self::LocalTimestamp,
             "date" => Self::Date,
             "json" | "jsonb" => Self::Json,
+            "text" | "character varying" => Self::Text,
             _ => Self::Other,
         }
     }

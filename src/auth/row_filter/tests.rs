@@ -202,3 +202,52 @@ fn union_of_rules() {
         ("owner", Value::Text("x".into()))
     ])));
 }
+
+#[test]
+fn sql_prefilters_translate_only_what_they_can_match_exactly() {
+    let kinds = |name: &str| match name {
+        "tenant_id" | "n" => Some(SqlColumn::Integer),
+        "region" | "we\"ird" => Some(SqlColumn::Text),
+        _ => None,
+    };
+    let sql = |text: &str, claims: Json| filter(text, claims).sql_prefilter(&kinds);
+    assert_eq!(
+        sql("tenant_id = {claims.t}", json!({"t": "42"})),
+        ("r.\"tenant_id\" = $1::int8".into(), vec![SqlParam::Int(42)])
+    );
+    // A claim that is no integer cannot be pushed down (matches decides, exactly).
+    assert_eq!(sql("tenant_id = {t}", json!({"t": "4.0"})).0, "TRUE");
+    assert_eq!(
+        sql(
+            "region in {claims.r} and n >= 3 and other = 1",
+            json!({"r": ["eu", "us"]})
+        ),
+        (
+            "(r.\"region\" = ANY($1::text[]) AND r.\"n\" >= $2::int8)".into(),
+            vec![
+                SqlParam::Texts(vec!["eu".into(), "us".into()]),
+                SqlParam::Int(3)
+            ]
+        )
+    );
+    // One untranslatable branch makes an OR prune nothing, and its parameters are dropped.
+    assert_eq!(
+        sql("tenant_id = 1 or other = 2", json!({})),
+        ("TRUE".into(), vec![])
+    );
+    assert_eq!(
+        sql(
+            "(tenant_id = 1 or region = 'eu') and n is not null",
+            json!({})
+        )
+        .0,
+        "((r.\"tenant_id\" = $1::int8 OR r.\"region\" = $2::text) AND r.\"n\" IS NOT NULL)"
+    );
+    // Text ordering follows bytes in `matches` but a collation in SQL: not pushed down.
+    assert_eq!(sql("region < 'm'", json!({})).0, "TRUE");
+    assert_eq!(sql("n not in (1)", json!({})).0, "TRUE");
+    assert_eq!(
+        sql("\"we\"\"ird\" = 'x'", json!({})).0,
+        "r.\"we\"\"ird\" = $1::text"
+    );
+}
