@@ -41,8 +41,15 @@ pub enum Outbound {
 /// Why a connection is being closed; decides the WebSocket close code and reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The client closed, or the session ended normally.
+    /// The session ended normally (the client's stream ended).
     Normal,
+    /// The client sent a close frame: the writer completes the closing handshake by flushing
+    /// the WebSocket's answering close frame (RFC 6455 §5.5.1) instead of sending its own.
+    ClientClosed,
+    /// The client broke the WebSocket protocol (RFC 6455 close code 1002).
+    ProtocolError,
+    /// The client sent a text message that is not UTF-8 (close code 1007).
+    InvalidPayload,
     /// The server is shutting down.
     ShuttingDown,
     /// Fan-out found the outbound queue full.
@@ -63,7 +70,9 @@ impl CloseReason {
     /// The WebSocket close code (RFC 6455 codes, and 4000-4999 for feedgate's own).
     pub fn code(&self) -> u16 {
         match self {
-            Self::Normal | Self::TransportError => 1000,
+            Self::Normal | Self::ClientClosed | Self::TransportError => 1000,
+            Self::ProtocolError => 1002,
+            Self::InvalidPayload => 1007,
             Self::ShuttingDown => 1001,
             Self::FrameTooLarge => 1009,
             Self::IdleTimeout => 4000,
@@ -89,7 +98,9 @@ impl CloseReason {
 
     fn full_text(&self) -> String {
         match self {
-            Self::Normal | Self::TransportError => String::new(),
+            Self::Normal | Self::ClientClosed | Self::TransportError => String::new(),
+            Self::ProtocolError => "INVALID_MESSAGE: WebSocket protocol error".into(),
+            Self::InvalidPayload => "INVALID_MESSAGE: text message is not UTF-8".into(),
             Self::ShuttingDown => "SHUTTING_DOWN: the server is shutting down".into(),
             Self::FrameTooLarge => {
                 "LIMIT_EXCEEDED: frame larger than websocket.max_frame_size".into()

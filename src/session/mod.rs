@@ -115,6 +115,25 @@ where
     .await;
 }
 
+/// Why reading failed, from the WebSocket error's text (the socket type is generic: only its
+/// `Display` is known). tungstenite's wording: `Space limit exceeded: Message too long: N > M`
+/// for a frame or message over the size limits, `WebSocket protocol error: ...` for a frame
+/// that breaks RFC 6455 (reserved bits, bad opcodes, control frames over 125 bytes or
+/// fragmented, ...), `UTF-8 encoding error: ...` for a text message that is not UTF-8.
+fn read_failure(text: &str) -> CloseReason {
+    if text.contains("Message too long") {
+        CloseReason::FrameTooLarge
+    } else if text.contains("without closing handshake") {
+        CloseReason::TransportError // the client dropped the connection
+    } else if text.contains("WebSocket protocol error") {
+        CloseReason::ProtocolError
+    } else if text.contains("UTF-8 encoding error") {
+        CloseReason::InvalidPayload
+    } else {
+        CloseReason::TransportError
+    }
+}
+
 /// How long a closing connection keeps reading for the client's close frame (RFC 6455 closing
 /// handshake), so that a client still writing (a pong, a request) reads our close frame instead
 /// of a reset.
@@ -150,19 +169,19 @@ where
             Some(Ok(Message::Binary(bytes))) => session.handle_frame(bytes).await,
             Some(Ok(Message::Text(_))) => session.reject_text().await,
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            Some(Ok(Message::Close(_))) | None => {
+            Some(Ok(Message::Close(_))) => {
+                // The WebSocket has queued its answering close frame; the writer flushes it.
+                closer.close(CloseReason::ClientClosed);
+                return;
+            }
+            None => {
                 closer.close(CloseReason::Normal);
                 return;
             }
             Some(Err(err)) => {
                 let text = err.to_string();
                 debug!(error = %text, "read failed");
-                let reason = if text.contains("too long") || text.contains("too big") {
-                    CloseReason::FrameTooLarge
-                } else {
-                    CloseReason::TransportError
-                };
-                closer.close(reason);
+                closer.close(read_failure(&text));
                 return;
             }
         }

@@ -59,7 +59,10 @@ where
         }
     }
     let reason = closer.reason();
-    if reason != CloseReason::TransportError {
+    if reason == CloseReason::ClientClosed {
+        // The WebSocket queued its answer to the client's close frame; flush it out.
+        let _ = timeout(CLOSE_TIMEOUT, sink.close()).await;
+    } else if reason != CloseReason::TransportError {
         let frame = CloseFrame {
             code: reason.code(),
             reason: reason.text().into(),
