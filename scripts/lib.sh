@@ -79,6 +79,18 @@ need_rabbitmq() {
 }
 
 
+CARGO_FUZZ_VERSION=0.13.2
+
+# cargo-fuzz (crates.io), installed once with `cargo install` into $TOOL_CACHE; puts it on PATH.
+need_cargo_fuzz() {
+  local root=$TOOL_CACHE/cargo-fuzz-$CARGO_FUZZ_VERSION
+  if [ ! -x "$root/bin/cargo-fuzz" ]; then
+    step "installing cargo-fuzz $CARGO_FUZZ_VERSION (cached in $TOOL_CACHE)"
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --root "$root"
+  fi
+  export PATH="$root/bin:$PATH"
+}
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # Daemons must not keep a descriptor of this script's: one holding its output pipe would keep a

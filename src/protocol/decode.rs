@@ -133,8 +133,11 @@ pub fn decode_request(frame: &[u8]) -> Result<Request, Rejection> {
     })
 }
 
-/// Reads a request id from the start of a frame too large or too broken to decode whole.
-pub(crate) fn peek_request_id(frame: &[u8]) -> u64 {
+/// Reads a request id from the start of a frame too large or too broken to decode whole: the
+/// value of the first top-level field 1 when it is a varint, else 0 (also when none is readable
+/// before the frame stops making sense). Public so that tests and fuzz targets can tell which id
+/// the answer to such a frame must carry.
+pub fn peek_request_id(frame: &[u8]) -> u64 {
     let mut fields = Fields(frame);
     while let Some((number, value)) = fields.next_field() {
         if number == 1 {

@@ -10,7 +10,9 @@ mod encode;
 mod failure;
 mod row;
 
-pub use decode::{decode_request, Command, Rejection, Request, Source, StartPosition, Subscribe};
+pub use decode::{
+    decode_request, peek_request_id, Command, Rejection, Request, Source, StartPosition, Subscribe,
+};
 pub use encode::{
     encode_event, encode_response, frame_shared, share_event, AuthInfo, EventBody, Reply,
     SharedEvent, WelcomeInfo,

@@ -16,7 +16,7 @@ use crate::auth::permissions::Action;
 use crate::broker::TopicSubscribe;
 use crate::changefeed::{TableSubscribe, TableSubscription};
 use crate::limits::RequestRate;
-use crate::outbound::{CloseReason, Mailbox, Outbound};
+use crate::outbound::{CloseReason, Mailbox, Outbound, QueueLimits, Undeliverable};
 use crate::protocol::{
     decode::peek_request_id, decode_request, encode_event, encode_response, now_micros, Code,
     Command, EventBody, Failure, Reply, Source, Subscribe, WelcomeInfo,
@@ -304,9 +304,10 @@ impl Session {
         let topic = request.topic.to_owned();
         // Two slots, so Subscribed and Ready can be queued without waiting under the lock. If
         // the connection is closing there is nobody to answer.
-        let (Ok(subscribed), Ok(ready)) =
-            (self.mailbox.reserve().await, self.mailbox.reserve().await)
-        else {
+        let (Ok(subscribed), Ok(ready)) = (
+            self.room(self.mailbox.reserve()).await,
+            self.room(self.mailbox.reserve()).await,
+        ) else {
             return Ok(());
         };
         let announce = move || {
@@ -341,8 +342,7 @@ impl Session {
         let mut subscription = changefeed.subscribe(request).await?;
         let subscribed = encode_response(request_id, Reply::Subscribed(id));
         if self
-            .mailbox
-            .send(Outbound::Frame(subscribed))
+            .room(self.mailbox.send(Outbound::Frame(subscribed)))
             .await
             .is_err()
         {
@@ -371,6 +371,33 @@ impl Session {
     async fn reply(&self, request_id: u64, reply: Reply) {
         let frame = encode_response(request_id, reply);
         // Err only when the connection is closing, and then nobody is listening.
-        let _ = self.mailbox.send(Outbound::Frame(frame)).await;
+        let _ = self.room(self.mailbox.send(Outbound::Frame(frame))).await;
+    }
+
+    /// Waits for room in the outbound queue (`wait`: a send or a reservation), at most the idle
+    /// timeout. While a request waits here the read loop watches neither the idle nor the
+    /// authentication deadline, so a client that stopped reading (and sending) would otherwise
+    /// hold the connection open for ever; one that has read nothing for that long is closed as
+    /// a slow consumer (4008), which makes every wait for room give up at once.
+    async fn room<T>(
+        &self,
+        wait: impl std::future::Future<Output = Result<T, Undeliverable>>,
+    ) -> Result<T, Undeliverable> {
+        let patience = self.ctx.settings.idle_timeout;
+        match tokio::time::timeout(patience, wait).await {
+            Ok(result) => result,
+            Err(_) => {
+                let s = &self.ctx.settings;
+                let limits = QueueLimits::new(s.outbound_queue, s.outbound_queue_bytes);
+                debug!("no room in the outbound queue within the idle timeout");
+                self.mailbox
+                    .closer()
+                    .close(CloseReason::SlowConsumer(limits));
+                Err(Undeliverable::Closed)
+            }
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;
