@@ -1,4 +1,4 @@
-//! The row-filter language (src/auth/row_filter.rs) on any text: `FilterTemplate::parse` never
+//! The row-filter language (src/auth/row_filter/) on any text: `FilterTemplate::parse` never
 //! panics, and a filter that parses is filled with arbitrary claims and evaluated on arbitrary
 //! rows without panicking. What its documentation promises is checked too:
 //!

@@ -1,6 +1,10 @@
 use serde_json::json;
 
+use std::cmp::Ordering;
+
+use super::eval::decimal_cmp;
 use super::*;
+use crate::protocol::Value;
 
 fn principal(claims: Json) -> Principal {
     let mut p = Principal::anonymous();

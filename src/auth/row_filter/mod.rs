@@ -1,0 +1,273 @@
+//! Row-level rules: which rows of a table a principal may see. Pure: no I/O.
+//!
+//! A permission rule may bind its tables to a predicate, written in the configuration file with
+//! claim placeholders (`tenant_id = {claims.tenant_id}`). The predicate is parsed once at start-up
+//! into a [`FilterTemplate`]; each subscription fills it from its principal's claims into a
+//! [`RowFilter`], which the changefeed evaluates on every row it would deliver: snapshot rows,
+//! and the old and the new row of every change, so one evaluator decides what a subscriber sees
+//! and an update that moves a row out of (into) its visible set reaches it as a delete (insert).
+//!
+//! The language is a small, SQL-like subset:
+//!
+//! ```text
+//! filter  := or
+//! or      := and ("or" and)*
+//! and     := term ("and" term)*
+//! term    := "(" or ")" | column op value | column ["not"] "in" "(" value ("," value)* ")"
+//!          | column ["not"] "in" placeholder | column "is" ["not"] "null"
+//! op      := "=" | "!=" | "<>" | "<" | "<=" | ">" | ">="
+//! value   := 'text' | number | true | false | placeholder
+//! placeholder := "{claims.NAME}" | "{NAME}"      (NAME may be a dotted path)
+//! column  := identifier | "quoted identifier"
+//! ```
+//!
+//! A row is visible when the predicate is true; a comparison with SQL NULL (or with a value of
+//! another kind that does not convert) is not true, as in SQL. Values are compared by the
+//! column's kind: integers and numerics as exact numbers (a claim `"42"` equals an integer column
+//! holding 42), doubles as doubles (NaN equal to itself and above everything, as PostgreSQL
+//! orders it), text by its bytes (`<`/`>` follow byte order, not a collation), booleans,
+//! timestamps and dates from their ISO text. bytea and json columns compare unequal to
+//! everything.
+
+mod eval;
+mod parse;
+mod sql;
+
+use std::fmt;
+
+use serde_json::Value as Json;
+
+use super::Principal;
+use crate::protocol::Row;
+pub use sql::{SqlColumn, SqlParam};
+
+/// A parsed predicate with its placeholders not yet filled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterTemplate {
+    expr: Expr<Operand>,
+    text: String,
+}
+
+/// A predicate filled for one principal: what its subscriptions to a table may see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowFilter {
+    expr: Expr<Scalar>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Expr<V> {
+    And(Vec<Expr<V>>),
+    Or(Vec<Expr<V>>),
+    Compare {
+        column: String,
+        op: Op,
+        value: V,
+    },
+    In {
+        column: String,
+        values: Vec<V>,
+        negated: bool,
+    },
+    IsNull {
+        column: String,
+        negated: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// A value as written in the template.
+#[derive(Debug, Clone, PartialEq)]
+enum Operand {
+    Literal(Scalar),
+    /// A claim path (`tenant_id`, `org.id`).
+    Claim(String),
+}
+
+/// A filled value.
+#[derive(Debug, Clone, PartialEq)]
+enum Scalar {
+    Bool(bool),
+    /// A number as written (exact digits).
+    Number(String),
+    Text(String),
+}
+
+/// Why a predicate does not parse, with the byte offset it was found at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("at byte {at}: {reason}")]
+pub struct ParseError {
+    at: usize,
+    reason: String,
+}
+
+/// Why a template could not be filled for a principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfilled {
+    /// The claim that is missing or of a kind that cannot be compared.
+    pub claim: String,
+}
+
+impl FilterTemplate {
+    /// Parses a predicate from the configuration.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let tokens = parse::tokenize(text)?;
+        let mut parser = parse::Parser {
+            tokens,
+            at: 0,
+            end: text.len(),
+        };
+        let expr = parser.or()?;
+        if let Some((offset, token)) = parser.tokens.get(parser.at) {
+            return Err(ParseError {
+                at: *offset,
+                reason: format!("unexpected {token} (expected and, or, or the end)"),
+            });
+        }
+        Ok(Self {
+            expr,
+            text: text.to_owned(),
+        })
+    }
+
+    /// Fills the placeholders from `principal`'s claims. A claim that is missing, null, an
+    /// object, or an array where one value is expected leaves the template unfilled: the rule
+    /// it belongs to then grants nothing.
+    pub fn fill(&self, principal: &Principal) -> Result<RowFilter, Unfilled> {
+        Ok(RowFilter {
+            expr: fill(&self.expr, principal)?,
+        })
+    }
+}
+
+impl fmt::Display for FilterTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl RowFilter {
+    /// Visible when any of `filters` is (the union of what several rules grant).
+    pub fn any(mut filters: Vec<RowFilter>) -> Self {
+        if filters.len() == 1 {
+            return filters.remove(0);
+        }
+        Self {
+            expr: Expr::Or(filters.into_iter().map(|f| f.expr).collect()),
+        }
+    }
+
+    /// Whether `row` (sorted by column name, as row changes carry it) is visible.
+    pub fn matches(&self, row: &Row) -> bool {
+        eval::eval(&self.expr, row)
+    }
+
+    /// The columns the predicate reads.
+    pub fn columns(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        collect_columns(&self.expr, &mut out);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+fn fill(expr: &Expr<Operand>, principal: &Principal) -> Result<Expr<Scalar>, Unfilled> {
+    Ok(match expr {
+        Expr::And(items) => Expr::And(
+            items
+                .iter()
+                .map(|e| fill(e, principal))
+                .collect::<Result<_, _>>()?,
+        ),
+        Expr::Or(items) => Expr::Or(
+            items
+                .iter()
+                .map(|e| fill(e, principal))
+                .collect::<Result<_, _>>()?,
+        ),
+        Expr::Compare { column, op, value } => Expr::Compare {
+            column: column.clone(),
+            op: *op,
+            value: match value {
+                Operand::Literal(scalar) => scalar.clone(),
+                Operand::Claim(path) => scalar_claim(principal, path)?,
+            },
+        },
+        Expr::In {
+            column,
+            values,
+            negated,
+        } => {
+            let mut filled = Vec::with_capacity(values.len());
+            for value in values {
+                match value {
+                    Operand::Literal(scalar) => filled.push(scalar.clone()),
+                    Operand::Claim(path) => match principal.claim(path) {
+                        Some(Json::Array(items)) => {
+                            for item in items {
+                                filled.push(scalar(item).ok_or_else(|| unfilled(path))?);
+                            }
+                        }
+                        _ => filled.push(scalar_claim(principal, path)?),
+                    },
+                }
+            }
+            Expr::In {
+                column: column.clone(),
+                values: filled,
+                negated: *negated,
+            }
+        }
+        Expr::IsNull { column, negated } => Expr::IsNull {
+            column: column.clone(),
+            negated: *negated,
+        },
+    })
+}
+
+fn unfilled(path: &str) -> Unfilled {
+    Unfilled {
+        claim: path.to_owned(),
+    }
+}
+
+fn scalar_claim(principal: &Principal, path: &str) -> Result<Scalar, Unfilled> {
+    principal
+        .claim(path)
+        .and_then(scalar)
+        .ok_or_else(|| unfilled(path))
+}
+
+fn scalar(json: &Json) -> Option<Scalar> {
+    match json {
+        Json::Bool(b) => Some(Scalar::Bool(*b)),
+        Json::Number(n) => Some(Scalar::Number(n.to_string())),
+        Json::String(s) => Some(Scalar::Text(s.clone())),
+        Json::Null | Json::Array(_) | Json::Object(_) => None,
+    }
+}
+
+fn collect_columns<'a, V>(expr: &'a Expr<V>, out: &mut Vec<&'a str>) {
+    match expr {
+        Expr::And(items) | Expr::Or(items) => {
+            for item in items {
+                collect_columns(item, out);
+            }
+        }
+        Expr::Compare { column, .. } | Expr::In { column, .. } | Expr::IsNull { column, .. } => {
+            out.push(column)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
