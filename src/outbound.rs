@@ -259,8 +259,14 @@ impl Mailbox {
     }
 
     fn overflow(&self) -> Undeliverable {
-        self.closer.close(CloseReason::SlowConsumer(self.limits));
+        self.close_as_slow_consumer();
         Undeliverable::Overflow
+    }
+
+    /// Closes the connection as a slow consumer (4008, naming this queue's limits): its client
+    /// is not reading what is queued for it.
+    pub fn close_as_slow_consumer(&self) {
+        self.closer.close(CloseReason::SlowConsumer(self.limits));
     }
 
     /// Queues, waiting for room (messages and bytes); gives up when the connection closes.

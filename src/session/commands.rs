@@ -16,7 +16,7 @@ use crate::auth::permissions::Action;
 use crate::broker::TopicSubscribe;
 use crate::changefeed::{TableSubscribe, TableSubscription};
 use crate::limits::RequestRate;
-use crate::outbound::{CloseReason, Mailbox, Outbound, QueueLimits, Undeliverable};
+use crate::outbound::{CloseReason, Mailbox, Outbound, Undeliverable};
 use crate::protocol::{
     decode::peek_request_id, decode_request, encode_event, encode_response, now_micros, Code,
     Command, EventBody, Failure, Reply, Source, Subscribe, WelcomeInfo,
@@ -387,12 +387,8 @@ impl Session {
         match tokio::time::timeout(patience, wait).await {
             Ok(result) => result,
             Err(_) => {
-                let s = &self.ctx.settings;
-                let limits = QueueLimits::new(s.outbound_queue, s.outbound_queue_bytes);
                 debug!("no room in the outbound queue within the idle timeout");
-                self.mailbox
-                    .closer()
-                    .close(CloseReason::SlowConsumer(limits));
+                self.mailbox.close_as_slow_consumer();
                 Err(Undeliverable::Closed)
             }
         }
