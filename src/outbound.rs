@@ -7,12 +7,19 @@
 //! The byte bound is what keeps a stalled client's memory small when messages are large; the
 //! writer holds at most one batch more in the socket's write buffer. Two kinds of writers use
 //! the queue differently:
-//! - the session queues its own responses with [`Mailbox::send`], which waits for room: a client
-//!   that sends requests but does not read the answers is slowed down (TCP backpressure), and
-//!   nothing it was promised is dropped;
-//! - sources fan out with [`Mailbox::try_deliver`], which never waits: when the queue is full the
-//!   client is not keeping up, so the connection is closed as a slow consumer (close code 4008)
-//!   instead of skipping events silently or letting one client hold up the others.
+//! - traffic that can wait (the session's responses, snapshot rows, the replay of changes
+//!   buffered during a snapshot, Kafka history) is queued with [`Mailbox::send`], which waits
+//!   for room, and only within the **waiting share**: half of each bound. A client that sends
+//!   requests but does not read the answers is slowed down (TCP backpressure), a big snapshot
+//!   streams as fast as its client reads, and nothing promised is dropped;
+//! - live fan-out uses [`Mailbox::try_deliver`], which never waits and may use the whole queue,
+//!   so it always finds at least the half that waiting traffic leaves free. When even that is
+//!   full the client is not keeping up with its live events, so the connection is closed as a
+//!   slow consumer (close code 4008) instead of skipping events silently or letting one client
+//!   hold up the others. One connection's snapshots therefore never get it closed as a slow
+//!   consumer, however large they are and whatever else it is subscribed to.
+//!
+//! Everything goes through one FIFO, so each subscription's messages keep their order.
 //!
 //! Nothing here knows about WebSockets beyond the close codes a [`CloseReason`] maps to.
 
@@ -193,24 +200,56 @@ const RESERVED_CHARGE: u32 = 64;
 /// Bytes a WebSocket binary frame adds to its payload, at most.
 const FRAME_OVERHEAD: usize = 14;
 
-/// A queued message and the byte permits it holds.
-type Queued = (Outbound, u32);
+/// A queued message, what it holds of the byte bound, and whether it came through the waiting
+/// share (and then how many of that share's bytes it holds).
+#[derive(Debug)]
+struct Queued {
+    item: Outbound,
+    charge: u32,
+    waited: Option<u32>,
+}
+
+/// The part of the queue that waiting senders may fill: half of each bound. Answers, snapshot
+/// rows and replays wait for room here first, so however long they stream, live fan-out always
+/// finds the other half of the queue (messages and bytes) free for a client that reads; only a
+/// client that falls behind its live events fills that half and is closed as a slow consumer.
+#[derive(Debug)]
+struct WaitingShare {
+    messages: Semaphore,
+    bytes: Semaphore,
+    /// The share's byte bound: what one waiting message is charged against it at most.
+    byte_limit: u32,
+}
+
+impl WaitingShare {
+    fn new(limits: QueueLimits) -> Self {
+        let byte_limit = (limits.bytes / 2).max(1);
+        Self {
+            messages: Semaphore::new((limits.messages / 2).max(1)),
+            bytes: Semaphore::new(byte_limit),
+            // `limits.bytes` fits in u32 (QueueLimits::new).
+            byte_limit: byte_limit as u32,
+        }
+    }
+}
 
 /// The sending side of a connection's outbound queue. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Mailbox {
     tx: mpsc::Sender<Queued>,
     bytes: Arc<Semaphore>,
+    waiting: Arc<WaitingShare>,
     closer: Closer,
     limits: QueueLimits,
 }
 
 /// The receiving side, read by the connection's writer; taking a message out gives its bytes
-/// back.
+/// (and its room in the waiting share) back.
 #[derive(Debug)]
 pub struct Inbox {
     rx: mpsc::Receiver<Queued>,
     bytes: Arc<Semaphore>,
+    waiting: Arc<WaitingShare>,
 }
 
 /// Creates a mailbox bounded by `limits` and the inbox its writer reads.
@@ -218,14 +257,16 @@ pub fn mailbox(limits: QueueLimits, closer: Closer) -> (Mailbox, Inbox) {
     let limits = QueueLimits::new(limits.messages, limits.bytes);
     let (tx, rx) = mpsc::channel(limits.messages);
     let bytes = Arc::new(Semaphore::new(limits.bytes));
+    let waiting = Arc::new(WaitingShare::new(limits));
     (
         Mailbox {
             tx,
             bytes: bytes.clone(),
+            waiting: waiting.clone(),
             closer,
             limits,
         },
-        Inbox { rx, bytes },
+        Inbox { rx, bytes, waiting },
     )
 }
 
@@ -242,13 +283,19 @@ impl Mailbox {
     }
 
     /// Queues without waiting; on a full queue (messages or bytes) closes the connection as a
-    /// slow consumer.
+    /// slow consumer. Live fan-out uses this: it may fill the whole queue, including what the
+    /// waiting share leaves free.
     pub fn try_deliver(&self, item: Outbound) -> Result<(), Undeliverable> {
         let charge = self.charge(&item);
         let Ok(bytes) = self.bytes.try_acquire_many(charge) else {
             return Err(self.overflow());
         };
-        match self.tx.try_send((item, charge)) {
+        let queued = Queued {
+            item,
+            charge,
+            waited: None,
+        };
+        match self.tx.try_send(queued) {
             Ok(()) => {
                 bytes.forget(); // the writer gives them back
                 Ok(())
@@ -269,41 +316,53 @@ impl Mailbox {
         self.closer.close(CloseReason::SlowConsumer(self.limits));
     }
 
-    /// Queues, waiting for room (messages and bytes); gives up when the connection closes.
-    /// Cancel safe: if cancelled, nothing was queued and nothing is held.
+    /// Queues, waiting for room in the waiting share (half of each bound) and in the queue;
+    /// gives up when the connection closes. For answers, snapshots and replays: however long
+    /// they stream, live fan-out keeps the other half. Cancel safe: if cancelled, nothing was
+    /// queued and nothing is held.
     pub async fn send(&self, item: Outbound) -> Result<(), Undeliverable> {
-        let charge = self.charge(&item);
-        let queue = async {
-            let slot = self.tx.reserve().await.map_err(|_| Undeliverable::Closed)?;
-            let bytes = self
-                .bytes
-                .acquire_many(charge)
-                .await
-                .map_err(|_| Undeliverable::Closed)?;
-            bytes.forget();
-            slot.send((item, charge));
-            Ok(())
-        };
-        tokio::select! {
-            queued = queue => queued,
-            () = self.closer.closed() => Err(Undeliverable::Closed),
-        }
+        let room = self.room(self.charge(&item)).await?;
+        room.send(item);
+        Ok(())
     }
 
-    /// Reserves room for one small control frame, waiting for it, so that it can later be
-    /// queued without waiting (for example under a registry lock). Cancel safe.
+    /// Reserves room for one small control frame in the waiting share, waiting for it, so that
+    /// it can later be queued without waiting (for example under a registry lock). Cancel safe.
     pub async fn reserve(&self) -> Result<Reserved<'_>, Undeliverable> {
-        let reserve = async {
-            let slot = self.tx.reserve().await.map_err(|_| Undeliverable::Closed)?;
-            let bytes = self
+        self.room(RESERVED_CHARGE.min(self.limits.bytes as u32))
+            .await
+    }
+
+    /// Reserves room for `item` (charged its size) in the waiting share, waiting for it, so it
+    /// can be queued later under a lock. Cancel safe.
+    pub async fn reserve_for(&self, item: &Outbound) -> Result<Reserved<'_>, Undeliverable> {
+        self.room(self.charge(item)).await
+    }
+
+    /// Waits for room for a message charged `charge` bytes: first in the waiting share, then
+    /// in the queue (which has it unless live events fill more than their half).
+    async fn room(&self, charge: u32) -> Result<Reserved<'_>, Undeliverable> {
+        let closed = |_| Undeliverable::Closed;
+        let share_charge = charge.min(self.waiting.byte_limit);
+        let wait = async {
+            let share_slot = self.waiting.messages.acquire().await.map_err(closed)?;
+            let share_bytes = self
+                .waiting
                 .bytes
-                .acquire_many(RESERVED_CHARGE.min(self.limits.bytes as u32))
+                .acquire_many(share_charge)
                 .await
-                .map_err(|_| Undeliverable::Closed)?;
-            Ok(Reserved { slot, bytes })
+                .map_err(closed)?;
+            let slot = self.tx.reserve().await.map_err(|_| Undeliverable::Closed)?;
+            let bytes = self.bytes.acquire_many(charge).await.map_err(closed)?;
+            Ok(Reserved {
+                slot,
+                bytes,
+                share_slot,
+                share_bytes,
+            })
         };
         tokio::select! {
-            reserved = reserve => reserved,
+            room = wait => room,
             () = self.closer.closed() => Err(Undeliverable::Closed),
         }
     }
@@ -314,35 +373,51 @@ impl Mailbox {
     }
 }
 
-/// Room for one control frame in a mailbox; dropping it unused gives the room back.
+/// Room for one message in a mailbox's waiting share; dropping it unused gives the room back.
 pub struct Reserved<'a> {
     slot: mpsc::Permit<'a, Queued>,
     bytes: SemaphorePermit<'a>,
+    share_slot: SemaphorePermit<'a>,
+    share_bytes: SemaphorePermit<'a>,
 }
 
 impl Reserved<'_> {
-    /// Queues `item` in the reserved room. Meant for small control frames: the item is charged
-    /// the reserved amount whatever its size.
+    /// Queues `item` in the reserved room. The item is charged the reserved amount whatever
+    /// its size (a reservation from [`Mailbox::reserve`] is meant for small control frames).
     pub fn send(self, item: Outbound) {
-        let charge = self.bytes.num_permits() as u32;
+        let queued = Queued {
+            item,
+            charge: self.bytes.num_permits() as u32,
+            waited: Some(self.share_bytes.num_permits() as u32),
+        };
         self.bytes.forget();
-        self.slot.send((item, charge));
+        self.share_slot.forget();
+        self.share_bytes.forget();
+        self.slot.send(queued);
     }
 }
 
 impl Inbox {
     /// The next message, waiting for one; `None` when every mailbox is gone.
     pub async fn recv(&mut self) -> Option<Outbound> {
-        let (item, charge) = self.rx.recv().await?;
-        self.bytes.add_permits(charge as usize);
-        Some(item)
+        let queued = self.rx.recv().await?;
+        Some(self.release(queued))
     }
 
     /// The next message if one is queued.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        let (item, charge) = self.rx.try_recv().ok()?;
-        self.bytes.add_permits(charge as usize);
-        Some(item)
+        let queued = self.rx.try_recv().ok()?;
+        Some(self.release(queued))
+    }
+
+    /// Gives back the room a message held.
+    fn release(&self, queued: Queued) -> Outbound {
+        self.bytes.add_permits(queued.charge as usize);
+        if let Some(share_bytes) = queued.waited {
+            self.waiting.messages.add_permits(1);
+            self.waiting.bytes.add_permits(share_bytes as usize);
+        }
+        queued.item
     }
 }
 
@@ -405,14 +480,80 @@ mod tests {
         );
         assert!(rx.recv().await.is_some());
         second.await.expect("room after the writer took the first");
+        // The second fills the waiting share (half of 1000 bytes): a reservation waits for it.
+        assert!(futures_util::poll!(Box::pin(mb.reserve())).is_pending());
+        assert!(rx.try_recv().is_some());
         // A reservation dropped unused holds nothing.
         let reserved = mb.reserve().await.expect("room");
         drop(reserved);
-        assert!(rx.try_recv().is_some());
         let reserved = mb.reserve().await.expect("room");
         reserved.send(frame(3));
         assert!(rx.try_recv().is_some());
         assert_eq!(mb.try_deliver(frame(900)), Ok(()), "all bytes back");
+    }
+
+    #[tokio::test]
+    async fn waiting_traffic_fills_half_the_queue_and_live_events_always_find_the_rest() {
+        let shutdown = CancellationToken::new();
+        let (mb, mut rx) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
+        let frame = |n: usize| Outbound::Frame(Bytes::from(vec![0u8; n]));
+        // A snapshot streams: four waiting sends (half of 8 messages) fit, the fifth waits.
+        for _ in 0..4 {
+            mb.send(frame(10)).await.expect("room in the waiting share");
+        }
+        let fifth = mb.send(frame(10));
+        tokio::pin!(fifth);
+        assert!(futures_util::poll!(fifth.as_mut()).is_pending());
+        // Live fan-out finds the other half, and overflows only past the whole queue.
+        for _ in 0..4 {
+            assert_eq!(mb.try_deliver(frame(10)), Ok(()));
+        }
+        assert!(!mb.closer().is_closed());
+        assert_eq!(mb.try_deliver(frame(10)), Err(Undeliverable::Overflow));
+        assert_eq!(mb.closer().reason().code(), 4008);
+
+        // The writer taking a waited message out gives its share back.
+        let shutdown = CancellationToken::new();
+        let (mb, mut rx2) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
+        for _ in 0..4 {
+            mb.send(frame(10)).await.expect("room");
+        }
+        let fifth = mb.send(frame(10));
+        tokio::pin!(fifth);
+        assert!(futures_util::poll!(fifth.as_mut()).is_pending());
+        assert!(rx2.recv().await.is_some());
+        fifth.await.expect("room after the writer took one");
+        drop(rx.try_recv());
+    }
+
+    #[tokio::test]
+    async fn the_waiting_share_is_half_of_the_byte_bound_too() {
+        let shutdown = CancellationToken::new();
+        let (mb, mut rx) = mailbox(QueueLimits::new(100, 10_000), Closer::new(&shutdown));
+        let frame = |n: usize| Outbound::Frame(Bytes::from(vec![0u8; n]));
+        // 2 x (2000 + overhead) fit in the 5,000-byte share; a third waits.
+        mb.send(frame(2000)).await.expect("room");
+        mb.send(frame(2000)).await.expect("room");
+        let third = mb.send(frame(2000));
+        tokio::pin!(third);
+        assert!(futures_util::poll!(third.as_mut()).is_pending());
+        // Live events use what is left of all 10,000 bytes.
+        assert_eq!(mb.try_deliver(frame(2000)), Ok(()));
+        assert_eq!(mb.try_deliver(frame(2000)), Ok(()));
+        assert_eq!(mb.try_deliver(frame(2000)), Err(Undeliverable::Overflow));
+        // A waiting message larger than the share is charged the share: it goes out alone.
+        let shutdown = CancellationToken::new();
+        let (mb, mut rx2) = mailbox(QueueLimits::new(100, 10_000), Closer::new(&shutdown));
+        mb.send(frame(8_000))
+            .await
+            .expect("room for one large message");
+        assert_eq!(
+            mb.try_deliver(frame(100)),
+            Ok(()),
+            "live still fits beside it"
+        );
+        assert!(rx2.try_recv().is_some() && rx2.try_recv().is_some());
+        assert!(rx.try_recv().is_some());
     }
 
     #[tokio::test]

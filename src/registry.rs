@@ -158,15 +158,16 @@ impl Registry {
         let event = encode();
         let mut delivered = 0;
         for (subscriber, mailbox) in &targets {
-            let Ok(permit) = mailbox.reserve().await else {
+            let item = Outbound::Event {
+                subscription_id: subscriber.subscription_id,
+                event: event.clone(),
+            };
+            let Ok(permit) = mailbox.reserve_for(&item).await else {
                 continue;
             };
             let entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
             if entry.subscribers.iter().any(|s| s.key == *subscriber) {
-                permit.send(Outbound::Event {
-                    subscription_id: subscriber.subscription_id,
-                    event: event.clone(),
-                });
+                permit.send(item);
                 delivered += 1;
             }
         }

@@ -223,19 +223,39 @@ pub async fn subscribe_many(proto: Proto, ws: &mut Ws, prefix: &str, count: u64)
 /// Subscribes to `table` with its initial rows; returns how many INITIAL rows arrived before
 /// `Ready`.
 pub async fn initial_rows(ws: &mut Ws, table: &str) -> Result<u64> {
+    Ok(initial_rows_beside(ws, table, None).await?.0)
+}
+
+/// Like [`initial_rows`], on a connection that is also subscribed to `topic` (subscription 2)
+/// when given: returns the rows and, for each topic message that arrived before `Ready`, its
+/// latency in microseconds (its payload is the publisher's `now_micros`, see [`ticker`]).
+pub async fn initial_rows_beside(
+    ws: &mut Ws,
+    table: &str,
+    topic: Option<&str>,
+) -> Result<(u64, Vec<u64>)> {
+    if let Some(topic) = topic {
+        subscribe(Proto::Feedgate, ws, &Source::Topic(topic.to_owned())).await?;
+    }
     let source = pb::subscribe::Source::Table(pb::TableFeed {
         table: table.into(),
         include_initial: true,
     });
     ws.send(subscribe_request(1, source)).await?;
-    let mut rows = 0;
+    let (mut rows, mut latencies) = (0, Vec::new());
     loop {
         let frame = next_binary(ws).await?;
         match pb::ServerMessage::decode(frame.as_ref())?.message {
             Some(pb::server_message::Message::Event(event)) => match event.body {
                 Some(pb::event::Body::Change(_)) => rows += 1,
-                Some(pb::event::Body::Ready(_)) => return Ok(rows),
+                Some(pb::event::Body::Ready(_)) => return Ok((rows, latencies)),
                 Some(pb::event::Body::Closed(closed)) => bail!("snapshot ended: {closed:?}"),
+                Some(pb::event::Body::Message(message)) => {
+                    let sent = <[u8; 8]>::try_from(&message.payload[..])
+                        .map(u64::from_be_bytes)
+                        .context("a ticker payload")?;
+                    latencies.push((now_micros() as u64).saturating_sub(sent));
+                }
                 _ => {}
             },
             Some(pb::server_message::Message::Response(response))
@@ -245,6 +265,33 @@ pub async fn initial_rows(ws: &mut Ws, table: &str) -> Result<u64> {
             }
             _ => {}
         }
+    }
+}
+
+/// Publishes to a feedgate `topic` every 50 ms (20 messages/s), each payload the send time
+/// (`now_micros`, 8 bytes big-endian), until `stop` is set; returns how many it published.
+pub async fn ticker(
+    url: &str,
+    topic: &str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<u64> {
+    let mut ws = connect(url).await?;
+    let mut sent = 0u64;
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = async { stop.wait_for(|stop| *stop).await.is_ok() } => return Ok(sent),
+            _ = every.tick() => {}
+        }
+        sent += 1;
+        let publish = pb::Publish {
+            topic: topic.into(),
+            payload: (now_micros() as u64).to_be_bytes().to_vec().into(),
+            ..Default::default()
+        };
+        ws.send(request(sent, pb::request::Command::Publish(publish)))
+            .await?;
+        next_binary(&mut ws).await?;
     }
 }
 

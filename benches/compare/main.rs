@@ -371,8 +371,15 @@ async fn scenarios(
             let mut peak = row(&scenario, "peak RSS growth (KiB)", false);
             let growth = figures.peak_rss_kib.saturating_sub(figures.rss_before_kib);
             peak.values.push((Proto::Feedgate, growth as f64));
+            let live = &figures.beside_live;
+            let mut beside = row(&scenario, "rows/s beside a live topic (20 msg/s)", true);
+            beside.values.push((Proto::Feedgate, live.rows_per_second));
+            let mut latency = row(&scenario, "live message max latency during it (ms)", false);
+            latency
+                .values
+                .push((Proto::Feedgate, live.message_latency_max_ms));
             details.insert(scenario.clone(), serde_json::to_value(&figures)?);
-            rows.extend([rate, ratio, peak]);
+            rows.extend([rate, ratio, peak, beside, latency]);
         }
     }
     Ok((rows, Value::Object(details)))

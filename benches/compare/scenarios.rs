@@ -397,6 +397,25 @@ pub struct Snapshot {
     pub peak_rss_kib: u64,
     /// The server's CPU time during the snapshot ÷ its duration (1.0 = one core busy).
     pub server_cpu: f64,
+    /// The same snapshot on a fresh server, on a connection also subscribed to a topic that
+    /// another connection publishes 20 messages/s to.
+    pub beside_live: BesideLive,
+}
+
+/// A snapshot next to live messages on one connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct BesideLive {
+    /// Subscribe to `Ready`.
+    pub seconds: f64,
+    pub rows_per_second: f64,
+    /// Topic messages published while the snapshot streamed, and how many arrived before
+    /// `Ready` (the rest follow it).
+    pub messages_sent: u64,
+    pub messages_before_ready: u64,
+    pub message_latency_p50_ms: f64,
+    pub message_latency_max_ms: f64,
+    pub rss_before_kib: u64,
+    pub peak_rss_kib: u64,
 }
 
 /// Initial snapshot: a fresh feedgate streams a `rows`-row table's INITIAL rows to one
@@ -435,6 +454,9 @@ pub async fn snapshot(db: &mut PgConnection, database_url: &str, rows: u64) -> R
     anyhow::ensure!(received == rows, "{received} initial rows of {rows}");
     let (rows_per_second, copy_rows_per_second) =
         (rows as f64 / seconds, rows as f64 / copy_seconds);
+    let peak_rss_kib = server.peak_rss_kib()?;
+    drop(server);
+    let beside_live = snapshot_beside_live(database_url, rows).await?;
     Ok(Snapshot {
         rows,
         seconds,
@@ -443,7 +465,40 @@ pub async fn snapshot(db: &mut PgConnection, database_url: &str, rows: u64) -> R
         copy_rows_per_second,
         ratio: rows_per_second / copy_rows_per_second,
         rss_before_kib,
-        peak_rss_kib: server.peak_rss_kib()?,
+        peak_rss_kib,
         server_cpu,
+        beside_live,
+    })
+}
+
+/// The snapshot of `bench_snapshot` on a fresh feedgate, on a connection that is also
+/// subscribed to a topic which another connection publishes 20 messages/s to (the repro of a
+/// connection once closed as a slow consumer because of its own snapshot).
+async fn snapshot_beside_live(database_url: &str, rows: u64) -> Result<BesideLive> {
+    let server = crate::systems::feedgate(Some(database_url))?;
+    let rss_before_kib = server.rss_kib()?;
+    let mut ws = load::connect(&server.url).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let url = server.url.clone();
+    let ticker = tokio::spawn(async move { load::ticker(&url, "bench.ticks", stopped).await });
+    let start = Instant::now();
+    let (received, latencies) =
+        load::initial_rows_beside(&mut ws, "public.bench_snapshot", Some("bench.ticks")).await?;
+    let seconds = start.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    let messages_sent = ticker.await??;
+    anyhow::ensure!(received == rows, "{received} initial rows of {rows}");
+    let mut sorted = latencies.clone();
+    sorted.sort_unstable();
+    let ms = |us: Option<&u64>| us.map_or(0.0, |&us| us as f64 / 1000.0);
+    Ok(BesideLive {
+        seconds,
+        rows_per_second: rows as f64 / seconds,
+        messages_sent,
+        messages_before_ready: latencies.len() as u64,
+        message_latency_p50_ms: ms(sorted.get(sorted.len() / 2)),
+        message_latency_max_ms: ms(sorted.last()),
+        rss_before_kib,
+        peak_rss_kib: server.peak_rss_kib()?,
     })
 }

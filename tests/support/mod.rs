@@ -70,6 +70,23 @@ impl Client {
             .expect("websocket connects")
     }
 
+    /// Connects over a socket whose receive buffer is fixed at `bytes` (no autotuning), so
+    /// that what the server writes piles up in its own queue soon after the client pauses,
+    /// rather than in tens of megabytes of loopback buffers.
+    pub async fn connect_with_receive_buffer(addr: SocketAddr, bytes: u32) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        let url = format!("ws://{addr}/v1/ws");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket handshake");
+        Client {
+            ws,
+            next_request_id: 1,
+        }
+    }
+
     /// Connects with a request of the caller's making (headers, query); the error is the
     /// refused upgrade's.
     pub async fn connect_request(
