@@ -101,6 +101,7 @@ impl Server {
         let state = Arc::new(HttpState {
             settings: SessionSettings {
                 max_message_size: config.websocket.max_message_size,
+                max_frame_size: config.websocket.max_frame_size,
                 ping_interval: config.websocket.ping_interval,
                 idle_timeout: config.websocket.idle_timeout,
                 max_subscriptions: config.limits.max_subscriptions,
@@ -109,7 +110,6 @@ impl Server {
                 requests_per_second: config.limits.requests_per_second,
                 request_burst: config.limits.request_burst,
             },
-            max_frame_size: config.websocket.max_frame_size,
             topics: Topics::new(
                 config.topics.clone(),
                 config

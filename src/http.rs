@@ -25,9 +25,8 @@ use crate::session::{self, SessionContext, SessionSettings};
 
 /// What the HTTP handlers share. Built by `app`.
 pub(crate) struct HttpState {
+    /// Per-connection limits; `max_frame_size` is also tungstenite's hard limit.
     pub(crate) settings: SessionSettings,
-    /// Largest frame tungstenite reads at all (the hard limit).
-    pub(crate) max_frame_size: usize,
     pub(crate) topics: Topics,
     pub(crate) tables: Option<Changefeed>,
     pub(crate) shutdown: CancellationToken,
@@ -95,8 +94,8 @@ async fn websocket(
     let tracked = state.clone();
     upgrade
         .read_buffer_size(READ_BUFFER)
-        .max_message_size(state.max_frame_size)
-        .max_frame_size(state.max_frame_size)
+        .max_message_size(state.settings.max_frame_size)
+        .max_frame_size(state.settings.max_frame_size)
         .on_failed_upgrade(|err| warn!(error = %err, "websocket upgrade failed"))
         .on_upgrade(move |socket| {
             let sessions = tracked.sessions.clone();

@@ -27,6 +27,17 @@ async fn hello_is_welcomed_with_session_and_limits_and_ping_gets_pong() {
     assert_eq!(limits.max_message_size, 1024 * 1024);
     assert_eq!(limits.max_subscriptions, 128);
     assert_eq!(limits.ping_interval_ms, 25_000);
+    // The slow-consumer close (4008) and the oversized-frame close (1009) depend on these.
+    let config = test_config();
+    assert_eq!(limits.outbound_queue as usize, config.limits.outbound_queue);
+    assert_eq!(
+        limits.outbound_queue_bytes as usize,
+        config.limits.outbound_queue_bytes
+    );
+    assert_eq!(
+        limits.max_frame_size as usize,
+        config.websocket.max_frame_size
+    );
 
     let pong = client.request(Command::Ping(pb::Ping {})).await;
     let Some(pb::response::Result::Pong(pong)) = pong.result else {

@@ -266,6 +266,7 @@ impl Scenario {
         // Within what Config::validate accepts.
         let settings = SessionSettings {
             max_message_size: *u.choose(&[64, 128, 1024, 1 << 20])?,
+            max_frame_size: 16 << 20,
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
             max_subscriptions: *u.choose(&[1, 2, 4, 128])?,

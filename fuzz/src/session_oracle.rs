@@ -128,6 +128,8 @@ impl Oracle {
                 idle_timeout_ms: s.idle_timeout.as_millis() as u32,
                 max_subscriptions: s.max_subscriptions as u32,
                 outbound_queue: s.outbound_queue as u32,
+                outbound_queue_bytes: s.outbound_queue_bytes as u32,
+                max_frame_size: s.max_frame_size as u32,
             },
             known,
             upgrade_token: scenario.upgrade_token,

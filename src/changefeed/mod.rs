@@ -7,11 +7,14 @@
 //!   and fans each change out, encoded once, to the table's subscribers ([`tables`]).
 //! - Each subscription registers with the reader before taking its own snapshot, and drops every
 //!   change whose transaction that snapshot already contains ([`subscription`]).
+//! - A table the `watch` setting names but that cannot be watched (no primary key, ...) does not
+//!   stop the server; its subscribers are told why ([`refusals`]).
 //!
 //! Sessions use the [`Changefeed`] handle; nothing here knows about sessions or WebSockets.
 
 mod changes;
 mod reader;
+mod refusals;
 mod schema;
 mod snapshot;
 mod subscription;
@@ -28,6 +31,7 @@ use sqlx::{ConnectOptions as _, PgPool};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use refusals::WatchRefusal;
 pub use subscription::TableSubscription;
 
 use crate::auth::permissions::TableAccess;
@@ -36,6 +40,7 @@ use crate::config::ChangefeedConfig;
 use crate::outbound::Mailbox;
 use crate::protocol::{Code, Failure};
 use crate::registry::SubscriberKey;
+use refusals::Refusals;
 use tables::Tables;
 
 /// Why the changefeed could not be set up.
@@ -55,7 +60,9 @@ pub enum ChangefeedError {
     Watch {
         /// As configured.
         table: String,
-        /// Why (no such table, no primary key, ...).
+        /// Why, classified (no such table, no primary key, ...).
+        reason: WatchRefusal,
+        /// What the database answered.
         source: sqlx::Error,
     },
 }
@@ -116,6 +123,8 @@ struct Shared {
     /// Snapshots, name resolution and column types; the reader has connections of its own.
     pool: PgPool,
     tables: Tables,
+    /// Configured tables that could not be watched at start-up, and why.
+    refusals: Refusals,
     /// Whether the reader is connected; subscribe answers `SOURCE_UNAVAILABLE` while not.
     available: AtomicBool,
 }
@@ -138,6 +147,7 @@ impl Changefeed {
                 settings,
                 pool,
                 tables: Tables::default(),
+                refusals: Refusals::default(),
                 available: AtomicBool::new(false),
             }),
         };
@@ -169,7 +179,7 @@ impl Changefeed {
                     .detail("table", request.table),
             );
         }
-        let info = schema::resolve(&self.shared.pool, request.table).await?;
+        let info = schema::resolve(&self.shared.pool, &self.shared.refusals, request.table).await?;
         let access = (request.authorize)(&info.schema, &info.relname)?;
         let entry = match self.shared.tables.get(info.oid) {
             Some(entry) => entry,

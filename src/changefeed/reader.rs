@@ -23,7 +23,7 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection, Row as _};
 use tokio::time::{sleep, timeout, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::changes::row_change_from_json;
@@ -139,12 +139,7 @@ async fn connect<'a>(
     if !progress.prepared {
         migrate(settings).await?;
         let mut conn = settings.connect.clone().connect().await?;
-        for table in &settings.watch {
-            match schema::watch(&mut conn, table).await {
-                Ok(name) => info!(table = %name, "watching"),
-                Err(err) => error!(error = %err, "cannot watch a configured table"),
-            }
-        }
+        schema::watch_configured(&mut conn, &settings.watch, &shared.refusals).await?;
         conn.close().await?;
         progress.prepared = true;
     }

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Row as _};
+use tracing::{error, info};
 
+use super::refusals::{Refusals, Refused, WatchRefusal};
 use super::tables::TableInfo;
 use super::values::ColumnType;
 use super::ChangefeedError;
@@ -46,13 +48,77 @@ pub(crate) async fn watch(conn: &mut PgConnection, table: &str) -> Result<String
         .await
         .map_err(|source| ChangefeedError::Watch {
             table: table.to_owned(),
+            reason: WatchRefusal::of(&source),
             source,
         })
 }
 
+/// Watches the configured tables at start-up. A table that cannot be watched is logged and
+/// recorded in `refusals` (so its subscribers learn why) rather than stopping the server.
+/// Fails only when the connection does (the reader then reconnects and watches again).
+pub(crate) async fn watch_configured(
+    conn: &mut PgConnection,
+    tables: &[String],
+    refusals: &Refusals,
+) -> Result<(), sqlx::Error> {
+    for table in tables {
+        match watch(conn, table).await {
+            Ok(name) => {
+                info!(table = %name, "watching");
+                refusals.clear(table);
+            }
+            Err(ChangefeedError::Watch {
+                table,
+                reason,
+                source,
+            }) => {
+                error!(table = %table, reason = reason.as_str(), error = %source,
+                    "cannot watch a configured table");
+                let relation = relation(conn, &table).await?;
+                refusals.record(Refused {
+                    configured: table,
+                    relation,
+                    reason,
+                    message: source
+                        .as_database_error()
+                        .map_or_else(|| source.to_string(), |db| db.message().to_owned()),
+                });
+            }
+            Err(other) => error!(error = %other, "cannot watch a configured table"),
+        }
+    }
+    Ok(())
+}
+
+/// The relation a name resolves to now (oid and `schema.table`), if any; `None` also for a name
+/// PostgreSQL cannot parse.
+async fn relation(
+    conn: &mut PgConnection,
+    table: &str,
+) -> Result<Option<(u32, String)>, sqlx::Error> {
+    let row: Option<(i64, String)> = sqlx::query_as(
+        "SELECT c.oid::int8, n.nspname || '.' || c.relname \
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+          WHERE c.oid = to_regclass($1)",
+    )
+    .bind(table)
+    .fetch_optional(conn)
+    .await
+    .or_else(|err| match err.as_database_error() {
+        Some(_) => Ok(None), // an unparsable name names nothing
+        None => Err(err),
+    })?;
+    Ok(row.and_then(|(oid, name)| Some((u32::try_from(oid).ok()?, name))))
+}
+
 /// Resolves a client's table name (`orders`, `public.orders`, `"Quoted".name`) to a watched
-/// table, or a coded failure saying why not.
-pub(crate) async fn resolve(pool: &PgPool, table: &str) -> Result<TableInfo, Failure> {
+/// table, or a coded failure saying why not (the start-up refusal, when the `watch` setting
+/// named the table).
+pub(crate) async fn resolve(
+    pool: &PgPool,
+    refusals: &Refusals,
+    table: &str,
+) -> Result<TableInfo, Failure> {
     let row = sqlx::query(
         "SELECT w.table_oid::int8 AS oid, w.table_name, w.table_oid::regclass::text AS sql_name, \
                 w.key_columns, n.nspname::text AS schema_name, c.relname::text AS rel_name \
@@ -76,12 +142,16 @@ pub(crate) async fn resolve(pool: &PgPool, table: &str) -> Result<TableInfo, Fai
             relname: row.try_get("rel_name").map_err(|e| internal(&e))?,
         });
     }
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+    let oid: Option<i64> = sqlx::query_scalar("SELECT to_regclass($1)::oid::int8")
         .bind(table)
         .fetch_one(pool)
         .await
         .map_err(|err| lookup_failure(table, &err))?;
-    let message = if exists {
+    let oid = oid.and_then(|oid| u32::try_from(oid).ok());
+    if let Some(refused) = refusals.find(oid, table) {
+        return Err(refused.failure(table));
+    }
+    let message = if oid.is_some() {
         format!(
             "table {table} is not watched: an operator must run SELECT feedgate.watch('{table}') \
              or start feedgate with --watch"

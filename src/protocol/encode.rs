@@ -29,6 +29,10 @@ pub struct WelcomeInfo {
     pub max_subscriptions: usize,
     /// Outbound messages queued before the connection is closed as a slow consumer.
     pub outbound_queue: usize,
+    /// Outbound bytes queued before the connection is closed as a slow consumer.
+    pub outbound_queue_bytes: usize,
+    /// Largest frame read at all; a larger one closes the connection.
+    pub max_frame_size: usize,
     /// Who the connection acts as, once known.
     pub authenticated: Option<AuthInfo>,
 }
@@ -182,6 +186,8 @@ fn welcome(info: WelcomeInfo) -> pb::Welcome {
             idle_timeout_ms: millis(info.idle_timeout),
             max_subscriptions: clamp(info.max_subscriptions),
             outbound_queue: clamp(info.outbound_queue),
+            outbound_queue_bytes: clamp(info.outbound_queue_bytes),
+            max_frame_size: clamp(info.max_frame_size),
         }),
         authenticated: info.authenticated.map(authenticated),
     }

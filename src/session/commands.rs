@@ -363,6 +363,8 @@ impl Session {
             idle_timeout: s.idle_timeout,
             max_subscriptions: s.max_subscriptions,
             outbound_queue: s.outbound_queue,
+            outbound_queue_bytes: s.outbound_queue_bytes,
+            max_frame_size: s.max_frame_size,
             authenticated: self.identity.info(),
         }
     }

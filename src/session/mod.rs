@@ -35,6 +35,8 @@ use crate::outbound::{mailbox, CloseReason, Closer, QueueLimits};
 pub struct SessionSettings {
     /// Largest request frame served.
     pub max_message_size: usize,
+    /// Largest frame read at all (the WebSocket layer's hard limit; larger closes with 1009).
+    pub max_frame_size: usize,
     /// How often the writer pings.
     pub ping_interval: Duration,
     /// Silence after which the connection is closed.

@@ -69,6 +69,7 @@ async fn a_client_that_stops_reading_and_sending_is_closed() {
         connection: 1,
         settings: SessionSettings {
             max_message_size: 1 << 20,
+            max_frame_size: 16 << 20,
             ping_interval: Duration::from_secs(25),
             idle_timeout,
             max_subscriptions: 128,

@@ -225,18 +225,22 @@ class Authenticated(_message.Message):
     def __init__(self, user: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., expires_at_micros: _Optional[int] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_size", "ping_interval_ms", "idle_timeout_ms", "max_subscriptions", "outbound_queue")
+    __slots__ = ("max_message_size", "ping_interval_ms", "idle_timeout_ms", "max_subscriptions", "outbound_queue", "outbound_queue_bytes", "max_frame_size")
     MAX_MESSAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PING_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_SUBSCRIPTIONS_FIELD_NUMBER: _ClassVar[int]
     OUTBOUND_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    OUTBOUND_QUEUE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAME_SIZE_FIELD_NUMBER: _ClassVar[int]
     max_message_size: int
     ping_interval_ms: int
     idle_timeout_ms: int
     max_subscriptions: int
     outbound_queue: int
-    def __init__(self, max_message_size: _Optional[int] = ..., ping_interval_ms: _Optional[int] = ..., idle_timeout_ms: _Optional[int] = ..., max_subscriptions: _Optional[int] = ..., outbound_queue: _Optional[int] = ...) -> None: ...
+    outbound_queue_bytes: int
+    max_frame_size: int
+    def __init__(self, max_message_size: _Optional[int] = ..., ping_interval_ms: _Optional[int] = ..., idle_timeout_ms: _Optional[int] = ..., max_subscriptions: _Optional[int] = ..., outbound_queue: _Optional[int] = ..., outbound_queue_bytes: _Optional[int] = ..., max_frame_size: _Optional[int] = ...) -> None: ...
 
 class Subscribed(_message.Message):
     __slots__ = ("subscription_id",)
