@@ -168,3 +168,103 @@ async fn a_broker_down_at_start_is_reported_and_used_once_it_is_up() {
     broker.kill().expect("kill tansu");
     let _ = broker.wait();
 }
+
+/// Waits until `client` is told its source is unavailable (skipping records still arriving).
+async fn expect_unavailable(client: &mut Client) {
+    loop {
+        let event = client.recv_event().await;
+        match event.body {
+            Some(pb::event::Body::Status(status)) if !status.available => return,
+            Some(pb::event::Body::Status(_) | pb::event::Body::Message(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Issue 13's crash: a node holding a `LATEST` subscriber (the node's shared consumer) and an
+/// `EARLIEST` one (a consumer of its own) next to a second node, under a broker that restarts
+/// with its log lost and the topic created again (a new topic id). Before the fix, a consumer
+/// that kept fetching across the restart made librdkafka crash the process (SIGSEGV, about one
+/// restart in five); this test restarts the broker eight times, and after each restart every
+/// subscription must receive records again.
+#[tokio::test]
+async fn repeated_broker_restarts_under_two_nodes_neither_crash_nor_stall_them() {
+    let port = free_port();
+    let bootstrap = format!("127.0.0.1:{port}");
+    let mut broker = start_tansu(port).await;
+    let topic = "kafka.restarts.test";
+    create_topic(&bootstrap, topic, 3).await;
+    let config = || {
+        let mut config = config_at(&bootstrap);
+        if let Some(kafka) = config.kafka.as_mut() {
+            kafka.publish_timeout = Duration::from_secs(2);
+        }
+        config
+    };
+    let (one, two) = (start_with(config()).await, start_with(config()).await);
+    let mut clients = [
+        Client::connect(one.local_addr()).await,
+        Client::connect(one.local_addr()).await,
+        Client::connect(two.local_addr()).await,
+    ];
+    clients[0].subscribe_topic(1, topic).await;
+    let earliest = Command::Subscribe(pb::Subscribe {
+        subscription_id: 2,
+        source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
+            topic: topic.into(),
+            start: pb::StartPosition::Earliest as i32,
+            start_offset: 0,
+        })),
+        resume_from: Default::default(),
+    });
+    let response = clients[1].request(earliest).await;
+    assert!(matches!(
+        response.result,
+        Some(pb::response::Result::Subscribed(_))
+    ));
+    clients[2].subscribe_topic(3, topic).await;
+
+    for round in 0..8u32 {
+        // Records flow on every partition until every subscription has one of this round.
+        let marker = format!("round {round}");
+        let producer = producer(&bootstrap);
+        let mut seen = [false; 3];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut n = 0u32;
+        while !seen.iter().all(|s| *s) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: subscriptions {seen:?} got nothing"
+            );
+            produce(&producer, topic, &format!("k{n}"), marker.as_bytes()).await;
+            n += 1;
+            for (client, seen) in clients.iter_mut().zip(seen.iter_mut()) {
+                while let Ok(Ok(received)) =
+                    tokio::time::timeout(Duration::from_millis(20), client.recv()).await
+                {
+                    let support::Received::Event(event) = received else {
+                        panic!("unexpected {received:?}");
+                    };
+                    match event.body {
+                        Some(pb::event::Body::Message(m)) => *seen |= m.payload == marker,
+                        Some(pb::event::Body::Status(_) | pb::event::Body::Ready(_)) => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+        }
+        drop(producer);
+        println!("round {round}: every subscription received records; restarting the broker");
+        broker.kill().expect("kill tansu");
+        broker.wait().expect("reaped");
+        for client in &mut clients {
+            expect_unavailable(client).await;
+        }
+        broker = start_tansu(port).await;
+        create_topic(&bootstrap, topic, 3).await;
+    }
+    one.shutdown().await.expect("node one shuts down");
+    two.shutdown().await.expect("node two shuts down");
+    broker.kill().expect("kill tansu");
+    let _ = broker.wait();
+}

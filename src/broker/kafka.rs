@@ -13,6 +13,15 @@
 //! `PUBLISH_FAILED`. librdkafka reconnects by itself; when it reports that all brokers are down,
 //! subscribers get `SourceStatus { available: false }`, and `available: true` once a record
 //! arrives or a metadata probe (every second while unavailable) succeeds.
+//!
+//! **Consumers do not outlive an outage.** When the brokers go down, every consumer is closed at
+//! once, and a fresh one is opened at the positions reached only after the probe saw the brokers
+//! back and the topic exists again. An old consumer that kept fetching across a broker restart
+//! could crash the whole process: a broker that lost its log (tansu with in-memory storage, or a
+//! topic deleted and created again) answers its fetches for the old topic with a reply that makes
+//! librdkafka 2.12 dereference a null topic name (SIGSEGV in `rd_kafka_metadata_update_op`). A
+//! fresh client learns the topic anew from its first metadata request and never sends such a
+//! fetch. See docs/brokers.md, "When a broker client misbehaves".
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +36,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -44,8 +54,9 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 struct Health {
     registry: Registry,
     available: AtomicBool,
-    /// Incremented each time the brokers come back; consumers then re-open and re-assign.
-    recoveries: std::sync::atomic::AtomicU64,
+    /// Counts outages (availability lost); each consumer's task watches it and closes its
+    /// consumer at once, so that no consumer fetches across a broker restart.
+    outages: watch::Sender<u64>,
 }
 
 impl Health {
@@ -57,8 +68,7 @@ impl Health {
         }
         if let Some(why) = &unavailable {
             warn!(error = %why, "kafka unavailable");
-        } else {
-            self.recoveries.fetch_add(1, Ordering::AcqRel);
+            self.outages.send_modify(|outages| *outages += 1);
         }
         let failure = unavailable.map(|why| {
             Failure::new(
@@ -130,7 +140,7 @@ impl KafkaBroker {
         let health = Arc::new(Health {
             registry: Registry::default(),
             available: AtomicBool::new(true),
-            recoveries: std::sync::atomic::AtomicU64::new(0),
+            outages: watch::Sender::new(0),
         });
         let producer = client_config(&config)
             .set(
@@ -289,38 +299,36 @@ impl KafkaBroker {
             .map_err(|err| Failure::new(Code::Internal, err.to_string()))?
     }
 
-    /// Fans records out until stopped or nobody on this node listens any more; after the brokers
-    /// come back, re-opens the consumer at the positions reached.
+    /// Fans records out until stopped or nobody on this node listens any more. When the brokers
+    /// go down it closes the consumer at once; once they are back and the topic exists, it opens
+    /// a fresh one at the positions reached (see the module docs for why never the old one).
     async fn deliver(
         &self,
-        mut consumer: StreamConsumer<Context>,
+        consumer: StreamConsumer<Context>,
         mut feed: Feed,
         stop: CancellationToken,
     ) {
+        let mut consumer = Some(consumer);
+        let mut outages = self.shared.health.outages.subscribe();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut seen_recoveries = self.shared.health.recoveries.load(Ordering::Acquire);
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
+                Ok(()) = outages.changed() => {
+                    if let Some(old) = consumer.take() {
+                        debug!(key = %feed.key, "brokers down: kafka consumer closed");
+                        close(old).await;
+                    }
+                }
                 _ = tick.tick() => {
                     if self.retire_if_unused(&feed.key).await {
                         break;
                     }
-                    let recoveries = self.shared.health.recoveries.load(Ordering::Acquire);
-                    if recoveries != seen_recoveries {
-                        let positions = feed.positions.clone();
-                        match self.open_consumer(&feed.topic, StartPosition::Latest, positions).await {
-                            Ok((reopened, positions)) => {
-                                seen_recoveries = recoveries;
-                                consumer = reopened;
-                                feed.positions = positions;
-                                debug!(key = %feed.key, "kafka consumer re-opened after recovery");
-                            }
-                            Err(err) => debug!(error = %err, "cannot re-open kafka consumer yet"),
-                        }
+                    if consumer.is_none() && self.is_available() {
+                        consumer = self.reopen(&mut feed).await;
                     }
                 }
-                record = consumer.recv() => match record {
+                record = next_record(consumer.as_ref()) => match record {
                     Ok(record) => {
                         self.shared.health.set(None);
                         let next = feed.positions.get(&record.partition()).copied();
@@ -341,6 +349,14 @@ impl KafkaBroker {
                             self.registry().publish(&feed.key, encode);
                         }
                     }
+                    Err(err) if topic_gone(&err) => {
+                        // The topic was deleted (and may be created again under a new id): a
+                        // fresh consumer, opened once it exists, reads the new one.
+                        debug!(key = %feed.key, error = %err, "kafka topic gone: consumer closed");
+                        if let Some(old) = consumer.take() {
+                            close(old).await;
+                        }
+                    }
                     Err(err) => {
                         debug!(error = %err, "kafka consume error");
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -348,7 +364,30 @@ impl KafkaBroker {
                 },
             }
         }
+        if let Some(old) = consumer {
+            close(old).await;
+        }
         debug!(key = %feed.key, "kafka consumer retired");
+    }
+
+    /// Opens a fresh consumer for `feed` at the positions it reached, or `None` when the topic
+    /// cannot be read yet (the next tick tries again).
+    async fn reopen(&self, feed: &mut Feed) -> Option<StreamConsumer<Context>> {
+        let positions = feed.positions.clone();
+        match self
+            .open_consumer(&feed.topic, StartPosition::Latest, positions)
+            .await
+        {
+            Ok((consumer, positions)) => {
+                feed.positions = positions;
+                debug!(key = %feed.key, "kafka consumer re-opened");
+                Some(consumer)
+            }
+            Err(err) => {
+                debug!(key = %feed.key, error = %err, "cannot re-open kafka consumer yet");
+                None
+            }
+        }
     }
 
     async fn retire_if_unused(&self, key: &str) -> bool {
@@ -357,6 +396,41 @@ impl KafkaBroker {
             .retire_if_unused(self.registry(), key)
             .await
     }
+}
+
+/// The next record of `consumer`; never completes without one (while the brokers are down).
+/// Cancel safe (as `StreamConsumer::recv`).
+async fn next_record(
+    consumer: Option<&StreamConsumer<Context>>,
+) -> Result<rdkafka::message::BorrowedMessage<'_>, KafkaError> {
+    match consumer {
+        Some(consumer) => consumer.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Stops a consumer's fetching and closes it. librdkafka's close can block, so it runs on the
+/// blocking pool.
+async fn close(consumer: StreamConsumer<Context>) {
+    let closing = tokio::task::spawn_blocking(move || {
+        let _ = consumer.unassign();
+        drop(consumer);
+    });
+    if let Err(err) = closing.await {
+        warn!(error = %err, "closing a kafka consumer failed");
+    }
+}
+
+/// Whether a consume error says the topic no longer exists (deleted, or the broker lost it).
+fn topic_gone(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopicId
+                | RDKafkaErrorCode::UnknownTopic
+        )
+    )
 }
 
 fn client_config(config: &KafkaConfig) -> ClientConfig {
