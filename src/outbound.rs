@@ -209,7 +209,8 @@ struct Queued {
     waited: Option<u32>,
 }
 
-/// The part of the queue that waiting senders may fill: half of each bound. Answers, snapshot
+/// The part of the queue that waiting senders may fill: half of each bound, and at least the two
+/// messages a topic subscription reserves for its `Subscribed` and `Ready`. Answers, snapshot
 /// rows and replays wait for room here first, so however long they stream, live fan-out always
 /// finds the other half of the queue (messages and bytes) free for a client that reads; only a
 /// client that falls behind its live events fills that half and is closed as a slow consumer.
@@ -225,7 +226,7 @@ impl WaitingShare {
     fn new(limits: QueueLimits) -> Self {
         let byte_limit = (limits.bytes / 2).max(1);
         Self {
-            messages: Semaphore::new((limits.messages / 2).max(1)),
+            messages: Semaphore::new((limits.messages / 2).max(2).min(limits.messages)),
             bytes: Semaphore::new(byte_limit),
             // `limits.bytes` fits in u32 (QueueLimits::new).
             byte_limit: byte_limit as u32,
@@ -511,6 +512,12 @@ mod tests {
         assert!(!mb.closer().is_closed());
         assert_eq!(mb.try_deliver(frame(10)), Err(Undeliverable::Overflow));
         assert_eq!(mb.closer().reason().code(), 4008);
+
+        // The smallest queue (2, the configured minimum) still takes the two reservations of a
+        // topic subscription.
+        let (mb2, _rx) = mailbox(QueueLimits::new(2, 1024), Closer::new(&shutdown));
+        let (first, second) = (mb2.reserve().await, mb2.reserve().await);
+        assert!(first.is_ok() && second.is_ok());
 
         // The writer taking a waited message out gives its share back.
         let shutdown = CancellationToken::new();
