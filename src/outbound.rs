@@ -1,25 +1,28 @@
 //! One connection's outbound queue ("mailbox") and its close switch.
 //!
-//! The queue is bounded twice: in messages (`limits.outbound_queue`, a bounded `tokio::sync::mpsc`
-//! channel) and in bytes (`limits.outbound_queue_bytes`, a semaphore of byte permits that the
-//! writer gives back as it takes each message out). A message is charged its encoded size, at
-//! most the whole byte budget (so one message larger than the budget still goes out, alone).
-//! The byte bound is what keeps a stalled client's memory small when messages are large; the
-//! writer holds at most one batch more in the socket's write buffer. Two kinds of writers use
-//! the queue differently:
-//! - traffic that can wait (the session's responses, snapshot rows, the replay of changes
-//!   buffered during a snapshot, Kafka history) is queued with [`Mailbox::send`], which waits
-//!   for room, and only within the **waiting share**: half of each bound. A client that sends
-//!   requests but does not read the answers is slowed down (TCP backpressure), a big snapshot
-//!   streams as fast as its client reads, and nothing promised is dropped;
-//! - live fan-out uses [`Mailbox::try_deliver`], which never waits and may use the whole queue,
-//!   so it always finds at least the half that waiting traffic leaves free. When even that is
-//!   full the client is not keeping up with its live events, so the connection is closed as a
-//!   slow consumer (close code 4008) instead of skipping events silently or letting one client
-//!   hold up the others. One connection's snapshots therefore never get it closed as a slow
-//!   consumer, however large they are and whatever else it is subscribed to.
+//! The queue is bounded twice: in messages (`limits.outbound_queue`) and in bytes
+//! (`limits.outbound_queue_bytes`), each a semaphore of permits that the writer gives back as it
+//! takes each message out. A message is charged its encoded size, at most the whole byte budget
+//! (so one message larger than the budget still goes out, alone). The byte bound is what keeps a
+//! stalled client's memory small when messages are large; the writer holds at most one batch
+//! more in the socket's write buffer. Two kinds of traffic share the queue, each with its own
+//! budget:
+//! - **live events** (fan-out) are queued with [`Mailbox::try_deliver`], which never waits and
+//!   has the whole of both bounds to itself. When they fill it, the client is not keeping up with
+//!   its live events, so the connection is closed as a slow consumer (close code 4008) instead of
+//!   skipping events silently or letting one client hold up the others;
+//! - **traffic that can wait**, the session's responses, snapshot rows, the replay of changes
+//!   buffered during a snapshot and Kafka history, is queued with [`Mailbox::send`], which waits
+//!   for room in a **waiting share** on top of the live bounds: an eighth of each (at least two
+//!   messages), enough to keep the socket busy. A client that sends requests but does not read
+//!   the answers is slowed down (TCP backpressure), a big snapshot streams as fast as its client
+//!   reads, and nothing promised is dropped.
 //!
-//! Everything goes through one FIFO, so each subscription's messages keep their order.
+//! So a connection's snapshots never count against its live budget: it is closed as a slow
+//! consumer exactly when it would be without them, however large they are and whatever else it
+//! is subscribed to. A connection holds at most 9/8 of each bound. Everything goes through one
+//! FIFO, so each subscription's messages keep their order (a live event may wait behind at most
+//! the waiting share).
 //!
 //! Nothing here knows about WebSockets beyond the close codes a [`CloseReason`] maps to.
 
@@ -200,74 +203,86 @@ const RESERVED_CHARGE: u32 = 64;
 /// Bytes a WebSocket binary frame adds to its payload, at most.
 const FRAME_OVERHEAD: usize = 14;
 
-/// A queued message, what it holds of the byte bound, and whether it came through the waiting
-/// share (and then how many of that share's bytes it holds).
+/// A queued message, what it holds of the byte bound it was charged to, and which budget that
+/// is (live, or the waiting share).
 #[derive(Debug)]
 struct Queued {
     item: Outbound,
     charge: u32,
-    waited: Option<u32>,
+    waited: bool,
 }
 
-/// The part of the queue that waiting senders may fill: half of each bound, and at least the two
-/// messages a topic subscription reserves for its `Subscribed` and `Ready`. Answers, snapshot
-/// rows and replays wait for room here first, so however long they stream, live fan-out always
-/// finds the other half of the queue (messages and bytes) free for a client that reads; only a
-/// client that falls behind its live events fills that half and is closed as a slow consumer.
+/// One budget: message slots and bytes.
 #[derive(Debug)]
-struct WaitingShare {
+struct Budget {
     messages: Semaphore,
     bytes: Semaphore,
-    /// The share's byte bound: what one waiting message is charged against it at most.
+    /// The byte bound: what one message is charged against it at most.
     byte_limit: u32,
 }
 
-impl WaitingShare {
-    fn new(limits: QueueLimits) -> Self {
-        let byte_limit = (limits.bytes / 2).max(1);
+impl Budget {
+    fn new(messages: usize, bytes: usize) -> Self {
         Self {
-            messages: Semaphore::new((limits.messages / 2).max(2).min(limits.messages)),
-            bytes: Semaphore::new(byte_limit),
-            // `limits.bytes` fits in u32 (QueueLimits::new).
-            byte_limit: byte_limit as u32,
+            messages: Semaphore::new(messages),
+            bytes: Semaphore::new(bytes),
+            // Both budgets' bytes fit in u32 (QueueLimits::new).
+            byte_limit: bytes as u32,
         }
+    }
+
+    /// The waiting share for `limits`: an eighth of each bound, and at least the two messages
+    /// (of [`RESERVED_CHARGE`] bytes) a topic subscription reserves for `Subscribed` and `Ready`.
+    fn waiting(limits: QueueLimits) -> Self {
+        Self::new(
+            (limits.messages / 8).max(2),
+            (limits.bytes / 8).max(2 * RESERVED_CHARGE as usize),
+        )
+    }
+
+    fn give_back(&self, charge: u32) {
+        self.messages.add_permits(1);
+        self.bytes.add_permits(charge as usize);
     }
 }
 
 /// The sending side of a connection's outbound queue. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Mailbox {
-    tx: mpsc::Sender<Queued>,
-    bytes: Arc<Semaphore>,
-    waiting: Arc<WaitingShare>,
+    tx: mpsc::UnboundedSender<Queued>,
+    /// `limits`, for live events.
+    live: Arc<Budget>,
+    /// The waiting share, for traffic that waits for room.
+    waiting: Arc<Budget>,
     closer: Closer,
     limits: QueueLimits,
 }
 
-/// The receiving side, read by the connection's writer; taking a message out gives its bytes
-/// (and its room in the waiting share) back.
+/// The receiving side, read by the connection's writer; taking a message out gives its room
+/// back to the budget it came from.
 #[derive(Debug)]
 pub struct Inbox {
-    rx: mpsc::Receiver<Queued>,
-    bytes: Arc<Semaphore>,
-    waiting: Arc<WaitingShare>,
+    rx: mpsc::UnboundedReceiver<Queued>,
+    live: Arc<Budget>,
+    waiting: Arc<Budget>,
 }
 
-/// Creates a mailbox bounded by `limits` and the inbox its writer reads.
+/// Creates a mailbox bounded by `limits` (plus its waiting share) and the inbox its writer
+/// reads. The channel itself is unbounded: the two budgets bound what is in it.
 pub fn mailbox(limits: QueueLimits, closer: Closer) -> (Mailbox, Inbox) {
     let limits = QueueLimits::new(limits.messages, limits.bytes);
-    let (tx, rx) = mpsc::channel(limits.messages);
-    let bytes = Arc::new(Semaphore::new(limits.bytes));
-    let waiting = Arc::new(WaitingShare::new(limits));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let live = Arc::new(Budget::new(limits.messages, limits.bytes));
+    let waiting = Arc::new(Budget::waiting(limits));
     (
         Mailbox {
             tx,
-            bytes: bytes.clone(),
+            live: live.clone(),
             waiting: waiting.clone(),
             closer,
             limits,
         },
-        Inbox { rx, bytes, waiting },
+        Inbox { rx, live, waiting },
     )
 }
 
@@ -283,27 +298,31 @@ impl Mailbox {
         size.min(self.limits.bytes) as u32
     }
 
-    /// Queues without waiting; on a full queue (messages or bytes) closes the connection as a
-    /// slow consumer. Live fan-out uses this: it may fill the whole queue, including what the
-    /// waiting share leaves free.
+    /// Queues a live event without waiting; when the live budget is full (messages or bytes)
+    /// closes the connection as a slow consumer.
     pub fn try_deliver(&self, item: Outbound) -> Result<(), Undeliverable> {
+        if self.tx.is_closed() {
+            return Err(Undeliverable::Closed);
+        }
         let charge = self.charge(&item);
-        let Ok(bytes) = self.bytes.try_acquire_many(charge) else {
+        let (Ok(slot), Ok(bytes)) = (
+            self.live.messages.try_acquire(),
+            self.live.bytes.try_acquire_many(charge),
+        ) else {
             return Err(self.overflow());
         };
         let queued = Queued {
             item,
             charge,
-            waited: None,
+            waited: false,
         };
-        match self.tx.try_send(queued) {
-            Ok(()) => {
-                bytes.forget(); // the writer gives them back
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(self.overflow()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Undeliverable::Closed),
+        if self.tx.send(queued).is_err() {
+            return Err(Undeliverable::Closed);
         }
+        // The writer gives them back.
+        slot.forget();
+        bytes.forget();
+        Ok(())
     }
 
     fn overflow(&self) -> Undeliverable {
@@ -317,10 +336,9 @@ impl Mailbox {
         self.closer.close(CloseReason::SlowConsumer(self.limits));
     }
 
-    /// Queues, waiting for room in the waiting share (half of each bound) and in the queue;
-    /// gives up when the connection closes. For answers, snapshots and replays: however long
-    /// they stream, live fan-out keeps the other half. Cancel safe: if cancelled, nothing was
-    /// queued and nothing is held.
+    /// Queues, waiting for room in the waiting share; gives up when the connection closes. For
+    /// answers, snapshots and replays: however long they stream, they take nothing from the
+    /// live budget. Cancel safe: if cancelled, nothing was queued and nothing is held.
     pub async fn send(&self, item: Outbound) -> Result<(), Undeliverable> {
         let room = self.room(self.charge(&item)).await?;
         room.send(item);
@@ -330,8 +348,7 @@ impl Mailbox {
     /// Reserves room for one small control frame in the waiting share, waiting for it, so that
     /// it can later be queued without waiting (for example under a registry lock). Cancel safe.
     pub async fn reserve(&self) -> Result<Reserved<'_>, Undeliverable> {
-        self.room(RESERVED_CHARGE.min(self.limits.bytes as u32))
-            .await
+        self.room(RESERVED_CHARGE).await
     }
 
     /// Reserves room for `item` (charged its size) in the waiting share, waiting for it, so it
@@ -340,27 +357,21 @@ impl Mailbox {
         self.room(self.charge(item)).await
     }
 
-    /// Waits for room for a message charged `charge` bytes: first in the waiting share, then
-    /// in the queue (which has it unless live events fill more than their half).
+    /// Waits for room in the waiting share for a message charged `charge` bytes (at most the
+    /// share's byte bound).
     async fn room(&self, charge: u32) -> Result<Reserved<'_>, Undeliverable> {
-        let closed = |_| Undeliverable::Closed;
-        let share_charge = charge.min(self.waiting.byte_limit);
+        let charge = charge.min(self.waiting.byte_limit);
         let wait = async {
-            let share_slot = self.waiting.messages.acquire().await.map_err(closed)?;
-            let share_bytes = self
-                .waiting
-                .bytes
-                .acquire_many(share_charge)
-                .await
-                .map_err(closed)?;
-            let slot = self.tx.reserve().await.map_err(|_| Undeliverable::Closed)?;
-            let bytes = self.bytes.acquire_many(charge).await.map_err(closed)?;
-            Ok(Reserved {
-                slot,
-                bytes,
-                share_slot,
-                share_bytes,
-            })
+            let slot = self.waiting.messages.acquire().await;
+            let bytes = self.waiting.bytes.acquire_many(charge).await;
+            match (slot, bytes) {
+                (Ok(slot), Ok(bytes)) if !self.tx.is_closed() => Ok(Reserved {
+                    tx: &self.tx,
+                    slot,
+                    bytes,
+                }),
+                _ => Err(Undeliverable::Closed),
+            }
         };
         tokio::select! {
             room = wait => room,
@@ -376,10 +387,9 @@ impl Mailbox {
 
 /// Room for one message in a mailbox's waiting share; dropping it unused gives the room back.
 pub struct Reserved<'a> {
-    slot: mpsc::Permit<'a, Queued>,
+    tx: &'a mpsc::UnboundedSender<Queued>,
+    slot: SemaphorePermit<'a>,
     bytes: SemaphorePermit<'a>,
-    share_slot: SemaphorePermit<'a>,
-    share_bytes: SemaphorePermit<'a>,
 }
 
 impl Reserved<'_> {
@@ -389,12 +399,13 @@ impl Reserved<'_> {
         let queued = Queued {
             item,
             charge: self.bytes.num_permits() as u32,
-            waited: Some(self.share_bytes.num_permits() as u32),
+            waited: true,
         };
-        self.bytes.forget();
-        self.share_slot.forget();
-        self.share_bytes.forget();
-        self.slot.send(queued);
+        // A closed channel (the writer is gone) drops the item and, with it, the room.
+        if self.tx.send(queued).is_ok() {
+            self.slot.forget();
+            self.bytes.forget();
+        }
     }
 }
 
@@ -413,11 +424,12 @@ impl Inbox {
 
     /// Gives back the room a message held.
     fn release(&self, queued: Queued) -> Outbound {
-        self.bytes.add_permits(queued.charge as usize);
-        if let Some(share_bytes) = queued.waited {
-            self.waiting.messages.add_permits(1);
-            self.waiting.bytes.add_permits(share_bytes as usize);
-        }
+        let budget = if queued.waited {
+            &self.waiting
+        } else {
+            &self.live
+        };
+        budget.give_back(queued.charge);
         queued.item
     }
 }
@@ -481,7 +493,7 @@ mod tests {
         );
         assert!(rx.recv().await.is_some());
         second.await.expect("room after the writer took the first");
-        // The second fills the waiting share (half of 1000 bytes): a reservation waits for it.
+        // The second fills the waiting share (128 bytes at least): a reservation waits for it.
         assert!(futures_util::poll!(Box::pin(mb.reserve())).is_pending());
         assert!(rx.try_recv().is_some());
         // A reservation dropped unused holds nothing.
@@ -494,70 +506,75 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn waiting_traffic_fills_half_the_queue_and_live_events_always_find_the_rest() {
+    async fn waiting_traffic_has_its_own_share_and_takes_nothing_from_live_events() {
         let shutdown = CancellationToken::new();
-        let (mb, mut rx) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
+        let (mb, mut rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
         let frame = |n: usize| Outbound::Frame(Bytes::from(vec![0u8; n]));
-        // A snapshot streams: four waiting sends (half of 8 messages) fit, the fifth waits.
-        for _ in 0..4 {
+        // A snapshot streams: two waiting sends (an eighth of 16 messages) fit, the third waits.
+        for _ in 0..2 {
             mb.send(frame(10)).await.expect("room in the waiting share");
         }
-        let fifth = mb.send(frame(10));
-        tokio::pin!(fifth);
-        assert!(futures_util::poll!(fifth.as_mut()).is_pending());
-        // Live fan-out finds the other half, and overflows only past the whole queue.
-        for _ in 0..4 {
+        let third = mb.send(frame(10));
+        tokio::pin!(third);
+        assert!(futures_util::poll!(third.as_mut()).is_pending());
+        // Live fan-out still has all 16 messages, and overflows only past them.
+        for _ in 0..16 {
             assert_eq!(mb.try_deliver(frame(10)), Ok(()));
         }
         assert!(!mb.closer().is_closed());
         assert_eq!(mb.try_deliver(frame(10)), Err(Undeliverable::Overflow));
         assert_eq!(mb.closer().reason().code(), 4008);
 
+        // The writer taking a waited message out gives its share back; one FIFO keeps order.
+        let shutdown = CancellationToken::new();
+        let (mb, mut rx2) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
+        mb.send(frame(1)).await.expect("room");
+        assert_eq!(mb.try_deliver(frame(2)), Ok(()));
+        mb.send(frame(3)).await.expect("room");
+        let fourth = mb.send(frame(4));
+        tokio::pin!(fourth);
+        assert!(futures_util::poll!(fourth.as_mut()).is_pending());
+        let len = |item: Option<Outbound>| match item {
+            Some(Outbound::Frame(frame)) => frame.len(),
+            other => panic!("expected a frame, got {other:?}"),
+        };
+        assert_eq!(len(rx2.recv().await), 1);
+        fourth.await.expect("room after the writer took one");
+        let order: Vec<usize> = (0..3).map(|_| len(rx2.try_recv())).collect();
+        assert_eq!(order, [2, 3, 4]);
+
         // The smallest queue (2, the configured minimum) still takes the two reservations of a
         // topic subscription.
-        let (mb2, _rx) = mailbox(QueueLimits::new(2, 1024), Closer::new(&shutdown));
-        let (first, second) = (mb2.reserve().await, mb2.reserve().await);
+        let (small, _rx) = mailbox(QueueLimits::new(2, 1024), Closer::new(&shutdown));
+        let (first, second) = (small.reserve().await, small.reserve().await);
         assert!(first.is_ok() && second.is_ok());
-
-        // The writer taking a waited message out gives its share back.
-        let shutdown = CancellationToken::new();
-        let (mb, mut rx2) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
-        for _ in 0..4 {
-            mb.send(frame(10)).await.expect("room");
-        }
-        let fifth = mb.send(frame(10));
-        tokio::pin!(fifth);
-        assert!(futures_util::poll!(fifth.as_mut()).is_pending());
-        assert!(rx2.recv().await.is_some());
-        fifth.await.expect("room after the writer took one");
         drop(rx.try_recv());
     }
 
     #[tokio::test]
-    async fn the_waiting_share_is_half_of_the_byte_bound_too() {
+    async fn the_waiting_share_is_an_eighth_of_the_byte_bound_too() {
         let shutdown = CancellationToken::new();
-        let (mb, mut rx) = mailbox(QueueLimits::new(100, 10_000), Closer::new(&shutdown));
+        let (mb, mut rx) = mailbox(QueueLimits::new(100, 16_000), Closer::new(&shutdown));
         let frame = |n: usize| Outbound::Frame(Bytes::from(vec![0u8; n]));
-        // 2 x (2000 + overhead) fit in the 5,000-byte share; a third waits.
-        mb.send(frame(2000)).await.expect("room");
-        mb.send(frame(2000)).await.expect("room");
-        let third = mb.send(frame(2000));
-        tokio::pin!(third);
-        assert!(futures_util::poll!(third.as_mut()).is_pending());
-        // Live events use what is left of all 10,000 bytes.
-        assert_eq!(mb.try_deliver(frame(2000)), Ok(()));
-        assert_eq!(mb.try_deliver(frame(2000)), Ok(()));
-        assert_eq!(mb.try_deliver(frame(2000)), Err(Undeliverable::Overflow));
+        // 1000 + overhead fits in the 2,000-byte share; a second one waits.
+        mb.send(frame(1000)).await.expect("room");
+        let second = mb.send(frame(1000));
+        tokio::pin!(second);
+        assert!(futures_util::poll!(second.as_mut()).is_pending());
+        // Live events have all 16,000 bytes.
+        for _ in 0..3 {
+            assert_eq!(mb.try_deliver(frame(5000)), Ok(()));
+        }
+        assert_eq!(mb.try_deliver(frame(1000)), Err(Undeliverable::Overflow));
         // A waiting message larger than the share is charged the share: it goes out alone.
-        let shutdown = CancellationToken::new();
-        let (mb, mut rx2) = mailbox(QueueLimits::new(100, 10_000), Closer::new(&shutdown));
+        let (mb, mut rx2) = mailbox(QueueLimits::new(100, 16_000), Closer::new(&shutdown));
         mb.send(frame(8_000))
             .await
             .expect("room for one large message");
         assert_eq!(
-            mb.try_deliver(frame(100)),
+            mb.try_deliver(frame(15_000)),
             Ok(()),
-            "live still fits beside it"
+            "live has its own bytes"
         );
         assert!(rx2.try_recv().is_some() && rx2.try_recv().is_some());
         assert!(rx.try_recv().is_some());
