@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use feedgate::protocol::pb;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -156,7 +156,8 @@ async fn an_hs256_token_signed_with_the_rsa_public_key_is_refused() {
 #[tokio::test]
 async fn unauthenticated_connections_may_only_hello_and_ping_until_the_timeout() {
     let mut config = auth_config();
-    config.auth.timeout = Duration::from_secs(1);
+    // Long enough for the four requests below on a busy machine; the close is awaited, not timed.
+    config.auth.timeout = Duration::from_secs(3);
     let server = start_with(config).await;
     let mut client = Client::connect(server.local_addr()).await;
     for command in [
@@ -225,15 +226,19 @@ async fn the_upgrade_request_can_carry_the_token() {
 async fn an_expiring_token_ends_the_session_unless_refreshed() {
     let server = start_with(auth_config()).await;
     let mut client = Client::connect(server.local_addr()).await;
+    // `exp` has a resolution of seconds. Each token leaves at least 3 s for the requests made
+    // under it, so a busy machine does not end the session early; what is checked is the `exp`
+    // put in the tokens, never the clock read again after the work.
+    let first_exp = now() + 4;
     let mut short = claims("carol");
-    short["exp"] = json!(now() + 2);
+    short["exp"] = json!(first_exp);
     let response = client
         .request(authenticate(&sign(Algorithm::HS256, None, &short)))
         .await;
-    assert!(matches!(
-        response.result,
-        Some(pb::response::Result::Authenticated(_))
-    ));
+    let Some(pb::response::Result::Authenticated(who)) = response.result else {
+        panic!("expected Authenticated, got {response:?}");
+    };
+    assert_eq!(who.expires_at_micros, first_exp * 1_000_000);
     client.subscribe_topic(1, "t").await;
 
     // Another user's token cannot take the connection over; nothing changes.
@@ -250,8 +255,9 @@ async fn an_expiring_token_ends_the_session_unless_refreshed() {
     );
 
     // A refresh for the same user extends the session past the first token's expiry...
+    let refreshed_exp = first_exp + 4;
     let mut longer = claims("carol");
-    longer["exp"] = json!(now() + 5);
+    longer["exp"] = json!(refreshed_exp);
     let response = client
         .request(authenticate(&sign(Algorithm::RS256, None, &longer)))
         .await;
@@ -259,17 +265,28 @@ async fn an_expiring_token_ends_the_session_unless_refreshed() {
         panic!("expected Authenticated, got {response:?}");
     };
     assert_eq!(who.user, "carol");
-    assert_eq!(who.expires_at_micros, (now() + 5) * 1_000_000);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(who.expires_at_micros, refreshed_exp * 1_000_000);
+    sleep_until_past(first_exp).await;
     assert!(matches!(
         client.request(ping()).await.result,
         Some(pb::response::Result::Pong(_))
     ));
-    // ...and then it ends with a coded close.
+    // ...and then it ends with a coded close, not before the refreshed token expires.
     let (code, reason) = client.expect_close().await;
     assert_eq!(code, 4001);
     assert!(reason.contains("token expired"), "{reason}");
+    assert!(now() >= refreshed_exp, "closed before the refreshed expiry");
     server.shutdown().await.expect("shutdown");
+}
+
+/// Sleeps until the wall clock (which the server checks `exp` against) is half a second past
+/// `exp`, so that an expiry still armed for `exp` would have fired.
+async fn sleep_until_past(exp: i64) {
+    let exp = UNIX_EPOCH + Duration::from_secs(u64::try_from(exp).expect("exp after 1970"));
+    let wake = exp + Duration::from_millis(500);
+    if let Ok(left) = wake.duration_since(SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
 }
 
 #[tokio::test]

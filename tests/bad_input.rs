@@ -6,6 +6,7 @@ use bytes::Bytes;
 use feedgate::protocol::pb;
 use prost::Message as _;
 use rand::{Rng, SeedableRng};
+use support::raw::RawClient;
 use support::*;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -266,75 +267,6 @@ async fn subscriptions_past_the_limit_get_limit_exceeded() {
     assert_eq!(err.details["limit"], "3");
     client.request(unsubscribe(1)).await;
     client.subscribe_topic(4, "t").await;
-}
-
-/// A WebSocket client on a raw TCP socket, for frames a WebSocket library will not send.
-struct RawClient {
-    stream: tokio::net::TcpStream,
-}
-
-impl RawClient {
-    async fn connect(addr: std::net::SocketAddr) -> RawClient {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let request = format!(
-            "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.expect("upgrade");
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            stream.read_exact(&mut byte).await.expect("upgrade answer");
-            head.push(byte[0]);
-        }
-        assert!(
-            head.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&head)
-        );
-        RawClient { stream }
-    }
-
-    /// Sends one frame, masked as a client must (mask key 0: the payload goes as is).
-    async fn frame(&mut self, first: u8, payload: &[u8]) {
-        use tokio::io::AsyncWriteExt;
-        let mut frame = vec![first];
-        match payload.len() {
-            n if n < 126 => frame.push(0x80 | n as u8),
-            n => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&[0, 0, 0, 0]);
-        frame.extend_from_slice(payload);
-        self.stream.write_all(&frame).await.expect("write frame");
-    }
-
-    /// Reads frames until a close frame; returns its code (None: the connection ended first).
-    async fn close_code(&mut self) -> Option<u16> {
-        use tokio::io::AsyncReadExt;
-        let read = async {
-            loop {
-                let mut head = [0u8; 2];
-                self.stream.read_exact(&mut head).await.ok()?;
-                let len = match head[1] & 0x7f {
-                    126 => usize::from(self.stream.read_u16().await.ok()?),
-                    127 => usize::try_from(self.stream.read_u64().await.ok()?).ok()?,
-                    n => usize::from(n),
-                };
-                let mut payload = vec![0u8; len];
-                self.stream.read_exact(&mut payload).await.ok()?;
-                if head[0] & 0x0f == 0x8 {
-                    return Some(u16::from_be_bytes([payload[0], payload[1]]));
-                }
-            }
-        };
-        tokio::time::timeout(support::WAIT, read)
-            .await
-            .expect("the server answered or hung up in time")
-    }
 }
 
 #[tokio::test]

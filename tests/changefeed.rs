@@ -367,6 +367,45 @@ async fn killing_the_reader_and_listener_connections_loses_nothing() {
     db.drop_db().await;
 }
 
+/// The ids of the rows whose changes are in the log (committed ones), in log order.
+async fn logged_ids(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar("SELECT coalesce(new_row, old_row)->>'id' FROM feedgate.changes ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .expect("log")
+}
+
+/// Waits until the log holds exactly the changes of the rows `want` (pruning runs on its own).
+async fn wait_for_log(db: &TestDb, want: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let logged = logged_ids(db).await;
+        if logged == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log kept {logged:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `id` in the key of the next row change on `subscription`.
+async fn next_change_id(client: &mut Client, subscription: u64) -> String {
+    columns(&next_change(client, subscription).await.key)["id"].clone()
+}
+
+/// Begins a transaction that has taken its id (and so holds back every later one's changes).
+async fn begin_with_xid(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *tx)
+        .await
+        .expect("xid");
+    tx
+}
+
 #[tokio::test]
 async fn pruning_removes_what_every_reader_has_read_and_nothing_else() {
     let db = TestDb::new().await;
@@ -379,58 +418,58 @@ async fn pruning_removes_what_every_reader_has_read_and_nothing_else() {
     let mut client = Client::connect(server.local_addr()).await;
     subscribe_table(&mut client, 1, "orders", false).await;
     expect_ready(&mut client, 1).await;
-    let log_rows = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM feedgate.changes")
-            .fetch_one(&db.pool)
-            .await
-            .expect("count")
-    };
-    let wait_for_log = |want: i64| async move {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while log_rows().await != want {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "log never reached {want} rows"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
 
     // Read by the only reader: pruned.
     db.execute("INSERT INTO orders VALUES (1, 'a', 1), (2, 'b', 1)")
         .await;
     next_change(&mut client, 1).await;
     next_change(&mut client, 1).await;
-    wait_for_log(0).await;
+    wait_for_log(&db, &[]).await;
 
-    // An open transaction's logged change is never pruned, and arrives when it commits.
+    // An open transaction's logged change is never pruned, and arrives when it commits. Pruning
+    // is seen to run meanwhile: `older` took its transaction id before `open` logged its change
+    // and commits after it, so the pass that prunes `older`'s change finds `open`'s in the log.
+    let mut older = begin_with_xid(&db).await;
     let mut open = db.pool.begin().await.expect("begin");
     sqlx::query("INSERT INTO orders VALUES (3, 'late', 1)")
         .execute(&mut *open)
         .await
         .expect("insert");
-    tokio::time::sleep(Duration::from_millis(600)).await; // several prune passes
+    sqlx::query("INSERT INTO orders VALUES (4, 'older', 1)")
+        .execute(&mut *older)
+        .await
+        .expect("insert");
+    older.commit().await.expect("commit");
+    assert_eq!(next_change_id(&mut client, 1).await, "4");
+    wait_for_log(&db, &[]).await; // 3's change is logged but invisible until it commits
     open.commit().await.expect("commit");
-    assert_eq!(columns(&next_change(&mut client, 1).await.key)["id"], "3");
+    assert_eq!(next_change_id(&mut client, 1).await, "3");
 
-    // Another node whose reader has not read past an old position holds pruning back.
-    db.execute(
-        "INSERT INTO feedgate.readers (node_id, position) \
-         VALUES (gen_random_uuid(), pg_current_snapshot())",
+    // Another node whose reader has not read past an old position holds pruning back: it has
+    // read up to row 6's transaction. `holder` keeps this node's reader from pruning row 5 until
+    // that node is registered; once it ends, a pass prunes 5 and must keep 6.
+    let holder = begin_with_xid(&db).await;
+    db.execute("INSERT INTO orders VALUES (5, 'read', 1)").await;
+    let xid: String = sqlx::query_scalar(
+        "INSERT INTO orders VALUES (6, 'kept', 1) RETURNING pg_current_xact_id()::text",
     )
+    .fetch_one(&db.pool)
+    .await
+    .expect("insert");
+    assert_eq!(next_change_id(&mut client, 1).await, "5");
+    assert_eq!(next_change_id(&mut client, 1).await, "6");
+    db.execute(&format!(
+        "INSERT INTO feedgate.readers (node_id, position) \
+         VALUES (gen_random_uuid(), '{xid}:{xid}:')"
+    ))
     .await;
-    db.execute("INSERT INTO orders VALUES (4, 'kept', 1)").await;
-    next_change(&mut client, 1).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(
-        log_rows().await >= 1,
-        "rows another reader still needs were pruned"
-    );
+    holder.rollback().await.expect("rollback");
+    wait_for_log(&db, &["6"]).await;
     // Once that reader is gone, they go too.
     db.execute("DELETE FROM feedgate.readers WHERE position::text <> ''")
         .await;
     // (our own reader re-registers its row on its next heartbeat or prune pass)
-    wait_for_log(0).await;
+    wait_for_log(&db, &[]).await;
     server.shutdown().await.expect("shutdown");
     db.drop_db().await;
 }

@@ -7,7 +7,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,12 +19,12 @@ use support::*;
 
 const KEYS: i32 = 400;
 
-async fn writer(url: String, seed: u64, stop: Arc<AtomicBool>) -> usize {
+/// Runs random transactions until `stop`, counting the committed ones in `committed`.
+async fn writer(url: String, seed: u64, stop: Arc<AtomicBool>, committed: Arc<AtomicUsize>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut conn = sqlx::PgConnection::connect(&url)
         .await
         .expect("writer connects");
-    let mut committed = 0;
     while !stop.load(Ordering::Relaxed) {
         let long = rng.random_ratio(1, 40);
         let ops = if long {
@@ -59,26 +59,25 @@ async fn writer(url: String, seed: u64, stop: Arc<AtomicBool>) -> usize {
         if failed || rng.random_ratio(1, 10) {
             let _ = tx.rollback().await;
         } else if tx.commit().await.is_ok() {
-            committed += 1;
+            committed.fetch_add(1, Ordering::Relaxed);
         }
     }
-    committed
 }
 
-/// Reads events into the view until the view equals `want`, failing on any inconsistency.
-async fn converge(
-    client: &mut Client,
-    view: &mut View,
-    want: &BTreeMap<String, BTreeMap<String, String>>,
-) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !(view.ready && view.rows == *want) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "did not converge: {} rows in view, {} in table",
-            view.rows.len(),
-            want.len()
-        );
+/// A view's key for the row `id`.
+fn key(id: i32) -> String {
+    format!("{:?}", BTreeMap::from([("id".to_owned(), id.to_string())]))
+}
+
+/// The id of the row inserted once the writers have stopped (they write ids 1..=KEYS). Changes
+/// arrive in commit order, so a client holding it (after its snapshot) has had every change.
+const LAST: i32 = 0;
+
+/// Reads events into the view until it is ready and holds row [`LAST`], failing on any
+/// inconsistency.
+async fn read_to_the_end(client: &mut Client, view: &mut View) {
+    let last = key(LAST);
+    while !(view.ready && view.rows.contains_key(&last)) {
         let event = client.recv_event().await;
         match event.body {
             Some(pb::event::Body::Change(change)) => {
@@ -99,13 +98,12 @@ async fn table_state(db: &TestDb) -> BTreeMap<String, BTreeMap<String, String>> 
         .expect("select");
     rows.into_iter()
         .map(|(id, val, note)| {
-            let key = format!("{:?}", BTreeMap::from([("id".to_owned(), id.to_string())]));
             let row = BTreeMap::from([
                 ("id".to_owned(), id.to_string()),
                 ("val".to_owned(), val.to_string()),
                 ("note".to_owned(), note.unwrap_or_else(|| "null".into())),
             ]);
-            (key, row)
+            (key(id), row)
         })
         .collect()
 }
@@ -123,10 +121,16 @@ async fn run(seed: u64) {
     .await;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..4)
-        .map(|w| tokio::spawn(writer(db.url.clone(), seed * 100 + w, stop.clone())))
+        .map(|w| {
+            let url = db.url.clone();
+            tokio::spawn(writer(url, seed * 100 + w, stop.clone(), committed.clone()))
+        })
         .collect();
-    let mut clients = Vec::new();
+    // Clients join at different points of the writes, and read from then on (so their queues
+    // never fill) until they have had the last change.
+    let mut readers = Vec::new();
     for (i, pause) in [300u64, 90, 110, 70, 130, 100, 80, 120]
         .into_iter()
         .enumerate()
@@ -138,47 +142,47 @@ async fn run(seed: u64) {
             matches!(response.result, Some(pb::response::Result::Subscribed(_))),
             "client {i}: {response:?}"
         );
-        clients.push(client);
-    }
-    // Keep the clients reading while writers continue, so their queues never fill.
-    let mut readers = Vec::new();
-    for mut client in clients {
         readers.push(tokio::spawn(async move {
             let mut view = View::default();
-            let start = tokio::time::Instant::now();
-            while start.elapsed() < Duration::from_millis(1500) {
-                if let Ok(Ok(Received::Event(event))) =
-                    tokio::time::timeout(Duration::from_millis(100), client.recv()).await
-                {
-                    match event.body {
-                        Some(pb::event::Body::Change(change)) => view
-                            .apply(&change)
-                            .unwrap_or_else(|err| panic!("inconsistent: {err}")),
-                        Some(pb::event::Body::Ready(_)) => view.ready = true,
-                        other => panic!("unexpected {other:?}"),
-                    }
-                }
-            }
+            read_to_the_end(&mut client, &mut view).await;
             (client, view)
         }));
     }
+    // The writers go on a little after the last client joined, and until they have done some
+    // work however busy the machine is.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut committed = 0;
-    for writer in writers {
-        committed += writer.await.expect("writer");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while committed.load(Ordering::Relaxed) <= 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writers did no work ({} transactions)",
+            committed.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(
-        committed > 50,
-        "the writers did work ({committed} transactions)"
-    );
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let committed = committed.load(Ordering::Relaxed);
     eprintln!("seed {seed}: {committed} transactions committed by 4 writers");
+    db.execute(&format!("INSERT INTO items VALUES ({LAST}, 0, 'last')"))
+        .await;
     let want = table_state(&db).await;
-    for reader in readers {
-        let (mut client, mut view) = reader.await.expect("reader");
-        converge(&mut client, &mut view, &want).await;
-        // Nothing more may arrive: any further change would be a duplicate.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut clients = Vec::new();
+    for (i, reader) in readers.into_iter().enumerate() {
+        let (client, view) = reader.await.expect("reader");
+        assert!(
+            view.rows == want,
+            "client {i} had the last change with {} rows in its view, {} in the table",
+            view.rows.len(),
+            want.len()
+        );
+        clients.push(client);
+    }
+    // Nothing more may arrive: any further change would be a duplicate.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for client in &mut clients {
         client.barrier().await;
     }
     server.shutdown().await.expect("shutdown");

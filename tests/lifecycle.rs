@@ -7,33 +7,45 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
+use support::raw::RawClient;
 use support::*;
 
 #[tokio::test]
 async fn a_silent_client_is_closed_after_the_idle_timeout_and_a_live_one_is_not() {
     let mut config = test_config();
-    config.websocket.ping_interval = Duration::from_millis(100);
-    config.websocket.idle_timeout = Duration::from_millis(400);
+    config.websocket.ping_interval = Duration::from_millis(200);
+    config.websocket.idle_timeout = Duration::from_secs(2);
+    let idle_timeout = config.websocket.idle_timeout;
     let server = start_with(config).await;
     let addr = server.local_addr();
 
-    // A client that keeps reading answers the server's pings (tungstenite does so on read) and
-    // stays connected well past the idle timeout.
+    // A client that keeps reading answers the server's pings (tungstenite does so on read); it
+    // reads until told to stop, and nothing but pings may arrive meanwhile.
+    let started = tokio::time::Instant::now();
     let mut live = Client::connect(addr).await;
-    let mut silent = Client::connect(addr).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(1200);
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let live_task = tokio::spawn(async move {
-        while tokio::time::Instant::now() < deadline {
-            let _ = tokio::time::timeout(Duration::from_millis(50), live.recv()).await;
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                received = live.recv() => match received {
+                    Err(err) if err.is::<tokio::time::error::Elapsed>() => continue,
+                    other => panic!("the live client got {other:?}"),
+                },
+            }
         }
         live.barrier().await;
         live
     });
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    // The silent client read nothing, so it sent no pongs: it was closed with 4000.
-    let (code, reason) = silent.expect_close().await;
+    // A client that reads but never answers a ping is closed with 4000, not before its time.
+    let mut silent = RawClient::connect(addr).await;
+    let (code, reason) = silent.close_frame().await.expect("a close frame");
     assert_eq!(code, 4000, "{reason}");
     assert!(reason.starts_with("IDLE_TIMEOUT"), "{reason}");
+    assert!(started.elapsed() >= idle_timeout, "closed early");
+    // The live client, older than the silent one, stays for another idle timeout.
+    tokio::time::sleep(idle_timeout).await;
+    stop.send(()).expect("the live client is still reading");
     live_task.await.expect("live client kept working");
 }
 

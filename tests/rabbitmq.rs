@@ -2,8 +2,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use futures_util::StreamExt;
 use support::rabbit::{config, exchange, wait_rabbit_connected, Amqp};
 use support::*;
@@ -154,11 +152,14 @@ async fn the_last_unsubscribe_releases_the_nodes_queue_and_a_new_subscribe_binds
     let server = start_with(config(&exchange)).await;
     wait_rabbit_connected(server.local_addr()).await;
     let mut client = Client::connect(server.local_addr()).await;
-    client.subscribe_topic(1, "rabbit.cycle").await;
-    client.request(unsubscribe(1)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await; // the consumer retires
-    client.subscribe_topic(2, "rabbit.cycle").await;
     let amqp = Amqp::connect(&exchange).await;
+    client.subscribe_topic(1, "rabbit.cycle").await;
+    assert!(amqp.publish_routed("rabbit.cycle", b"bound").await);
+    assert_eq!(&client.recv_message(1).await.payload[..], b"bound");
+    client.request(unsubscribe(1)).await;
+    // The node's consumer retires and its queue goes.
+    amqp.wait_unrouted("rabbit.cycle").await;
+    client.subscribe_topic(2, "rabbit.cycle").await;
     amqp.publish("rabbit.cycle", b"again", None).await;
     assert_eq!(&client.recv_message(2).await.payload[..], b"again");
     amqp.delete_exchange().await;

@@ -23,6 +23,7 @@ pub use pb::ErrorCode;
 pub mod db;
 pub mod kafka;
 pub mod rabbit;
+pub mod raw;
 pub mod tokens;
 
 /// How long any single expected message may take.

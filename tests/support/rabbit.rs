@@ -11,7 +11,7 @@ use lapin::options::{
     QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
 pub fn amqp_url() -> String {
     std::env::var("FEEDGATE_TEST_AMQP_URL")
@@ -100,6 +100,44 @@ impl Amqp {
             .expect("publish")
             .await
             .expect("confirm");
+    }
+
+    /// Publishes `payload` as mandatory: true when the exchange routed it to a queue, false when
+    /// the broker returned it because no queue is bound for `routing_key`.
+    pub async fn publish_routed(&self, routing_key: &str, payload: &[u8]) -> bool {
+        let confirmation = self
+            .channel
+            .basic_publish(
+                ShortString::from(self.exchange.as_str()),
+                ShortString::from(routing_key),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                payload,
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        match confirmation {
+            Confirmation::Ack(returned) => returned.is_none(),
+            other => panic!("expected an ack, got {other:?}"),
+        }
+    }
+
+    /// Waits until nothing is bound for `routing_key` any more (a node's queue for it is gone),
+    /// probing with mandatory publishes; fails after [`super::WAIT`].
+    pub async fn wait_unrouted(&self, routing_key: &str) {
+        let deadline = tokio::time::Instant::now() + super::WAIT;
+        while self.publish_routed(routing_key, b"probe").await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{routing_key} is still routed to a queue"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// A queue bound to `binding_key`, consumed.
