@@ -226,8 +226,8 @@ pub async fn initial_rows(ws: &mut Ws, table: &str) -> Result<u64> {
     Ok(initial_rows_beside(ws, table, None).await?.0)
 }
 
-/// Like [`initial_rows`], on a connection that is also subscribed to `topic` (subscription 2)
-/// when given: returns the rows and, for each topic message that arrived before `Ready`, its
+/// Like [`initial_rows`], on a connection that is also subscribed to `topic` (subscription 1;
+/// the table is then subscription 2) when given: returns the rows and, for each topic message that arrived before `Ready`, its
 /// latency in microseconds (its payload is the publisher's `now_micros`, see [`ticker`]).
 pub async fn initial_rows_beside(
     ws: &mut Ws,
@@ -241,7 +241,8 @@ pub async fn initial_rows_beside(
         table: table.into(),
         include_initial: true,
     });
-    ws.send(subscribe_request(1, source)).await?;
+    let table_id = if topic.is_some() { 2 } else { 1 };
+    ws.send(subscribe_request(table_id, source)).await?;
     let (mut rows, mut latencies) = (0, Vec::new());
     loop {
         let frame = next_binary(ws).await?;

@@ -421,6 +421,18 @@ pub struct BesideLive {
 /// Initial snapshot: a fresh feedgate streams a `rows`-row table's INITIAL rows to one
 /// subscriber; the limit is `psql -c "COPY t TO STDOUT"` of the same table (output discarded).
 pub async fn snapshot(db: &mut PgConnection, database_url: &str, rows: u64) -> Result<Snapshot> {
+    // feedgate's schema, in case no earlier scenario of this run started a feedgate.
+    let migrated = std::process::Command::new(env!("CARGO_BIN_EXE_feedgate"))
+        .args([
+            "migrate",
+            "--allow-anonymous",
+            "--database-url",
+            database_url,
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("feedgate migrate")?;
+    anyhow::ensure!(migrated.success(), "feedgate migrate failed: {migrated}");
     sqlx::raw_sql(&format!(
         "DROP TABLE IF EXISTS bench_snapshot;
          CREATE TABLE bench_snapshot (id bigint PRIMARY KEY, name text NOT NULL,
