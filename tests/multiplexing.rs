@@ -13,6 +13,15 @@ use support::*;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+/// A fresh database and a server reading its change log.
+async fn setup() -> (TestDb, feedgate::app::Server, std::net::SocketAddr) {
+    let db = TestDb::new().await;
+    let server = start_with(config_for(&db)).await;
+    let addr = server.local_addr();
+    wait_connected(addr).await;
+    (db, server, addr)
+}
+
 /// A watched table `name` holding `rows` rows of about `pad` bytes each.
 async fn big_table(db: &TestDb, name: &str, rows: u64, pad: usize) {
     db.execute(&format!(
@@ -121,10 +130,7 @@ async fn table_rows(db: &TestDb, table: &str) -> BTreeMap<String, BTreeMap<Strin
 /// found the queue full of snapshot rows closed the connection with 4008.
 #[tokio::test]
 async fn a_big_snapshot_next_to_live_messages_does_not_close_the_connection() {
-    let db = TestDb::new().await;
-    let server = start_with(config_for(&db)).await;
-    let addr = server.local_addr();
-    wait_connected(addr).await;
+    let (db, server, addr) = setup().await;
     big_table(&db, "big", 10_000, 4000).await;
 
     let mut client = Client::connect_with_receive_buffer(addr, 64 * 1024).await;
@@ -163,10 +169,7 @@ async fn a_big_snapshot_next_to_live_messages_does_not_close_the_connection() {
 /// the connection stays open.
 #[tokio::test]
 async fn several_big_snapshots_at_once_next_to_live_writes() {
-    let db = TestDb::new().await;
-    let server = start_with(config_for(&db)).await;
-    let addr = server.local_addr();
-    wait_connected(addr).await;
+    let (db, server, addr) = setup().await;
     let tables = ["alpha", "beta", "gamma"];
     for table in tables {
         big_table(&db, table, 4_000, 4000).await;
@@ -242,10 +245,7 @@ async fn several_big_snapshots_at_once_next_to_live_writes() {
 /// consumer once live messages fill their half of its queue; what it got is a gapless prefix.
 #[tokio::test]
 async fn a_client_that_stops_reading_during_a_snapshot_is_still_closed_as_a_slow_consumer() {
-    let db = TestDb::new().await;
-    let server = start_with(config_for(&db)).await;
-    let addr = server.local_addr();
-    wait_connected(addr).await;
+    let (db, server, addr) = setup().await;
     big_table(&db, "big", 20_000, 1000).await;
 
     let mut stalled = Client::connect(addr).await;
