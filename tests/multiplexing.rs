@@ -242,7 +242,7 @@ async fn several_big_snapshots_at_once_next_to_live_writes() {
 }
 
 /// A client that stops reading altogether while its snapshot streams is still closed as a slow
-/// consumer once live messages fill their half of its queue; what it got is a gapless prefix.
+/// consumer once live messages fill its queue; what it got is a gapless prefix.
 #[tokio::test]
 async fn a_client_that_stops_reading_during_a_snapshot_is_still_closed_as_a_slow_consumer() {
     let (db, server, addr) = setup().await;

@@ -1,8 +1,9 @@
 //! One table subscription's start: snapshot (with the initial rows when asked for), `Ready`, then
 //! the hand-off from the buffered changes to live delivery. See `tables` for the fence.
 //!
-//! The task sends through the connection's mailbox with waiting sends (a slow client slows only
-//! its own snapshot), and every send races the subscription's cancellation, so after
+//! The task sends through the connection's mailbox with waiting sends, within the mailbox's
+//! waiting share (a slow client slows only its own snapshot, and the snapshot takes no room from
+//! the connection's live events), and every send races the subscription's cancellation, so after
 //! [`TableSubscription::stop`] returns nothing more for this subscription is queued.
 
 use std::sync::atomic::{AtomicBool, Ordering};
