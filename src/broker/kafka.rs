@@ -21,7 +21,8 @@
 //! topic deleted and created again) answers its fetches for the old topic with a reply that makes
 //! librdkafka 2.12 dereference a null topic name (SIGSEGV in `rd_kafka_metadata_update_op`). A
 //! fresh client learns the topic anew from its first metadata request and never sends such a
-//! fetch. See docs/brokers.md, "When a broker client misbehaves".
+//! fetch. The close races the broker's return, so this narrows the window rather than closing
+//! it. See docs/brokers.md, "When a broker client misbehaves".
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
