@@ -228,16 +228,12 @@ impl Reader<'_> {
             let found = self.poll(progress).await?;
             let now = Instant::now();
             if found > 0 {
-                let since_last = now.duration_since(self.last_change).as_millis() as u64;
-                let took = now.duration_since(started).as_millis() as u64;
                 debug!(
                     changes = found,
-                    took_ms = took,
-                    since_last_ms = since_last,
+                    took_ms = now.duration_since(started).as_millis() as u64,
+                    since_last_ms = now.duration_since(self.last_change).as_millis() as u64,
                     "change log batch"
                 );
-            }
-            if found > 0 {
                 self.last_change = now;
                 if self.wants_wakeup {
                     self.set_wakeup(false, progress).await?;
