@@ -12,7 +12,6 @@
 
 use std::future::IntoFuture;
 
-use axum::serve::ListenerExt as _;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -30,7 +29,7 @@ use crate::broker::rabbitmq::RabbitBroker;
 use crate::broker::Topics;
 use crate::changefeed::{Changefeed, ChangefeedError, ChangefeedSettings};
 use crate::config::Config;
-use crate::http::{router, HttpState};
+use crate::http::{router, Connections, HttpState, Peer};
 use crate::limits::ConnectionLimits;
 use crate::session::SessionSettings;
 
@@ -173,15 +172,12 @@ async fn serve(
     let shutdown = state.shutdown.clone();
     let sessions = state.sessions.clone();
     let grace = config.shutdown_timeout;
-    // Events are small and latency-bound: never let Nagle's algorithm hold one back.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            warn!(error = %err, "cannot set TCP_NODELAY");
-        }
-    });
-    let http = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let http = axum::serve(
+        Connections(listener),
+        router(state).into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .into_future();
     // In-flight HTTP requests get the same grace period as sessions.
     let http = async {
         tokio::select! {

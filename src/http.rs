@@ -6,12 +6,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use axum::extract::connect_info::Connected;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::{IncomingStream, Listener};
 use axum::{Json, Router};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::warn;
@@ -21,6 +24,7 @@ use crate::auth::Authenticator;
 use crate::broker::Topics;
 use crate::changefeed::Changefeed;
 use crate::limits::ConnectionLimits;
+use crate::outbound::Backlog;
 use crate::session::{self, SessionContext, SessionSettings};
 
 /// What the HTTP handlers share. Built by `app`.
@@ -49,6 +53,44 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
         .with_state(state)
 }
 
+/// The server's listener: axum's TCP listener (which rides out accept errors) with
+/// `TCP_NODELAY` set on every connection: events are small and latency-bound, and Nagle's
+/// algorithm must never hold one back.
+pub(crate) struct Connections(pub(crate) TcpListener);
+
+impl Listener for Connections {
+    type Io = TcpStream;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, std::net::SocketAddr) {
+        let (tcp, addr) = Listener::accept(&mut self.0).await;
+        if let Err(err) = tcp.set_nodelay(true) {
+            warn!(error = %err, "cannot set TCP_NODELAY");
+        }
+        (tcp, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        Listener::local_addr(&self.0)
+    }
+}
+
+/// What the handlers learn of each accepted connection's socket: its backlog, by which the
+/// session paces snapshots and replays (see `outbound::backlog`). Served with
+/// `into_make_service_with_connect_info::<Peer>()`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    backlog: Backlog,
+}
+
+impl Connected<IncomingStream<'_, Connections>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Connections>) -> Self {
+        Self {
+            backlog: Backlog::of(stream.io()),
+        }
+    }
+}
+
 /// Bytes each connection reads from its socket at a time. tungstenite's default (128 KiB,
 /// allocated up front) would cost every idle connection that much; requests are small, and a
 /// larger frame still arrives whole (the buffer grows for it and is read in several steps).
@@ -56,6 +98,7 @@ const READ_BUFFER: usize = 4096;
 
 async fn websocket(
     State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
@@ -90,6 +133,7 @@ async fn websocket(
         permissions: state.permissions.clone(),
         limits: state.limits.clone(),
         token,
+        backlog: Some(peer.backlog),
     };
     let tracked = state.clone();
     upgrade

@@ -24,15 +24,37 @@
 //! FIFO, so each subscription's messages keep their order (a live event may wait behind at most
 //! the waiting share).
 //!
+//! Beyond the queue lies the socket. Traffic that can wait is also **paced** by the socket's
+//! [`backlog`]: it is queued only while the socket holds less than [`UNSENT_LIMIT`] bytes not yet
+//! sent, so a client slower than its snapshot does not find the kernel's send buffer full of rows
+//! and its live events waiting in the queue behind them; the rest of that buffer absorbs its
+//! live events while it pauses.
+//!
 //! Nothing here knows about WebSockets beyond the close codes a [`CloseReason`] maps to.
 
+mod backlog;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
+pub use self::backlog::Backlog;
 use crate::protocol::SharedEvent;
+
+/// Traffic that can wait is queued only while its socket holds fewer bytes than this not yet
+/// sent: enough to keep a fast link busy between two looks, little enough that the rest of a
+/// send buffer (the kernel grows it to megabytes) stays free for live events.
+pub const UNSENT_LIMIT: usize = 256 * 1024;
+
+/// Bytes of waiting traffic queued between two looks at the socket's backlog (a system call).
+const PACE_EVERY: usize = 16 * 1024;
+
+/// How often a paced sender looks again while the socket's backlog is over the limit.
+const PACE_POLL: Duration = Duration::from_millis(1);
 
 /// One item of a connection's outbound queue.
 #[derive(Debug, Clone)]
@@ -256,6 +278,37 @@ pub struct Mailbox {
     waiting: Arc<Budget>,
     closer: Closer,
     limits: QueueLimits,
+    /// Paces waiting traffic by the socket's backlog; `None`: not paced.
+    pacer: Option<Arc<Pacer>>,
+}
+
+/// The socket a mailbox's traffic goes to, and how much waiting traffic was queued since the
+/// last look at its backlog.
+#[derive(Debug)]
+struct Pacer {
+    backlog: Backlog,
+    since_look: AtomicUsize,
+}
+
+impl Pacer {
+    /// Returns once the socket's unsent bytes are under [`UNSENT_LIMIT`], looking after every
+    /// [`PACE_EVERY`] bytes queued. Cancel safe.
+    async fn pace(&self, charge: u32) {
+        let queued = self
+            .since_look
+            .fetch_add(charge as usize, Ordering::Relaxed);
+        if queued + (charge as usize) < PACE_EVERY {
+            return;
+        }
+        self.since_look.store(0, Ordering::Relaxed);
+        while self
+            .backlog
+            .unsent()
+            .is_some_and(|unsent| unsent >= UNSENT_LIMIT)
+        {
+            tokio::time::sleep(PACE_POLL).await;
+        }
+    }
 }
 
 /// The receiving side, read by the connection's writer; taking a message out gives its room
@@ -281,12 +334,23 @@ pub fn mailbox(limits: QueueLimits, closer: Closer) -> (Mailbox, Inbox) {
             waiting: waiting.clone(),
             closer,
             limits,
+            pacer: None,
         },
         Inbox { rx, live, waiting },
     )
 }
 
 impl Mailbox {
+    /// Paces this mailbox's waiting traffic by `backlog`, the socket its writer writes to (see
+    /// the module docs).
+    pub fn paced_by(mut self, backlog: Backlog) -> Self {
+        self.pacer = Some(Arc::new(Pacer {
+            backlog,
+            since_look: AtomicUsize::new(0),
+        }));
+        self
+    }
+
     /// What `item` is charged against the byte bound.
     fn charge(&self, item: &Outbound) -> u32 {
         let size = match item {
@@ -358,10 +422,13 @@ impl Mailbox {
     }
 
     /// Waits for room in the waiting share for a message charged `charge` bytes (at most the
-    /// share's byte bound).
+    /// share's byte bound), and for the socket's backlog to be under the limit.
     async fn room(&self, charge: u32) -> Result<Reserved<'_>, Undeliverable> {
         let charge = charge.min(self.waiting.byte_limit);
         let wait = async {
+            if let Some(pacer) = &self.pacer {
+                pacer.pace(charge).await;
+            }
             let slot = self.waiting.messages.acquire().await;
             let bytes = self.waiting.bytes.acquire_many(charge).await;
             match (slot, bytes) {

@@ -28,7 +28,7 @@ use crate::auth::Authenticator;
 use crate::broker::Topics;
 use crate::changefeed::Changefeed;
 use crate::limits::ConnectionLimits;
-use crate::outbound::{mailbox, CloseReason, Closer, QueueLimits};
+use crate::outbound::{mailbox, Backlog, CloseReason, Closer, QueueLimits};
 
 /// The per-connection settings a session enforces and announces in `Welcome`.
 #[derive(Debug, Clone)]
@@ -74,6 +74,9 @@ pub struct SessionContext {
     pub limits: Arc<ConnectionLimits>,
     /// The token the upgrade request carried (`Authorization: Bearer` or `?token=`).
     pub token: Option<String>,
+    /// The connection's socket, to pace snapshots and replays by what it has not sent yet;
+    /// `None`: not paced.
+    pub backlog: Option<Backlog>,
 }
 
 /// Serves one connection until it closes. Never panics on client input; returns when both the
@@ -93,7 +96,10 @@ where
             ctx.settings.outbound_queue,
             ctx.settings.outbound_queue_bytes,
         );
-        let (mailbox, rx) = mailbox(limits, closer.clone());
+        let (mut mailbox, rx) = mailbox(limits, closer.clone());
+        if let Some(backlog) = ctx.backlog {
+            mailbox = mailbox.paced_by(backlog);
+        }
         let ping_interval = ctx.settings.ping_interval;
         let identity = identity::Identity::start(&ctx.auth, &ctx.limits, ctx.token.as_deref());
         let identity = match identity {
