@@ -17,12 +17,13 @@
 //! **Consumers do not outlive an outage.** When the brokers go down, every consumer is closed at
 //! once, and a fresh one is opened at the positions reached only after the probe saw the brokers
 //! back and the topic exists again. An old consumer that kept fetching across a broker restart
-//! could crash the whole process: a broker that lost its log (tansu with in-memory storage, or a
-//! topic deleted and created again) answers its fetches for the old topic with a reply that makes
-//! librdkafka 2.12 dereference a null topic name (SIGSEGV in `rd_kafka_metadata_update_op`). A
-//! fresh client learns the topic anew from its first metadata request and never sends such a
-//! fetch. The close races the broker's return, so this narrows the window rather than closing
-//! it. See docs/brokers.md, "When a broker client misbehaves".
+//! could crash the whole process: a broker that lost its log (tansu with in-memory storage)
+//! answers its fetches for the old topic id with a reply that makes librdkafka 2.12 dereference a
+//! null topic name (SIGSEGV in `rd_kafka_metadata_update_op`). A fresh client learns the topic
+//! anew from its first metadata request and never sends such a fetch. The close races the
+//! broker's return, so this narrows the window rather than closing it; and a topic deleted under
+//! a running consumer on tansu still crashes it at the next fetch, which nothing here can avoid.
+//! See docs/brokers.md, "When a broker client misbehaves".
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -73,6 +73,21 @@ pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     }
 }
 
+pub async fn delete_topic(bootstrap: &str, name: &str) {
+    let admin: AdminClient<DefaultClientContext> =
+        client(bootstrap).create().expect("admin client");
+    let results = admin
+        .delete_topics(
+            &[name],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("delete_topics");
+    for result in results {
+        result.expect("topic deleted");
+    }
+}
+
 pub fn producer(bootstrap: &str) -> FutureProducer {
     client(bootstrap)
         .set("message.timeout.ms", "10000")
