@@ -16,21 +16,25 @@
 //! - [`session`]: one connection: reads frames, runs commands, holds its subscriptions, writes.
 //! - [`protocol`]: prost types and pure decode/encode between frames and domain values,
 //!   including the encode-once framing used by fan-out.
+//! - [`cursor`]: where an event sits in its source (an in-process topic's offset, a Kafka
+//!   record's partition and offset, a table change's log id), as the versioned bytes events carry
+//!   and `resume_from` sends back; encodes and decodes.
 //! - [`broker`]: topic backends behind one front ([`broker::Topics`]); today the in-process
 //!   broker.
 //! - [`registry`]: who is subscribed to what; fan-out of shared encoded events.
 //! - [`outbound`]: each connection's bounded outbound queue and its close switch; what happens
 //!   when the queue is full.
 //!
-//! Dependencies point down this list's far end: `protocol` is pure; `registry` and `outbound`
-//! know nothing of sessions or sources; sources reach subscribers only through the mailbox they
-//! are handed; only `app` wires everything.
+//! Dependencies point down this list's far end: `protocol` and `cursor` are pure; `registry` and
+//! `outbound` know nothing of sessions or sources; sources reach subscribers only through the
+//! mailbox they are handed; only `app` wires everything.
 
 pub mod app;
 pub mod auth;
 pub mod broker;
 pub mod changefeed;
 pub mod config;
+pub mod cursor;
 mod http;
 pub mod limits;
 pub mod outbound;
