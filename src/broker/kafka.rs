@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
@@ -44,6 +44,7 @@ use tracing::{debug, warn};
 
 use super::{Consumers, Receipt, TopicSubscribe};
 use crate::config::KafkaConfig;
+use crate::cursor::Cursor;
 use crate::protocol::{
     now_micros, share_event, Code, EventBody, Failure, StartPosition, TopicMessage,
 };
@@ -268,7 +269,11 @@ impl KafkaBroker {
         {
             Ok(delivery) => Ok(Receipt {
                 offset: delivery.offset,
-                cursor: cursor(delivery.partition, delivery.offset),
+                cursor: Cursor::Kafka {
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                }
+                .encode(),
             }),
             Err((err, _)) => Err(Failure::new(
                 Code::PublishFailed,
@@ -341,7 +346,11 @@ impl KafkaBroker {
                         }
                         feed.positions.insert(record.partition(), record.offset() + 1);
                         let message = topic_message(&record);
-                        let position = cursor(record.partition(), record.offset());
+                        let position = Cursor::Kafka {
+                            partition: record.partition(),
+                            offset: record.offset(),
+                        }
+                        .encode();
                         let encode = || share_event(&position, EventBody::Message(&message));
                         if feed.private {
                             // One reader replaying history: wait for it rather than overflow
@@ -526,14 +535,4 @@ fn topic_message<M: Message>(record: &M) -> TopicMessage {
         partition: record.partition(),
         offset: record.offset(),
     }
-}
-
-/// A record's cursor: version, kind `k`, partition, offset.
-fn cursor(partition: i32, offset: i64) -> Bytes {
-    let mut cursor = BytesMut::with_capacity(14);
-    cursor.put_u8(1);
-    cursor.put_u8(b'k');
-    cursor.put_i32(partition);
-    cursor.put_i64(offset);
-    cursor.freeze()
 }

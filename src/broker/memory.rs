@@ -9,15 +9,10 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
-
 use super::{Receipt, TopicSubscribe};
+use crate::cursor::Cursor;
 use crate::protocol::{now_micros, share_event, Code, EventBody, Failure, TopicMessage};
 use crate::registry::{Registration, Registry};
-
-/// Cursor layout: version byte, source kind byte, 8-byte process epoch, 8-byte offset.
-const CURSOR_VERSION: u8 = 1;
-const CURSOR_KIND_MEMORY: u8 = b'm';
 
 /// The in-process broker. Cheap to clone.
 #[derive(Clone)]
@@ -69,14 +64,14 @@ impl MemoryBroker {
             let offset = self.shared.next_offset.fetch_add(1, Ordering::Relaxed);
             numbered = Some(offset);
             message.offset = offset;
-            share_event(&self.cursor(offset), EventBody::Message(&message))
+            share_event(&self.cursor(offset).encode(), EventBody::Message(&message))
         });
         // Nobody listened, so nothing was encoded; the message still gets its offset.
         let offset =
             numbered.unwrap_or_else(|| self.shared.next_offset.fetch_add(1, Ordering::Relaxed));
         Ok(Receipt {
             offset,
-            cursor: self.cursor(offset),
+            cursor: self.cursor(offset).encode(),
         })
     }
 
@@ -85,13 +80,11 @@ impl MemoryBroker {
         &self.registry
     }
 
-    fn cursor(&self, offset: i64) -> Bytes {
-        let mut cursor = BytesMut::with_capacity(18);
-        cursor.put_u8(CURSOR_VERSION);
-        cursor.put_u8(CURSOR_KIND_MEMORY);
-        cursor.put_u64(self.shared.epoch);
-        cursor.put_i64(offset);
-        cursor.freeze()
+    fn cursor(&self, offset: i64) -> Cursor {
+        Cursor::Memory {
+            epoch: self.shared.epoch,
+            offset,
+        }
     }
 }
 
@@ -113,6 +106,7 @@ mod tests {
     use super::*;
     use crate::outbound::{mailbox, Closer, Outbound, QueueLimits};
     use crate::registry::SubscriberKey;
+    use bytes::Bytes;
     use tokio_util::sync::CancellationToken;
 
     #[tokio::test]

@@ -166,6 +166,7 @@ impl RabbitBroker {
         };
         match timeout(self.shared.config.publish_timeout, publish).await {
             Ok(Ok(Confirmation::Ack(_) | Confirmation::NotRequested)) => Ok(Receipt {
+                // A queue has no offsets, so there is no position to name (src/cursor.rs).
                 offset: 0,
                 cursor: Bytes::new(),
             }),

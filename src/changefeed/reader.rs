@@ -17,7 +17,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection, Row as _};
@@ -30,6 +29,7 @@ use super::changes::row_change_from_json;
 use super::snapshot::Snapshot;
 use super::subscription::truncated;
 use super::{schema, ChangefeedError, ChangefeedSettings, Shared};
+use crate::cursor::Cursor;
 use crate::protocol::{share_event, ChangeKind, EventBody, Failure};
 
 const NOTIFY_CHANNEL: &str = "feedgate_changes";
@@ -439,7 +439,7 @@ fn fan_out(
     let mut rows: Option<(Option<serde_json::Value>, Option<serde_json::Value>)> =
         Some((row.try_get("old_row")?, row.try_get("new_row")?));
     let logged: i64 = row.try_get("logged_micros")?;
-    let cursor = cursor(id);
+    let cursor = Cursor::Table { log_id: id }.encode();
     let dropped = entry.fan_out(xid, &cursor, || {
         let (old, new) = rows.take().unwrap_or_default();
         let types = entry.types();
@@ -484,13 +484,4 @@ pub(super) async fn prune(
     .execute(conn)
     .await?;
     Ok(result.rows_affected())
-}
-
-/// A change's cursor: version, kind `c`, log id. Informational until table resume exists.
-fn cursor(id: i64) -> bytes::Bytes {
-    let mut cursor = BytesMut::with_capacity(10);
-    cursor.put_u8(1);
-    cursor.put_u8(b'c');
-    cursor.put_i64(id);
-    cursor.freeze()
 }
