@@ -348,6 +348,8 @@ impl Scenario {
             permissions: Arc::new(Permissions::new(self.rules.clone())),
             limits: limits.clone(),
             token: self.upgrade_token.clone(),
+            // Channels, not a socket: no kernel send buffer to pace by (as in the unit tests).
+            backlog: None,
         };
         let (input_tx, input_rx) = mpsc::unbounded_channel();
         let (output_tx, output_rx) = mpsc::channel(self.window);
