@@ -10,7 +10,7 @@
 //! `Value::Text`, either possibly `Value::Null`. Text equality is byte equality (PostgreSQL's
 //! deterministic collations).
 
-use feedgate::auth::row_filter::SqlParam;
+use feedgate::row_filter::SqlParam;
 use feedgate::protocol::{Row, Value};
 
 /// The value (`None` is SQL NULL) of `sql` with `params` on `row`.
