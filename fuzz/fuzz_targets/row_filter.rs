@@ -21,9 +21,9 @@
 use arbitrary::{Result, Unstructured};
 use std::collections::BTreeMap;
 
-use feedgate::row_filter::{FilterTemplate, RowFilter, SqlColumn};
 use feedgate::auth::Principal;
 use feedgate::protocol::{Row, Value};
+use feedgate::row_filter::{FilterTemplate, RowFilter, SqlColumn};
 use feedgate_fuzz::sql;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value as Json};
