@@ -30,7 +30,7 @@ pub struct Config {
     /// Changefeed reader tuning.
     pub changefeed: ChangefeedConfig,
     /// Which backend serves which topic; empty: every topic is in-process.
-    pub topics: Vec<crate::broker::route::TopicRule>,
+    pub topics: Vec<TopicRule>,
     /// The RabbitMQ backend, when a rule routes topics to it.
     pub rabbitmq: Option<RabbitConfig>,
     /// The Kafka backend, when a rule routes topics to it.
@@ -38,7 +38,53 @@ pub struct Config {
     /// How clients authenticate (JWT), or that they need not.
     pub auth: AuthConfig,
     /// Grants: who may subscribe and publish to what. None: everything is allowed.
-    pub permissions: Vec<crate::auth::permissions::Rule>,
+    pub permissions: Vec<PermissionRule>,
+}
+
+/// The backends a topic can be served by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The in-process broker.
+    Memory,
+    /// Kafka (any Kafka-protocol broker).
+    Kafka,
+    /// RabbitMQ (AMQP 0-9-1).
+    Rabbitmq,
+}
+
+/// One topic routing rule (see `broker::route`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicRule {
+    /// A topic name or pattern (`*` one segment, `#` any number of segments).
+    pub pattern: String,
+    /// Which backend serves matching topics.
+    pub backend: BackendKind,
+    /// Whether subscribers may use `*`/`#` in the topics they subscribe to (RabbitMQ only:
+    /// the binding key of the subscription's queue).
+    #[serde(default)]
+    pub allow_wildcards: bool,
+}
+
+/// One grant (see `auth::permissions`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionRule {
+    /// Roles (from the token's roles claim) this rule applies to; `*` for everyone.
+    pub roles: Vec<String>,
+    /// Topic patterns these roles may subscribe to.
+    #[serde(default)]
+    pub subscribe_topics: Vec<String>,
+    /// Topic patterns these roles may publish to.
+    #[serde(default)]
+    pub publish_topics: Vec<String>,
+    /// Table patterns (`schema.table`, `*` for any part) these roles may subscribe to.
+    #[serde(default)]
+    pub subscribe_tables: Vec<String>,
+    /// A predicate that limits which rows of `subscribe_tables` these roles see.
+    #[serde(default)]
+    pub row_filter: Option<String>,
 }
 
 /// Authentication settings. Keys pin algorithms: the HS256 secret verifies only HS256 tokens,
@@ -588,7 +634,7 @@ impl Config {
                         "a row filter needs subscribe_tables to apply to".into(),
                     );
                 }
-                if let Err(err) = crate::auth::row_filter::FilterTemplate::parse(filter) {
+                if let Err(err) = crate::row_filter::FilterTemplate::parse(filter) {
                     return invalid("permissions.row_filter", format!("{filter:?}: {err}"));
                 }
             }
@@ -597,10 +643,9 @@ impl Config {
     }
 
     fn validate_topics(&self) -> Result<(), ConfigError> {
-        use crate::broker::route::{check_pattern, BackendKind};
         let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
         for rule in &self.topics {
-            if let Err(why) = check_pattern(&rule.pattern) {
+            if let Err(why) = crate::topic_pattern::check_pattern(&rule.pattern) {
                 return invalid("topics.pattern", why);
             }
             if rule.backend == BackendKind::Rabbitmq && self.rabbitmq.is_none() {

@@ -53,8 +53,13 @@ pub const UNSENT_LIMIT: usize = 256 * 1024;
 /// Bytes of waiting traffic queued between two looks at the socket's backlog (a system call).
 const PACE_EVERY: usize = 16 * 1024;
 
-/// How often a paced sender looks again while the socket's backlog is over the limit.
+/// How soon a paced sender looks again while the socket's backlog is over the limit; the wait
+/// doubles, up to [`PACE_POLL_MAX`], while the backlog stays over it, so that a client that has
+/// stopped reading costs a few wake-ups a second, not a thousand.
 const PACE_POLL: Duration = Duration::from_millis(1);
+
+/// The longest wait between two looks at a backlog that stays over the limit.
+const PACE_POLL_MAX: Duration = Duration::from_millis(16);
 
 /// One item of a connection's outbound queue.
 #[derive(Debug, Clone)]
@@ -301,12 +306,14 @@ impl Pacer {
             return;
         }
         self.since_look.store(0, Ordering::Relaxed);
+        let mut wait = PACE_POLL;
         while self
             .backlog
             .unsent()
             .is_some_and(|unsent| unsent >= UNSENT_LIMIT)
         {
-            tokio::time::sleep(PACE_POLL).await;
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(PACE_POLL_MAX);
         }
     }
 }
@@ -657,5 +664,60 @@ mod tests {
         // Shutdown is inferred from the token, not stored: an explicit reason still takes.
         closer.close(CloseReason::IdleTimeout);
         assert_eq!(closer.reason(), CloseReason::IdleTimeout);
+    }
+
+    /// Waiting traffic waits while its socket holds [`UNSENT_LIMIT`] bytes or more not yet sent,
+    /// and goes once the peer has read them; live traffic does not wait for the socket.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn waiting_traffic_is_paced_by_the_sockets_unsent_bytes() {
+        use std::time::Duration;
+        use tokio::io::AsyncReadExt;
+
+        // A large send buffer and a small receive buffer: the writer's unsent bytes pile up
+        // well past the limit once the reader stops reading.
+        let listening = tokio::net::TcpSocket::new_v4().expect("socket");
+        listening
+            .set_recv_buffer_size(64 * 1024)
+            .expect("SO_RCVBUF");
+        listening
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
+        let addr = listening.local_addr().expect("addr");
+        let listener = listening.listen(1).expect("listen");
+        let connecting = tokio::net::TcpSocket::new_v4().expect("socket");
+        connecting.set_send_buffer_size(4 << 20).expect("SO_SNDBUF");
+        let (writer, accepted) = tokio::join!(connecting.connect(addr), listener.accept());
+        let (writer, (mut reader, _)) = (writer.expect("connect"), accepted.expect("accept"));
+        let chunk = vec![0u8; 64 * 1024];
+        let mut written = 0usize;
+        while let Ok(n) = writer.try_write(&chunk) {
+            written += n;
+        }
+        let backlog = Backlog::of(&writer);
+        assert!(
+            backlog.unsent().expect("linux tells") >= UNSENT_LIMIT,
+            "the socket holds {written} bytes written, not enough unsent"
+        );
+
+        let shutdown = CancellationToken::new();
+        let (mb, _rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
+        let mb = mb.paced_by(backlog);
+        let frame = || Outbound::Frame(Bytes::from(vec![0u8; PACE_EVERY]));
+        assert_eq!(mb.try_deliver(frame()), Ok(()), "live traffic is not paced");
+        let waiting = tokio::time::timeout(Duration::from_millis(200), mb.send(frame())).await;
+        assert!(
+            waiting.is_err(),
+            "a waiting send went ahead of a full socket"
+        );
+
+        // The peer reads everything: the next waiting send goes.
+        let mut left = written;
+        let mut buffer = vec![0u8; 64 * 1024];
+        while left > 0 {
+            left -= reader.read(&mut buffer).await.expect("read");
+        }
+        let sent = tokio::time::timeout(Duration::from_secs(5), mb.send(frame())).await;
+        assert_eq!(sent.expect("it went once the socket drained"), Ok(()));
     }
 }

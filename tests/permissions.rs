@@ -4,8 +4,8 @@
 
 mod support;
 
-use feedgate::auth::permissions::Rule;
 use feedgate::config::Config;
+use feedgate::config::PermissionRule;
 use feedgate::protocol::pb;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
@@ -13,9 +13,9 @@ use support::db::{columns, config_for, table_feed, wait_connected, TestDb, View}
 use support::tokens::{auth_config, claims, hello, sign};
 use support::{start_with, stats, Client, ErrorCode};
 
-fn rule(roles: &[&str], subscribe: &[&str], publish: &[&str], tables: &[&str]) -> Rule {
+fn rule(roles: &[&str], subscribe: &[&str], publish: &[&str], tables: &[&str]) -> PermissionRule {
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-    Rule {
+    PermissionRule {
         roles: strings(roles),
         subscribe_topics: strings(subscribe),
         publish_topics: strings(publish),

@@ -1,4 +1,4 @@
-//! The row-filter language (src/auth/row_filter/) on any text: `FilterTemplate::parse` never
+//! The row-filter language (src/row_filter/) on any text: `FilterTemplate::parse` never
 //! panics, and a filter that parses is filled with arbitrary claims and evaluated on arbitrary
 //! rows without panicking. What its documentation promises is checked too:
 //!
@@ -21,9 +21,9 @@
 use arbitrary::{Result, Unstructured};
 use std::collections::BTreeMap;
 
-use feedgate::auth::row_filter::{FilterTemplate, RowFilter, SqlColumn};
 use feedgate::auth::Principal;
 use feedgate::protocol::{Row, Value};
+use feedgate::row_filter::{FilterTemplate, RowFilter, SqlColumn};
 use feedgate_fuzz::sql;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value as Json};

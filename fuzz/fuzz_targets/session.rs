@@ -38,10 +38,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arbitrary::{Result, Unstructured};
 use axum::extract::ws::Message;
 use bytes::Bytes;
-use feedgate::auth::permissions::{Permissions, Rule};
+use feedgate::auth::permissions::Permissions;
 use feedgate::auth::{Authenticator, Principal};
 use feedgate::broker::Topics;
-use feedgate::config::{AuthConfig, Limits};
+use feedgate::config::{AuthConfig, Limits, PermissionRule};
 use feedgate::limits::ConnectionLimits;
 use feedgate::protocol::pb;
 use feedgate::session::{run, SessionContext, SessionSettings};
@@ -132,7 +132,7 @@ type Result2<T> = std::result::Result<T, String>;
 #[derive(Debug)]
 struct Scenario {
     hs256: bool,
-    rules: Vec<Rule>,
+    rules: Vec<PermissionRule>,
     settings: SessionSettings,
     /// Output frames the client lets the server send ahead of its reading.
     window: usize,
@@ -188,7 +188,7 @@ fn tokens() -> &'static [String] {
     })
 }
 
-fn rule(u: &mut Unstructured<'_>) -> Result<Rule> {
+fn rule(u: &mut Unstructured<'_>) -> Result<PermissionRule> {
     const ROLES: &[&str] = &["*", "reader", "writer", "anonymous", "admin"];
     const PATTERNS: &[&str] = &[
         "prices",
@@ -206,7 +206,7 @@ fn rule(u: &mut Unstructured<'_>) -> Result<Rule> {
         }
         Ok(out)
     };
-    Ok(Rule {
+    Ok(PermissionRule {
         roles: pick(u, ROLES)?,
         subscribe_topics: pick(u, PATTERNS)?,
         publish_topics: pick(u, PATTERNS)?,

@@ -10,8 +10,8 @@
 //! `Value::Text`, either possibly `Value::Null`. Text equality is byte equality (PostgreSQL's
 //! deterministic collations).
 
-use feedgate::auth::row_filter::SqlParam;
 use feedgate::protocol::{Row, Value};
+use feedgate::row_filter::SqlParam;
 
 /// The value (`None` is SQL NULL) of `sql` with `params` on `row`.
 pub fn eval(sql: &str, params: &[SqlParam], row: &Row) -> Option<bool> {

@@ -8,7 +8,6 @@
 //! RSA public key (no HS256 key is that key) are rejected, whatever the token says.
 
 pub mod permissions;
-pub mod row_filter;
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,6 +19,7 @@ use serde_json::{Map, Value};
 
 use crate::config::AuthConfig;
 use crate::protocol::{Code, Failure};
+use crate::row_filter::Claims;
 
 /// Why the authentication settings cannot be used (bad key file, ...).
 #[derive(Debug, thiserror::Error)]
@@ -105,23 +105,14 @@ impl Principal {
             .unwrap_or_default();
         Some(expires.saturating_sub(now))
     }
-
-    /// A claim by name, or by a dotted path into nested objects (`realm_access.roles`).
-    pub fn claim(&self, path: &str) -> Option<&Value> {
-        claim(&self.claims, path)
-    }
 }
 
-fn claim<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(value) = claims.get(path) {
-        return Some(value);
+/// A claim by name, or by a dotted path into nested objects (`realm_access.roles`): what
+/// permission placeholders and row filters are filled from.
+impl Claims for Principal {
+    fn claim(&self, path: &str) -> Option<&Value> {
+        self.claims.claim(path)
     }
-    let mut parts = path.split('.');
-    let mut value = claims.get(parts.next()?)?;
-    for part in parts {
-        value = value.as_object()?.get(part)?;
-    }
-    Some(value)
 }
 
 /// A claim's value as text, when it is a string or a number.
@@ -298,7 +289,7 @@ impl Authenticator {
     }
 
     fn principal(&self, claims: Map<String, Value>) -> Principal {
-        let roles = match claim(&claims, &self.roles_claim) {
+        let roles = match claims.claim(&self.roles_claim) {
             Some(Value::String(role)) => vec![role.clone()],
             Some(Value::Array(roles)) => roles
                 .iter()
@@ -307,8 +298,8 @@ impl Authenticator {
             _ => Vec::new(),
         };
         Principal {
-            user: claim(&claims, &self.user_claim).and_then(scalar),
-            tenant: claim(&claims, &self.tenant_claim).and_then(scalar),
+            user: claims.claim(&self.user_claim).and_then(scalar),
+            tenant: claims.claim(&self.tenant_claim).and_then(scalar),
             roles,
             expires_at: claims.get("exp").and_then(whole_seconds),
             claims,

@@ -10,7 +10,7 @@
 //! crafted claim cannot widen a grant).
 //!
 //! A rule may bind its tables to a row filter (`row_filter = "tenant_id = {claims.tenant_id}"`,
-//! see [`super::row_filter`]): a subscription then sees only the rows the filter, filled from
+//! see [`crate::row_filter`]): a subscription then sees only the rows the filter, filled from
 //! the principal's claims, lets through. Grants add up: a table granted by a rule without a
 //! filter is seen whole; granted by several filtered rules, a row is seen when any of their
 //! filters lets it through. A filtered rule whose claims the token lacks grants nothing.
@@ -19,33 +19,13 @@
 //! and says so at start-up); with rules, what no rule grants is denied. Role `*` matches every
 //! principal, anonymous ones included; anonymous principals hold the role `anonymous`.
 
-use serde::Deserialize;
 use serde_json::Value;
 
-use super::row_filter::{FilterTemplate, ParseError, RowFilter};
 use super::Principal;
-use crate::broker::route::matches_segments;
+use crate::config::PermissionRule;
 use crate::protocol::{Code, Failure};
-
-/// One grant.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rule {
-    /// Roles (from the token's roles claim) this rule applies to; `*` for everyone.
-    pub roles: Vec<String>,
-    /// Topic patterns these roles may subscribe to.
-    #[serde(default)]
-    pub subscribe_topics: Vec<String>,
-    /// Topic patterns these roles may publish to.
-    #[serde(default)]
-    pub publish_topics: Vec<String>,
-    /// Table patterns (`schema.table`, `*` for any part) these roles may subscribe to.
-    #[serde(default)]
-    pub subscribe_tables: Vec<String>,
-    /// A predicate that limits which rows of `subscribe_tables` these roles see.
-    #[serde(default)]
-    pub row_filter: Option<String>,
-}
+use crate::row_filter::{Claims, FilterTemplate, ParseError, RowFilter};
+use crate::topic_pattern::matches_segments;
 
 /// Which rows of a table a subscription may see.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +56,7 @@ pub enum Action<'a> {
 /// The configured rules.
 #[derive(Debug, Clone, Default)]
 pub struct Permissions {
-    rules: Vec<Rule>,
+    rules: Vec<PermissionRule>,
     /// Each rule's parsed row filter: `None` without one; `Some(Err)` for one that does not
     /// parse (configuration checks refuse those; should one get here, its rule grants no table).
     filters: Vec<Option<Result<FilterTemplate, ParseError>>>,
@@ -84,7 +64,7 @@ pub struct Permissions {
 
 impl Permissions {
     /// Wraps the configured rules, parsing their row filters.
-    pub fn new(rules: Vec<Rule>) -> Self {
+    pub fn new(rules: Vec<PermissionRule>) -> Self {
         let filters = rules
             .iter()
             .map(|rule| rule.row_filter.as_deref().map(FilterTemplate::parse))
@@ -176,7 +156,7 @@ fn denial(principal: &Principal, action: Action<'_>) -> Failure {
     .detail(kind, name)
 }
 
-fn grants(rule: &Rule, principal: &Principal, action: Action<'_>) -> bool {
+fn grants(rule: &PermissionRule, principal: &Principal, action: Action<'_>) -> bool {
     let applies = rule
         .roles
         .iter()
@@ -290,7 +270,7 @@ mod tests {
     }
 
     fn seeds() -> Permissions {
-        let rules: Vec<Rule> = toml::from_str::<toml::Table>(
+        let rules: Vec<PermissionRule> = toml::from_str::<toml::Table>(
             r##"
             [[r]]
             roles = ["*"]

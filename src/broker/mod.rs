@@ -16,10 +16,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::{BackendKind, TopicRule};
 use crate::outbound::Mailbox;
 use crate::protocol::{Code, Failure, StartPosition, TopicMessage};
 use crate::registry::{Registration, Registry, SubscriberKey};
-use route::{BackendKind, TopicRule};
 
 /// Where an accepted publish landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +133,7 @@ impl Topics {
     ) -> Result<Registration, Failure> {
         let rule = route::route(&self.rules, request.topic)?;
         let allow_wildcards = rule.is_some_and(|r| r.allow_wildcards);
-        if route::has_wildcards(request.topic) && !allow_wildcards {
+        if crate::topic_pattern::has_wildcards(request.topic) && !allow_wildcards {
             return Err(Failure::new(
                 Code::Validation,
                 "wildcards (*, #) are allowed only on topics whose routing rule allows them",
@@ -156,7 +156,7 @@ impl Topics {
 
     /// Publishes; returns once the backend accepted the message.
     pub async fn publish(&self, message: TopicMessage) -> Result<Receipt, Failure> {
-        if route::has_wildcards(&message.topic) {
+        if crate::topic_pattern::has_wildcards(&message.topic) {
             return Err(Failure::new(
                 Code::Validation,
                 "a publish names one topic; wildcards (*, #) are for subscribing",

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use super::tables::TableInfo;
 use super::values::{convert_row, ColumnType};
-use crate::auth::row_filter::RowFilter;
 use crate::protocol::{ChangeKind, Row, RowChange};
+use crate::row_filter::RowFilter;
 
 /// Builds a change from the old and new row JSON of one table row; `key` is taken from the new
 /// row, or from the old one for deletes.

@@ -35,11 +35,11 @@ pub use refusals::WatchRefusal;
 pub use subscription::TableSubscription;
 
 use crate::auth::permissions::TableAccess;
-use crate::auth::row_filter::RowFilter;
 use crate::config::ChangefeedConfig;
 use crate::outbound::Mailbox;
 use crate::protocol::{Code, Failure};
 use crate::registry::SubscriberKey;
+use crate::row_filter::RowFilter;
 use refusals::Refusals;
 use tables::Tables;
 

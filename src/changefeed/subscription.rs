@@ -20,10 +20,10 @@ use super::schema::unavailable;
 use super::snapshot::Snapshot;
 use super::tables::{Drain, TableEntry};
 use super::values::ColumnType;
-use crate::auth::row_filter::{RowFilter, SqlColumn, SqlParam};
 use crate::outbound::{Mailbox, Outbound};
 use crate::protocol::{encode_event, ChangeKind, Code, EventBody, Failure};
 use crate::registry::SubscriberKey;
+use crate::row_filter::{RowFilter, SqlColumn, SqlParam};
 
 /// An active table subscription, held by its session. Dropping it unsubscribes.
 pub struct TableSubscription {

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use super::changes::{apply_view, view_through, View};
 use super::snapshot::Snapshot;
 use super::values::ColumnType;
-use crate::auth::row_filter::RowFilter;
 use crate::outbound::{Mailbox, Outbound};
 use crate::protocol::{share_event, EventBody, RowChange, SharedEvent};
 use crate::registry::SubscriberKey;
+use crate::row_filter::RowFilter;
 
 /// A watched table, as resolved from the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -346,10 +346,10 @@ impl Tables {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::row_filter::FilterTemplate;
     use crate::auth::Principal;
     use crate::outbound::{mailbox, Closer, QueueLimits};
     use crate::protocol::{frame_shared, pb, ChangeKind, Value};
+    use crate::row_filter::FilterTemplate;
     use prost::Message as _;
     use tokio_util::sync::CancellationToken;
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use feedgate::broker::route::{BackendKind, TopicRule};
+use feedgate::config::{BackendKind, TopicRule};
 use feedgate::config::{Config, KafkaConfig};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;

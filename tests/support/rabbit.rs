@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use feedgate::broker::route::{BackendKind, TopicRule};
+use feedgate::config::{BackendKind, TopicRule};
 use feedgate::config::{Config, RabbitConfig};
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,

@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 
 use super::{Expr, Op, Scalar};
-use crate::changefeed::values::{date, timestamp};
+use crate::protocol::datetime::{date, timestamp};
 use crate::protocol::{Row, Value};
 
 pub(super) fn eval(expr: &Expr<Scalar>, row: &Row) -> bool {

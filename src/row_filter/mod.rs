@@ -1,4 +1,5 @@
-//! Row-level rules: which rows of a table a principal may see. Pure: no I/O.
+//! Row-level rules: which rows of a table a principal may see. Pure: no I/O, and nothing of
+//! where the claims come from (`auth` implements [`Claims`] for its principals).
 //!
 //! A permission rule may bind its tables to a predicate, written in the configuration file with
 //! claim placeholders (`tenant_id = {claims.tenant_id}`). The predicate is parsed once at start-up
@@ -37,9 +38,29 @@ use std::fmt;
 
 use serde_json::Value as Json;
 
-use super::Principal;
 use crate::protocol::Row;
 pub use sql::{SqlColumn, SqlParam};
+
+/// Where a template's placeholders take their values: a principal's token claims, by name or by
+/// a dotted path into nested objects (`realm_access.roles`).
+pub trait Claims {
+    /// The claim at `path`, if there is one.
+    fn claim(&self, path: &str) -> Option<&Json>;
+}
+
+impl Claims for serde_json::Map<String, Json> {
+    fn claim(&self, path: &str) -> Option<&Json> {
+        if let Some(value) = self.get(path) {
+            return Some(value);
+        }
+        let mut parts = path.split('.');
+        let mut value = self.get(parts.next()?)?;
+        for part in parts {
+            value = value.as_object()?.get(part)?;
+        }
+        Some(value)
+    }
+}
 
 /// A parsed predicate with its placeholders not yet filled.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,7 +162,7 @@ impl FilterTemplate {
     /// Fills the placeholders from `principal`'s claims. A claim that is missing, null, an
     /// object, or an array where one value is expected leaves the template unfilled: the rule
     /// it belongs to then grants nothing.
-    pub fn fill(&self, principal: &Principal) -> Result<RowFilter, Unfilled> {
+    pub fn fill(&self, principal: &impl Claims) -> Result<RowFilter, Unfilled> {
         Ok(RowFilter {
             expr: fill(&self.expr, principal)?,
         })
@@ -180,7 +201,7 @@ impl RowFilter {
     }
 }
 
-fn fill(expr: &Expr<Operand>, principal: &Principal) -> Result<Expr<Scalar>, Unfilled> {
+fn fill(expr: &Expr<Operand>, principal: &impl Claims) -> Result<Expr<Scalar>, Unfilled> {
     Ok(match expr {
         Expr::And(items) => Expr::And(
             items
@@ -240,7 +261,7 @@ fn unfilled(path: &str) -> Unfilled {
     }
 }
 
-fn scalar_claim(principal: &Principal, path: &str) -> Result<Scalar, Unfilled> {
+fn scalar_claim(principal: &impl Claims, path: &str) -> Result<Scalar, Unfilled> {
     principal
         .claim(path)
         .and_then(scalar)
