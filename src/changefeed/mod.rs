@@ -55,6 +55,33 @@ pub enum ChangefeedError {
     /// Migrations could not be applied.
     #[error("cannot apply feedgate's migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The reader lost its place: it was asked to read or record without a position. A bug:
+    /// connecting always sets one.
+    #[error("the changefeed reader has no position")]
+    NoPosition,
+    /// The database answered with a snapshot the reader cannot parse.
+    #[error("unreadable snapshot from the database: {0}")]
+    BadSnapshot(#[from] snapshot::BadSnapshot),
+    /// The change log holds a transaction id that is not a number.
+    #[error("unreadable transaction id {0:?} in the change log")]
+    BadXid(String),
+    /// The change log holds an operation this version does not know (the log's check
+    /// constraint allows I, U, D and T): the change cannot be delivered.
+    #[error("change {id} in the change log has unknown op {op:?}")]
+    UnknownOp {
+        /// The change's log id.
+        id: i64,
+        /// The op as logged.
+        op: String,
+    },
+    /// A connection to the database stopped answering: it is taken for dead.
+    #[error("the {connection} connection did not answer within {after:?}")]
+    NoAnswer {
+        /// Which one: the reader's or the listener's.
+        connection: &'static str,
+        /// How long it was given.
+        after: Duration,
+    },
     /// A table named in `watch` could not be watched.
     #[error("cannot watch table {table:?} (setting `watch`): {source}")]
     Watch {

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use super::changes::row_change_from_json;
 use super::snapshot::Snapshot;
-use super::subscription::truncated;
+use super::subscription::{truncated, unreadable_change};
 use super::{schema, ChangefeedError, ChangefeedSettings, Shared};
 use crate::cursor::Cursor;
 use crate::protocol::{share_event, ChangeKind, EventBody, Failure};
@@ -190,14 +190,34 @@ async fn connect<'a>(
     })
 }
 
-/// `connect` always sets a position before serving; reaching this is a bug.
-fn no_position() -> ChangefeedError {
-    ChangefeedError::Database(sqlx::Error::Protocol("reader has no position".into()))
+fn snapshot(text: &str) -> Result<Snapshot, ChangefeedError> {
+    Ok(Snapshot::parse(text)?)
 }
 
-fn snapshot(text: &str) -> Result<Snapshot, ChangefeedError> {
-    Snapshot::parse(text)
-        .map_err(|e| ChangefeedError::Database(sqlx::Error::Protocol(e.to_string())))
+/// What a change-log row records, read from its `op` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoggedOp {
+    /// `I`, `U`, `D`: a row was inserted, updated or deleted.
+    Row(ChangeKind),
+    /// `T`: the table was truncated.
+    Truncate,
+}
+
+impl LoggedOp {
+    /// Reads change `id`'s op; anything else than the four the log allows is an error, never
+    /// guessed at.
+    fn parse(id: i64, op: &str) -> Result<Self, ChangefeedError> {
+        match op {
+            "I" => Ok(Self::Row(ChangeKind::Insert)),
+            "U" => Ok(Self::Row(ChangeKind::Update)),
+            "D" => Ok(Self::Row(ChangeKind::Delete)),
+            "T" => Ok(Self::Truncate),
+            _ => Err(ChangefeedError::UnknownOp {
+                id,
+                op: op.to_owned(),
+            }),
+        }
+    }
 }
 
 struct Reader<'a> {
@@ -267,7 +287,10 @@ impl Reader<'_> {
 
     /// Reads and fans out one batch; returns how many changes it held.
     async fn poll(&mut self, progress: &mut Progress) -> Result<usize, ChangefeedError> {
-        let prev = progress.position.clone().ok_or_else(no_position)?;
+        let prev = progress
+            .position
+            .clone()
+            .ok_or(ChangefeedError::NoPosition)?;
         let shared = self.shared;
         let mut rows = sqlx::query(POLL)
             .bind(prev.xmin().to_string())
@@ -280,9 +303,10 @@ impl Reader<'_> {
             let row = match timeout(ROW_TIMEOUT, rows.try_next()).await {
                 Ok(row) => row?,
                 Err(_) => {
-                    return Err(ChangefeedError::Database(sqlx::Error::Protocol(
-                        "no answer from the database within 30s".into(),
-                    )))
+                    return Err(ChangefeedError::NoAnswer {
+                        connection: "reader",
+                        after: ROW_TIMEOUT,
+                    })
                 }
             };
             let Some(row) = row else { break };
@@ -296,14 +320,21 @@ impl Reader<'_> {
                 continue; // the LEFT JOIN's empty row: no changes
             };
             let xid: String = row.try_get("xid")?;
-            let xid: u64 = xid.parse().map_err(|_| {
-                ChangefeedError::Database(sqlx::Error::Protocol(format!("bad xid {xid}")))
-            })?;
+            let xid: u64 = xid.parse().map_err(|_| ChangefeedError::BadXid(xid))?;
             let delivered_before = progress.partial[..progress.partial.len() - 1]
                 .iter()
                 .any(|(snap, last)| snap.is_visible(xid) && id <= *last);
             if !delivered_before {
-                fan_out(shared, &row, id, xid, &mut stale_types)?;
+                match fan_out(shared, &row, id, xid, &mut stale_types) {
+                    Ok(()) => {}
+                    // The change cannot be delivered, and failing the batch would only read it
+                    // again, and fail on it, at every reconnect: `fan_out` ended its table's
+                    // subscriptions; the reader goes on.
+                    Err(err @ ChangefeedError::UnknownOp { .. }) => {
+                        warn!(error = %err, "change log entry skipped");
+                    }
+                    Err(err) => return Err(err),
+                }
                 found += 1;
             }
             if let Some(last) = progress.partial.last_mut() {
@@ -347,7 +378,7 @@ impl Reader<'_> {
         let position = progress
             .position
             .as_ref()
-            .ok_or_else(no_position)?
+            .ok_or(ChangefeedError::NoPosition)?
             .to_string();
         // An upsert: another node may have removed this row as stale after a long pause.
         sqlx::query(
@@ -381,10 +412,9 @@ impl Reader<'_> {
                 sqlx::query("SELECT 1").execute(&mut self.listener),
             )
             .await
-            .map_err(|_| {
-                ChangefeedError::Database(sqlx::Error::Protocol(
-                    "listener connection did not answer".into(),
-                ))
+            .map_err(|_| ChangefeedError::NoAnswer {
+                connection: "listener",
+                after: HEARTBEAT,
             })??;
         }
         let tuning = &self.shared.settings.tuning;
@@ -410,7 +440,8 @@ impl Reader<'_> {
 }
 
 /// Fans one logged change out to its table's subscribers, converting it once and encoding each
-/// form of it (see `tables`) once.
+/// form of it (see `tables`) once. A change with an unknown op ends its table's subscriptions
+/// (what they hold would be stale) and is returned as [`ChangefeedError::UnknownOp`].
 fn fan_out(
     shared: &Shared,
     row: &sqlx::postgres::PgRow,
@@ -419,21 +450,23 @@ fn fan_out(
     stale_types: &mut HashSet<u32>,
 ) -> Result<(), ChangefeedError> {
     let oid: i64 = row.try_get("table_oid")?;
+    let op = LoggedOp::parse(id, &row.try_get::<String, _>("op")?);
     let Some(entry) = u32::try_from(oid)
         .ok()
         .and_then(|oid| shared.tables.get(oid))
     else {
-        return Ok(()); // nobody ever subscribed to this table on this node
+        // Nobody ever subscribed to this table on this node; an unknown op is still reported.
+        return op.map(|_| ());
     };
-    let kind = match row.try_get::<String, _>("op")?.as_str() {
-        "I" => ChangeKind::Insert,
-        "U" => ChangeKind::Update,
-        "D" => ChangeKind::Delete,
-        _ => {
-            // 'T': TRUNCATE.
-            let failure = truncated(&entry.info.name);
-            entry.reset(xid, &share_event(&[], EventBody::Closed(&failure)));
+    let kind = match op {
+        Ok(LoggedOp::Row(kind)) => kind,
+        Ok(LoggedOp::Truncate) => {
+            entry.reset(xid, &truncated(&entry.info.name));
             return Ok(());
+        }
+        Err(err) => {
+            entry.reset(xid, &unreadable_change(&entry.info.name, &err));
+            return Err(err);
         }
     };
     let mut rows: Option<(Option<serde_json::Value>, Option<serde_json::Value>)> =
@@ -484,4 +517,55 @@ pub(super) async fn prune(
     .execute(conn)
     .await?;
     Ok(result.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_four_logged_ops_are_read() {
+        for (op, read) in [
+            ("I", LoggedOp::Row(ChangeKind::Insert)),
+            ("U", LoggedOp::Row(ChangeKind::Update)),
+            ("D", LoggedOp::Row(ChangeKind::Delete)),
+            ("T", LoggedOp::Truncate),
+        ] {
+            assert_eq!(LoggedOp::parse(1, op).ok(), Some(read), "{op}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_op_is_an_error_not_a_truncate() {
+        for op in ["X", "", "i", "TT"] {
+            match LoggedOp::parse(42, op) {
+                Err(ChangefeedError::UnknownOp { id: 42, op: logged }) => assert_eq!(logged, op),
+                other => panic!("{op:?} read as {other:?}"),
+            }
+        }
+        let err = LoggedOp::parse(42, "X").err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("change 42 in the change log has unknown op \"X\"")
+        );
+    }
+
+    #[test]
+    fn an_unknown_op_ends_subscriptions_with_a_source_reset() {
+        let err = ChangefeedError::UnknownOp {
+            id: 7,
+            op: "X".into(),
+        };
+        let failure = unreadable_change("public.orders", &err);
+        assert_eq!(failure.code, crate::protocol::Code::SourceReset);
+        assert!(
+            failure.message.contains("unknown op"),
+            "{}",
+            failure.message
+        );
+        assert_eq!(
+            failure.details.get("table").map(String::as_str),
+            Some("public.orders")
+        );
+    }
 }

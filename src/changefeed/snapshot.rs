@@ -19,7 +19,7 @@ pub(crate) struct Snapshot {
 /// The text was not a `pg_snapshot`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a pg_snapshot: {0:?}")]
-pub(crate) struct BadSnapshot(String);
+pub struct BadSnapshot(String);
 
 impl Snapshot {
     /// Parses PostgreSQL's text form, e.g. `"10:20:10,14,15"` or `"12:12:"`.

@@ -20,6 +20,7 @@ use super::schema::unavailable;
 use super::snapshot::Snapshot;
 use super::tables::{Drain, TableEntry};
 use super::values::ColumnType;
+use super::ChangefeedError;
 use crate::outbound::{Mailbox, Outbound};
 use crate::protocol::{encode_event, ChangeKind, Code, EventBody, Failure};
 use crate::registry::SubscriberKey;
@@ -133,7 +134,7 @@ impl Start {
                     }
                 }
                 Drain::Live | Drain::Gone => return Ok(()),
-                Drain::Reset => return Err(truncated(&self.entry.info.name)),
+                Drain::Reset(failure) => return Err(failure),
                 Drain::Overflowed => {
                     return Err(Failure::new(
                         Code::SlowConsumer,
@@ -216,6 +217,18 @@ pub(super) fn truncated(table: &str) -> Failure {
     Failure::new(
         Code::SourceReset,
         format!("table {table} was truncated; subscribe again with include_initial"),
+    )
+    .retryable(0)
+    .detail("table", table)
+}
+
+/// The failure a subscription ends with when its table logged a change that cannot be read
+/// ([`ChangefeedError::UnknownOp`]): the change is not delivered, so what the client holds may
+/// be stale.
+pub(super) fn unreadable_change(table: &str, err: &ChangefeedError) -> Failure {
+    Failure::new(
+        Code::SourceReset,
+        format!("table {table}: {err}; subscribe again with include_initial"),
     )
     .retryable(0)
     .detail("table", table)

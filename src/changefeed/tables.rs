@@ -17,7 +17,7 @@ use super::changes::{apply_view, view_through, View};
 use super::snapshot::Snapshot;
 use super::values::ColumnType;
 use crate::outbound::{Mailbox, Outbound};
-use crate::protocol::{share_event, EventBody, RowChange, SharedEvent};
+use crate::protocol::{share_event, EventBody, Failure, RowChange, SharedEvent};
 use crate::registry::SubscriberKey;
 use crate::row_filter::RowFilter;
 
@@ -59,8 +59,9 @@ enum State {
     Pending {
         buffer: Vec<(u64, SharedEvent)>,
         overflowed: bool,
-        /// The table was truncated while the snapshot was being taken.
-        reset: bool,
+        /// The table was reset (truncated, or a change could not be read) while the snapshot was
+        /// being taken: the failure the subscription ends with.
+        reset: Option<Failure>,
     },
     Live {
         since: Snapshot,
@@ -75,8 +76,9 @@ pub(crate) enum Drain {
     Live,
     /// The buffer overflowed; the subscription has been removed.
     Overflowed,
-    /// The table was truncated meanwhile; the subscription has been removed.
-    Reset,
+    /// The table was reset meanwhile (see [`TableEntry::reset`]); the subscription has been
+    /// removed and ends with this failure.
+    Reset(Failure),
     /// The subscription is gone (unsubscribed or dropped as a slow consumer).
     Gone,
 }
@@ -125,7 +127,7 @@ impl TableEntry {
             state: State::Pending {
                 buffer: Vec::new(),
                 overflowed: false,
-                reset: false,
+                reset: None,
             },
         });
     }
@@ -148,9 +150,13 @@ impl TableEntry {
         };
         let subscriber = &mut subscribers[index];
         match &mut subscriber.state {
-            State::Pending { reset: true, .. } => {
+            State::Pending {
+                reset: Some(failure),
+                ..
+            } => {
+                let failure = failure.clone();
                 subscribers.swap_remove(index);
-                Drain::Reset
+                Drain::Reset(failure)
             }
             State::Pending {
                 overflowed: true, ..
@@ -231,15 +237,17 @@ impl TableEntry {
         before - subscribers.len()
     }
 
-    /// The table was truncated by transaction `xid`: ends every subscription whose snapshot does
-    /// not already reflect it, with `closed` (a `SubscriptionClosed` event). Pending ones are
-    /// ended by their task, which does not know its snapshot's relation to `xid` yet (rare
-    /// enough that a possibly needless resubscribe is the simpler price).
-    pub(crate) fn reset(&self, xid: u64, closed: &SharedEvent) {
+    /// The table was reset by transaction `xid` (truncated, or it logged a change that cannot be
+    /// read): ends every subscription whose snapshot does not already reflect it, with `failure`
+    /// (a `SubscriptionClosed` event). Pending ones are ended by their task, which does not know
+    /// its snapshot's relation to `xid` yet (rare enough that a possibly needless resubscribe is
+    /// the simpler price).
+    pub(crate) fn reset(&self, xid: u64, failure: &Failure) {
+        let closed = share_event(&[], EventBody::Closed(failure));
         self.lock()
             .retain_mut(|subscriber| match &mut subscriber.state {
                 State::Pending { reset, buffer, .. } => {
-                    *reset = true;
+                    *reset = Some(failure.clone());
                     *buffer = Vec::new();
                     true
                 }
