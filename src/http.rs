@@ -25,6 +25,7 @@ use crate::broker::Topics;
 use crate::changefeed::Changefeed;
 use crate::limits::ConnectionLimits;
 use crate::outbound::Backlog;
+use crate::protocol::{code_name, Code};
 use crate::session::{self, SessionContext, SessionSettings};
 
 /// What the HTTP handlers share. Built by `app`.
@@ -110,7 +111,10 @@ async fn websocket(
         if !origin_allowed(&state.allowed_origins, origin.to_str().unwrap_or("")) {
             return (
                 StatusCode::FORBIDDEN,
-                "PERMISSION_DENIED: origin not allowed (websocket.allowed_origins)",
+                format!(
+                    "{}: origin not allowed (websocket.allowed_origins)",
+                    code_name(Code::PermissionDenied)
+                ),
             )
                 .into_response();
         }
@@ -118,7 +122,10 @@ async fn websocket(
     let Some(slot) = state.limits.connect() else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "LIMIT_EXCEEDED: too many connections (limits.max_connections)",
+            format!(
+                "{}: too many connections (limits.max_connections)",
+                code_name(Code::LimitExceeded)
+            ),
         )
             .into_response();
     };

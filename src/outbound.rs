@@ -43,7 +43,7 @@ use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 pub use self::backlog::Backlog;
-use crate::protocol::SharedEvent;
+use crate::protocol::{code_name, Code, SharedEvent};
 
 /// Traffic that can wait is queued only while its socket holds fewer bytes than this not yet
 /// sent: enough to keep a fast link busy between two looks, little enough that the rest of a
@@ -133,23 +133,38 @@ impl CloseReason {
         text
     }
 
-    fn full_text(&self) -> String {
+    /// The protocol error code the close reason names; `None` for a close that explains
+    /// nothing (a normal end, the client's close, a dead transport).
+    pub fn error_code(&self) -> Option<Code> {
         match self {
+            Self::Normal | Self::ClientClosed | Self::TransportError => None,
+            Self::ProtocolError | Self::InvalidPayload => Some(Code::InvalidMessage),
+            Self::ShuttingDown => Some(Code::ShuttingDown),
+            Self::FrameTooLarge | Self::LimitExceeded(_) => Some(Code::LimitExceeded),
+            Self::IdleTimeout => Some(Code::IdleTimeout),
+            Self::SlowConsumer(_) => Some(Code::SlowConsumer),
+            Self::Unauthenticated(_) => Some(Code::Unauthenticated),
+        }
+    }
+
+    fn full_text(&self) -> String {
+        let Some(code) = self.error_code() else {
+            return String::new();
+        };
+        let explanation = match self {
             Self::Normal | Self::ClientClosed | Self::TransportError => String::new(),
-            Self::ProtocolError => "INVALID_MESSAGE: WebSocket protocol error".into(),
-            Self::InvalidPayload => "INVALID_MESSAGE: text message is not UTF-8".into(),
-            Self::ShuttingDown => "SHUTTING_DOWN: the server is shutting down".into(),
-            Self::FrameTooLarge => {
-                "LIMIT_EXCEEDED: frame larger than websocket.max_frame_size".into()
-            }
-            Self::IdleTimeout => "IDLE_TIMEOUT: nothing received within the idle timeout".into(),
+            Self::ProtocolError => "WebSocket protocol error".into(),
+            Self::InvalidPayload => "text message is not UTF-8".into(),
+            Self::ShuttingDown => "the server is shutting down".into(),
+            Self::FrameTooLarge => "frame larger than websocket.max_frame_size".into(),
+            Self::IdleTimeout => "nothing received within the idle timeout".into(),
             Self::SlowConsumer(limits) => format!(
-                "SLOW_CONSUMER: outbound queue full (limits {} messages, {} bytes)",
+                "outbound queue full (limits {} messages, {} bytes)",
                 limits.messages, limits.bytes
             ),
-            Self::Unauthenticated(why) => format!("UNAUTHENTICATED: {why}"),
-            Self::LimitExceeded(why) => format!("LIMIT_EXCEEDED: {why}"),
-        }
+            Self::Unauthenticated(why) | Self::LimitExceeded(why) => why.clone(),
+        };
+        format!("{}: {explanation}", code_name(code))
     }
 }
 
@@ -719,5 +734,49 @@ mod tests {
         }
         let sent = tokio::time::timeout(Duration::from_secs(5), mb.send(frame())).await;
         assert_eq!(sent.expect("it went once the socket drained"), Ok(()));
+    }
+
+    #[test]
+    fn close_texts_spell_the_error_code_names() {
+        let cases = [
+            (CloseReason::Normal, ""),
+            (CloseReason::ClientClosed, ""),
+            (CloseReason::TransportError, ""),
+            (
+                CloseReason::ProtocolError,
+                "INVALID_MESSAGE: WebSocket protocol error",
+            ),
+            (
+                CloseReason::InvalidPayload,
+                "INVALID_MESSAGE: text message is not UTF-8",
+            ),
+            (
+                CloseReason::ShuttingDown,
+                "SHUTTING_DOWN: the server is shutting down",
+            ),
+            (
+                CloseReason::FrameTooLarge,
+                "LIMIT_EXCEEDED: frame larger than websocket.max_frame_size",
+            ),
+            (
+                CloseReason::IdleTimeout,
+                "IDLE_TIMEOUT: nothing received within the idle timeout",
+            ),
+            (
+                CloseReason::SlowConsumer(QueueLimits::new(2, 100)),
+                "SLOW_CONSUMER: outbound queue full (limits 2 messages, 100 bytes)",
+            ),
+            (
+                CloseReason::Unauthenticated("token expired".into()),
+                "UNAUTHENTICATED: token expired",
+            ),
+            (
+                CloseReason::LimitExceeded("user alice".into()),
+                "LIMIT_EXCEEDED: user alice",
+            ),
+        ];
+        for (reason, text) in cases {
+            assert_eq!(reason.text(), text, "{reason:?}");
+        }
     }
 }

@@ -31,6 +31,13 @@ pub mod pb {
 /// list of names with nothing prost-specific in it.
 pub use pb::ErrorCode as Code;
 
+/// A code's name as close reasons and refused upgrades spell it: the `ErrorCode` name without
+/// its `ERROR_CODE_` prefix (`SLOW_CONSUMER`).
+pub fn code_name(code: Code) -> &'static str {
+    let name = code.as_str_name();
+    name.strip_prefix("ERROR_CODE_").unwrap_or(name)
+}
+
 /// The protocol version this server speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
