@@ -45,7 +45,7 @@ use feedgate::config::{AuthConfig, Limits, PermissionRule};
 use feedgate::limits::ConnectionLimits;
 use feedgate::protocol::pb;
 use feedgate::session::{run, SessionContext, SessionSettings};
-use feedgate_fuzz::session_oracle::{Frame, Oracle, Setup};
+use feedgate_fuzz::session_oracle::{Frame, Oracle, ReadError, Setup};
 use futures_util::{Sink, Stream};
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
@@ -86,12 +86,12 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 /// bounded channel of what the server sends (bounded by the input's window, so the writer meets
 /// backpressure when the client reads slowly).
 struct Socket {
-    input: mpsc::UnboundedReceiver<std::result::Result<Message, String>>,
+    input: mpsc::UnboundedReceiver<std::result::Result<Message, axum::Error>>,
     output: PollSender<Message>,
 }
 
 impl Stream for Socket {
-    type Item = std::result::Result<Message, String>;
+    type Item = std::result::Result<Message, axum::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.get_mut().input.poll_recv(cx)
@@ -215,16 +215,6 @@ fn rule(u: &mut Unstructured<'_>) -> Result<PermissionRule> {
     })
 }
 
-/// Read errors as the WebSocket reports them: a frame over max_frame_size (close 1009), a
-/// dropped connection (no close frame), a protocol violation (1002), text that is not UTF-8
-/// (1007).
-const READ_ERRORS: &[&str] = &[
-    "Space limit exceeded: Message too long: 17000000 > 16777216",
-    "Connection reset without closing handshake",
-    "WebSocket protocol error: Reserved bits are non-zero",
-    "UTF-8 encoding error",
-];
-
 fn frame(u: &mut Unstructured<'_>, tokens: &[String]) -> Result<Frame> {
     Ok(match u.int_in_range(0..=31)? {
         0..=21 => {
@@ -241,7 +231,7 @@ fn frame(u: &mut Unstructured<'_>, tokens: &[String]) -> Result<Frame> {
         28 => Frame::Ping,
         29 => Frame::Pong,
         30 => Frame::Close,
-        _ => Frame::ReadError(u.choose(READ_ERRORS)?),
+        _ => Frame::ReadError(*u.choose(ReadError::ALL)?),
     })
 }
 
@@ -410,7 +400,7 @@ impl Scenario {
 async fn client(
     frames: Vec<Frame>,
     terminal: bool,
-    input: mpsc::UnboundedSender<std::result::Result<Message, String>>,
+    input: mpsc::UnboundedSender<std::result::Result<Message, axum::Error>>,
     mut output: mpsc::Receiver<Message>,
     mut oracle: Oracle,
     shutdown: CancellationToken,
@@ -424,7 +414,7 @@ async fn client(
             Frame::Ping => Ok(Message::Ping(Bytes::from_static(b"p"))),
             Frame::Pong => Ok(Message::Pong(Bytes::from_static(b"p"))),
             Frame::Close => Ok(Message::Close(None)),
-            Frame::ReadError(text) => Err(text.to_owned()),
+            Frame::ReadError(kind) => Err(kind.error()),
         };
         let _ = input.send(item);
     }

@@ -25,9 +25,41 @@ pub enum Frame {
     Pong,
     /// The client's close frame; nothing is sent after it.
     Close,
-    /// The transport fails with this message (as the WebSocket reports it); nothing is read after
-    /// it.
-    ReadError(&'static str),
+    /// The transport fails this way; nothing is read after it.
+    ReadError(ReadError),
+}
+
+/// Ways reading fails, as axum's socket reports them: tungstenite's error inside an
+/// `axum::Error`, which the session classifies by type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadError {
+    /// A frame over max_frame_size (close 1009).
+    TooLong,
+    /// A dropped connection, no close frame (1000, no reason).
+    Reset,
+    /// A protocol violation (1002).
+    Protocol,
+    /// Text that is not UTF-8 (1007).
+    Utf8,
+}
+
+impl ReadError {
+    /// Every kind, for the fuzzer to choose from.
+    pub const ALL: &'static [Self] = &[Self::TooLong, Self::Reset, Self::Protocol, Self::Utf8];
+
+    /// The error the socket yields.
+    pub fn error(self) -> axum::Error {
+        use tungstenite::error::{CapacityError, Error, ProtocolError};
+        axum::Error::new(match self {
+            Self::TooLong => Error::Capacity(CapacityError::MessageTooLong {
+                size: 17_000_000,
+                max_size: 16_777_216,
+            }),
+            Self::Reset => Error::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+            Self::Protocol => Error::Protocol(ProtocolError::NonZeroReservedBits),
+            Self::Utf8 => Error::Utf8("invalid utf-8 sequence".into()),
+        })
+    }
 }
 
 /// What the oracle needs to know of a scenario.
@@ -88,7 +120,7 @@ pub struct Oracle {
     /// Whether the client's side shut the server down.
     pub shutdown: bool,
     /// The read error the client's side ended with, if any.
-    read_error: &'static str,
+    read_error: Option<ReadError>,
     /// The client stops reading (a close frame may not get through).
     stall: bool,
     /// Message events seen (for FEEDGATE_FUZZ_TRACE).
@@ -141,14 +173,10 @@ impl Oracle {
             shutdown: false,
             stall: scenario.stall,
             events: 0,
-            read_error: scenario
-                .frames
-                .iter()
-                .find_map(|f| match f {
-                    Frame::ReadError(text) => Some(*text),
-                    _ => None,
-                })
-                .unwrap_or(""),
+            read_error: scenario.frames.iter().find_map(|f| match f {
+                Frame::ReadError(kind) => Some(*kind),
+                _ => None,
+            }),
             client_closed: scenario
                 .frames
                 .iter()
@@ -192,9 +220,9 @@ impl Oracle {
             1001 if self.shutdown => "SHUTTING_DOWN:",
             4000 if self.stall => "IDLE_TIMEOUT:",
             4001 if self.stall => "UNAUTHENTICATED:",
-            1009 if self.read_error.contains("too long") => "LIMIT_EXCEEDED:",
-            1002 if self.read_error.contains("protocol error") => "INVALID_MESSAGE:",
-            1007 if self.read_error.contains("UTF-8") => "INVALID_MESSAGE:",
+            1009 if self.read_error == Some(ReadError::TooLong) => "LIMIT_EXCEEDED:",
+            1002 if self.read_error == Some(ReadError::Protocol) => "INVALID_MESSAGE:",
+            1007 if self.read_error == Some(ReadError::Utf8) => "INVALID_MESSAGE:",
             4001 if self.upgrade_token && first && self.known.is_none() => "UNAUTHENTICATED:",
             4029 if self.upgrade_token && first && self.known.is_none() => "LIMIT_EXCEEDED:",
             // Fan-out overflowing the queue (a publish must be among the unanswered frames), or

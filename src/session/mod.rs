@@ -7,13 +7,15 @@
 //! sends the close frame that says why. When the session ends, its subscriptions are dropped,
 //! which removes them from their sources at once.
 //!
-//! Generic over the socket's `Stream`/`Sink`, so tests and benches can drive it with channels.
+//! Generic over the socket's `Stream`/`Sink`, so tests and benches can drive it with channels;
+//! a read error is any `std::error::Error`, classified by the WebSocket error found among its
+//! sources (axum's socket wraps tungstenite's).
 
 mod commands;
 mod identity;
 mod writer;
 
-use std::fmt::Display;
+use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use futures_util::{Sink, Stream, StreamExt};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info_span, Instrument};
+use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 
 use crate::auth::permissions::Permissions;
 use crate::auth::Authenticator;
@@ -84,7 +87,7 @@ pub struct SessionContext {
 pub async fn run<S, E>(socket: S, ctx: SessionContext)
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Send + Unpin,
-    E: Display,
+    E: Error + 'static,
 {
     let session_id = uuid::Uuid::new_v4().to_string();
     let span = info_span!("session", session_id = %session_id, connection = ctx.connection);
@@ -123,22 +126,23 @@ where
     .await;
 }
 
-/// Why reading failed, from the WebSocket error's text (the socket type is generic: only its
-/// `Display` is known). tungstenite's wording: `Space limit exceeded: Message too long: N > M`
-/// for a frame or message over the size limits, `WebSocket protocol error: ...` for a frame
-/// that breaks RFC 6455 (reserved bits, bad opcodes, control frames over 125 bytes or
-/// fragmented, ...), `UTF-8 encoding error: ...` for a text message that is not UTF-8.
-fn read_failure(text: &str) -> CloseReason {
-    if text.contains("Message too long") {
-        CloseReason::FrameTooLarge
-    } else if text.contains("without closing handshake") {
-        CloseReason::TransportError // the client dropped the connection
-    } else if text.contains("WebSocket protocol error") {
-        CloseReason::ProtocolError
-    } else if text.contains("UTF-8 encoding error") {
-        CloseReason::InvalidPayload
-    } else {
-        CloseReason::TransportError
+/// Why reading failed, from the WebSocket error among `err` and its sources (axum's socket
+/// error wraps tungstenite's): a frame or message over the size limits, a frame that breaks
+/// RFC 6455 (reserved bits, bad opcodes, control frames over 125 bytes or fragmented, ...), a
+/// text message that is not UTF-8; anything else, a peer gone without a close frame included,
+/// is the transport failing.
+fn read_failure(err: &(dyn Error + 'static)) -> CloseReason {
+    let websocket = std::iter::successors(Some(err), |&err| err.source())
+        .find_map(|err| err.downcast_ref::<WsError>());
+    match websocket {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => CloseReason::FrameTooLarge,
+        // The client dropped the connection.
+        Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+            CloseReason::TransportError
+        }
+        Some(WsError::Protocol(_)) => CloseReason::ProtocolError,
+        Some(WsError::Utf8(_)) => CloseReason::InvalidPayload,
+        _ => CloseReason::TransportError,
     }
 }
 
@@ -153,7 +157,7 @@ const CLOSE_LINGER: Duration = Duration::from_secs(3);
 async fn read_loop<S, E>(mut stream: S, mut session: commands::Session, closer: Closer)
 where
     S: Stream<Item = Result<Message, E>> + Unpin,
-    E: Display,
+    E: Error + 'static,
 {
     let idle_timeout = session.settings().idle_timeout;
     let mut deadline = Instant::now() + idle_timeout;
@@ -187,9 +191,8 @@ where
                 return;
             }
             Some(Err(err)) => {
-                let text = err.to_string();
-                debug!(error = %text, "read failed");
-                closer.close(read_failure(&text));
+                debug!(error = %err, "read failed");
+                closer.close(read_failure(&err));
                 return;
             }
         }
@@ -203,4 +206,70 @@ where
         }
     };
     let _ = tokio::time::timeout(CLOSE_LINGER, until_client_closes).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What axum's socket yields: tungstenite's error inside an `axum::Error`.
+    fn axum_error(err: WsError) -> axum::Error {
+        axum::Error::new(err)
+    }
+
+    #[test]
+    fn read_failures_are_classified_by_the_websocket_error_axum_wraps() {
+        let cases = [
+            (
+                WsError::Capacity(CapacityError::MessageTooLong {
+                    size: 17_000_000,
+                    max_size: 16_777_216,
+                }),
+                CloseReason::FrameTooLarge,
+            ),
+            (
+                WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+                CloseReason::TransportError,
+            ),
+            (
+                WsError::Protocol(ProtocolError::NonZeroReservedBits),
+                CloseReason::ProtocolError,
+            ),
+            (
+                WsError::Protocol(ProtocolError::ControlFrameTooBig),
+                CloseReason::ProtocolError,
+            ),
+            (WsError::Utf8("bad".into()), CloseReason::InvalidPayload),
+            (WsError::ConnectionClosed, CloseReason::TransportError),
+            (WsError::AlreadyClosed, CloseReason::TransportError),
+            (
+                WsError::Io(std::io::ErrorKind::ConnectionReset.into()),
+                CloseReason::TransportError,
+            ),
+            (
+                WsError::Capacity(CapacityError::TooManyHeaders),
+                CloseReason::TransportError,
+            ),
+        ];
+        for (err, reason) in cases {
+            let text = err.to_string();
+            assert_eq!(read_failure(&axum_error(err)), reason, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_bare_websocket_error_is_classified_too() {
+        let err = WsError::Utf8("bad".into());
+        assert_eq!(read_failure(&err), CloseReason::InvalidPayload);
+    }
+
+    #[test]
+    fn other_errors_are_the_transport_failing() {
+        let io = std::io::Error::other("Message too long: WebSocket protocol error");
+        assert_eq!(read_failure(&io), CloseReason::TransportError);
+        assert_eq!(
+            read_failure(&axum::Error::new(io)),
+            CloseReason::TransportError
+        );
+    }
 }
