@@ -130,6 +130,10 @@ struct Shared {
     health: Arc<Health>,
     /// Registry keys with a running consumer, and the token that stops it.
     consumers: Consumers,
+    /// Where consumer tasks run, so that shutdown waits for them (and their consumers' close).
+    tasks: tokio_util::task::TaskTracker,
+    /// Stops the probe; every consumer's stop token is a child of it.
+    shutdown: CancellationToken,
 }
 
 impl KafkaBroker {
@@ -158,6 +162,8 @@ impl KafkaBroker {
                 producer,
                 health,
                 consumers: Consumers::default(),
+                tasks: tasks.clone(),
+                shutdown: shutdown.clone(),
             }),
         };
         tasks.spawn(broker.clone().probe(shutdown));
@@ -229,7 +235,7 @@ impl KafkaBroker {
             self.registry()
                 .subscribe(&key, request.subscriber, request.mailbox, announce);
         if let Some((consumer, positions)) = opened {
-            let stop = CancellationToken::new();
+            let stop = self.shared.shutdown.child_token();
             let broker = self.clone();
             let feed = Feed {
                 key: key.clone(),
@@ -238,7 +244,9 @@ impl KafkaBroker {
                 private: request.start != StartPosition::Latest,
             };
             let task_stop = stop.clone();
-            tokio::spawn(async move { broker.deliver(consumer, feed, task_stop).await });
+            self.shared
+                .tasks
+                .spawn(async move { broker.deliver(consumer, feed, task_stop).await });
             consumers.insert(key.clone(), stop);
         }
         drop(consumers);

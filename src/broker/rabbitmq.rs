@@ -60,6 +60,10 @@ struct Shared {
     /// Binding keys with a consumer on the current link, and the token that stops it.
     consumers: Consumers,
     available: AtomicBool,
+    /// Where consumer tasks run, so that shutdown waits for them.
+    tasks: tokio_util::task::TaskTracker,
+    /// Stops the connection task; every consumer's stop token is a child of it.
+    shutdown: CancellationToken,
 }
 
 #[derive(Clone)]
@@ -83,6 +87,8 @@ impl RabbitBroker {
                 link: AsyncMutex::new(None),
                 consumers: Consumers::default(),
                 available: AtomicBool::new(false),
+                tasks: tasks.clone(),
+                shutdown: shutdown.clone(),
             }),
         };
         tasks.spawn(broker.clone().connection_task(shutdown));
@@ -121,7 +127,7 @@ impl RabbitBroker {
                 .await
                 .clone()
                 .ok_or_else(unavailable)?;
-            let stop = CancellationToken::new();
+            let stop = self.shared.shutdown.child_token();
             self.start_consumer(&link, request.topic, stop.clone())
                 .await
                 .map_err(|err| unavailable().detail("error", err))?;
@@ -218,7 +224,7 @@ impl RabbitBroker {
         debug!(key, queue = %queue.name(), "rabbitmq queue bound");
         let broker = self.clone();
         let key = key.to_owned();
-        tokio::spawn(async move {
+        self.shared.tasks.spawn(async move {
             broker.deliver(consumer, channel, &key, stop).await;
         });
         Ok(())
@@ -342,7 +348,7 @@ impl RabbitBroker {
         };
         let mut consumers = self.shared.consumers.lock().await;
         for key in self.shared.registry.key_names() {
-            let stop = CancellationToken::new();
+            let stop = self.shared.shutdown.child_token();
             match self.start_consumer(&link, &key, stop.clone()).await {
                 Ok(()) => {
                     consumers.insert(key, stop);

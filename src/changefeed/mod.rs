@@ -127,6 +127,10 @@ struct Shared {
     refusals: Refusals,
     /// Whether the reader is connected; subscribe answers `SOURCE_UNAVAILABLE` while not.
     available: AtomicBool,
+    /// Where subscriptions' snapshot tasks run, so that shutdown waits for them.
+    tasks: TaskTracker,
+    /// Stops the reader; every subscription's own stop token is a child of it.
+    shutdown: CancellationToken,
 }
 
 impl Changefeed {
@@ -149,6 +153,8 @@ impl Changefeed {
                 tables: Tables::default(),
                 refusals: Refusals::default(),
                 available: AtomicBool::new(false),
+                tasks: tasks.clone(),
+                shutdown: shutdown.clone(),
             }),
         };
         tasks.spawn(reader::run(changefeed.shared.clone(), shutdown));
@@ -212,9 +218,10 @@ impl Changefeed {
             pool: self.shared.pool.clone(),
             include_initial: request.include_initial,
             filter,
-            cancel: CancellationToken::new(),
+            cancel: self.shared.shutdown.child_token(),
             closed,
             task: None,
+            tasks: self.shared.tasks.clone(),
         })
     }
 
