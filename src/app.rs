@@ -4,11 +4,12 @@
 //! [`Server::shutdown`]):
 //! 1. the listener stops accepting; `/health` and new upgrades answer 503;
 //! 2. every session's closer fires (they are children of the token): each writer sends close
-//!    1001 and the session drops its subscriptions;
-//! 3. the changefeed reader (a child of the token) stops polling and removes its row from
-//!    `feedgate.readers`;
-//! 4. the server waits for the sessions, the reader and in-flight HTTP requests, at most
-//!    `shutdown_timeout`, then returns.
+//!    1001 and the session drops its subscriptions; the server waits for the sessions;
+//! 3. only then do the sources stop (a token of their own, so that no session sees its sources
+//!    go away before it is closed): the changefeed reader stops polling and removes its row from
+//!    `feedgate.readers`, broker consumers and connections close, snapshot tasks end;
+//! 4. the server waits for the sources' tasks and in-flight HTTP requests. All of it takes at most
+//!    `shutdown_timeout`; what is still running then is left behind with a warning.
 
 use std::future::IntoFuture;
 
@@ -81,19 +82,23 @@ impl Server {
             })?;
         let local_addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
+        // Sources stop after the sessions (see the module docs); their tasks run on `background`.
+        let sources = CancellationToken::new();
         let background = TaskTracker::new();
         let tables = match &config.database_url {
             Some(url) => {
                 let settings =
                     ChangefeedSettings::new(url, config.watch.clone(), config.changefeed.clone())?;
-                Some(Changefeed::start(settings, shutdown.clone(), &background))
+                Some(Changefeed::start(settings, sources.clone(), &background))
             }
             None => None,
         };
         let kafka = match config.kafka.clone() {
             Some(kafka) => Some(
-                KafkaBroker::start(kafka, shutdown.clone(), &background)
-                    .map_err(AppError::Kafka)?,
+                KafkaBroker::start(kafka, sources.clone(), &background).map_err(|err| {
+                    sources.cancel();
+                    AppError::Kafka(err)
+                })?,
             ),
             None => None,
         };
@@ -114,7 +119,7 @@ impl Server {
                 config
                     .rabbitmq
                     .clone()
-                    .map(|rabbit| RabbitBroker::start(rabbit, shutdown.clone(), &background)),
+                    .map(|rabbit| RabbitBroker::start(rabbit, sources.clone(), &background)),
                 kafka,
             ),
             tables,
@@ -133,7 +138,7 @@ impl Server {
             warn!("anonymous access is on: clients connect without a token");
         }
         info!(addr = %local_addr, "listening");
-        let task = tokio::spawn(serve(listener, state, background, config));
+        let task = tokio::spawn(serve(listener, state, background, sources, config));
         Ok(Self {
             local_addr,
             shutdown,
@@ -167,6 +172,7 @@ async fn serve(
     listener: TcpListener,
     state: Arc<HttpState>,
     background: TaskTracker,
+    sources: CancellationToken,
     config: Config,
 ) -> Result<(), AppError> {
     let shutdown = state.shutdown.clone();
@@ -187,16 +193,26 @@ async fn serve(
     };
     let drain = async {
         shutdown.cancelled().await;
+        let deadline = tokio::time::Instant::now() + grace;
         sessions.close();
-        background.close();
-        let all = async {
-            sessions.wait().await;
-            background.wait().await;
-        };
-        if tokio::time::timeout(grace, all).await.is_err() {
+        if tokio::time::timeout_at(deadline, sessions.wait())
+            .await
+            .is_err()
+        {
             warn!(
                 sessions = sessions.len(),
                 "shutdown timeout passed with sessions still open"
+            );
+        }
+        sources.cancel();
+        background.close();
+        if tokio::time::timeout_at(deadline, background.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                tasks = background.len(),
+                "shutdown timeout passed with sources still stopping"
             );
         }
     };

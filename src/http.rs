@@ -27,6 +27,7 @@ use crate::limits::ConnectionLimits;
 use crate::outbound::Backlog;
 use crate::protocol::{code_name, Code};
 use crate::session::{self, SessionContext, SessionSettings};
+use crate::source::Availability;
 
 /// What the HTTP handlers share. Built by `app`.
 pub(crate) struct HttpState {
@@ -190,11 +191,11 @@ struct Stats {
     subscriptions: usize,
     topics: usize,
     /// "connected", "unavailable" or "not configured".
-    database: &'static str,
+    database: Availability,
     /// Likewise for the RabbitMQ backend.
-    rabbitmq: &'static str,
+    rabbitmq: Availability,
     /// Likewise for the Kafka backend.
-    kafka: &'static str,
+    kafka: Availability,
 }
 
 async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
@@ -203,13 +204,12 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
         subscriptions: state.topics.subscriptions()
             + state.tables.as_ref().map_or(0, Changefeed::subscriptions),
         topics: state.topics.active_topics(),
-        database: match &state.tables {
-            None => "not configured",
-            Some(tables) if tables.is_available() => "connected",
-            Some(_) => "unavailable",
-        },
-        rabbitmq: state.topics.rabbitmq_status(),
-        kafka: state.topics.kafka_status(),
+        database: state
+            .tables
+            .as_ref()
+            .map_or(Availability::NotConfigured, Changefeed::availability),
+        rabbitmq: state.topics.rabbitmq_availability(),
+        kafka: state.topics.kafka_availability(),
     })
 }
 

@@ -24,6 +24,8 @@
 //!   Kafka and RabbitMQ, and which of them serves a topic ([`broker::route`]).
 //! - [`changefeed`]: PostgreSQL tables: the change log, snapshots and their hand-off to live
 //!   changes, table subscriptions.
+//! - [`source`]: what every source shares: its availability, and the one status event a change
+//!   of it sends to subscribers.
 //! - [`registry`]: who is subscribed to what; fan-out of shared encoded events.
 //! - [`outbound`]: each connection's bounded outbound queue and its close switch; what happens
 //!   when the queue is full; waiting traffic paced by the socket.
@@ -51,4 +53,5 @@ pub mod protocol;
 pub mod registry;
 pub mod row_filter;
 pub mod session;
+pub mod source;
 pub mod topic_pattern;

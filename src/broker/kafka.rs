@@ -26,7 +26,6 @@
 //! See docs/brokers.md, "When a broker client misbehaves".
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,39 +48,43 @@ use crate::protocol::{
     now_micros, share_event, Code, EventBody, Failure, StartPosition, TopicMessage,
 };
 use crate::registry::{Registration, Registry};
+use crate::source::{Availability, Health};
 
 /// How long metadata and watermark requests may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What librdkafka's callbacks need: the subscribers to tell and the availability flag.
-struct Health {
+/// What librdkafka's callbacks need: the subscribers to tell, the availability, and the outages
+/// seen.
+struct Signals {
     registry: Registry,
-    available: AtomicBool,
+    health: Health,
     /// Counts outages (availability lost); each consumer's task watches it and closes its
     /// consumer at once, so that no consumer fetches across a broker restart.
     outages: watch::Sender<u64>,
 }
 
-impl Health {
+impl Signals {
     /// Records availability; when it changes, every subscriber gets a status event.
     fn set(&self, unavailable: Option<String>) {
-        let available = unavailable.is_none();
-        if self.available.swap(available, Ordering::AcqRel) == available {
-            return;
-        }
-        if let Some(why) = &unavailable {
-            warn!(error = %why, "kafka unavailable");
-            self.outages.send_modify(|outages| *outages += 1);
-        }
-        let failure = unavailable.map(|why| {
+        let failure = unavailable.as_ref().map(|why| {
             Failure::new(
                 Code::SourceUnavailable,
                 format!("Kafka is unavailable: {why}"),
             )
             .retryable(1000)
         });
-        self.registry
-            .broadcast(&share_event(&[], EventBody::Status(failure.as_ref())));
+        let lost = failure.is_some();
+        if self
+            .health
+            .set(failure, |status| self.registry.broadcast(status))
+            && lost
+        {
+            warn!(
+                error = unavailable.as_deref().unwrap_or_default(),
+                "kafka unavailable"
+            );
+            self.outages.send_modify(|outages| *outages += 1);
+        }
     }
 }
 
@@ -99,7 +102,7 @@ struct Feed {
 
 /// librdkafka reports "all brokers down" through the client context, not through consuming.
 #[derive(Clone)]
-struct Context(Arc<Health>);
+struct Context(Arc<Signals>);
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -127,9 +130,13 @@ struct Shared {
     /// This node's id: names its (never-committed) consumer group id.
     node: String,
     producer: FutureProducer<Context>,
-    health: Arc<Health>,
+    signals: Arc<Signals>,
     /// Registry keys with a running consumer, and the token that stops it.
     consumers: Consumers,
+    /// Where consumer tasks run, so that shutdown waits for them (and their consumers' close).
+    tasks: tokio_util::task::TaskTracker,
+    /// Stops the probe; every consumer's stop token is a child of it.
+    shutdown: CancellationToken,
 }
 
 impl KafkaBroker {
@@ -140,9 +147,9 @@ impl KafkaBroker {
         shutdown: CancellationToken,
         tasks: &tokio_util::task::TaskTracker,
     ) -> Result<Self, KafkaError> {
-        let health = Arc::new(Health {
+        let signals = Arc::new(Signals {
             registry: Registry::default(),
-            available: AtomicBool::new(true),
+            health: Health::new(true),
             outages: watch::Sender::new(0),
         });
         let producer = client_config(&config)
@@ -150,14 +157,16 @@ impl KafkaBroker {
                 "message.timeout.ms",
                 config.publish_timeout.as_millis().to_string(),
             )
-            .create_with_context(Context(health.clone()))?;
+            .create_with_context(Context(signals.clone()))?;
         let broker = Self {
             shared: Arc::new(Shared {
                 node: uuid::Uuid::new_v4().simple().to_string(),
                 config,
                 producer,
-                health,
+                signals,
                 consumers: Consumers::default(),
+                tasks: tasks.clone(),
+                shutdown: shutdown.clone(),
             }),
         };
         tasks.spawn(broker.clone().probe(shutdown));
@@ -166,12 +175,17 @@ impl KafkaBroker {
 
     /// The registry of this backend's subscribers.
     pub fn registry(&self) -> &Registry {
-        &self.shared.health.registry
+        &self.shared.signals.registry
     }
 
     /// Whether the brokers are reachable (as far as this node has seen).
     pub fn is_available(&self) -> bool {
-        self.shared.health.available.load(Ordering::Acquire)
+        self.shared.signals.health.is_available()
+    }
+
+    /// Whether the brokers are reachable, for `/v1/stats`.
+    pub fn availability(&self) -> Availability {
+        self.shared.signals.health.availability()
     }
 
     /// While unavailable, asks for metadata every second; success means the brokers are back.
@@ -194,7 +208,7 @@ impl KafkaBroker {
             })
             .await;
             if matches!(probe, Ok(Ok(()))) {
-                self.shared.health.set(None);
+                self.shared.signals.set(None);
             }
         }
     }
@@ -229,7 +243,7 @@ impl KafkaBroker {
             self.registry()
                 .subscribe(&key, request.subscriber, request.mailbox, announce);
         if let Some((consumer, positions)) = opened {
-            let stop = CancellationToken::new();
+            let stop = self.shared.shutdown.child_token();
             let broker = self.clone();
             let feed = Feed {
                 key: key.clone(),
@@ -238,7 +252,9 @@ impl KafkaBroker {
                 private: request.start != StartPosition::Latest,
             };
             let task_stop = stop.clone();
-            tokio::spawn(async move { broker.deliver(consumer, feed, task_stop).await });
+            self.shared
+                .tasks
+                .spawn(async move { broker.deliver(consumer, feed, task_stop).await });
             consumers.insert(key.clone(), stop);
         }
         drop(consumers);
@@ -298,7 +314,7 @@ impl KafkaBroker {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")
-            .create_with_context(Context(self.shared.health.clone()))
+            .create_with_context(Context(self.shared.signals.clone()))
             .map_err(|err| unavailable(topic, &err))?;
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || assign(consumer, &topic, start, positions))
@@ -316,7 +332,7 @@ impl KafkaBroker {
         stop: CancellationToken,
     ) {
         let mut consumer = Some(consumer);
-        let mut outages = self.shared.health.outages.subscribe();
+        let mut outages = self.shared.signals.outages.subscribe();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -337,7 +353,7 @@ impl KafkaBroker {
                 }
                 record = next_record(consumer.as_ref()) => match record {
                     Ok(record) => {
-                        self.shared.health.set(None);
+                        self.shared.signals.set(None);
                         let next = feed.positions.get(&record.partition()).copied();
                         if next.is_some_and(|next| record.offset() < next) {
                             // Already delivered (or before where this feed started): a broker

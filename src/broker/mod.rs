@@ -20,6 +20,7 @@ use crate::config::{BackendKind, TopicRule};
 use crate::outbound::Mailbox;
 use crate::protocol::{Code, Failure, StartPosition, TopicMessage};
 use crate::registry::{Registration, Registry, SubscriberKey};
+use crate::source::Availability;
 
 /// Where an accepted publish landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,22 +172,20 @@ impl Topics {
         }
     }
 
-    /// "connected", "unavailable" or "not configured".
-    pub fn rabbitmq_status(&self) -> &'static str {
-        match &self.rabbitmq {
-            None => "not configured",
-            Some(rabbit) if rabbit.is_available() => "connected",
-            Some(_) => "unavailable",
-        }
+    /// The RabbitMQ backend's availability.
+    pub fn rabbitmq_availability(&self) -> Availability {
+        self.rabbitmq.as_ref().map_or(
+            Availability::NotConfigured,
+            rabbitmq::RabbitBroker::availability,
+        )
     }
 
-    /// "connected", "unavailable" or "not configured" (as far as consuming has shown).
-    pub fn kafka_status(&self) -> &'static str {
-        match &self.kafka {
-            None => "not configured",
-            Some(kafka) if kafka.is_available() => "connected",
-            Some(_) => "unavailable",
-        }
+    /// The Kafka backend's availability (as far as consuming has shown).
+    pub fn kafka_availability(&self) -> Availability {
+        self.kafka.as_ref().map_or(
+            Availability::NotConfigured,
+            kafka::KafkaBroker::availability,
+        )
     }
 
     /// Active topic subscriptions on this node.

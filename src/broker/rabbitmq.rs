@@ -17,7 +17,6 @@
 //! to it (its exclusive queues died with the connection), and subscribers are told of the gap by
 //! those two events.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +38,7 @@ use super::{Consumers, Receipt, TopicSubscribe};
 use crate::config::RabbitConfig;
 use crate::protocol::{now_micros, share_event, Code, EventBody, Failure, TopicMessage};
 use crate::registry::{Registration, Registry};
+use crate::source::{Availability, Health};
 
 const KEY_HEADER: &str = "feedgate-key";
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -59,7 +59,11 @@ struct Shared {
     link: AsyncMutex<Option<Link>>,
     /// Binding keys with a consumer on the current link, and the token that stops it.
     consumers: Consumers,
-    available: AtomicBool,
+    health: Health,
+    /// Where consumer tasks run, so that shutdown waits for them.
+    tasks: tokio_util::task::TaskTracker,
+    /// Stops the connection task; every consumer's stop token is a child of it.
+    shutdown: CancellationToken,
 }
 
 #[derive(Clone)]
@@ -82,7 +86,9 @@ impl RabbitBroker {
                 registry: Registry::default(),
                 link: AsyncMutex::new(None),
                 consumers: Consumers::default(),
-                available: AtomicBool::new(false),
+                health: Health::new(false),
+                tasks: tasks.clone(),
+                shutdown: shutdown.clone(),
             }),
         };
         tasks.spawn(broker.clone().connection_task(shutdown));
@@ -91,7 +97,12 @@ impl RabbitBroker {
 
     /// Whether the connection to RabbitMQ is up.
     pub fn is_available(&self) -> bool {
-        self.shared.available.load(Ordering::Acquire)
+        self.shared.health.is_available()
+    }
+
+    /// Whether the connection is up, for `/v1/stats`.
+    pub fn availability(&self) -> Availability {
+        self.shared.health.availability()
     }
 
     /// The registry of this backend's subscribers.
@@ -121,7 +132,7 @@ impl RabbitBroker {
                 .await
                 .clone()
                 .ok_or_else(unavailable)?;
-            let stop = CancellationToken::new();
+            let stop = self.shared.shutdown.child_token();
             self.start_consumer(&link, request.topic, stop.clone())
                 .await
                 .map_err(|err| unavailable().detail("error", err))?;
@@ -218,7 +229,7 @@ impl RabbitBroker {
         debug!(key, queue = %queue.name(), "rabbitmq queue bound");
         let broker = self.clone();
         let key = key.to_owned();
-        tokio::spawn(async move {
+        self.shared.tasks.spawn(async move {
             broker.deliver(consumer, channel, &key, stop).await;
         });
         Ok(())
@@ -342,7 +353,7 @@ impl RabbitBroker {
         };
         let mut consumers = self.shared.consumers.lock().await;
         for key in self.shared.registry.key_names() {
-            let stop = CancellationToken::new();
+            let stop = self.shared.shutdown.child_token();
             match self.start_consumer(&link, &key, stop.clone()).await {
                 Ok(()) => {
                     consumers.insert(key, stop);
@@ -354,15 +365,12 @@ impl RabbitBroker {
 
     /// Records availability; when it changes, every subscriber gets a status event.
     fn set_available(&self, unavailable: Option<&str>) {
-        let available = unavailable.is_none();
-        if self.shared.available.swap(available, Ordering::AcqRel) == available {
-            return;
-        }
         let failure =
             unavailable.map(|why| Failure::new(Code::SourceUnavailable, why).retryable(1000));
+        let registry = &self.shared.registry;
         self.shared
-            .registry
-            .broadcast(&share_event(&[], EventBody::Status(failure.as_ref())));
+            .health
+            .set(failure, |status| registry.broadcast(status));
     }
 }
 

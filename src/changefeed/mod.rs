@@ -22,7 +22,7 @@ mod tables;
 pub(crate) mod values;
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,7 @@ use crate::outbound::Mailbox;
 use crate::protocol::{Code, Failure};
 use crate::registry::SubscriberKey;
 use crate::row_filter::RowFilter;
+use crate::source::{Availability, Health};
 use refusals::Refusals;
 use tables::Tables;
 
@@ -153,7 +154,11 @@ struct Shared {
     /// Configured tables that could not be watched at start-up, and why.
     refusals: Refusals,
     /// Whether the reader is connected; subscribe answers `SOURCE_UNAVAILABLE` while not.
-    available: AtomicBool,
+    health: Health,
+    /// Where subscriptions' snapshot tasks run, so that shutdown waits for them.
+    tasks: TaskTracker,
+    /// Stops the reader; every subscription's own stop token is a child of it.
+    shutdown: CancellationToken,
 }
 
 impl Changefeed {
@@ -175,7 +180,9 @@ impl Changefeed {
                 pool,
                 tables: Tables::default(),
                 refusals: Refusals::default(),
-                available: AtomicBool::new(false),
+                health: Health::new(false),
+                tasks: tasks.clone(),
+                shutdown: shutdown.clone(),
             }),
         };
         tasks.spawn(reader::run(changefeed.shared.clone(), shutdown));
@@ -200,7 +207,7 @@ impl Changefeed {
             )
             .detail("table", request.table));
         }
-        if !self.shared.available.load(Ordering::Acquire) {
+        if !self.shared.health.is_available() {
             return Err(
                 schema::unavailable(&"the changefeed reader is not connected")
                     .detail("table", request.table),
@@ -239,15 +246,21 @@ impl Changefeed {
             pool: self.shared.pool.clone(),
             include_initial: request.include_initial,
             filter,
-            cancel: CancellationToken::new(),
+            cancel: self.shared.shutdown.child_token(),
             closed,
             task: None,
+            tasks: self.shared.tasks.clone(),
         })
     }
 
     /// Whether the reader is connected to the database.
     pub fn is_available(&self) -> bool {
-        self.shared.available.load(Ordering::Acquire)
+        self.shared.health.is_available()
+    }
+
+    /// Whether the reader is connected, for `/v1/stats`.
+    pub fn availability(&self) -> Availability {
+        self.shared.health.availability()
     }
 
     /// Active table subscriptions on this node.

@@ -13,7 +13,6 @@
 //! delivered twice (see [`Progress`]).
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ use super::snapshot::Snapshot;
 use super::subscription::{truncated, unreadable_change};
 use super::{schema, ChangefeedError, ChangefeedSettings, Shared};
 use crate::cursor::Cursor;
-use crate::protocol::{share_event, ChangeKind, EventBody, Failure};
+use crate::protocol::{share_event, ChangeKind, EventBody};
 
 const NOTIFY_CHANNEL: &str = "feedgate_changes";
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -119,15 +118,12 @@ pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 
 /// Records availability and, when it changes, tells every live table subscriber.
 fn set_available(shared: &Shared, failure: Option<&ChangefeedError>) {
-    let available = failure.is_none();
-    if shared.available.swap(available, Ordering::AcqRel) == available {
-        return;
-    }
-    let failure: Option<Failure> = failure.map(|err| schema::unavailable(err));
-    let status = share_event(&[], EventBody::Status(failure.as_ref()));
-    for table in shared.tables.all() {
-        table.broadcast(&status);
-    }
+    let failure = failure.map(|err| schema::unavailable(err));
+    shared.health.set(failure, |status| {
+        for table in shared.tables.all() {
+            table.broadcast(status);
+        }
+    });
 }
 
 async fn connect<'a>(

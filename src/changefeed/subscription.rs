@@ -13,6 +13,7 @@ use futures_util::TryStreamExt;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::changes::{row_change_from_json, view_through};
@@ -38,6 +39,8 @@ pub struct TableSubscription {
     pub(super) cancel: CancellationToken,
     pub(super) closed: Arc<AtomicBool>,
     pub(super) task: Option<JoinHandle<()>>,
+    /// The changefeed's task tracker, which shutdown waits on.
+    pub(super) tasks: TaskTracker,
 }
 
 impl TableSubscription {
@@ -53,7 +56,7 @@ impl TableSubscription {
             closed: self.closed.clone(),
         };
         let cancel = self.cancel.clone();
-        self.task = Some(tokio::spawn(async move {
+        self.task = Some(self.tasks.spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
                 () = run.run() => {}
