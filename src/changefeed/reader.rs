@@ -29,7 +29,7 @@ use super::snapshot::Snapshot;
 use super::subscription::{truncated, unreadable_change};
 use super::{schema, ChangefeedError, ChangefeedSettings, Shared};
 use crate::cursor::Cursor;
-use crate::protocol::{share_event, ChangeKind, EventBody};
+use crate::protocol::ChangeKind;
 
 const NOTIFY_CHANNEL: &str = "feedgate_changes";
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
