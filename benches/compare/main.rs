@@ -64,13 +64,17 @@ fn main() -> Result<()> {
 
 /// One figure of one scenario for each system that ran it.
 pub struct Row {
+    /// What was run (`fan-out, 1000 subscribers`).
     pub scenario: String,
+    /// What was measured (`deliveries/s`).
     pub figure: String,
     /// Whether more is better (deliveries/s) or less (latency, bytes).
     pub higher_is_better: bool,
+    /// The figure per system.
     pub values: Vec<(Proto, f64)>,
     /// The chart this figure is a point of, and its x (connections, rows/s).
     pub chart: Option<&'static str>,
+    /// This figure's x on that chart.
     pub x: Option<f64>,
 }
 
@@ -426,6 +430,7 @@ fn row(scenario: &str, figure: &str, higher_is_better: bool) -> Row {
     }
 }
 
+/// The figure `row` has for `proto`, if that system ran it.
 pub fn value_of(row: &Row, proto: Proto) -> Option<f64> {
     row.values
         .iter()
