@@ -53,13 +53,20 @@ async fn start_tansu(port: u16) -> Child {
     child
 }
 
-#[tokio::test]
-async fn a_broker_restart_is_announced_and_delivery_resumes() {
+/// A tansu of the test's own on a free port, with `topic` created: the broker, its port (to
+/// start it again on) and its bootstrap address.
+async fn tansu_with_topic(topic: &str, partitions: i32) -> (Child, u16, String) {
     let port = free_port();
     let bootstrap = format!("127.0.0.1:{port}");
-    let mut broker = start_tansu(port).await;
+    let broker = start_tansu(port).await;
+    create_topic(&bootstrap, topic, partitions).await;
+    (broker, port, bootstrap)
+}
+
+#[tokio::test]
+async fn a_broker_restart_is_announced_and_delivery_resumes() {
     let topic = "kafka.restart.test";
-    create_topic(&bootstrap, topic, 1).await;
+    let (mut broker, port, bootstrap) = tansu_with_topic(topic, 1).await;
     let mut config = config_at(&bootstrap);
     // A publish during the outage fails after this long (well within the test's own wait).
     if let Some(kafka) = config.kafka.as_mut() {
@@ -189,11 +196,8 @@ async fn expect_unavailable(client: &mut Client) {
 /// subscription must receive records again.
 #[tokio::test]
 async fn repeated_broker_restarts_under_two_nodes_neither_crash_nor_stall_them() {
-    let port = free_port();
-    let bootstrap = format!("127.0.0.1:{port}");
-    let mut broker = start_tansu(port).await;
     let topic = "kafka.restarts.test";
-    create_topic(&bootstrap, topic, 3).await;
+    let (mut broker, port, bootstrap) = tansu_with_topic(topic, 3).await;
     let config = || {
         let mut config = config_at(&bootstrap);
         if let Some(kafka) = config.kafka.as_mut() {
@@ -280,11 +284,8 @@ async fn repeated_broker_restarts_under_two_nodes_neither_crash_nor_stall_them()
 #[tokio::test]
 #[ignore = "crashes the process: librdkafka 2.12.1 against tansu 0.6 (docs/brokers.md)"]
 async fn a_topic_deleted_and_created_again_under_a_running_node_is_read_anew() {
-    let port = free_port();
-    let bootstrap = format!("127.0.0.1:{port}");
-    let mut broker = start_tansu(port).await;
     let topic = "kafka.recreated.test";
-    create_topic(&bootstrap, topic, 1).await;
+    let (mut broker, _, bootstrap) = tansu_with_topic(topic, 1).await;
     let server = start_with(config_at(&bootstrap)).await;
     let mut client = Client::connect(server.local_addr()).await;
     client.subscribe_topic(1, topic).await;

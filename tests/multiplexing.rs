@@ -116,6 +116,24 @@ impl Received {
     }
 }
 
+/// Stops the ticker, reads the rest of its messages (topic subscription 1) and a barrier after
+/// them; asserts that every message published arrived; returns how many that was.
+async fn stop_ticking(
+    client: &mut Client,
+    received: &mut Received,
+    stop: watch::Sender<bool>,
+    ticker: tokio::task::JoinHandle<u32>,
+) -> u32 {
+    let _ = stop.send(true);
+    let sent = ticker.await.expect("ticker");
+    while received.ticks < sent {
+        received.take(1, client.recv().await.expect("a message"));
+    }
+    client.barrier().await;
+    assert_eq!(received.ticks, sent);
+    sent
+}
+
 /// Rows of `table` as the view keys and rows them.
 async fn table_rows(db: &TestDb, table: &str) -> BTreeMap<String, BTreeMap<String, String>> {
     let rows: Vec<(i64, String)> = sqlx::query_as(&format!("SELECT id, pad FROM {table}"))
@@ -156,14 +174,8 @@ async fn a_big_snapshot_next_to_live_messages_does_not_close_the_connection() {
         received.take(1, client.recv().await.expect("a message"));
     }
     let to_ready = started.elapsed();
-    let _ = stop.send(true);
-    let sent = ticker.await.expect("ticker");
-    while received.ticks < sent {
-        received.take(1, client.recv().await.expect("a message"));
-    }
-    client.barrier().await;
+    let sent = stop_ticking(&mut client, &mut received, stop, ticker).await;
     assert_eq!(received.views[&2].rows.len(), 10_000);
-    assert_eq!(received.ticks, sent);
     assert!(
         sent > 0,
         "messages were published while the snapshot streamed"
@@ -216,14 +228,8 @@ async fn a_client_slower_than_its_snapshot_keeps_up_with_its_live_messages() {
         }
     }
     let to_ready = started.elapsed();
-    let _ = stop.send(true);
-    let sent = ticker.await.expect("ticker");
-    while received.ticks < sent {
-        received.take(1, client.recv().await.expect("a message"));
-    }
-    client.barrier().await;
+    let sent = stop_ticking(&mut client, &mut received, stop, ticker).await;
     assert_eq!(received.views[&2].rows.len(), 6_000);
-    assert_eq!(received.ticks, sent);
     assert!(
         sent > 200,
         "messages were published while the snapshot streamed"
@@ -294,18 +300,12 @@ async fn several_big_snapshots_at_once_next_to_live_writes() {
         received.take(1, client.recv().await.expect("a message"));
     }
     writer.await.expect("writer");
-    let _ = stop.send(true);
-    let sent = ticker.await.expect("ticker");
-    while received.ticks < sent {
-        received.take(1, client.recv().await.expect("a message"));
-    }
-    client.barrier().await;
+    stop_ticking(&mut client, &mut received, stop, ticker).await;
     for (id, table) in (10..).zip(tables) {
         let expected = table_rows(&db, table).await;
         assert_eq!(expected.len(), 4_000 + 1);
         assert!(received.views[&id].rows == expected, "{table} differs");
     }
-    assert_eq!(received.ticks, sent);
     drop(client);
     drop(server);
     db.drop_db().await;
