@@ -194,11 +194,15 @@ impl Changefeed {
         reader::prepare(settings).await
     }
 
-    /// Resolves the table and registers the subscription (pending). The caller queues
-    /// `Subscribed` and then calls [`TableSubscription::start`].
+    /// Resolves the table, registers the subscription (its live changes held back), runs
+    /// `announce` (which queues `Subscribed`) and starts the snapshot task, which sends the
+    /// initial rows, `Ready` and then the live changes. The same handshake as
+    /// [`crate::broker::Topics::subscribe`]: nothing for the caller to call afterwards, and
+    /// nothing of the subscription's reaches the client before what `announce` queued.
     pub async fn subscribe(
         &self,
         request: TableSubscribe<'_>,
+        announce: impl FnOnce(),
     ) -> Result<TableSubscription, Failure> {
         if !request.resume_from.is_empty() {
             return Err(Failure::new(
@@ -239,7 +243,7 @@ impl Changefeed {
             filter.clone(),
             closed.clone(),
         );
-        Ok(TableSubscription {
+        let mut subscription = TableSubscription {
             entry,
             key: request.subscriber,
             mailbox: request.mailbox,
@@ -250,7 +254,10 @@ impl Changefeed {
             closed,
             task: None,
             tasks: self.shared.tasks.clone(),
-        })
+        };
+        announce();
+        subscription.start();
+        Ok(subscription)
     }
 
     /// Whether the reader is connected to the database.

@@ -44,8 +44,8 @@ pub struct TableSubscription {
 }
 
 impl TableSubscription {
-    /// Starts the snapshot and hand-off. Call after `Subscribed` has been queued.
-    pub fn start(&mut self) {
+    /// Starts the snapshot and hand-off (once `Subscribed` has been queued).
+    pub(super) fn start(&mut self) {
         let run = Start {
             entry: self.entry.clone(),
             key: self.key,

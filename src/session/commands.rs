@@ -323,8 +323,8 @@ impl Session {
         Ok(())
     }
 
-    /// Registers with the changefeed, answers `Subscribed`, then starts the snapshot task,
-    /// which sends the initial rows, `Ready` and then the live changes.
+    /// Registers with the changefeed, which answers `Subscribed` through `announce` and then
+    /// starts the snapshot task (initial rows, `Ready`, then the live changes).
     async fn subscribe_table(
         &mut self,
         request_id: u64,
@@ -339,16 +339,18 @@ impl Session {
         };
         let id = request.subscriber.subscription_id;
         let table = request.table.to_owned();
-        let mut subscription = changefeed.subscribe(request).await?;
-        let subscribed = encode_response(request_id, Reply::Subscribed(id));
-        if self
-            .room(self.mailbox.send(Outbound::Frame(subscribed)))
-            .await
-            .is_err()
-        {
-            return Ok(()); // the connection is closing
-        }
-        subscription.start();
+        // Room for Subscribed, reserved before registering (as for topics). If the connection
+        // is closing there is nobody to answer.
+        let Ok(subscribed) = self.room(self.mailbox.reserve()).await else {
+            return Ok(());
+        };
+        let announce = move || {
+            subscribed.send(Outbound::Frame(encode_response(
+                request_id,
+                Reply::Subscribed(id),
+            )));
+        };
+        let subscription = changefeed.subscribe(request, announce).await?;
         debug!(subscription_id = id, table = %table, "subscribed");
         self.subscriptions.insert(id, Active::Table(subscription));
         Ok(())
