@@ -11,7 +11,7 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
     matches_segments(&pattern, &topic)
 }
 
-/// [`matches`] on names already split into segments.
+/// [`matches()`] on names already split into segments.
 pub fn matches_segments(pattern: &[&str], topic: &[&str]) -> bool {
     match pattern.split_first() {
         None => topic.is_empty(),

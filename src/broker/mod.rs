@@ -6,9 +6,9 @@
 //! [`Topics`]. Backends reach subscribers through the [`Mailbox`] they are
 //! handed, never through the session.
 
-pub mod kafka;
-pub mod memory;
-pub mod rabbitmq;
+pub(crate) mod kafka;
+pub(crate) mod memory;
+pub(crate) mod rabbitmq;
 pub mod route;
 
 use std::sync::Arc;
