@@ -190,6 +190,9 @@ struct Stats {
     connections: usize,
     subscriptions: usize,
     topics: usize,
+    /// Subscriptions fan-out removed since start because their connection's queue was full
+    /// (closed as a slow consumer, 4008) or the connection was gone.
+    dropped_subscriptions: u64,
     /// "connected", "unavailable" or "not configured".
     database: Availability,
     /// Likewise for the RabbitMQ backend.
@@ -204,6 +207,8 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
         subscriptions: state.topics.subscriptions()
             + state.tables.as_ref().map_or(0, Changefeed::subscriptions),
         topics: state.topics.active_topics(),
+        dropped_subscriptions: state.topics.dropped()
+            + state.tables.as_ref().map_or(0, Changefeed::dropped),
         database: state
             .tables
             .as_ref()

@@ -13,7 +13,7 @@
 //! No I/O, no protocol knowledge beyond the shared event bytes it passes along.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::outbound::{Mailbox, Outbound};
@@ -59,6 +59,8 @@ struct Shared {
     /// holds just the entry's lock, so publishers to different keys do not contend.
     keys: RwLock<HashMap<Arc<str>, Arc<Mutex<Entry>>>>,
     subscriptions: AtomicUsize,
+    /// Subscribers fan-out removed because their queue was full or their connection gone.
+    dropped: AtomicU64,
 }
 
 impl Registry {
@@ -123,9 +125,7 @@ impl Registry {
             }
             kept
         });
-        self.shared
-            .subscriptions
-            .fetch_sub(fanout.dropped, Ordering::Relaxed);
+        self.count_dropped(fanout.dropped);
         let now_empty = entry.subscribers.is_empty();
         drop(entry);
         if now_empty {
@@ -194,11 +194,24 @@ impl Registry {
                 };
                 subscriber.mailbox.try_deliver(item).is_ok()
             });
-            let dropped = before - entry.subscribers.len();
-            self.shared
-                .subscriptions
-                .fetch_sub(dropped, Ordering::Relaxed);
+            self.count_dropped(before - entry.subscribers.len());
         }
+    }
+
+    /// Accounts for `dropped` subscribers that fan-out removed.
+    fn count_dropped(&self, dropped: usize) {
+        self.shared
+            .subscriptions
+            .fetch_sub(dropped, Ordering::Relaxed);
+        self.shared
+            .dropped
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+    }
+
+    /// Subscribers fan-out has removed so far because their queue was full (the connection was
+    /// closed as a slow consumer) or their connection was gone.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// The keys that have subscribers now.
@@ -375,6 +388,7 @@ mod tests {
         let _rf = registry.subscribe("t", key(2, 1), fast, || {});
         let dropped: usize = (0..5).map(|_| registry.publish("t", ready).dropped).sum();
         assert_eq!(dropped, 1);
+        assert_eq!(registry.dropped(), 1, "counted for /v1/stats");
         assert!(slow_closer.is_closed());
         assert_eq!(registry.subscriptions(), 1);
         let mut got = 0;

@@ -351,6 +351,8 @@ async fn a_client_that_stops_reading_during_a_snapshot_is_still_closed_as_a_slow
     assert!(reason.starts_with("SLOW_CONSUMER"), "{reason}");
     assert!(messages < total, "it could not have received everything");
     wait_for_stat(addr, "connections", 1).await;
+    // Fan-out dropped its topic subscription (its table subscription ended with the session).
+    assert_eq!(stats(addr).await["dropped_subscriptions"], 1);
     drop(server);
     db.drop_db().await;
 }

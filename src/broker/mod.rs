@@ -193,6 +193,12 @@ impl Topics {
         self.registries().map(Registry::subscriptions).sum()
     }
 
+    /// Topic subscribers fan-out has removed so far, in all backends (see
+    /// [`Registry::dropped`]).
+    pub fn dropped(&self) -> u64 {
+        self.registries().map(Registry::dropped).sum()
+    }
+
     /// Topics (or patterns) with at least one subscriber on this node.
     pub fn active_topics(&self) -> usize {
         self.registries().map(Registry::keys).sum()

@@ -22,7 +22,7 @@ mod tables;
 pub(crate) mod values;
 
 use std::str::FromStr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,6 +159,8 @@ struct Shared {
     tasks: TaskTracker,
     /// Stops the reader; every subscription's own stop token is a child of it.
     shutdown: CancellationToken,
+    /// Subscribers fan-out removed because their queue was full or their connection gone.
+    dropped: AtomicU64,
 }
 
 impl Changefeed {
@@ -183,6 +185,7 @@ impl Changefeed {
                 health: Health::new(false),
                 tasks: tasks.clone(),
                 shutdown: shutdown.clone(),
+                dropped: AtomicU64::new(0),
             }),
         };
         tasks.spawn(reader::run(changefeed.shared.clone(), shutdown));
@@ -273,6 +276,12 @@ impl Changefeed {
     /// Active table subscriptions on this node.
     pub fn subscriptions(&self) -> usize {
         self.shared.tables.all().iter().map(|t| t.len()).sum()
+    }
+
+    /// Table subscribers fan-out has removed so far because their queue was full (the
+    /// connection was closed as a slow consumer) or their connection was gone.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 }
 

@@ -13,6 +13,7 @@
 //! delivered twice (see [`Progress`]).
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,7 +122,8 @@ fn set_available(shared: &Shared, failure: Option<&ChangefeedError>) {
     let failure = failure.map(|err| schema::unavailable(err));
     shared.health.set(failure, |status| {
         for table in shared.tables.all() {
-            table.broadcast(status);
+            let dropped = table.broadcast(status);
+            shared.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
         }
     });
 }
@@ -486,6 +488,7 @@ fn fan_out(
         change
     });
     if dropped > 0 {
+        shared.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
         debug!(table = %entry.info.name, dropped, "slow table subscribers dropped");
     }
     Ok(())

@@ -264,8 +264,11 @@ impl TableEntry {
     }
 
     /// Tells every live subscriber that the source is unavailable (`Some`) or back (`None`).
-    pub(crate) fn broadcast(&self, status: &SharedEvent) {
-        self.lock().retain(|subscriber| match subscriber.state {
+    /// Returns how many were dropped as slow consumers.
+    pub(crate) fn broadcast(&self, status: &SharedEvent) -> usize {
+        let mut subscribers = self.lock();
+        let before = subscribers.len();
+        subscribers.retain(|subscriber| match subscriber.state {
             State::Pending { .. } => true,
             State::Live { .. } => subscriber
                 .mailbox
@@ -275,6 +278,7 @@ impl TableEntry {
                 })
                 .is_ok(),
         });
+        before - subscribers.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
