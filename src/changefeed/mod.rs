@@ -256,10 +256,9 @@ impl Changefeed {
             cancel: self.shared.shutdown.child_token(),
             closed,
             task: None,
-            tasks: self.shared.tasks.clone(),
         };
         announce();
-        subscription.start();
+        subscription.start(&self.shared.tasks);
         Ok(subscription)
     }
 

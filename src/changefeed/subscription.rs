@@ -39,13 +39,12 @@ pub struct TableSubscription {
     pub(super) cancel: CancellationToken,
     pub(super) closed: Arc<AtomicBool>,
     pub(super) task: Option<JoinHandle<()>>,
-    /// The changefeed's task tracker, which shutdown waits on.
-    pub(super) tasks: TaskTracker,
 }
 
 impl TableSubscription {
-    /// Starts the snapshot and hand-off (once `Subscribed` has been queued).
-    pub(super) fn start(&mut self) {
+    /// Starts the snapshot and hand-off (once `Subscribed` has been queued) on `tasks`, the
+    /// changefeed's tracker, which shutdown waits on.
+    pub(super) fn start(&mut self, tasks: &TaskTracker) {
         let run = Start {
             entry: self.entry.clone(),
             key: self.key,
@@ -56,7 +55,7 @@ impl TableSubscription {
             closed: self.closed.clone(),
         };
         let cancel = self.cancel.clone();
-        self.task = Some(self.tasks.spawn(async move {
+        self.task = Some(tasks.spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
                 () = run.run() => {}
