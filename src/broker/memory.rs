@@ -62,17 +62,18 @@ impl MemoryBroker {
         let mut numbered = None;
         self.registry.publish(&topic, || {
             let offset = self.shared.next_offset.fetch_add(1, Ordering::Relaxed);
-            numbered = Some(offset);
+            let cursor = self.cursor(offset).encode();
             message.offset = offset;
-            share_event(&self.cursor(offset).encode(), EventBody::Message(&message))
+            let event = share_event(&cursor, EventBody::Message(&message));
+            numbered = Some((offset, cursor));
+            event
         });
         // Nobody listened, so nothing was encoded; the message still gets its offset.
-        let offset =
-            numbered.unwrap_or_else(|| self.shared.next_offset.fetch_add(1, Ordering::Relaxed));
-        Ok(Receipt {
-            offset,
-            cursor: self.cursor(offset).encode(),
-        })
+        let (offset, cursor) = numbered.unwrap_or_else(|| {
+            let offset = self.shared.next_offset.fetch_add(1, Ordering::Relaxed);
+            (offset, self.cursor(offset).encode())
+        });
+        Ok(Receipt { offset, cursor })
     }
 
     /// The registry behind this broker, for statistics.
