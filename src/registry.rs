@@ -1,14 +1,18 @@
-//! Who is subscribed to what, and fan-out.
+//! Who is subscribed to what, and the one fan-out every source delivers through.
 //!
-//! A [`Registry`] maps a key (a topic name) to the subscribers of that key, each a connection's
-//! [`Mailbox`] and the subscription id it chose. Publishing encodes the event once (the caller's
-//! closure, run only when someone listens) and queues the shared bytes to every subscriber
-//! without waiting. A subscriber whose queue is full or gone is removed at once; its connection
-//! is closed as a slow consumer by the mailbox, so nobody is ever skipped silently.
+//! A [`Registry`] maps a key (a topic name, a watched table) to its subscribers, each a
+//! [`Subscriber`]: the connection's [`Mailbox`], the subscription id it chose, and whatever state
+//! the source keeps per subscription (nothing for topics; the snapshot fence and row filter for
+//! tables). Every event any source fans out, and every status it announces, reaches subscribers
+//! through one function, [`Registry::deliver`]: the source says per subscriber what to do
+//! ([`Step`]), the registry queues the shared bytes without waiting and returns what was
+//! delivered and what was dropped ([`Fanout`]). A subscriber whose queue is full or gone is
+//! removed at once and counted; its connection is closed as a slow consumer by the mailbox, so
+//! nobody is ever skipped silently.
 //!
 //! Ordering: subscribing runs a caller's closure under the key's lock, after the subscriber is
 //! added; whatever it queues (`Subscribed`, `Ready`) precedes every event fanned out later.
-//! Events of one key reach each subscriber in publish order.
+//! Events of one key reach each subscriber in delivery order.
 //!
 //! No I/O, no protocol knowledge beyond the shared event bytes it passes along.
 
@@ -28,51 +32,135 @@ pub struct SubscriberKey {
     pub subscription_id: u64,
 }
 
-struct Subscriber {
-    key: SubscriberKey,
-    mailbox: Mailbox,
+/// One subscription, as fan-out sees it.
+pub(crate) struct Subscriber<S> {
+    /// Whose it is; events carry its subscription id.
+    pub(crate) key: SubscriberKey,
+    /// Where its events are queued.
+    pub(crate) mailbox: Mailbox,
+    /// What the source keeps for it (`()` for topics).
+    pub(crate) state: S,
 }
 
-#[derive(Default)]
-struct Entry {
-    subscribers: Vec<Subscriber>,
+/// What [`Registry::deliver`] does with one subscriber for one event.
+pub(crate) enum Step {
+    /// Nothing for this subscriber this time; it stays.
+    Skip,
+    /// Queue this event. A subscriber whose queue is full or gone is removed (a drop).
+    Deliver(SharedEvent),
+    /// Queue this event, the subscription's last (the source ends it, e.g. a table reset), and
+    /// remove the subscriber. Counted as ended when queued, as dropped when not.
+    End(SharedEvent),
 }
 
-/// What one publish did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one delivery did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Fanout {
-    /// Subscribers whose queue took the event.
+    /// Subscribers whose queue took the event and that stay subscribed.
     pub delivered: usize,
     /// Subscribers removed because their queue was full or closed.
     pub dropped: usize,
+    /// Subscribers that took their last event ([`Step::End`]) and were removed.
+    pub ended: usize,
+}
+
+/// What [`Registry::visit`] does with the subscriber after the visit.
+pub(crate) enum Visit<R> {
+    /// It stays; the visit's answer.
+    Keep(R),
+    /// It is removed (not counted as a drop); the visit's answer.
+    Remove(R),
+}
+
+/// The one delivery function: asks `step` what each subscriber gets, queues it without waiting,
+/// and removes the subscribers it could not queue to (full or closed) or that `step` ended.
+fn deliver<S>(
+    subscribers: &mut Vec<Subscriber<S>>,
+    mut step: impl FnMut(&mut Subscriber<S>) -> Step,
+) -> Fanout {
+    let mut fanout = Fanout::default();
+    subscribers.retain_mut(|subscriber| {
+        let (event, last) = match step(subscriber) {
+            Step::Skip => return true,
+            Step::Deliver(event) => (event, false),
+            Step::End(event) => (event, true),
+        };
+        let item = Outbound::Event {
+            subscription_id: subscriber.key.subscription_id,
+            event,
+        };
+        let queued = subscriber.mailbox.try_deliver(item).is_ok();
+        match (queued, last) {
+            (true, false) => fanout.delivered += 1,
+            (true, true) => fanout.ended += 1,
+            (false, _) => fanout.dropped += 1,
+        }
+        queued && !last
+    });
+    fanout
+}
+
+struct Entry<S> {
+    subscribers: Vec<Subscriber<S>>,
+}
+
+/// One key's entry, locked on its own so that deliveries to different keys do not contend.
+type SharedEntry<S> = Arc<Mutex<Entry<S>>>;
+
+impl<S> Default for Entry<S> {
+    fn default() -> Self {
+        Self {
+            subscribers: Vec::new(),
+        }
+    }
 }
 
 /// The subscriptions of one source. Cheap to clone; clones share state.
-#[derive(Clone, Default)]
-pub struct Registry {
-    shared: Arc<Shared>,
+pub struct Registry<S = ()> {
+    shared: Arc<Shared<S>>,
 }
 
-#[derive(Default)]
-struct Shared {
+impl<S> Clone for Registry<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> Default for Registry<S> {
+    fn default() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                keys: RwLock::default(),
+                subscriptions: AtomicUsize::new(0),
+                dropped: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+struct Shared<S> {
     /// Key -> its subscribers. The map lock is held only to find or create an entry; fan-out
     /// holds just the entry's lock, so publishers to different keys do not contend.
-    keys: RwLock<HashMap<Arc<str>, Arc<Mutex<Entry>>>>,
+    keys: RwLock<HashMap<Arc<str>, SharedEntry<S>>>,
     subscriptions: AtomicUsize,
     /// Subscribers fan-out removed because their queue was full or their connection gone.
     dropped: AtomicU64,
 }
 
-impl Registry {
-    /// Adds a subscriber to `key`, then runs `announce` under the key's lock (see the ordering
-    /// note above). Returns the guard that removes the subscription when dropped.
-    pub fn subscribe(
+impl<S> Registry<S> {
+    /// Adds a subscriber with its source `state` to `key`, then runs `announce` under the key's
+    /// lock (see the ordering note above). Returns the guard that removes the subscription when
+    /// dropped.
+    pub(crate) fn subscribe(
         &self,
         key: &str,
         subscriber: SubscriberKey,
         mailbox: Mailbox,
+        state: S,
         announce: impl FnOnce(),
-    ) -> Registration {
+    ) -> Registration<S> {
         let key: Arc<str> = Arc::from(key);
         let mut keys = self
             .shared
@@ -84,6 +172,7 @@ impl Registry {
         entry.subscribers.push(Subscriber {
             key: subscriber,
             mailbox,
+            state,
         });
         self.shared.subscriptions.fetch_add(1, Ordering::Relaxed);
         announce();
@@ -96,42 +185,73 @@ impl Registry {
         }
     }
 
-    /// Fans an event out to every subscriber of `key`. `encode` runs at most once, under the
-    /// key's lock (so events are queued in the order they were numbered), and only when there
-    /// is at least one subscriber.
-    pub fn publish(&self, key: &str, encode: impl FnOnce() -> SharedEvent) -> Fanout {
-        let mut fanout = Fanout {
-            delivered: 0,
-            dropped: 0,
-        };
+    /// Delivers to the subscribers of `key` what `step` says each gets (see [`Step`]), under the
+    /// key's lock, so deliveries of one key are queued in the order they are made. `step` runs
+    /// once per subscriber and not at all when nobody listens; drops are counted.
+    pub(crate) fn deliver(
+        &self,
+        key: &str,
+        step: impl FnMut(&mut Subscriber<S>) -> Step,
+    ) -> Fanout {
         let Some(entry) = self.entry(key) else {
-            return fanout;
+            return Fanout::default();
         };
         let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
-        if entry.subscribers.is_empty() {
-            return fanout;
-        }
-        let event = encode();
-        entry.subscribers.retain(|subscriber| {
-            let item = Outbound::Event {
-                subscription_id: subscriber.key.subscription_id,
-                event: event.clone(),
-            };
-            let kept = subscriber.mailbox.try_deliver(item).is_ok();
-            if kept {
-                fanout.delivered += 1;
-            } else {
-                fanout.dropped += 1;
-            }
-            kept
-        });
-        self.count_dropped(fanout.dropped);
+        let fanout = deliver(&mut entry.subscribers, step);
+        self.count(fanout);
         let now_empty = entry.subscribers.is_empty();
         drop(entry);
-        if now_empty {
+        if now_empty && fanout.dropped + fanout.ended > 0 {
             self.forget_if_empty(key);
         }
         fanout
+    }
+
+    /// [`deliver`](Self::deliver) to every key's subscribers, one key at a time (a source's
+    /// status, say).
+    pub(crate) fn deliver_all(&self, mut step: impl FnMut(&mut Subscriber<S>) -> Step) -> Fanout {
+        let entries: Vec<(Arc<str>, SharedEntry<S>)> = self
+            .shared
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(key, entry)| (key.clone(), entry.clone()))
+            .collect();
+        let mut total = Fanout::default();
+        for (key, entry) in entries {
+            let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
+            let fanout = deliver(&mut entry.subscribers, &mut step);
+            self.count(fanout);
+            let now_empty = entry.subscribers.is_empty();
+            drop(entry);
+            if now_empty && fanout.dropped + fanout.ended > 0 {
+                self.forget_if_empty(&key);
+            }
+            total.delivered += fanout.delivered;
+            total.dropped += fanout.dropped;
+            total.ended += fanout.ended;
+        }
+        total
+    }
+
+    /// Fans one event out to every subscriber of `key`. `encode` runs at most once, under the
+    /// key's lock (so events are queued in the order they were numbered), and only when there
+    /// is at least one subscriber.
+    pub(crate) fn publish(&self, key: &str, encode: impl FnOnce() -> SharedEvent) -> Fanout {
+        let mut encode = Some(encode);
+        let mut event: Option<SharedEvent> = None;
+        self.deliver(key, |_| {
+            if event.is_none() {
+                event = encode.take().map(|encode| encode());
+            }
+            event.clone().map_or(Step::Skip, Step::Deliver)
+        })
+    }
+
+    /// Queues one event (encoded once) to every subscriber of every key, e.g. a source status.
+    pub(crate) fn broadcast(&self, event: &SharedEvent) -> Fanout {
+        self.deliver_all(|_| Step::Deliver(event.clone()))
     }
 
     /// Like [`publish`](Self::publish), but waits for room in each subscriber's queue instead
@@ -140,7 +260,11 @@ impl Registry {
     /// one slow reader would hold up the others. A subscriber that leaves while this waits gets
     /// nothing (checked under the key's lock, so nothing follows its `Unsubscribed`). Cancel
     /// safe: a cancelled wait queued nothing for the subscriber it was waiting on.
-    pub async fn publish_waiting(&self, key: &str, encode: impl FnOnce() -> SharedEvent) -> usize {
+    pub(crate) async fn publish_waiting(
+        &self,
+        key: &str,
+        encode: impl FnOnce() -> SharedEvent,
+    ) -> usize {
         let Some(entry) = self.entry(key) else {
             return 0;
         };
@@ -174,38 +298,49 @@ impl Registry {
         delivered
     }
 
-    /// Queues one event (encoded once) to every subscriber of every key, e.g. a source status.
-    pub fn broadcast(&self, event: &SharedEvent) {
-        let entries: Vec<Arc<Mutex<Entry>>> = self
-            .shared
-            .keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        for entry in entries {
-            let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
-            let before = entry.subscribers.len();
-            entry.subscribers.retain(|subscriber| {
-                let item = Outbound::Event {
-                    subscription_id: subscriber.key.subscription_id,
-                    event: event.clone(),
-                };
-                subscriber.mailbox.try_deliver(item).is_ok()
-            });
-            self.count_dropped(before - entry.subscribers.len());
+    /// Runs `visit` on one subscriber's state under its key's lock (so no delivery to it runs
+    /// meanwhile) and keeps or removes it as the visit says. `None` when it is not subscribed.
+    pub(crate) fn visit<R>(
+        &self,
+        key: &str,
+        subscriber: SubscriberKey,
+        visit: impl FnOnce(&mut S) -> Visit<R>,
+    ) -> Option<R> {
+        let entry = self.entry(key)?;
+        let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = entry.subscribers.iter().position(|s| s.key == subscriber)?;
+        match visit(&mut entry.subscribers[index].state) {
+            Visit::Keep(answer) => Some(answer),
+            Visit::Remove(answer) => {
+                entry.subscribers.swap_remove(index);
+                self.shared.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                let now_empty = entry.subscribers.is_empty();
+                drop(entry);
+                if now_empty {
+                    self.forget_if_empty(key);
+                }
+                Some(answer)
+            }
         }
     }
 
-    /// Accounts for `dropped` subscribers that fan-out removed.
-    fn count_dropped(&self, dropped: usize) {
+    /// Removes one subscriber (unsubscribe, connection closed, failure); nothing if it is gone.
+    pub(crate) fn unsubscribe(&self, key: &str, subscriber: SubscriberKey) {
+        self.visit(key, subscriber, |_| Visit::Remove(()));
+    }
+
+    /// Accounts for what a delivery removed.
+    fn count(&self, fanout: Fanout) {
+        let removed = fanout.dropped + fanout.ended;
+        if removed == 0 {
+            return;
+        }
         self.shared
             .subscriptions
-            .fetch_sub(dropped, Ordering::Relaxed);
+            .fetch_sub(removed, Ordering::Relaxed);
         self.shared
             .dropped
-            .fetch_add(dropped as u64, Ordering::Relaxed);
+            .fetch_add(fanout.dropped as u64, Ordering::Relaxed);
     }
 
     /// Subscribers fan-out has removed so far because their queue was full (the connection was
@@ -250,31 +385,13 @@ impl Registry {
             .len()
     }
 
-    fn entry(&self, key: &str) -> Option<Arc<Mutex<Entry>>> {
+    fn entry(&self, key: &str) -> Option<SharedEntry<S>> {
         let keys = self
             .shared
             .keys
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         keys.get(key).cloned()
-    }
-
-    fn remove(&self, key: &str, subscriber: SubscriberKey) {
-        let Some(entry) = self.entry(key) else {
-            return;
-        };
-        let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = entry.subscribers.len();
-        entry.subscribers.retain(|s| s.key != subscriber);
-        let removed = before - entry.subscribers.len();
-        self.shared
-            .subscriptions
-            .fetch_sub(removed, Ordering::Relaxed);
-        let now_empty = entry.subscribers.is_empty();
-        drop(entry);
-        if now_empty {
-            self.forget_if_empty(key);
-        }
     }
 
     /// Drops a key's entry once it has no subscribers, so that names nobody listens to any
@@ -299,13 +416,13 @@ impl Registry {
 }
 
 /// An active subscription in a [`Registry`]; dropping it unsubscribes.
-pub struct Registration {
-    registry: Registry,
+pub struct Registration<S = ()> {
+    registry: Registry<S>,
     key: Arc<str>,
     subscriber: SubscriberKey,
 }
 
-impl std::fmt::Debug for Registration {
+impl<S> std::fmt::Debug for Registration<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registration")
             .field("key", &self.key)
@@ -314,9 +431,16 @@ impl std::fmt::Debug for Registration {
     }
 }
 
-impl Drop for Registration {
+impl<S> Registration<S> {
+    /// Unsubscribes now rather than when dropped (dropping it afterwards does nothing more).
+    pub(crate) fn unsubscribe(&self) {
+        self.registry.unsubscribe(&self.key, self.subscriber);
+    }
+}
+
+impl<S> Drop for Registration<S> {
     fn drop(&mut self) {
-        self.registry.remove(&self.key, self.subscriber);
+        self.registry.unsubscribe(&self.key, self.subscriber);
     }
 }
 
@@ -344,8 +468,8 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (a, mut rx_a) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
         let (b, mut rx_b) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
-        let _ra = registry.subscribe("t", key(1, 10), a, || {});
-        let _rb = registry.subscribe("t", key(2, 20), b, || {});
+        let _ra = registry.subscribe("t", key(1, 10), a, (), || {});
+        let _rb = registry.subscribe("t", key(2, 20), b, (), || {});
         let mut encoded = 0;
         let fanout = registry.publish("t", || {
             encoded += 1;
@@ -370,7 +494,7 @@ mod tests {
         assert_eq!(fanout.delivered, 0);
         let shutdown = CancellationToken::new();
         let (a, _rx) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
-        let registration = registry.subscribe("t", key(1, 1), a, || {});
+        let registration = registry.subscribe("t", key(1, 1), a, (), || {});
         assert_eq!((registry.subscriptions(), registry.keys()), (1, 1));
         drop(registration);
         assert_eq!((registry.subscriptions(), registry.keys()), (0, 0));
@@ -384,8 +508,8 @@ mod tests {
         let (slow, _slow_rx) = mailbox(QueueLimits::new(2, 1 << 20), Closer::new(&shutdown));
         let slow_closer = slow.closer().clone();
         let (fast, mut fast_rx) = mailbox(QueueLimits::new(100, 1 << 20), Closer::new(&shutdown));
-        let _rs = registry.subscribe("t", key(1, 1), slow, || {});
-        let _rf = registry.subscribe("t", key(2, 1), fast, || {});
+        let _rs = registry.subscribe("t", key(1, 1), slow, (), || {});
+        let _rf = registry.subscribe("t", key(2, 1), fast, (), || {});
         let dropped: usize = (0..5).map(|_| registry.publish("t", ready).dropped).sum();
         assert_eq!(dropped, 1);
         assert_eq!(registry.dropped(), 1, "counted for /v1/stats");
@@ -404,12 +528,63 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (mb, mut rx) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
         let announcer = mb.clone();
-        let _r = registry.subscribe("t", key(1, 1), mb, move || {
+        let _r = registry.subscribe("t", key(1, 1), mb, (), move || {
             let frame = Outbound::Frame(bytes::Bytes::from_static(b"hello"));
             announcer.try_deliver(frame).expect("room");
         });
         registry.publish("t", ready);
         assert!(matches!(rx.try_recv(), Some(Outbound::Frame(_))));
         assert!(matches!(rx.try_recv(), Some(Outbound::Event { .. })));
+    }
+
+    #[tokio::test]
+    async fn one_delivery_skips_delivers_and_ends_as_each_subscriber_needs() {
+        let registry: Registry<u32> = Registry::default();
+        let shutdown = CancellationToken::new();
+        let mut inboxes = Vec::new();
+        let mut registrations = Vec::new();
+        for state in 0..3 {
+            let (mb, rx) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
+            registrations.push(registry.subscribe("t", key(1, state.into()), mb, state, || {}));
+            inboxes.push(rx);
+        }
+        let fanout = registry.deliver("t", |subscriber| match subscriber.state {
+            0 => Step::Skip,
+            1 => Step::Deliver(ready()),
+            _ => Step::End(ready()),
+        });
+        let expected = Fanout {
+            delivered: 1,
+            dropped: 0,
+            ended: 1,
+        };
+        assert_eq!(fanout, expected);
+        let got: Vec<usize> = inboxes
+            .iter_mut()
+            .map(|rx| std::iter::from_fn(|| rx.try_recv()).count())
+            .collect();
+        assert_eq!(got, [0, 1, 1], "the ended one got its last event");
+        assert_eq!(registry.subscriptions(), 2);
+        assert_eq!(registry.dropped(), 0, "ending is not a drop");
+        let again = registry.deliver("t", |_| Step::Deliver(ready()));
+        assert_eq!(again.delivered, 2, "the ended one is gone");
+    }
+
+    #[tokio::test]
+    async fn a_visit_sees_and_may_remove_one_subscriber() {
+        let registry: Registry<Vec<u8>> = Registry::default();
+        let shutdown = CancellationToken::new();
+        let (mb, _rx) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
+        let _r = registry.subscribe("t", key(1, 1), mb, Vec::new(), || {});
+        registry.deliver("t", |subscriber| {
+            subscriber.state.push(7);
+            Step::Skip
+        });
+        let seen = registry.visit("t", key(1, 1), |state| Visit::Keep(state.clone()));
+        assert_eq!(seen, Some(vec![7]));
+        assert_eq!(registry.visit("t", key(1, 2), |_| Visit::Keep(())), None);
+        registry.visit("t", key(1, 1), |_| Visit::Remove(()));
+        assert_eq!((registry.subscriptions(), registry.keys()), (0, 0));
+        assert_eq!(registry.visit("t", key(1, 1), |_| Visit::Keep(())), None);
     }
 }

@@ -74,10 +74,9 @@ impl Signals {
             .retryable(1000)
         });
         let lost = failure.is_some();
-        if self
-            .health
-            .set(failure, |status| self.registry.broadcast(status))
-            && lost
+        if self.health.set(failure, |status| {
+            self.registry.broadcast(status);
+        }) && lost
         {
             warn!(
                 error = unavailable.as_deref().unwrap_or_default(),
@@ -241,7 +240,7 @@ impl KafkaBroker {
         // it reads finds nobody to deliver to.
         let registration =
             self.registry()
-                .subscribe(&key, request.subscriber, request.mailbox, announce);
+                .subscribe(&key, request.subscriber, request.mailbox, (), announce);
         if let Some((consumer, positions)) = opened {
             let stop = self.shared.shutdown.child_token();
             let broker = self.clone();

@@ -49,9 +49,13 @@ impl MemoryBroker {
         announce: impl FnOnce(),
     ) -> Result<Registration, Failure> {
         check_exact(request.topic)?;
-        Ok(self
-            .registry
-            .subscribe(request.topic, request.subscriber, request.mailbox, announce))
+        Ok(self.registry.subscribe(
+            request.topic,
+            request.subscriber,
+            request.mailbox,
+            (),
+            announce,
+        ))
     }
 
     /// Numbers the message, fans it out, and returns where it landed.

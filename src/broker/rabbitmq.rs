@@ -142,6 +142,7 @@ impl RabbitBroker {
             request.topic,
             request.subscriber,
             request.mailbox,
+            (),
             announce,
         );
         drop(consumers);
@@ -368,9 +369,9 @@ impl RabbitBroker {
         let failure =
             unavailable.map(|why| Failure::new(Code::SourceUnavailable, why).retryable(1000));
         let registry = &self.shared.registry;
-        self.shared
-            .health
-            .set(failure, |status| registry.broadcast(status));
+        self.shared.health.set(failure, |status| {
+            registry.broadcast(status);
+        });
     }
 }
 

@@ -22,7 +22,7 @@ mod tables;
 pub(crate) mod values;
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ use crate::registry::SubscriberKey;
 use crate::row_filter::RowFilter;
 use crate::source::{Availability, Health};
 use refusals::Refusals;
-use tables::Tables;
+use tables::{Subscribers, Tables};
 
 /// Why the changefeed could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +151,8 @@ struct Shared {
     /// Snapshots, name resolution and column types; the reader has connections of its own.
     pool: PgPool,
     tables: Tables,
+    /// Every table subscription, and fan-out to them.
+    subscribers: Subscribers,
     /// Configured tables that could not be watched at start-up, and why.
     refusals: Refusals,
     /// Whether the reader is connected; subscribe answers `SOURCE_UNAVAILABLE` while not.
@@ -159,8 +161,6 @@ struct Shared {
     tasks: TaskTracker,
     /// Stops the reader; every subscription's own stop token is a child of it.
     shutdown: CancellationToken,
-    /// Subscribers fan-out removed because their queue was full or their connection gone.
-    dropped: AtomicU64,
 }
 
 impl Changefeed {
@@ -176,16 +176,17 @@ impl Changefeed {
             .max_connections(settings.tuning.pool_size)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(settings.connect.clone().application_name("feedgate"));
+        let subscribers = Subscribers::new(settings.tuning.snapshot_buffer);
         let changefeed = Self {
             shared: Arc::new(Shared {
                 settings,
                 pool,
                 tables: Tables::default(),
+                subscribers,
                 refusals: Refusals::default(),
                 health: Health::new(false),
                 tasks: tasks.clone(),
                 shutdown: shutdown.clone(),
-                dropped: AtomicU64::new(0),
             }),
         };
         tasks.spawn(reader::run(changefeed.shared.clone(), shutdown));
@@ -228,8 +229,7 @@ impl Changefeed {
                 let types = schema::column_types(&self.shared.pool, info.oid)
                     .await
                     .map_err(|e| schema::unavailable(&e))?;
-                let limit = self.shared.settings.tuning.snapshot_buffer;
-                self.shared.tables.get_or_insert(info, || types, limit)
+                self.shared.tables.get_or_insert(info, || types)
             }
         };
         let filter = match access {
@@ -240,14 +240,18 @@ impl Changefeed {
             }
         };
         let closed = Arc::new(AtomicBool::new(false));
-        entry.add(
+        let registration = self.shared.subscribers.subscribe(
+            &entry,
             request.subscriber,
             request.mailbox.clone(),
             filter.clone(),
             closed.clone(),
+            announce,
         );
         let mut subscription = TableSubscription {
             entry,
+            subscribers: self.shared.subscribers.clone(),
+            registration,
             key: request.subscriber,
             mailbox: request.mailbox,
             pool: self.shared.pool.clone(),
@@ -257,7 +261,6 @@ impl Changefeed {
             closed,
             task: None,
         };
-        announce();
         subscription.start(&self.shared.tasks);
         Ok(subscription)
     }
@@ -274,13 +277,13 @@ impl Changefeed {
 
     /// Active table subscriptions on this node.
     pub fn subscriptions(&self) -> usize {
-        self.shared.tables.all().iter().map(|t| t.len()).sum()
+        self.shared.subscribers.len()
     }
 
     /// Table subscribers fan-out has removed so far because their queue was full (the
     /// connection was closed as a slow consumer) or their connection was gone.
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        self.shared.subscribers.dropped()
     }
 }
 

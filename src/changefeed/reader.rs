@@ -13,7 +13,6 @@
 //! delivered twice (see [`Progress`]).
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,10 +120,7 @@ pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
 fn set_available(shared: &Shared, failure: Option<&ChangefeedError>) {
     let failure = failure.map(|err| schema::unavailable(err));
     shared.health.set(failure, |status| {
-        for table in shared.tables.all() {
-            let dropped = table.broadcast(status);
-            shared.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
-        }
+        shared.subscribers.broadcast(status);
     });
 }
 
@@ -459,11 +455,14 @@ fn fan_out(
     let kind = match op {
         Ok(LoggedOp::Row(kind)) => kind,
         Ok(LoggedOp::Truncate) => {
-            entry.reset(xid, &truncated(&entry.info.name));
+            shared
+                .subscribers
+                .reset(&entry, xid, &truncated(&entry.info.name));
             return Ok(());
         }
         Err(err) => {
-            entry.reset(xid, &unreadable_change(&entry.info.name, &err));
+            let failure = unreadable_change(&entry.info.name, &err);
+            shared.subscribers.reset(&entry, xid, &failure);
             return Err(err);
         }
     };
@@ -471,7 +470,7 @@ fn fan_out(
         Some((row.try_get("old_row")?, row.try_get("new_row")?));
     let logged: i64 = row.try_get("logged_micros")?;
     let cursor = Cursor::Table { log_id: id }.encode();
-    let dropped = entry.fan_out(xid, &cursor, || {
+    let fanout = shared.subscribers.fan_out(&entry, xid, &cursor, || {
         let (old, new) = rows.take().unwrap_or_default();
         let types = entry.types();
         let unknown = |json: &Option<serde_json::Value>| {
@@ -487,8 +486,8 @@ fn fan_out(
         change.commit_time_micros = logged;
         change
     });
-    if dropped > 0 {
-        shared.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
+    if fanout.dropped > 0 {
+        let dropped = fanout.dropped;
         debug!(table = %entry.info.name, dropped, "slow table subscribers dropped");
     }
     Ok(())

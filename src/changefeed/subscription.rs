@@ -19,17 +19,20 @@ use tracing::debug;
 use super::changes::{row_change_from_json, view_through};
 use super::schema::unavailable;
 use super::snapshot::Snapshot;
-use super::tables::{Drain, TableEntry};
+use super::tables::{Drain, Subscribers, TableEntry, TableState};
 use super::values::ColumnType;
 use super::ChangefeedError;
 use crate::outbound::{Mailbox, Outbound};
 use crate::protocol::{encode_event, ChangeKind, Code, EventBody, Failure};
-use crate::registry::SubscriberKey;
+use crate::registry::{Registration, SubscriberKey};
 use crate::row_filter::{RowFilter, SqlColumn, SqlParam};
 
 /// An active table subscription, held by its session. Dropping it unsubscribes.
 pub struct TableSubscription {
     pub(super) entry: Arc<TableEntry>,
+    pub(super) subscribers: Subscribers,
+    /// Its place among the table's subscribers; dropping it unsubscribes.
+    pub(super) registration: Registration<TableState>,
     pub(super) key: SubscriberKey,
     pub(super) mailbox: Mailbox,
     pub(super) pool: PgPool,
@@ -47,6 +50,7 @@ impl TableSubscription {
     pub(super) fn start(&mut self, tasks: &TaskTracker) {
         let run = Start {
             entry: self.entry.clone(),
+            subscribers: self.subscribers.clone(),
             key: self.key,
             mailbox: self.mailbox.clone(),
             pool: self.pool.clone(),
@@ -73,7 +77,7 @@ impl TableSubscription {
     /// event for this subscription is queued after this returns.
     pub async fn stop(mut self) {
         self.cancel.cancel();
-        self.entry.remove(self.key);
+        self.registration.unsubscribe();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -82,13 +86,14 @@ impl TableSubscription {
 
 impl Drop for TableSubscription {
     fn drop(&mut self) {
+        // The registration unsubscribes as it is dropped, after this.
         self.cancel.cancel();
-        self.entry.remove(self.key);
     }
 }
 
 struct Start {
     entry: Arc<TableEntry>,
+    subscribers: Subscribers,
     key: SubscriberKey,
     mailbox: Mailbox,
     pool: PgPool,
@@ -104,7 +109,7 @@ impl Start {
             Ok(()) => {}
             Err(failure) => {
                 debug!(subscription_id = id, error = %failure, "table subscription closed");
-                self.entry.remove(self.key);
+                self.subscribers.unsubscribe(&self.entry, self.key);
                 self.closed.store(true, Ordering::Release);
                 let frame = encode_event(id, &[], EventBody::Closed(&failure));
                 let _ = self.mailbox.send(Outbound::Frame(frame)).await;
@@ -120,7 +125,7 @@ impl Start {
             return Ok(()); // the connection is closing
         }
         loop {
-            match self.entry.drain(self.key, &since) {
+            match self.subscribers.drain(&self.entry, self.key, &since) {
                 Drain::Items(items) => {
                     for (xid, event) in items {
                         if since.is_visible(xid) {

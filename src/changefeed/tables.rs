@@ -1,6 +1,9 @@
-//! Table subscribers and the fan-out of row changes to them. No I/O.
+//! Watched tables, their subscribers, and the fan-out of row changes to them. No I/O.
 //!
-//! Every table subscription starts **pending**: the reader appends each change of its table to
+//! Table subscribers live in a [`Registry`] like every topic's, keyed by the table's oid, and
+//! every change, reset and status reaches them through the registry's one delivery function.
+//! What is the table path's own is the snapshot **fence** kept per subscriber ([`TableState`]):
+//! every table subscription starts **pending**: the reader appends each change of its table to
 //! the subscription's buffer (bounded by `changefeed.snapshot_buffer`) while the subscription's
 //! own task takes its snapshot and streams the initial rows. The task then drains the buffer,
 //! dropping every change whose transaction is visible in its snapshot (the snapshot already
@@ -16,9 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use super::changes::{apply_view, view_through, View};
 use super::snapshot::Snapshot;
 use super::values::ColumnType;
-use crate::outbound::{Mailbox, Outbound};
+use crate::outbound::Mailbox;
 use crate::protocol::{share_event, EventBody, Failure, RowChange, SharedEvent};
-use crate::registry::SubscriberKey;
+use crate::registry::{Fanout, Registration, Registry, Step, Subscriber, SubscriberKey, Visit};
 use crate::row_filter::RowFilter;
 
 /// A watched table, as resolved from the database.
@@ -37,25 +40,49 @@ pub(crate) struct TableInfo {
     pub(crate) relname: String,
 }
 
-/// One table's subscribers and what the reader needs to convert its rows.
+/// One watched table: what the reader needs to convert its rows.
 pub(crate) struct TableEntry {
     pub(crate) info: TableInfo,
+    /// Its subscribers' key in the [`Subscribers`] registry: the oid in decimal (a table dropped
+    /// and created again under its name is another table, with other subscribers).
+    key: Arc<str>,
     types: RwLock<Arc<HashMap<String, ColumnType>>>,
-    subscribers: Mutex<Vec<Subscriber>>,
-    buffer_limit: usize,
 }
 
-struct Subscriber {
-    key: SubscriberKey,
-    mailbox: Mailbox,
+impl TableEntry {
+    pub(crate) fn new(info: TableInfo, types: HashMap<String, ColumnType>) -> Self {
+        Self {
+            key: Arc::from(info.oid.to_string()),
+            info,
+            types: RwLock::new(Arc::new(types)),
+        }
+    }
+
+    /// The column types used to convert this table's rows.
+    pub(crate) fn types(&self) -> Arc<HashMap<String, ColumnType>> {
+        self.types
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the column types (after a schema change).
+    pub(crate) fn set_types(&self, types: HashMap<String, ColumnType>) {
+        *self.types.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(types);
+    }
+}
+
+/// What fan-out keeps for one table subscription besides its key and mailbox.
+pub(crate) struct TableState {
     /// The rows it may see, when a row-level rule limits them.
     filter: Option<Arc<RowFilter>>,
-    state: State,
+    fence: Fence,
     /// Set when the server ends the subscription, so its session frees the id.
     closed: Arc<AtomicBool>,
 }
 
-enum State {
+/// Where a subscription stands relative to its snapshot.
+enum Fence {
     Pending {
         buffer: Vec<(u64, SharedEvent)>,
         overflowed: bool,
@@ -76,215 +103,185 @@ pub(crate) enum Drain {
     Live,
     /// The buffer overflowed; the subscription has been removed.
     Overflowed,
-    /// The table was reset meanwhile (see [`TableEntry::reset`]); the subscription has been
+    /// The table was reset meanwhile (see [`Subscribers::reset`]); the subscription has been
     /// removed and ends with this failure.
     Reset(Failure),
     /// The subscription is gone (unsubscribed or dropped as a slow consumer).
     Gone,
 }
 
-impl TableEntry {
-    pub(crate) fn new(
-        info: TableInfo,
-        types: HashMap<String, ColumnType>,
-        buffer_limit: usize,
-    ) -> Self {
+/// Every table subscription of the node, and the table side of fan-out. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Subscribers {
+    registry: Registry<TableState>,
+    /// How many changes a pending subscription may buffer (`changefeed.snapshot_buffer`).
+    buffer_limit: usize,
+}
+
+impl Subscribers {
+    pub(crate) fn new(buffer_limit: usize) -> Self {
         Self {
-            info,
-            types: RwLock::new(Arc::new(types)),
-            subscribers: Mutex::new(Vec::new()),
+            registry: Registry::default(),
             buffer_limit,
         }
     }
 
-    /// The column types used to convert this table's rows.
-    pub(crate) fn types(&self) -> Arc<HashMap<String, ColumnType>> {
-        self.types
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Replaces the column types (after a schema change).
-    pub(crate) fn set_types(&self, types: HashMap<String, ColumnType>) {
-        *self.types.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(types);
-    }
-
-    /// Adds a pending subscriber that sees the rows `filter` lets through (all without one);
-    /// `closed` is set if the server ends it.
-    pub(crate) fn add(
+    /// Adds a pending subscriber of `table` that sees the rows `filter` lets through (all
+    /// without one), then runs `announce` under the table's lock; `closed` is set if the server
+    /// ends it. Dropping the registration unsubscribes.
+    pub(crate) fn subscribe(
         &self,
+        table: &TableEntry,
         key: SubscriberKey,
         mailbox: Mailbox,
         filter: Option<Arc<RowFilter>>,
         closed: Arc<AtomicBool>,
-    ) {
-        self.lock().push(Subscriber {
-            key,
-            mailbox,
+        announce: impl FnOnce(),
+    ) -> Registration<TableState> {
+        let state = TableState {
             filter,
             closed,
-            state: State::Pending {
+            fence: Fence::Pending {
                 buffer: Vec::new(),
                 overflowed: false,
                 reset: None,
             },
-        });
+        };
+        self.registry
+            .subscribe(&table.key, key, mailbox, state, announce)
     }
 
-    /// Removes a subscriber (unsubscribe, connection closed, failure).
-    pub(crate) fn remove(&self, key: SubscriberKey) {
-        self.lock().retain(|s| s.key != key);
+    /// Removes a subscriber (failure); nothing if it is gone already.
+    pub(crate) fn unsubscribe(&self, table: &TableEntry, key: SubscriberKey) {
+        self.registry.unsubscribe(&table.key, key);
     }
 
-    /// Active subscribers (pending or live).
+    /// Active subscribers (pending or live) of every table.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.registry.subscriptions()
+    }
+
+    /// Subscribers fan-out has removed because their queue was full or their connection gone.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.registry.dropped()
     }
 
     /// Takes what a pending subscriber buffered, or makes it live when nothing is left.
-    pub(crate) fn drain(&self, key: SubscriberKey, since: &Snapshot) -> Drain {
-        let mut subscribers = self.lock();
-        let Some(index) = subscribers.iter().position(|s| s.key == key) else {
-            return Drain::Gone;
-        };
-        let subscriber = &mut subscribers[index];
-        match &mut subscriber.state {
-            State::Pending {
-                reset: Some(failure),
-                ..
-            } => {
-                let failure = failure.clone();
-                subscribers.swap_remove(index);
-                Drain::Reset(failure)
-            }
-            State::Pending {
-                overflowed: true, ..
-            } => {
-                subscribers.swap_remove(index);
-                Drain::Overflowed
-            }
-            State::Pending { buffer, .. } if !buffer.is_empty() => {
-                Drain::Items(std::mem::take(buffer))
-            }
-            State::Pending { .. } => {
-                subscriber.state = State::Live {
-                    since: since.clone(),
-                };
-                Drain::Live
-            }
-            State::Live { .. } => Drain::Live,
-        }
+    pub(crate) fn drain(&self, table: &TableEntry, key: SubscriberKey, since: &Snapshot) -> Drain {
+        let drained = self
+            .registry
+            .visit(&table.key, key, |state| match &mut state.fence {
+                Fence::Pending {
+                    reset: Some(failure),
+                    ..
+                } => Visit::Remove(Drain::Reset(failure.clone())),
+                Fence::Pending {
+                    overflowed: true, ..
+                } => Visit::Remove(Drain::Overflowed),
+                Fence::Pending { buffer, .. } if !buffer.is_empty() => {
+                    Visit::Keep(Drain::Items(std::mem::take(buffer)))
+                }
+                Fence::Pending { .. } => {
+                    state.fence = Fence::Live {
+                        since: since.clone(),
+                    };
+                    Visit::Keep(Drain::Live)
+                }
+                Fence::Live { .. } => Visit::Keep(Drain::Live),
+            });
+        drained.unwrap_or(Drain::Gone)
     }
 
-    /// Fans one change out. `build` runs at most once, only if some subscriber may take the
-    /// change, and each form of it (as it happened, or as the insert or delete a row filter
-    /// makes of an update) is encoded at most once, with `cursor`. Returns how many subscribers
-    /// were dropped as slow consumers.
+    /// Fans one change of `table` out. `build` runs at most once, only if some subscriber may
+    /// take the change, and each form of it (as it happened, or as the insert or delete a row
+    /// filter makes of an update) is encoded at most once, with `cursor`.
     pub(crate) fn fan_out(
         &self,
+        table: &TableEntry,
         xid: u64,
         cursor: &[u8],
         build: impl FnOnce() -> RowChange,
-    ) -> usize {
-        let mut subscribers = self.lock();
+    ) -> Fanout {
         let mut change = Lazy {
             change: LazyCell::new(build),
             events: Default::default(),
             cursor,
-            key_columns: &self.info.key_columns,
+            key_columns: &table.info.key_columns,
         };
-        let before = subscribers.len();
         let limit = self.buffer_limit;
-        subscribers.retain_mut(|subscriber| {
-            let live = match &subscriber.state {
-                State::Live { since } if since.is_visible(xid) => return true,
-                State::Pending {
-                    overflowed: true, ..
-                } => return true,
-                State::Live { .. } => true,
-                State::Pending { .. } => false,
-            };
-            let view = match &subscriber.filter {
-                None => View::Original,
-                Some(filter) => match view_through(filter, change.get()) {
-                    Some(view) => view,
-                    None => return true, // it never sees this row
-                },
-            };
-            if live {
-                return subscriber
-                    .mailbox
-                    .try_deliver(Outbound::Event {
-                        subscription_id: subscriber.key.subscription_id,
-                        event: change.event(view),
-                    })
-                    .is_ok();
-            }
-            if let State::Pending {
-                buffer, overflowed, ..
-            } = &mut subscriber.state
-            {
-                if buffer.len() >= limit {
-                    *overflowed = true;
-                    *buffer = Vec::new();
-                } else {
-                    buffer.push((xid, change.event(view)));
-                }
-            }
-            true
-        });
-        before - subscribers.len()
+        self.registry.deliver(&table.key, |subscriber| {
+            step(subscriber, xid, limit, &mut change)
+        })
     }
 
-    /// The table was reset by transaction `xid` (truncated, or it logged a change that cannot be
-    /// read): ends every subscription whose snapshot does not already reflect it, with `failure`
-    /// (a `SubscriptionClosed` event). Pending ones are ended by their task, which does not know
-    /// its snapshot's relation to `xid` yet (rare enough that a possibly needless resubscribe is
-    /// the simpler price).
-    pub(crate) fn reset(&self, xid: u64, failure: &Failure) {
+    /// `table` was reset by transaction `xid` (truncated, or it logged a change that cannot be
+    /// read): ends every subscription whose snapshot does not already reflect it, with
+    /// `failure` (a `SubscriptionClosed` event). Pending ones are ended by their task, which
+    /// does not know its snapshot's relation to `xid` yet (rare enough that a possibly needless
+    /// resubscribe is the simpler price).
+    pub(crate) fn reset(&self, table: &TableEntry, xid: u64, failure: &Failure) -> Fanout {
         let closed = share_event(&[], EventBody::Closed(failure));
-        self.lock()
-            .retain_mut(|subscriber| match &mut subscriber.state {
-                State::Pending { reset, buffer, .. } => {
+        self.registry
+            .deliver(&table.key, |subscriber| match &mut subscriber.state.fence {
+                Fence::Pending { reset, buffer, .. } => {
                     *reset = Some(failure.clone());
                     *buffer = Vec::new();
-                    true
+                    Step::Skip
                 }
-                State::Live { since } if since.is_visible(xid) => true,
-                State::Live { .. } => {
-                    let _ = subscriber.mailbox.try_deliver(Outbound::Event {
-                        subscription_id: subscriber.key.subscription_id,
-                        event: closed.clone(),
-                    });
-                    subscriber.closed.store(true, Ordering::Release);
-                    false
+                Fence::Live { since } if since.is_visible(xid) => Step::Skip,
+                Fence::Live { .. } => {
+                    subscriber.state.closed.store(true, Ordering::Release);
+                    Step::End(closed.clone())
                 }
-            });
+            })
     }
 
-    /// Tells every live subscriber that the source is unavailable (`Some`) or back (`None`).
-    /// Returns how many were dropped as slow consumers.
-    pub(crate) fn broadcast(&self, status: &SharedEvent) -> usize {
-        let mut subscribers = self.lock();
-        let before = subscribers.len();
-        subscribers.retain(|subscriber| match subscriber.state {
-            State::Pending { .. } => true,
-            State::Live { .. } => subscriber
-                .mailbox
-                .try_deliver(Outbound::Event {
-                    subscription_id: subscriber.key.subscription_id,
-                    event: status.clone(),
-                })
-                .is_ok(),
-        });
-        before - subscribers.len()
+    /// Tells every live subscriber of every table a source status (see `source::Health`).
+    pub(crate) fn broadcast(&self, status: &SharedEvent) -> Fanout {
+        self.registry
+            .deliver_all(|subscriber| match subscriber.state.fence {
+                Fence::Pending { .. } => Step::Skip,
+                Fence::Live { .. } => Step::Deliver(status.clone()),
+            })
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
-        self.subscribers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+/// What one subscriber gets of one change: nothing (its snapshot has it, or its filter hides
+/// the row), a place in its pending buffer, or the change in the form its filter makes of it.
+fn step<F: FnOnce() -> RowChange>(
+    subscriber: &mut Subscriber<TableState>,
+    xid: u64,
+    limit: usize,
+    change: &mut Lazy<'_, F>,
+) -> Step {
+    let state = &mut subscriber.state;
+    match &state.fence {
+        Fence::Live { since } if since.is_visible(xid) => return Step::Skip,
+        Fence::Pending {
+            overflowed: true, ..
+        } => return Step::Skip,
+        _ => {}
+    }
+    let view = match &state.filter {
+        None => View::Original,
+        Some(filter) => match view_through(filter, change.get()) {
+            Some(view) => view,
+            None => return Step::Skip, // it never sees this row
+        },
+    };
+    match &mut state.fence {
+        Fence::Live { .. } => Step::Deliver(change.event(view)),
+        Fence::Pending {
+            buffer, overflowed, ..
+        } => {
+            if buffer.len() >= limit {
+                *overflowed = true;
+                *buffer = Vec::new();
+            } else {
+                buffer.push((xid, change.event(view)));
+            }
+            Step::Skip
+        }
     }
 }
 
@@ -338,16 +335,11 @@ impl Tables {
         &self,
         info: TableInfo,
         types: impl FnOnce() -> HashMap<String, ColumnType>,
-        buffer_limit: usize,
     ) -> Arc<TableEntry> {
         self.lock()
             .entry(info.oid)
-            .or_insert_with(|| Arc::new(TableEntry::new(info, types(), buffer_limit)))
+            .or_insert_with(|| Arc::new(TableEntry::new(info, types())))
             .clone()
-    }
-
-    pub(crate) fn all(&self) -> Vec<Arc<TableEntry>> {
-        self.lock().values().cloned().collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Arc<TableEntry>>> {
@@ -359,13 +351,13 @@ impl Tables {
 mod tests {
     use super::*;
     use crate::auth::Principal;
-    use crate::outbound::{mailbox, Closer, QueueLimits};
+    use crate::outbound::{mailbox, Closer, Outbound, QueueLimits};
     use crate::protocol::{frame_shared, pb, ChangeKind, Value};
     use crate::row_filter::FilterTemplate;
     use prost::Message as _;
     use tokio_util::sync::CancellationToken;
 
-    fn entry(limit: usize) -> TableEntry {
+    fn entry(limit: usize) -> (TableEntry, Subscribers) {
         let info = TableInfo {
             oid: 1,
             name: "public.t".into(),
@@ -374,7 +366,10 @@ mod tests {
             schema: "public".into(),
             relname: "t".into(),
         };
-        TableEntry::new(info, HashMap::new(), limit)
+        (
+            TableEntry::new(info, HashMap::new()),
+            Subscribers::new(limit),
+        )
     }
 
     fn event() -> RowChange {
@@ -430,21 +425,26 @@ mod tests {
     async fn pending_buffers_then_live_filters_by_snapshot() {
         let shutdown = CancellationToken::new();
         let (mb, mut rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
-        let table = entry(10);
-        table.add(key(1), mb, None, Arc::default());
-        table.fan_out(5, b"c", event);
-        table.fan_out(12, b"c", event);
+        let (table, subscribers) = entry(10);
+        let _registration = subscribers.subscribe(&table, key(1), mb, None, Arc::default(), || {});
+        subscribers.fan_out(&table, 5, b"c", event);
+        subscribers.fan_out(&table, 12, b"c", event);
         let since = Snapshot::parse("10:13:").expect("snapshot"); // 5 and 12 visible, 13+ not
-        let Drain::Items(items) = table.drain(key(1), &since) else {
+        let Drain::Items(items) = subscribers.drain(&table, key(1), &since) else {
             panic!("expected the buffered items");
         };
         assert_eq!(
             items.iter().map(|(x, _)| *x).collect::<Vec<_>>(),
             vec![5, 12]
         );
-        assert!(matches!(table.drain(key(1), &since), Drain::Live));
-        table.fan_out(12, b"c", || panic!("visible in the snapshot: not built"));
-        table.fan_out(13, b"c", event);
+        assert!(matches!(
+            subscribers.drain(&table, key(1), &since),
+            Drain::Live
+        ));
+        subscribers.fan_out(&table, 12, b"c", || {
+            panic!("visible in the snapshot: not built")
+        });
+        subscribers.fan_out(&table, 13, b"c", event);
         assert!(matches!(rx.try_recv(), Some(Outbound::Event { .. })));
         assert!(rx.try_recv().is_none());
     }
@@ -453,29 +453,45 @@ mod tests {
     async fn a_full_pending_buffer_fails_the_subscription() {
         let shutdown = CancellationToken::new();
         let (mb, _rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
-        let table = entry(2);
-        table.add(key(1), mb, None, Arc::default());
+        let (table, subscribers) = entry(2);
+        let _registration = subscribers.subscribe(&table, key(1), mb, None, Arc::default(), || {});
         for xid in 20..25 {
-            table.fan_out(xid, b"c", event);
+            subscribers.fan_out(&table, xid, b"c", event);
         }
         let since = Snapshot::parse("10:13:").expect("snapshot");
-        assert!(matches!(table.drain(key(1), &since), Drain::Overflowed));
-        assert_eq!(table.len(), 0);
-        assert!(matches!(table.drain(key(1), &since), Drain::Gone));
+        assert!(matches!(
+            subscribers.drain(&table, key(1), &since),
+            Drain::Overflowed
+        ));
+        assert_eq!(subscribers.len(), 0);
+        assert!(matches!(
+            subscribers.drain(&table, key(1), &since),
+            Drain::Gone
+        ));
     }
 
     #[tokio::test]
     async fn a_row_filter_turns_moves_across_it_into_inserts_and_deletes() {
         let shutdown = CancellationToken::new();
         let (mb, mut rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
-        let table = entry(10);
+        let (table, subscribers) = entry(10);
         let filter = FilterTemplate::parse("tenant = 7")
             .expect("parses")
             .fill(&Principal::anonymous())
             .expect("fills");
-        table.add(key(1), mb, Some(Arc::new(filter)), Arc::default());
+        let _registration = subscribers.subscribe(
+            &table,
+            key(1),
+            mb,
+            Some(Arc::new(filter)),
+            Arc::default(),
+            || {},
+        );
         let since = Snapshot::parse("10:10:").expect("snapshot");
-        assert!(matches!(table.drain(key(1), &since), Drain::Live));
+        assert!(matches!(
+            subscribers.drain(&table, key(1), &since),
+            Drain::Live
+        ));
         let steps = [
             change(ChangeKind::Insert, None, Some(8)),    // not seen
             change(ChangeKind::Update, Some(8), Some(7)), // moves in: INSERT
@@ -487,7 +503,7 @@ mod tests {
             change(ChangeKind::Delete, Some(7), None),    // DELETE
         ];
         for (xid, step) in (20..).zip(steps) {
-            table.fan_out(xid, b"c", || step);
+            subscribers.fan_out(&table, xid, b"c", || step);
         }
         let got = received(&mut rx);
         let kinds: Vec<_> = got.iter().map(|c| c.kind()).collect();
