@@ -20,8 +20,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+mod delivery;
+
 use crate::outbound::{Mailbox, Outbound};
 use crate::protocol::SharedEvent;
+use delivery::deliver;
+pub(crate) use delivery::{Fanout, Step, Subscriber, Visit};
 
 /// Identifies one subscription: the connection and the client's subscription id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,74 +34,6 @@ pub struct SubscriberKey {
     pub connection: u64,
     /// Client-chosen subscription id.
     pub subscription_id: u64,
-}
-
-/// One subscription, as fan-out sees it.
-pub(crate) struct Subscriber<S> {
-    /// Whose it is; events carry its subscription id.
-    pub(crate) key: SubscriberKey,
-    /// Where its events are queued.
-    pub(crate) mailbox: Mailbox,
-    /// What the source keeps for it (`()` for topics).
-    pub(crate) state: S,
-}
-
-/// What [`Registry::deliver`] does with one subscriber for one event.
-pub(crate) enum Step {
-    /// Nothing for this subscriber this time; it stays.
-    Skip,
-    /// Queue this event. A subscriber whose queue is full or gone is removed (a drop).
-    Deliver(SharedEvent),
-    /// Queue this event, the subscription's last (the source ends it, e.g. a table reset), and
-    /// remove the subscriber. Counted as ended when queued, as dropped when not.
-    End(SharedEvent),
-}
-
-/// What one delivery did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Fanout {
-    /// Subscribers whose queue took the event and that stay subscribed.
-    pub delivered: usize,
-    /// Subscribers removed because their queue was full or closed.
-    pub dropped: usize,
-    /// Subscribers that took their last event ([`Step::End`]) and were removed.
-    pub ended: usize,
-}
-
-/// What [`Registry::visit`] does with the subscriber after the visit.
-pub(crate) enum Visit<R> {
-    /// It stays; the visit's answer.
-    Keep(R),
-    /// It is removed (not counted as a drop); the visit's answer.
-    Remove(R),
-}
-
-/// The one delivery function: asks `step` what each subscriber gets, queues it without waiting,
-/// and removes the subscribers it could not queue to (full or closed) or that `step` ended.
-fn deliver<S>(
-    subscribers: &mut Vec<Subscriber<S>>,
-    mut step: impl FnMut(&mut Subscriber<S>) -> Step,
-) -> Fanout {
-    let mut fanout = Fanout::default();
-    subscribers.retain_mut(|subscriber| {
-        let (event, last) = match step(subscriber) {
-            Step::Skip => return true,
-            Step::Deliver(event) => (event, false),
-            Step::End(event) => (event, true),
-        };
-        let item = Outbound::Event {
-            subscription_id: subscriber.key.subscription_id,
-            event,
-        };
-        let queued = subscriber.mailbox.try_deliver(item).is_ok();
-        match (queued, last) {
-            (true, false) => fanout.delivered += 1,
-            (true, true) => fanout.ended += 1,
-            (false, _) => fanout.dropped += 1,
-        }
-        queued && !last
-    });
-    fanout
 }
 
 struct Entry<S> {
@@ -535,39 +471,6 @@ mod tests {
         registry.publish("t", ready);
         assert!(matches!(rx.try_recv(), Some(Outbound::Frame(_))));
         assert!(matches!(rx.try_recv(), Some(Outbound::Event { .. })));
-    }
-
-    #[tokio::test]
-    async fn one_delivery_skips_delivers_and_ends_as_each_subscriber_needs() {
-        let registry: Registry<u32> = Registry::default();
-        let shutdown = CancellationToken::new();
-        let mut inboxes = Vec::new();
-        let mut registrations = Vec::new();
-        for state in 0..3 {
-            let (mb, rx) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
-            registrations.push(registry.subscribe("t", key(1, state.into()), mb, state, || {}));
-            inboxes.push(rx);
-        }
-        let fanout = registry.deliver("t", |subscriber| match subscriber.state {
-            0 => Step::Skip,
-            1 => Step::Deliver(ready()),
-            _ => Step::End(ready()),
-        });
-        let expected = Fanout {
-            delivered: 1,
-            dropped: 0,
-            ended: 1,
-        };
-        assert_eq!(fanout, expected);
-        let got: Vec<usize> = inboxes
-            .iter_mut()
-            .map(|rx| std::iter::from_fn(|| rx.try_recv()).count())
-            .collect();
-        assert_eq!(got, [0, 1, 1], "the ended one got its last event");
-        assert_eq!(registry.subscriptions(), 2);
-        assert_eq!(registry.dropped(), 0, "ending is not a drop");
-        let again = registry.deliver("t", |_| Step::Deliver(ready()));
-        assert_eq!(again.delivered, 2, "the ended one is gone");
     }
 
     #[tokio::test]

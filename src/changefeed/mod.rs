@@ -4,7 +4,7 @@
 //!   tables, and a wake-up that only idle readers ask for ([`schema`]).
 //! - One [`reader`] per node reads the log in snapshot-difference batches (the changes whose
 //!   transactions became visible between two `pg_current_snapshot()`s, each batch in log order)
-//!   and fans each change out, encoded once, to the table's subscribers ([`tables`]).
+//!   and fans each change out, encoded once, to the table's subscribers ([`fence`]).
 //! - Each subscription registers with the reader before taking its own snapshot, and drops every
 //!   change whose transaction that snapshot already contains ([`subscription`]).
 //! - A table the `watch` setting names but that cannot be watched (no primary key, ...) does not
@@ -13,6 +13,7 @@
 //! Sessions use the [`Changefeed`] handle; nothing here knows about sessions or WebSockets.
 
 mod changes;
+mod fence;
 mod reader;
 mod refusals;
 mod schema;
@@ -41,8 +42,9 @@ use crate::protocol::{Code, Failure};
 use crate::registry::SubscriberKey;
 use crate::row_filter::RowFilter;
 use crate::source::{Availability, Health};
+use fence::Subscribers;
 use refusals::Refusals;
-use tables::{Subscribers, Tables};
+use tables::Tables;
 
 /// Why the changefeed could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! One table subscription's start: snapshot (with the initial rows when asked for), `Ready`, then
-//! the hand-off from the buffered changes to live delivery. See `tables` for the fence.
+//! the hand-off from the buffered changes to live delivery. See `fence` for the fence.
 //!
 //! The task sends through the connection's mailbox with waiting sends, within the mailbox's
 //! waiting share (a slow client slows only its own snapshot, and the snapshot takes no room from
@@ -17,9 +17,10 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::changes::{row_change_from_json, view_through};
+use super::fence::{Drain, Subscribers, TableState};
 use super::schema::unavailable;
 use super::snapshot::Snapshot;
-use super::tables::{Drain, Subscribers, TableEntry, TableState};
+use super::tables::TableEntry;
 use super::values::ColumnType;
 use super::ChangefeedError;
 use crate::outbound::{Mailbox, Outbound};

@@ -1,0 +1,444 @@
+//! Table subscribers and the fan-out of row changes to them. No I/O.
+//!
+//! Table subscribers live in a [`Registry`] like every topic's, keyed by the table's oid, and
+//! every change, reset and status reaches them through the registry's one delivery function.
+//! What is the table path's own is the snapshot **fence** kept per subscriber ([`TableState`]):
+//! every table subscription starts **pending**: the reader appends each change of its table to
+//! the subscription's buffer (bounded by `changefeed.snapshot_buffer`) while the subscription's
+//! own task takes its snapshot and streams the initial rows. The task then drains the buffer,
+//! dropping every change whose transaction is visible in its snapshot (the snapshot already
+//! contains it), and switches the subscription to **live** under the table's lock, after which
+//! the reader delivers directly, still dropping changes visible in that snapshot. A buffer that
+//! overflows marks the subscription failed; its task ends it with a coded `SubscriptionClosed`.
+
+use std::cell::LazyCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::changes::{apply_view, view_through, View};
+use super::snapshot::Snapshot;
+use super::tables::TableEntry;
+use crate::outbound::Mailbox;
+use crate::protocol::{share_event, EventBody, Failure, RowChange, SharedEvent};
+use crate::registry::{Fanout, Registration, Registry, Step, Subscriber, SubscriberKey, Visit};
+use crate::row_filter::RowFilter;
+
+/// What fan-out keeps for one table subscription besides its key and mailbox.
+pub(crate) struct TableState {
+    /// The rows it may see, when a row-level rule limits them.
+    filter: Option<Arc<RowFilter>>,
+    fence: Fence,
+    /// Set when the server ends the subscription, so its session frees the id.
+    closed: Arc<AtomicBool>,
+}
+
+/// Where a subscription stands relative to its snapshot.
+enum Fence {
+    Pending {
+        buffer: Vec<(u64, SharedEvent)>,
+        overflowed: bool,
+        /// The table was reset (truncated, or a change could not be read) while the snapshot was
+        /// being taken: the failure the subscription ends with.
+        reset: Option<Failure>,
+    },
+    Live {
+        since: Snapshot,
+    },
+}
+
+/// What a subscription's task finds when it drains its buffer.
+pub(crate) enum Drain {
+    /// Buffered changes (transaction id, event), oldest first; drain again after sending them.
+    Items(Vec<(u64, SharedEvent)>),
+    /// The buffer was empty and the subscription is now live.
+    Live,
+    /// The buffer overflowed; the subscription has been removed.
+    Overflowed,
+    /// The table was reset meanwhile (see [`Subscribers::reset`]); the subscription has been
+    /// removed and ends with this failure.
+    Reset(Failure),
+    /// The subscription is gone (unsubscribed or dropped as a slow consumer).
+    Gone,
+}
+
+/// Every table subscription of the node, and the table side of fan-out. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Subscribers {
+    registry: Registry<TableState>,
+    /// How many changes a pending subscription may buffer (`changefeed.snapshot_buffer`).
+    buffer_limit: usize,
+}
+
+impl Subscribers {
+    pub(crate) fn new(buffer_limit: usize) -> Self {
+        Self {
+            registry: Registry::default(),
+            buffer_limit,
+        }
+    }
+
+    /// Adds a pending subscriber of `table` that sees the rows `filter` lets through (all
+    /// without one), then runs `announce` under the table's lock; `closed` is set if the server
+    /// ends it. Dropping the registration unsubscribes.
+    pub(crate) fn subscribe(
+        &self,
+        table: &TableEntry,
+        key: SubscriberKey,
+        mailbox: Mailbox,
+        filter: Option<Arc<RowFilter>>,
+        closed: Arc<AtomicBool>,
+        announce: impl FnOnce(),
+    ) -> Registration<TableState> {
+        let state = TableState {
+            filter,
+            closed,
+            fence: Fence::Pending {
+                buffer: Vec::new(),
+                overflowed: false,
+                reset: None,
+            },
+        };
+        self.registry
+            .subscribe(&table.key, key, mailbox, state, announce)
+    }
+
+    /// Removes a subscriber (failure); nothing if it is gone already.
+    pub(crate) fn unsubscribe(&self, table: &TableEntry, key: SubscriberKey) {
+        self.registry.unsubscribe(&table.key, key);
+    }
+
+    /// Active subscribers (pending or live) of every table.
+    pub(crate) fn len(&self) -> usize {
+        self.registry.subscriptions()
+    }
+
+    /// Subscribers fan-out has removed because their queue was full or their connection gone.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.registry.dropped()
+    }
+
+    /// Takes what a pending subscriber buffered, or makes it live when nothing is left.
+    pub(crate) fn drain(&self, table: &TableEntry, key: SubscriberKey, since: &Snapshot) -> Drain {
+        let drained = self
+            .registry
+            .visit(&table.key, key, |state| match &mut state.fence {
+                Fence::Pending {
+                    reset: Some(failure),
+                    ..
+                } => Visit::Remove(Drain::Reset(failure.clone())),
+                Fence::Pending {
+                    overflowed: true, ..
+                } => Visit::Remove(Drain::Overflowed),
+                Fence::Pending { buffer, .. } if !buffer.is_empty() => {
+                    Visit::Keep(Drain::Items(std::mem::take(buffer)))
+                }
+                Fence::Pending { .. } => {
+                    state.fence = Fence::Live {
+                        since: since.clone(),
+                    };
+                    Visit::Keep(Drain::Live)
+                }
+                Fence::Live { .. } => Visit::Keep(Drain::Live),
+            });
+        drained.unwrap_or(Drain::Gone)
+    }
+
+    /// Fans one change of `table` out. `build` runs at most once, only if some subscriber may
+    /// take the change, and each form of it (as it happened, or as the insert or delete a row
+    /// filter makes of an update) is encoded at most once, with `cursor`.
+    pub(crate) fn fan_out(
+        &self,
+        table: &TableEntry,
+        xid: u64,
+        cursor: &[u8],
+        build: impl FnOnce() -> RowChange,
+    ) -> Fanout {
+        let mut change = Lazy {
+            change: LazyCell::new(build),
+            events: Default::default(),
+            cursor,
+            key_columns: &table.info.key_columns,
+        };
+        let limit = self.buffer_limit;
+        self.registry.deliver(&table.key, |subscriber| {
+            step(subscriber, xid, limit, &mut change)
+        })
+    }
+
+    /// `table` was reset by transaction `xid` (truncated, or it logged a change that cannot be
+    /// read): ends every subscription whose snapshot does not already reflect it, with
+    /// `failure` (a `SubscriptionClosed` event). Pending ones are ended by their task, which
+    /// does not know its snapshot's relation to `xid` yet (rare enough that a possibly needless
+    /// resubscribe is the simpler price).
+    pub(crate) fn reset(&self, table: &TableEntry, xid: u64, failure: &Failure) -> Fanout {
+        let closed = share_event(&[], EventBody::Closed(failure));
+        self.registry
+            .deliver(&table.key, |subscriber| match &mut subscriber.state.fence {
+                Fence::Pending { reset, buffer, .. } => {
+                    *reset = Some(failure.clone());
+                    *buffer = Vec::new();
+                    Step::Skip
+                }
+                Fence::Live { since } if since.is_visible(xid) => Step::Skip,
+                Fence::Live { .. } => {
+                    subscriber.state.closed.store(true, Ordering::Release);
+                    Step::End(closed.clone())
+                }
+            })
+    }
+
+    /// Tells every live subscriber of every table a source status (see `source::Health`).
+    pub(crate) fn broadcast(&self, status: &SharedEvent) -> Fanout {
+        self.registry
+            .deliver_all(|subscriber| match subscriber.state.fence {
+                Fence::Pending { .. } => Step::Skip,
+                Fence::Live { .. } => Step::Deliver(status.clone()),
+            })
+    }
+}
+
+/// What one subscriber gets of one change: nothing (its snapshot has it, or its filter hides
+/// the row), a place in its pending buffer, or the change in the form its filter makes of it.
+fn step<F: FnOnce() -> RowChange>(
+    subscriber: &mut Subscriber<TableState>,
+    xid: u64,
+    limit: usize,
+    change: &mut Lazy<'_, F>,
+) -> Step {
+    let state = &mut subscriber.state;
+    match &state.fence {
+        Fence::Live { since } if since.is_visible(xid) => return Step::Skip,
+        Fence::Pending {
+            overflowed: true, ..
+        } => return Step::Skip,
+        _ => {}
+    }
+    let view = match &state.filter {
+        None => View::Original,
+        Some(filter) => match view_through(filter, change.get()) {
+            Some(view) => view,
+            None => return Step::Skip, // it never sees this row
+        },
+    };
+    match &mut state.fence {
+        Fence::Live { .. } => Step::Deliver(change.event(view)),
+        Fence::Pending {
+            buffer, overflowed, ..
+        } => {
+            if buffer.len() >= limit {
+                *overflowed = true;
+                *buffer = Vec::new();
+            } else {
+                buffer.push((xid, change.event(view)));
+            }
+            Step::Skip
+        }
+    }
+}
+
+/// A change being fanned out, built and encoded on first need.
+struct Lazy<'a, F> {
+    change: LazyCell<RowChange, F>,
+    /// Encoded once per view, by [`View::index`].
+    events: [Option<SharedEvent>; 3],
+    cursor: &'a [u8],
+    key_columns: &'a [String],
+}
+
+impl<F: FnOnce() -> RowChange> Lazy<'_, F> {
+    fn get(&self) -> &RowChange {
+        LazyCell::force(&self.change)
+    }
+
+    fn event(&mut self, view: View) -> SharedEvent {
+        if let Some(event) = &self.events[view.index()] {
+            return event.clone();
+        }
+        let cursor = self.cursor;
+        let key_columns = self.key_columns;
+        let change = self.get();
+        let event = match view {
+            View::Original => share_event(cursor, EventBody::Change(change)),
+            _ => share_event(
+                cursor,
+                EventBody::Change(&apply_view(change, view, key_columns)),
+            ),
+        };
+        self.events[view.index()] = Some(event.clone());
+        event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tables::TableInfo;
+    use super::*;
+    use crate::auth::Principal;
+    use crate::outbound::{mailbox, Closer, Outbound, QueueLimits};
+    use crate::protocol::{frame_shared, pb, ChangeKind, Value};
+    use crate::row_filter::FilterTemplate;
+    use prost::Message as _;
+    use std::collections::HashMap;
+    use tokio_util::sync::CancellationToken;
+
+    fn entry(limit: usize) -> (TableEntry, Subscribers) {
+        let info = TableInfo {
+            oid: 1,
+            name: "public.t".into(),
+            sql_name: "t".into(),
+            key_columns: vec!["id".into()],
+            schema: "public".into(),
+            relname: "t".into(),
+        };
+        (
+            TableEntry::new(info, HashMap::new()),
+            Subscribers::new(limit),
+        )
+    }
+
+    fn event() -> RowChange {
+        change(ChangeKind::Insert, None, Some(1))
+    }
+
+    /// A change of row `id` 1 whose `tenant` column goes from `old` to `new`.
+    fn change(kind: ChangeKind, old: Option<i64>, new: Option<i64>) -> RowChange {
+        let row = |tenant: i64| {
+            vec![
+                ("id".to_string(), Value::Int(1)),
+                ("tenant".to_string(), Value::Int(tenant)),
+            ]
+        };
+        RowChange {
+            kind,
+            table: "public.t".into(),
+            key: vec![("id".into(), Value::Int(1))],
+            new_row: new.map(row),
+            old_row: old.map(row),
+            transaction_id: 0,
+            commit_time_micros: 0,
+        }
+    }
+
+    fn received(rx: &mut crate::outbound::Inbox) -> Vec<pb::RowChange> {
+        let mut out = Vec::new();
+        while let Some(item) = rx.try_recv() {
+            let Outbound::Event { event, .. } = item else {
+                panic!("expected an event");
+            };
+            let frame = frame_shared(1, &event);
+            let message = pb::ServerMessage::decode(frame.as_ref()).expect("decodes");
+            let Some(pb::server_message::Message::Event(event)) = message.message else {
+                panic!("expected an event message");
+            };
+            let Some(pb::event::Body::Change(change)) = event.body else {
+                panic!("expected a change");
+            };
+            out.push(change);
+        }
+        out
+    }
+
+    fn key(id: u64) -> SubscriberKey {
+        SubscriberKey {
+            connection: 1,
+            subscription_id: id,
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_buffers_then_live_filters_by_snapshot() {
+        let shutdown = CancellationToken::new();
+        let (mb, mut rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
+        let (table, subscribers) = entry(10);
+        let _registration = subscribers.subscribe(&table, key(1), mb, None, Arc::default(), || {});
+        subscribers.fan_out(&table, 5, b"c", event);
+        subscribers.fan_out(&table, 12, b"c", event);
+        let since = Snapshot::parse("10:13:").expect("snapshot"); // 5 and 12 visible, 13+ not
+        let Drain::Items(items) = subscribers.drain(&table, key(1), &since) else {
+            panic!("expected the buffered items");
+        };
+        assert_eq!(
+            items.iter().map(|(x, _)| *x).collect::<Vec<_>>(),
+            vec![5, 12]
+        );
+        assert!(matches!(
+            subscribers.drain(&table, key(1), &since),
+            Drain::Live
+        ));
+        subscribers.fan_out(&table, 12, b"c", || {
+            panic!("visible in the snapshot: not built")
+        });
+        subscribers.fan_out(&table, 13, b"c", event);
+        assert!(matches!(rx.try_recv(), Some(Outbound::Event { .. })));
+        assert!(rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_full_pending_buffer_fails_the_subscription() {
+        let shutdown = CancellationToken::new();
+        let (mb, _rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
+        let (table, subscribers) = entry(2);
+        let _registration = subscribers.subscribe(&table, key(1), mb, None, Arc::default(), || {});
+        for xid in 20..25 {
+            subscribers.fan_out(&table, xid, b"c", event);
+        }
+        let since = Snapshot::parse("10:13:").expect("snapshot");
+        assert!(matches!(
+            subscribers.drain(&table, key(1), &since),
+            Drain::Overflowed
+        ));
+        assert_eq!(subscribers.len(), 0);
+        assert!(matches!(
+            subscribers.drain(&table, key(1), &since),
+            Drain::Gone
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_row_filter_turns_moves_across_it_into_inserts_and_deletes() {
+        let shutdown = CancellationToken::new();
+        let (mb, mut rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
+        let (table, subscribers) = entry(10);
+        let filter = FilterTemplate::parse("tenant = 7")
+            .expect("parses")
+            .fill(&Principal::anonymous())
+            .expect("fills");
+        let _registration = subscribers.subscribe(
+            &table,
+            key(1),
+            mb,
+            Some(Arc::new(filter)),
+            Arc::default(),
+            || {},
+        );
+        let since = Snapshot::parse("10:10:").expect("snapshot");
+        assert!(matches!(
+            subscribers.drain(&table, key(1), &since),
+            Drain::Live
+        ));
+        let steps = [
+            change(ChangeKind::Insert, None, Some(8)),    // not seen
+            change(ChangeKind::Update, Some(8), Some(7)), // moves in: INSERT
+            change(ChangeKind::Update, Some(7), Some(7)), // UPDATE
+            change(ChangeKind::Update, Some(7), Some(9)), // moves out: DELETE of the old row
+            change(ChangeKind::Update, Some(9), Some(8)), // not seen
+            change(ChangeKind::Delete, Some(8), None),    // not seen
+            change(ChangeKind::Insert, None, Some(7)),    // INSERT
+            change(ChangeKind::Delete, Some(7), None),    // DELETE
+        ];
+        for (xid, step) in (20..).zip(steps) {
+            subscribers.fan_out(&table, xid, b"c", || step);
+        }
+        let got = received(&mut rx);
+        let kinds: Vec<_> = got.iter().map(|c| c.kind()).collect();
+        use pb::ChangeKind as K;
+        assert_eq!(
+            kinds,
+            [K::Insert, K::Update, K::Delete, K::Insert, K::Delete]
+        );
+        assert!(got[0].old_row.is_none() && got[0].new_row.is_some());
+        assert!(got[2].new_row.is_none() && got[2].old_row.is_some());
+        let key = got[2].key.as_ref().expect("key");
+        assert_eq!(key.columns.len(), 1, "the delete names the row's key");
+    }
+}
