@@ -23,16 +23,38 @@
 //! - [`broker`]: topic backends behind one front ([`broker::Topics`]): the in-process broker,
 //!   Kafka and RabbitMQ, and which of them serves a topic ([`broker::route`]).
 //! - [`changefeed`]: PostgreSQL tables: the change log, snapshots and their hand-off to live
-//!   changes, table subscriptions.
+//!   changes (the fence each table subscriber keeps in the registry), table subscriptions.
 //! - [`source`]: what every source shares: its availability, and the one status event a change
 //!   of it sends to subscribers.
-//! - [`registry`]: who is subscribed to what; fan-out of shared encoded events.
+//! - [`registry`]: who is subscribed to what, for every source; the one delivery function that
+//!   fans shared encoded events out and counts drops.
 //! - [`outbound`]: each connection's bounded outbound queue and its close switch; what happens
 //!   when the queue is full; waiting traffic paced by the socket.
 //! - [`row_filter`]: the row-filter language of permissions, parsed, filled from claims and
 //!   evaluated on rows (pure; used by `auth` and `changefeed`).
 //! - [`topic_pattern`]: topic names and `*`/`#` patterns (pure; used by `broker`, `auth` and
 //!   `config`).
+//!
+//! # The one path an event takes
+//!
+//! Every source delivers the same way. The source (the changefeed reader for a table change;
+//! the in-process broker, a Kafka consumer or a RabbitMQ consumer for a topic message) gives the
+//! event its [`cursor`] and hands it to its registry (`registry::Registry`) under the key it
+//! belongs to: the topic, or the table's oid. The registry's one delivery function
+//! (`Registry::deliver`) asks the source, per subscriber, what that subscriber gets: nothing (a
+//! table subscriber whose snapshot already holds the change, or whose row filter hides the row),
+//! the event (for a filtered table subscriber, the insert or delete its filter makes of an
+//! update), or its last event (a table reset). The bytes are encoded once per form and shared;
+//! they are queued to each subscriber's connection mailbox (`outbound`) without waiting. A
+//! subscriber whose mailbox is full is removed, counted (`/v1/stats` `dropped_subscriptions`)
+//! and its connection closed as a slow consumer. A source's availability changes take the same
+//! function ([`source::Health::set`] hands the one status event to it). A table subscriber
+//! differs only in its state: until its snapshot is known it is pending, and delivery adds the
+//! change to its buffer, which the subscription's own task replays. A source that can wait for
+//! one reader (a Kafka consumer replaying history for one subscriber) queues within the
+//! mailbox's waiting share, paced by the socket, instead. Each connection's writer
+//! ([`session`]) takes its mailbox's items in order, puts the subscription id in front of the
+//! shared bytes and writes the frame.
 //!
 //! Dependencies: any module may use `config` (its own settings) and the pure modules
 //! (`protocol`, `cursor`, `row_filter`, `topic_pattern`), and `config` uses only those pure ones;

@@ -129,18 +129,10 @@ impl<S> Registry<S> {
         key: &str,
         step: impl FnMut(&mut Subscriber<S>) -> Step,
     ) -> Fanout {
-        let Some(entry) = self.entry(key) else {
-            return Fanout::default();
-        };
-        let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
-        let fanout = deliver(&mut entry.subscribers, step);
-        self.count(fanout);
-        let now_empty = entry.subscribers.is_empty();
-        drop(entry);
-        if now_empty && fanout.dropped + fanout.ended > 0 {
-            self.forget_if_empty(key);
+        match self.entry(key) {
+            Some(entry) => self.deliver_to(key, &entry, step),
+            None => Fanout::default(),
         }
-        fanout
     }
 
     /// [`deliver`](Self::deliver) to every key's subscribers, one key at a time (a source's
@@ -156,19 +148,30 @@ impl<S> Registry<S> {
             .collect();
         let mut total = Fanout::default();
         for (key, entry) in entries {
-            let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
-            let fanout = deliver(&mut entry.subscribers, &mut step);
-            self.count(fanout);
-            let now_empty = entry.subscribers.is_empty();
-            drop(entry);
-            if now_empty && fanout.dropped + fanout.ended > 0 {
-                self.forget_if_empty(&key);
-            }
+            let fanout = self.deliver_to(&key, &entry, &mut step);
             total.delivered += fanout.delivered;
             total.dropped += fanout.dropped;
             total.ended += fanout.ended;
         }
         total
+    }
+
+    /// [`deliver`] under `entry`'s lock; counts what it removed and forgets the key once empty.
+    fn deliver_to(
+        &self,
+        key: &str,
+        entry: &Mutex<Entry<S>>,
+        step: impl FnMut(&mut Subscriber<S>) -> Step,
+    ) -> Fanout {
+        let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        let fanout = deliver(&mut entry.subscribers, step);
+        self.count(fanout);
+        let now_empty = entry.subscribers.is_empty();
+        drop(entry);
+        if now_empty && fanout.dropped + fanout.ended > 0 {
+            self.forget_if_empty(key);
+        }
+        fanout
     }
 
     /// Fans one event out to every subscriber of `key`. `encode` runs at most once, under the

@@ -250,21 +250,23 @@ impl Changefeed {
             closed.clone(),
             announce,
         );
-        let mut subscription = TableSubscription {
+        let start = subscription::Start {
             entry,
             subscribers: self.shared.subscribers.clone(),
-            registration,
             key: request.subscriber,
             mailbox: request.mailbox,
             pool: self.shared.pool.clone(),
             include_initial: request.include_initial,
             filter,
-            cancel: self.shared.shutdown.child_token(),
             closed,
-            task: None,
         };
-        subscription.start(&self.shared.tasks);
-        Ok(subscription)
+        let cancel = self.shared.shutdown.child_token();
+        Ok(TableSubscription::start(
+            start,
+            registration,
+            cancel,
+            &self.shared.tasks,
+        ))
     }
 
     /// Whether the reader is connected to the database.

@@ -28,44 +28,40 @@ use crate::protocol::{encode_event, ChangeKind, Code, EventBody, Failure};
 use crate::registry::{Registration, SubscriberKey};
 use crate::row_filter::{RowFilter, SqlColumn, SqlParam};
 
-/// An active table subscription, held by its session. Dropping it unsubscribes.
+/// An active table subscription, held by its session. Dropping it unsubscribes. Kept small:
+/// a session holds one per subscription, topic or table, in one map.
 pub struct TableSubscription {
-    pub(super) entry: Arc<TableEntry>,
-    pub(super) subscribers: Subscribers,
     /// Its place among the table's subscribers; dropping it unsubscribes.
-    pub(super) registration: Registration<TableState>,
-    pub(super) key: SubscriberKey,
-    pub(super) mailbox: Mailbox,
-    pub(super) pool: PgPool,
-    pub(super) include_initial: bool,
-    /// The rows it may see, when a row-level rule limits them.
-    pub(super) filter: Option<Arc<RowFilter>>,
-    pub(super) cancel: CancellationToken,
-    pub(super) closed: Arc<AtomicBool>,
-    pub(super) task: Option<JoinHandle<()>>,
+    registration: Registration<TableState>,
+    /// Stops the start task.
+    cancel: CancellationToken,
+    closed: Arc<AtomicBool>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl TableSubscription {
     /// Starts the snapshot and hand-off (once `Subscribed` has been queued) on `tasks`, the
-    /// changefeed's tracker, which shutdown waits on.
-    pub(super) fn start(&mut self, tasks: &TaskTracker) {
-        let run = Start {
-            entry: self.entry.clone(),
-            subscribers: self.subscribers.clone(),
-            key: self.key,
-            mailbox: self.mailbox.clone(),
-            pool: self.pool.clone(),
-            include_initial: self.include_initial,
-            filter: self.filter.clone(),
-            closed: self.closed.clone(),
-        };
-        let cancel = self.cancel.clone();
-        self.task = Some(tasks.spawn(async move {
+    /// changefeed's tracker, which shutdown waits on; `cancel` stops it.
+    pub(super) fn start(
+        run: Start,
+        registration: Registration<TableState>,
+        cancel: CancellationToken,
+        tasks: &TaskTracker,
+    ) -> Self {
+        let closed = run.closed.clone();
+        let stop = cancel.clone();
+        let task = tasks.spawn(async move {
             tokio::select! {
-                () = cancel.cancelled() => {}
+                () = stop.cancelled() => {}
                 () = run.run() => {}
             }
-        }));
+        });
+        Self {
+            registration,
+            cancel,
+            closed,
+            task: Some(task),
+        }
     }
 
     /// Whether the server ended this subscription (a `SubscriptionClosed` was sent); its id is
@@ -92,15 +88,18 @@ impl Drop for TableSubscription {
     }
 }
 
-struct Start {
-    entry: Arc<TableEntry>,
-    subscribers: Subscribers,
-    key: SubscriberKey,
-    mailbox: Mailbox,
-    pool: PgPool,
-    include_initial: bool,
-    filter: Option<Arc<RowFilter>>,
-    closed: Arc<AtomicBool>,
+/// What the start task needs: the subscription's table, mailbox and snapshot settings.
+pub(super) struct Start {
+    pub(super) entry: Arc<TableEntry>,
+    pub(super) subscribers: Subscribers,
+    pub(super) key: SubscriberKey,
+    pub(super) mailbox: Mailbox,
+    pub(super) pool: PgPool,
+    pub(super) include_initial: bool,
+    /// The rows it may see, when a row-level rule limits them.
+    pub(super) filter: Option<Arc<RowFilter>>,
+    /// Set when the server ends the subscription.
+    pub(super) closed: Arc<AtomicBool>,
 }
 
 impl Start {

@@ -100,3 +100,16 @@ async fn a_client_that_stops_reading_and_sending_is_closed() {
         .expect("the session ends");
     assert!(started.elapsed() >= idle_timeout);
 }
+
+/// Every subscription of a session, topic or table, takes one slot of the same size in its map:
+/// a table subscription that grew would make each of a node's topic subscriptions pay for it
+/// (`bench/run --only memory`, bytes per subscription).
+#[test]
+fn a_subscription_slot_stays_small() {
+    let slot = std::mem::size_of::<super::Active>();
+    let topic = std::mem::size_of::<crate::registry::Registration>();
+    assert!(
+        slot <= 64,
+        "a subscription slot is {slot} bytes (a topic's registration alone: {topic})"
+    );
+}
