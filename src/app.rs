@@ -26,6 +26,7 @@ use tracing::{info, warn};
 use crate::auth::permissions::Permissions;
 use crate::auth::{AuthError, Authenticator};
 use crate::broker::kafka::KafkaBroker;
+use crate::broker::memory::MemoryBroker;
 use crate::broker::rabbitmq::RabbitBroker;
 use crate::broker::Topics;
 use crate::changefeed::{Changefeed, ChangefeedError, ChangefeedSettings};
@@ -116,6 +117,7 @@ impl Server {
             },
             topics: Topics::new(
                 config.topics.clone(),
+                MemoryBroker::new(config.memory.clone(), &background, sources.clone()),
                 config
                     .rabbitmq
                     .clone()

@@ -31,6 +31,9 @@ pub struct Config {
     pub changefeed: ChangefeedConfig,
     /// Which backend serves which topic; empty: every topic is in-process.
     pub topics: Vec<TopicRule>,
+    /// The in-process broker's history (resume, `EARLIEST`, `OFFSET`). Its own section because
+    /// `topics` is the list of routing rules.
+    pub memory: MemoryConfig,
     /// The RabbitMQ backend, when a rule routes topics to it.
     pub rabbitmq: Option<RabbitConfig>,
     /// The Kafka backend, when a rule routes topics to it.
@@ -249,6 +252,36 @@ impl Default for ChangefeedConfig {
     }
 }
 
+/// What the in-process broker keeps of each topic, so that a subscriber can resume after a
+/// dropped connection or start from the oldest kept message. Kept in memory only: a restart
+/// forgets it (and cursors from before it answer `RESUME_UNAVAILABLE`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// Messages kept per topic, newest first; 0 keeps none.
+    pub history_size: usize,
+    /// Bytes (encoded messages) kept per topic, at most; the oldest go first.
+    pub history_bytes: usize,
+    /// How long a message is kept.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+    /// Topics with a history, at most. A topic published to while this many other topics have
+    /// unexpired history keeps none until some expire (a resume of it then answers
+    /// `RESUME_UNAVAILABLE`). Bounds the memory held: `history_topics × history_bytes`.
+    pub history_topics: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            history_size: 100,
+            history_bytes: 256 * 1024,
+            history_ttl: Duration::from_secs(300),
+            history_topics: 1000,
+        }
+    }
+}
+
 /// Transport settings of the WebSocket endpoint.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -308,6 +341,7 @@ impl Default for Config {
             watch: Vec::new(),
             changefeed: ChangefeedConfig::default(),
             topics: Vec::new(),
+            memory: MemoryConfig::default(),
             rabbitmq: None,
             kafka: None,
             auth: AuthConfig::default(),

@@ -221,20 +221,43 @@ impl<S> Registry<S> {
         let event = encode();
         let mut delivered = 0;
         for (subscriber, mailbox) in &targets {
-            let item = Outbound::Event {
-                subscription_id: subscriber.subscription_id,
-                event: event.clone(),
-            };
-            let Ok(permit) = mailbox.reserve_for(&item).await else {
-                continue;
-            };
-            let entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
-            if entry.subscribers.iter().any(|s| s.key == *subscriber) {
-                permit.send(item);
+            if self
+                .send_waiting(key, *subscriber, mailbox, event.clone())
+                .await
+            {
                 delivered += 1;
             }
         }
         delivered
+    }
+
+    /// Queues `event` to one subscriber of `key`, waiting for room in its queue; `false` (and
+    /// nothing queued) when it is no longer subscribed (checked under the key's lock, so nothing
+    /// follows its `Unsubscribed`) or its connection is closing. Cancel safe: a cancelled wait
+    /// queued nothing.
+    pub(crate) async fn send_waiting(
+        &self,
+        key: &str,
+        subscriber: SubscriberKey,
+        mailbox: &Mailbox,
+        event: SharedEvent,
+    ) -> bool {
+        let item = Outbound::Event {
+            subscription_id: subscriber.subscription_id,
+            event,
+        };
+        let Ok(permit) = mailbox.reserve_for(&item).await else {
+            return false;
+        };
+        let Some(entry) = self.entry(key) else {
+            return false;
+        };
+        let entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        if !entry.subscribers.iter().any(|s| s.key == subscriber) {
+            return false;
+        }
+        permit.send(item);
+        true
     }
 
     /// Runs `visit` on one subscriber's state under its key's lock (so no delivery to it runs

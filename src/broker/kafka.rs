@@ -42,12 +42,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{Consumers, Receipt, TopicSubscribe};
+use super::{ReadyAt, TopicRegistration, TopicState};
 use crate::config::KafkaConfig;
 use crate::cursor::Cursor;
 use crate::protocol::{
     now_micros, share_event, Code, EventBody, Failure, StartPosition, TopicMessage,
 };
-use crate::registry::{Registration, Registry};
+use crate::registry::Registry;
 use crate::source::{Availability, Health};
 
 /// How long metadata and watermark requests may take.
@@ -56,7 +57,7 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// What librdkafka's callbacks need: the subscribers to tell, the availability, and the outages
 /// seen.
 struct Signals {
-    registry: Registry,
+    registry: Registry<TopicState>,
     health: Health,
     /// Counts outages (availability lost); each consumer's task watches it and closes its
     /// consumer at once, so that no consumer fetches across a broker restart.
@@ -173,7 +174,7 @@ impl KafkaBroker {
     }
 
     /// The registry of this backend's subscribers.
-    pub fn registry(&self) -> &Registry {
+    pub fn registry(&self) -> &Registry<TopicState> {
         &self.shared.signals.registry
     }
 
@@ -216,8 +217,8 @@ impl KafkaBroker {
     pub async fn subscribe(
         &self,
         request: TopicSubscribe<'_>,
-        announce: impl FnOnce(),
-    ) -> Result<Registration, Failure> {
+        announce: impl FnOnce(ReadyAt),
+    ) -> Result<TopicRegistration, Failure> {
         let key = match request.start {
             StartPosition::Latest => request.topic.to_owned(),
             // A private consumer: a key no other subscriber shares.
@@ -238,9 +239,13 @@ impl KafkaBroker {
         };
         // The subscriber is registered before a new consumer's task starts, so that no record
         // it reads finds nobody to deliver to.
-        let registration =
-            self.registry()
-                .subscribe(&key, request.subscriber, request.mailbox, (), announce);
+        let registration = self.registry().subscribe(
+            &key,
+            request.subscriber,
+            request.mailbox,
+            TopicState::default(),
+            || announce(ReadyAt::Now),
+        );
         if let Some((consumer, positions)) = opened {
             let stop = self.shared.shutdown.child_token();
             let broker = self.clone();

@@ -7,7 +7,7 @@
 //! handed, never through the session.
 
 pub(crate) mod kafka;
-pub(crate) mod memory;
+pub mod memory;
 pub(crate) mod rabbitmq;
 pub mod route;
 
@@ -21,6 +21,7 @@ use crate::outbound::Mailbox;
 use crate::protocol::{Code, Failure, StartPosition, TopicMessage};
 use crate::registry::{Registration, Registry, SubscriberKey};
 use crate::source::Availability;
+pub use memory::TopicState;
 
 /// Where an accepted publish landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,19 @@ pub struct Receipt {
     pub offset: i64,
     /// Opaque cursor of the message.
     pub cursor: Bytes,
+}
+
+/// A topic subscription's place in its backend's registry; dropping it unsubscribes.
+pub type TopicRegistration = Registration<TopicState>;
+
+/// When a new topic subscription's `Ready` follows its `Subscribed`, as the backend tells the
+/// `announce` callback of [`Topics::subscribe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadyAt {
+    /// At once: the subscription is live.
+    Now,
+    /// After the kept messages it asked for; the backend queues `Ready` itself then.
+    AfterReplay,
 }
 
 /// A subscription request as a backend sees it.
@@ -40,9 +54,9 @@ pub struct TopicSubscribe<'a> {
     pub subscriber: SubscriberKey,
     /// Where events go.
     pub mailbox: Mailbox,
-    /// Cursor to resume after (empty: from now).
+    /// Cursor to resume after (empty: from now); in-process topics only.
     pub resume_from: &'a [u8],
-    /// Where to start (only Kafka serves anything but `Latest`).
+    /// Where to start (Kafka and in-process topics serve `Earliest` and `Offset`).
     pub start: StartPosition,
 }
 
@@ -65,7 +79,11 @@ impl Consumers {
 
     /// Forgets `key` when `registry` has no subscriber for it; true when it did (the caller's
     /// consumer then stops).
-    pub(crate) async fn retire_if_unused(&self, registry: &Registry, key: &str) -> bool {
+    pub(crate) async fn retire_if_unused(
+        &self,
+        registry: &Registry<TopicState>,
+        key: &str,
+    ) -> bool {
         let mut consumers = self.lock().await;
         if registry.has_subscribers(key) {
             return false;
@@ -114,24 +132,26 @@ impl Topics {
     /// A front with routing `rules` (empty: everything in-process) and the started backends.
     pub fn new(
         rules: Vec<TopicRule>,
+        memory: memory::MemoryBroker,
         rabbitmq: Option<rabbitmq::RabbitBroker>,
         kafka: Option<kafka::KafkaBroker>,
     ) -> Self {
         Self {
             rules: Arc::new(rules),
-            memory: memory::MemoryBroker::default(),
+            memory,
             rabbitmq,
             kafka,
         }
     }
 
     /// Subscribes; `announce` runs once the subscriber is registered and before any event can
-    /// reach it, and must queue the `Subscribed` response and the `Ready` event.
+    /// reach it, and must queue the `Subscribed` response, and the `Ready` event when told
+    /// [`ReadyAt::Now`] (else the backend queues it once the subscriber has caught up).
     pub async fn subscribe(
         &self,
         request: TopicSubscribe<'_>,
-        announce: impl FnOnce(),
-    ) -> Result<Registration, Failure> {
+        announce: impl FnOnce(ReadyAt),
+    ) -> Result<TopicRegistration, Failure> {
         let rule = route::route(&self.rules, request.topic)?;
         let allow_wildcards = rule.is_some_and(|r| r.allow_wildcards);
         if crate::topic_pattern::has_wildcards(request.topic) && !allow_wildcards {
@@ -141,17 +161,17 @@ impl Topics {
             )
             .detail("topic", request.topic));
         }
-        no_resume(&request)?;
         match self.backend(rule, request.topic)? {
-            Backend::Memory(memory) => {
-                latest_only(&request, "in-process")?;
-                memory.subscribe(request, announce)
-            }
+            Backend::Memory(memory) => memory.subscribe(request, announce),
             Backend::Rabbitmq(rabbit) => {
+                no_resume(&request)?;
                 latest_only(&request, "RabbitMQ")?;
                 rabbit.subscribe(request, announce).await
             }
-            Backend::Kafka(kafka) => kafka.subscribe(request, announce).await,
+            Backend::Kafka(kafka) => {
+                no_resume(&request)?;
+                kafka.subscribe(request, announce).await
+            }
         }
     }
 
@@ -204,7 +224,7 @@ impl Topics {
         self.registries().map(Registry::keys).sum()
     }
 
-    fn registries(&self) -> impl Iterator<Item = &Registry> {
+    fn registries(&self) -> impl Iterator<Item = &Registry<TopicState>> {
         std::iter::once(self.memory.registry())
             .chain(self.rabbitmq.as_ref().map(|r| r.registry()))
             .chain(self.kafka.as_ref().map(|k| k.registry()))

@@ -35,9 +35,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Consumers, Receipt, TopicSubscribe};
+use super::{ReadyAt, TopicRegistration, TopicState};
 use crate::config::RabbitConfig;
 use crate::protocol::{now_micros, share_event, Code, EventBody, Failure, TopicMessage};
-use crate::registry::{Registration, Registry};
+use crate::registry::Registry;
 use crate::source::{Availability, Health};
 
 const KEY_HEADER: &str = "feedgate-key";
@@ -54,7 +55,7 @@ pub struct RabbitBroker {
 
 struct Shared {
     config: RabbitConfig,
-    registry: Registry,
+    registry: Registry<TopicState>,
     /// The current connection's channels; `None` while disconnected.
     link: AsyncMutex<Option<Link>>,
     /// Binding keys with a consumer on the current link, and the token that stops it.
@@ -106,7 +107,7 @@ impl RabbitBroker {
     }
 
     /// The registry of this backend's subscribers.
-    pub fn registry(&self) -> &Registry {
+    pub fn registry(&self) -> &Registry<TopicState> {
         &self.shared.registry
     }
 
@@ -114,8 +115,8 @@ impl RabbitBroker {
     pub async fn subscribe(
         &self,
         request: TopicSubscribe<'_>,
-        announce: impl FnOnce(),
-    ) -> Result<Registration, Failure> {
+        announce: impl FnOnce(ReadyAt),
+    ) -> Result<TopicRegistration, Failure> {
         // Registered under the consumers lock, which retiring an unused consumer also takes:
         // a consumer cannot retire between being found and gaining this subscriber.
         let mut consumers = self.shared.consumers.lock().await;
@@ -142,8 +143,8 @@ impl RabbitBroker {
             request.topic,
             request.subscriber,
             request.mailbox,
-            (),
-            announce,
+            TopicState::default(),
+            || announce(ReadyAt::Now),
         );
         drop(consumers);
         Ok(registration)

@@ -13,7 +13,7 @@ use tracing::debug;
 use super::identity::Identity;
 use super::{SessionContext, SessionSettings};
 use crate::auth::permissions::Action;
-use crate::broker::TopicSubscribe;
+use crate::broker::{ReadyAt, TopicRegistration, TopicSubscribe};
 use crate::changefeed::{TableSubscribe, TableSubscription};
 use crate::limits::RequestRate;
 use crate::outbound::{CloseReason, Mailbox, Outbound, Undeliverable};
@@ -21,7 +21,7 @@ use crate::protocol::{
     decode::peek_request_id, decode_request, encode_event, encode_response, now_micros, Code,
     Command, EventBody, Failure, Reply, Source, Subscribe, WelcomeInfo,
 };
-use crate::registry::{Registration, SubscriberKey};
+use crate::registry::SubscriberKey;
 
 /// One connection's command handler and subscription table.
 pub(super) struct Session {
@@ -38,7 +38,7 @@ pub(super) struct Session {
 
 /// One active subscription of the connection.
 enum Active {
-    Topic(Registration),
+    Topic(TopicRegistration),
     Table(TableSubscription),
 }
 
@@ -310,12 +310,14 @@ impl Session {
         ) else {
             return Ok(());
         };
-        let announce = move || {
+        let announce = move |ready_at| {
             subscribed.send(Outbound::Frame(encode_response(
                 request_id,
                 Reply::Subscribed(id),
             )));
-            ready.send(Outbound::Frame(encode_event(id, &[], EventBody::Ready)));
+            if ready_at == ReadyAt::Now {
+                ready.send(Outbound::Frame(encode_event(id, &[], EventBody::Ready)));
+            }
         };
         let registration = self.ctx.topics.subscribe(request, announce).await?;
         debug!(subscription_id = id, topic = %topic, "subscribed");

@@ -226,8 +226,9 @@ export type TopicFeed = Message<"feedgate.v1.TopicFeed"> & {
   topic: string;
 
   /**
-   * Where the subscription starts. Only Kafka topics serve EARLIEST and OFFSET; other backends
-   * answer VALIDATION.
+   * Where the subscription starts. Kafka and in-process topics serve EARLIEST and OFFSET
+   * (in-process topics: from the messages the server still keeps); RabbitMQ topics answer
+   * VALIDATION.
    *
    * @generated from field: feedgate.v1.StartPosition start = 2;
    */
