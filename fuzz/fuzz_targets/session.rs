@@ -326,7 +326,12 @@ impl Scenario {
         let held: Vec<_> = (0..self.held)
             .map(|_| limits.identify(&alice).expect("within the limit"))
             .collect();
-        let topics = Topics::new(Vec::new(), None, None);
+        let topics = Topics::new(
+            Vec::new(),
+            feedgate::broker::memory::MemoryBroker::default(),
+            None,
+            None,
+        );
         let shutdown = CancellationToken::new();
         let ctx = SessionContext {
             connection: 1,

@@ -449,7 +449,6 @@ mod tests {
                     event,
                 } => frame_shared(subscription_id, &event),
                 Outbound::Frame(frame) => frame,
-                other => panic!("unexpected {other:?}"),
             };
             let message = pb::ServerMessage::decode(frame.as_ref()).expect("decodes");
             let Some(pb::server_message::Message::Event(event)) = message.message else {

@@ -1,8 +1,8 @@
 //! Topic backends behind one front: [`Topics`] decides which backend serves a topic name and
 //! forwards subscribe and publish to it.
 //!
-//! Backends: the in-process broker ([`memory`], the default, no outside service) and RabbitMQ
-//! ([`rabbitmq`]); [`route`] maps topic names to them by configured rules. Sessions only ever see
+//! Backends: the in-process broker ([`memory`], the default, no outside service, with a
+//! history to resume from), Kafka ([`kafka`]) and RabbitMQ ([`rabbitmq`]); [`route`] maps topic names to them by configured rules. Sessions only ever see
 //! [`Topics`]. Backends reach subscribers through the [`Mailbox`] they are
 //! handed, never through the session.
 
@@ -93,15 +93,15 @@ impl Consumers {
     }
 }
 
-/// No topic backend keeps a cursor feedgate could resume from: in-process and RabbitMQ topics
-/// have no history, and Kafka subscriptions pick their position with `start` instead.
+/// Kafka and RabbitMQ topics do not resume from a cursor (Kafka subscriptions pick their
+/// position with `start` instead); in-process topics do (see [`memory`]).
 fn no_resume(request: &TopicSubscribe<'_>) -> Result<(), Failure> {
     if request.resume_from.is_empty() {
         return Ok(());
     }
     Err(Failure::new(
         Code::ResumeUnavailable,
-        "topics cannot resume from a cursor; subscribe without resume_from \
+        "Kafka and RabbitMQ topics cannot resume from a cursor; subscribe without resume_from \
          (Kafka topics: start = START_POSITION_OFFSET)",
     )
     .detail("topic", request.topic))
