@@ -6,17 +6,27 @@
 //! # Layout
 //!
 //! ```text
-//! byte 0     version: 1
-//! byte 1     kind: b'm' in-process topic, b'k' Kafka record, b'c' table change
-//! bytes 2..  the kind's fields, big-endian, fixed width, nothing after them:
-//!              'm'  epoch u64, offset i64      18 bytes in all
-//!              'k'  partition i32, offset i64  14 bytes in all
-//!              'c'  log id i64                 10 bytes in all
+//! byte 0     version: 1 or 2
+//! byte 1     kind
+//! bytes 2..  the kind's fields, big-endian, nothing after them
+//!
+//! version 1, fixed width:
+//!   'm' in-process topic   epoch u64, offset i64      18 bytes in all
+//!   'k' Kafka record       partition i32, offset i64  14 bytes in all
+//!   'c' table change       log id i64                 10 bytes in all (no longer written)
+//! version 2:
+//!   't' table feed position
+//!        table oid u32, base snapshot, count u16, count × (snapshot, log id i64)
+//!        snapshot = xmin u64, xmax u64, n u32, n × in-progress xid u64
 //! ```
 //!
-//! Clients may have stored cursors, so the bytes of a version never change. A later layout takes
-//! the next version number (it may add fields after these, or new kinds), [`Cursor::decode`]
-//! keeps reading every version ever written, and [`Cursor::encode`] writes the newest.
+//! Clients may have stored cursors, so the bytes of a version never change. A new layout or kind
+//! takes the next version number, [`Cursor::decode`] keeps reading every version ever written,
+//! and [`Cursor::encode`] writes each kind in its newest layout.
+//!
+//! A table feed position says which changes a subscriber has had (see [`TablePosition`]), in
+//! terms of PostgreSQL snapshots and change-log ids: the log's ids are not commit order, so an id
+//! alone cannot say it.
 //!
 //! RabbitMQ topics have no kind: a queue has no offsets, so there is no position to name. Their
 //! events and `Published` carry an empty cursor, which [`Cursor::decode`] refuses as
@@ -25,13 +35,17 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use thiserror::Error;
 
-/// The layout [`Cursor::encode`] writes; the only one [`Cursor::decode`] reads so far.
+/// The fixed-width layout of topic cursors (and of the table cursors of before resume).
 const VERSION: u8 = 1;
+/// The layout of table feed positions.
+const VERSION_2: u8 = 2;
+/// The kind byte of a table feed position (version 2).
+const TABLE_FEED: u8 = b't';
 /// Version byte and kind byte.
 const HEADER: usize = 2;
 
 /// The position of one event in its source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Cursor {
     /// A message of an in-process topic.
     Memory {
@@ -48,11 +62,41 @@ pub enum Cursor {
         /// The record's offset within its partition.
         offset: i64,
     },
-    /// A change of a watched table.
+    /// A change of a watched table, as cursors were before table feeds could resume: a log id
+    /// alone, which cannot say what came before it. Still read (clients may have stored one),
+    /// no longer written.
     Table {
         /// The change's id in `feedgate.changes`, the change log.
         log_id: i64,
     },
+    /// Where a table subscription is in its table's changes.
+    TableFeed(TablePosition),
+}
+
+/// Which changes of one table a subscriber has had: every change whose transaction is visible in
+/// `base`, and, of the changes visible in each `then` snapshot but not in `base`, those whose log
+/// id is at most the one beside it. (The changefeed reader delivers, per poll, the changes that
+/// became visible between two snapshots in log-id order, so where it is in a poll is a pair.)
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TablePosition {
+    /// The table (`pg_class` oid); a position resumes only its own table.
+    pub table_oid: u32,
+    /// Every change visible here was had.
+    pub base: TxSnapshot,
+    /// And of those visible here but not in `base`, the ones up to this log id.
+    pub then: Vec<(TxSnapshot, i64)>,
+}
+
+/// A PostgreSQL snapshot (`pg_snapshot`) as numbers: a transaction is visible in it when it is
+/// below `xmin`, or below `xmax` and not in `xip`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TxSnapshot {
+    /// Every older transaction had ended.
+    pub xmin: u64,
+    /// No newer transaction had started.
+    pub xmax: u64,
+    /// The transactions in progress between the two.
+    pub xip: Vec<u64>,
 }
 
 /// Why bytes are not a cursor. A client's `resume_from` can be anything, so each case is a
@@ -87,9 +131,15 @@ pub enum CursorError {
 }
 
 impl Cursor {
-    /// The cursor's bytes, in the newest layout (see the module documentation).
+    /// The cursor's bytes, in its kind's newest layout (see the module documentation).
     pub fn encode(&self) -> Bytes {
-        let kind = self.kind();
+        let kind = match self {
+            Cursor::TableFeed(position) => {
+                let then = position.then.iter().map(|(snapshot, id)| (snapshot, *id));
+                return encode_table_feed(position.table_oid, &position.base, then);
+            }
+            other => other.kind(),
+        };
         let mut bytes = BytesMut::with_capacity(HEADER + kind.body_len());
         bytes.put_u8(VERSION);
         bytes.put_u8(kind as u8);
@@ -103,6 +153,7 @@ impl Cursor {
                 bytes.put_i64(offset);
             }
             Cursor::Table { log_id } => bytes.put_i64(log_id),
+            Cursor::TableFeed(_) => {} // returned above
         }
         bytes.freeze()
     }
@@ -111,6 +162,9 @@ impl Cursor {
     /// bytes give an error, never a panic.
     pub fn decode(bytes: &[u8]) -> Result<Self, CursorError> {
         let (&version, rest) = bytes.split_first().ok_or(CursorError::Empty)?;
+        if version == VERSION_2 {
+            return decode_table_feed(bytes);
+        }
         if version != VERSION {
             return Err(CursorError::UnknownVersion(version));
         }
@@ -143,14 +197,89 @@ impl Cursor {
         Ok(cursor)
     }
 
-    /// The kind byte this variant is written with.
+    /// The version 1 kind byte this variant is written with (table feeds: see `encode`).
     fn kind(&self) -> Kind {
         match self {
             Cursor::Memory { .. } => Kind::Memory,
             Cursor::Kafka { .. } => Kind::Kafka,
-            Cursor::Table { .. } => Kind::Table,
+            Cursor::Table { .. } | Cursor::TableFeed(_) => Kind::Table,
         }
     }
+}
+
+/// A table feed position's bytes (version 2), from borrowed parts: the changefeed reader writes
+/// one per change without copying its snapshots.
+pub fn encode_table_feed<'a>(
+    table_oid: u32,
+    base: &TxSnapshot,
+    then: impl Iterator<Item = (&'a TxSnapshot, i64)> + Clone,
+) -> Bytes {
+    let mut bytes = BytesMut::with_capacity(64);
+    bytes.put_u8(VERSION_2);
+    bytes.put_u8(TABLE_FEED);
+    bytes.put_u32(table_oid);
+    put_snapshot(&mut bytes, base);
+    // More than u16::MAX entries would take a client that resumed 65,535 times mid-catch-up.
+    let count = then.clone().count().min(usize::from(u16::MAX));
+    bytes.put_u16(count as u16);
+    for (snapshot, id) in then.take(count) {
+        put_snapshot(&mut bytes, snapshot);
+        bytes.put_i64(id);
+    }
+    bytes.freeze()
+}
+
+fn put_snapshot(bytes: &mut BytesMut, snapshot: &TxSnapshot) {
+    bytes.put_u64(snapshot.xmin);
+    bytes.put_u64(snapshot.xmax);
+    bytes.put_u32(u32::try_from(snapshot.xip.len()).unwrap_or(u32::MAX));
+    for xid in snapshot.xip.iter().take(u32::MAX as usize) {
+        bytes.put_u64(*xid);
+    }
+}
+
+/// Reads a version 2 cursor (the whole bytes, version byte included).
+fn decode_table_feed(bytes: &[u8]) -> Result<Cursor, CursorError> {
+    let mut fields = Fields {
+        rest: &bytes[1..],
+        expected: HEADER,
+        actual: bytes.len(),
+    };
+    let [kind] = fields.take_more::<1>()?;
+    if kind != TABLE_FEED {
+        return Err(CursorError::UnknownKind(kind));
+    }
+    let table_oid = u32::from_be_bytes(fields.take_more()?);
+    let base = take_snapshot(&mut fields)?;
+    let count = u16::from_be_bytes(fields.take_more()?);
+    let mut then = Vec::new();
+    for _ in 0..count {
+        let snapshot = take_snapshot(&mut fields)?;
+        then.push((snapshot, i64::from_be_bytes(fields.take_more()?)));
+    }
+    fields.end_here()?;
+    Ok(Cursor::TableFeed(TablePosition {
+        table_oid,
+        base,
+        then,
+    }))
+}
+
+fn take_snapshot(fields: &mut Fields<'_>) -> Result<TxSnapshot, CursorError> {
+    let xmin = u64::from_be_bytes(fields.take_more()?);
+    let xmax = u64::from_be_bytes(fields.take_more()?);
+    let n = u32::from_be_bytes(fields.take_more()?) as usize;
+    // Checked before allocating: a forged count cannot make a large vector.
+    if fields.rest.len() / 8 < n {
+        return Err(CursorError::Truncated {
+            expected: fields.actual - fields.rest.len() + n * 8,
+            actual: fields.actual,
+        });
+    }
+    let xip = (0..n)
+        .map(|_| fields.take_more().map(u64::from_be_bytes))
+        .collect::<Result<_, _>>()?;
+    Ok(TxSnapshot { xmin, xmax, xip })
 }
 
 /// The kind byte of version 1, one per [`Cursor`] variant.
@@ -202,6 +331,20 @@ impl Fields<'_> {
             })?;
         self.rest = rest;
         Ok(*field)
+    }
+
+    /// The next field's `N` bytes, in a variable-length layout: a shortfall reports the length
+    /// needed to read this field.
+    fn take_more<const N: usize>(&mut self) -> Result<[u8; N], CursorError> {
+        let read = self.actual - self.rest.len();
+        self.expected = read + N;
+        self.take()
+    }
+
+    /// Every byte was a field, in a variable-length layout: the expected length is what was read.
+    fn end_here(&mut self) -> Result<(), CursorError> {
+        self.expected = self.actual - self.rest.len();
+        self.end()
     }
 
     /// Every byte was a field.
@@ -265,13 +408,74 @@ mod tests {
     }
 
     #[test]
+    fn table_feed_bytes_are_pinned() {
+        let cursor = Cursor::TableFeed(TablePosition {
+            table_oid: 0x0102_0304,
+            base: TxSnapshot {
+                xmin: 5,
+                xmax: 9,
+                xip: vec![6],
+            },
+            then: vec![(
+                TxSnapshot {
+                    xmin: 9,
+                    xmax: 9,
+                    xip: vec![],
+                },
+                258,
+            )],
+        });
+        let bytes: Vec<u8> = [
+            &[2, b't', 1, 2, 3, 4][..],
+            &[
+                0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 6,
+            ],
+            &[0, 1],
+            &[0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0],
+            &[0, 0, 0, 0, 0, 0, 1, 2],
+        ]
+        .concat();
+        assert_eq!(cursor.encode()[..], bytes[..]);
+        assert_eq!(Cursor::decode(&bytes), Ok(cursor));
+    }
+
+    #[test]
+    fn a_forged_count_is_a_truncation_not_an_allocation() {
+        // base snapshot claims u32::MAX in-progress transactions and carries none.
+        let bytes = [
+            &[2, b't', 0, 0, 0, 1][..],
+            &[0; 16],
+            &[0xff, 0xff, 0xff, 0xff],
+        ]
+        .concat();
+        assert_eq!(
+            Cursor::decode(&bytes),
+            Err(CursorError::Truncated {
+                expected: bytes.len() + (u32::MAX as usize) * 8,
+                actual: bytes.len(),
+            })
+        );
+        assert_eq!(
+            Cursor::decode(&[2, b'c']),
+            Err(CursorError::UnknownKind(b'c'))
+        );
+        assert_eq!(
+            Cursor::decode(&[2]),
+            Err(CursorError::Truncated {
+                expected: 2,
+                actual: 1
+            })
+        );
+    }
+
+    #[test]
     fn each_malformed_shape_has_its_error() {
         use CursorError::*;
         let table = Cursor::Table { log_id: 7 }.encode();
         let cases: [(&[u8], CursorError); 8] = [
             (&[], Empty),
             (&[0], UnknownVersion(0)),
-            (&[2, b'c', 0, 0, 0, 0, 0, 0, 0, 7], UnknownVersion(2)),
+            (&[3, b'c', 0, 0, 0, 0, 0, 0, 0, 7], UnknownVersion(3)),
             (
                 &[1],
                 Truncated {
@@ -330,7 +534,26 @@ mod tests {
             (any::<i32>(), any::<i64>())
                 .prop_map(|(partition, offset)| Cursor::Kafka { partition, offset }),
             any::<i64>().prop_map(|log_id| Cursor::Table { log_id }),
+            (
+                any::<u32>(),
+                any_snapshot(),
+                prop::collection::vec((any_snapshot(), any::<i64>()), 0..3)
+            )
+                .prop_map(|(table_oid, base, then)| Cursor::TableFeed(TablePosition {
+                    table_oid,
+                    base,
+                    then
+                })),
         ]
+    }
+
+    fn any_snapshot() -> impl Strategy<Value = TxSnapshot> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(any::<u64>(), 0..3),
+        )
+            .prop_map(|(xmin, xmax, xip)| TxSnapshot { xmin, xmax, xip })
     }
 
     /// Any bytes, but mostly ones that start like a cursor, so that the kinds' bodies (right,
@@ -340,10 +563,17 @@ mod tests {
             Just(vec![]),
             any::<u8>().prop_map(|version| vec![version]),
             prop::sample::select(vec![b'm', b'k', b'c', b'x', 0]).prop_map(|kind| vec![1, kind]),
+            // A table feed position: oid, then a base snapshot with a small in-progress count.
+            (any::<u8>(), 0u8..3).prop_map(|(oid, n)| {
+                let mut bytes = vec![2, b't', 0, 0, 0, oid];
+                bytes.extend([0; 16]);
+                bytes.extend([0, 0, 0, n]);
+                bytes
+            }),
         ];
         prop_oneof![
             1 => prop::collection::vec(any::<u8>(), 0..24),
-            3 => (header, prop::collection::vec(any::<u8>(), 0..20))
+            3 => (header, prop::collection::vec(any::<u8>(), 0..60))
                 .prop_map(|(mut bytes, body)| {
                     bytes.extend(body);
                     bytes

@@ -10,25 +10,31 @@
 #![no_main]
 
 use arbitrary::{Result, Unstructured};
-use feedgate::cursor::{Cursor, CursorError};
+use feedgate::cursor::{Cursor, CursorError, TablePosition, TxSnapshot};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let result = Cursor::decode(data);
-    assert_eq!(result.map(|_| ()), spec(data), "{data:02x?}");
+    assert_eq!(
+        result.as_ref().map(|_| ()).map_err(|e| *e),
+        spec(data),
+        "{data:02x?}"
+    );
     if let Ok(cursor) = result {
         assert_eq!(cursor.encode(), data, "{cursor:?} encodes differently");
     }
     if let Ok(cursor) = cursor(&mut Unstructured::new(data)) {
-        assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
+        assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor.clone()));
     }
 });
 
-/// The layout, written from its documentation rather than from the decoder: a version byte (1),
-/// a kind byte, then the kind's big-endian fields: `m` 16 bytes, `k` 12, `c` 8.
+/// The layout, written from its documentation rather than from the decoder: a version byte, a
+/// kind byte, then the kind's big-endian fields. Version 1: `m` 16 bytes, `k` 12, `c` 8.
+/// Version 2: `t`, a table feed position of variable length (see `spec_v2`).
 fn spec(bytes: &[u8]) -> std::result::Result<(), CursorError> {
     let expected = match bytes {
         [] => return Err(CursorError::Empty),
+        [2, ..] => return spec_v2(bytes),
         [version, ..] if *version != 1 => return Err(CursorError::UnknownVersion(*version)),
         [_] => 2,
         [_, b'm', ..] => 18,
@@ -46,8 +52,74 @@ fn spec(bytes: &[u8]) -> std::result::Result<(), CursorError> {
     Ok(())
 }
 
+/// Version 2, kind `t`: table oid (4 bytes); a snapshot (xmin 8, xmax 8, n 4, n × 8); a count
+/// (2); that many times a snapshot and a log id (8). A shortfall names the length needed to read
+/// the field it stopped in; bytes after the last field are trailing.
+fn spec_v2(bytes: &[u8]) -> std::result::Result<(), CursorError> {
+    let actual = bytes.len();
+    let mut at = 1;
+    let need = |width: usize, at: &mut usize| {
+        if actual < *at + width {
+            return Err(CursorError::Truncated {
+                expected: *at + width,
+                actual,
+            });
+        }
+        let field = &bytes[*at..*at + width];
+        *at += width;
+        Ok(field.iter().fold(0u64, |n, b| n << 8 | u64::from(*b)))
+    };
+    if need(1, &mut at)? != u64::from(b't') {
+        return Err(CursorError::UnknownKind(bytes[1]));
+    }
+    need(4, &mut at)?;
+    let snapshot = |at: &mut usize| -> std::result::Result<(), CursorError> {
+        need(8, at)?;
+        need(8, at)?;
+        let n = need(4, at)? as usize;
+        if actual < *at + n * 8 {
+            return Err(CursorError::Truncated {
+                expected: *at + n * 8,
+                actual,
+            });
+        }
+        *at += n * 8;
+        Ok(())
+    };
+    snapshot(&mut at)?;
+    let count = need(2, &mut at)?;
+    for _ in 0..count {
+        snapshot(&mut at)?;
+        need(8, &mut at)?;
+    }
+    if actual > at {
+        return Err(CursorError::TrailingBytes {
+            expected: at,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+fn snapshot(u: &mut Unstructured<'_>) -> Result<TxSnapshot> {
+    Ok(TxSnapshot {
+        xmin: u.arbitrary()?,
+        xmax: u.arbitrary()?,
+        xip: (0..u.int_in_range(0..=3)?)
+            .map(|_| u.arbitrary())
+            .collect::<Result<_>>()?,
+    })
+}
+
 fn cursor(u: &mut Unstructured<'_>) -> Result<Cursor> {
-    Ok(match u.int_in_range(0..=2)? {
+    Ok(match u.int_in_range(0..=3)? {
+        3 => Cursor::TableFeed(TablePosition {
+            table_oid: u.arbitrary()?,
+            base: snapshot(u)?,
+            then: (0..u.int_in_range(0..=2)?)
+                .map(|_| Ok((snapshot(u)?, u.arbitrary()?)))
+                .collect::<Result<_>>()?,
+        }),
         0 => Cursor::Memory {
             epoch: u.arbitrary()?,
             offset: u.arbitrary()?,

@@ -16,6 +16,7 @@ mod changes;
 mod fence;
 mod reader;
 mod refusals;
+mod resume;
 mod schema;
 mod snapshot;
 mod subscription;
@@ -44,6 +45,7 @@ use crate::row_filter::RowFilter;
 use crate::source::{Availability, Health};
 use fence::Subscribers;
 use refusals::Refusals;
+use resume::Resume;
 use tables::Tables;
 
 /// Why the changefeed could not be set up.
@@ -134,7 +136,7 @@ pub struct TableSubscribe<'a> {
     pub subscriber: SubscriberKey,
     /// Where events go.
     pub mailbox: Mailbox,
-    /// A cursor to resume after (not supported yet).
+    /// A cursor to resume after (a `Change` or `Ready` event's); instead of the initial rows.
     pub resume_from: &'a [u8],
     /// Whether the subscriber may read the table, and which of its rows, given its schema and
     /// name as stored (called once the name is resolved, so spelling tricks cannot get around
@@ -210,13 +212,10 @@ impl Changefeed {
         request: TableSubscribe<'_>,
         announce: impl FnOnce(),
     ) -> Result<TableSubscription, Failure> {
-        if !request.resume_from.is_empty() {
-            return Err(Failure::new(
-                Code::ResumeUnavailable,
-                "table feeds cannot resume from a cursor yet; subscribe with include_initial",
-            )
-            .detail("table", request.table));
-        }
+        let resume = match request.resume_from {
+            [] => None,
+            cursor => Some(Resume::parse(cursor, request.table)?),
+        };
         if !self.shared.health.is_available() {
             return Err(
                 schema::unavailable(&"the changefeed reader is not connected")
@@ -225,6 +224,10 @@ impl Changefeed {
         }
         let info = schema::resolve(&self.shared.pool, &self.shared.refusals, request.table).await?;
         let access = (request.authorize)(&info.schema, &info.relname)?;
+        if let Some(resume) = &resume {
+            resume.check_table(&info)?;
+            resume.check_kept_in(&self.shared.pool, &info.name).await?;
+        }
         let entry = match self.shared.tables.get(info.oid) {
             Some(entry) => entry,
             None => {
@@ -259,6 +262,7 @@ impl Changefeed {
             include_initial: request.include_initial,
             filter,
             closed,
+            resume,
         };
         let cancel = self.shared.shutdown.child_token();
         Ok(TableSubscription::start(

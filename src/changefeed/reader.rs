@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection, Row as _};
@@ -28,7 +29,8 @@ use super::changes::row_change_from_json;
 use super::snapshot::Snapshot;
 use super::subscription::{truncated, unreadable_change};
 use super::{schema, ChangefeedError, ChangefeedSettings, Shared};
-use crate::cursor::Cursor;
+
+use crate::cursor::{encode_table_feed, TxSnapshot};
 use crate::protocol::ChangeKind;
 
 const NOTIFY_CHANNEL: &str = "feedgate_changes";
@@ -188,9 +190,42 @@ fn snapshot(text: &str) -> Result<Snapshot, ChangefeedError> {
     Ok(Snapshot::parse(text)?)
 }
 
+/// Where the reader is within a poll, for the cursors of the changes it fans out (see
+/// `cursor::TablePosition`): every change visible in the previous poll's snapshot was delivered;
+/// of those of a half-failed earlier try of this poll, the ones up to its last id; of this poll's,
+/// the ones up to the change's own id.
+struct BatchPosition {
+    base: TxSnapshot,
+    done: Vec<(TxSnapshot, i64)>,
+    cur: TxSnapshot,
+}
+
+impl BatchPosition {
+    fn new(prev: &Snapshot, partial: &[(Snapshot, i64)], cur: &Snapshot) -> Self {
+        Self {
+            base: prev.to_tx(),
+            done: partial
+                .iter()
+                .map(|(snapshot, last)| (snapshot.to_tx(), *last))
+                .collect(),
+            cur: cur.to_tx(),
+        }
+    }
+
+    /// The cursor of change `id` of table `table_oid`: the position right after it.
+    fn cursor(&self, table_oid: u32, id: i64) -> Bytes {
+        let done = self.done.iter().map(|(snapshot, last)| (snapshot, *last));
+        encode_table_feed(
+            table_oid,
+            &self.base,
+            done.chain(std::iter::once((&self.cur, id))),
+        )
+    }
+}
+
 /// What a change-log row records, read from its `op` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LoggedOp {
+pub(super) enum LoggedOp {
     /// `I`, `U`, `D`: a row was inserted, updated or deleted.
     Row(ChangeKind),
     /// `T`: the table was truncated.
@@ -200,7 +235,7 @@ enum LoggedOp {
 impl LoggedOp {
     /// Reads change `id`'s op; anything else than the four the log allows is an error, never
     /// guessed at.
-    fn parse(id: i64, op: &str) -> Result<Self, ChangefeedError> {
+    pub(super) fn parse(id: i64, op: &str) -> Result<Self, ChangefeedError> {
         match op {
             "I" => Ok(Self::Row(ChangeKind::Insert)),
             "U" => Ok(Self::Row(ChangeKind::Update)),
@@ -291,6 +326,7 @@ impl Reader<'_> {
             .bind(prev.to_string())
             .fetch(&mut self.conn);
         let mut cur: Option<Snapshot> = None;
+        let mut batch: Option<BatchPosition> = None;
         let mut found = 0;
         let mut stale_types = HashSet::new();
         loop {
@@ -307,6 +343,7 @@ impl Reader<'_> {
             if cur.is_none() {
                 let text: String = row.try_get("cur")?;
                 let snap = snapshot(&text)?;
+                batch = Some(BatchPosition::new(&prev, &progress.partial, &snap));
                 progress.partial.push((snap.clone(), i64::MIN));
                 cur = Some(snap);
             }
@@ -318,8 +355,8 @@ impl Reader<'_> {
             let delivered_before = progress.partial[..progress.partial.len() - 1]
                 .iter()
                 .any(|(snap, last)| snap.is_visible(xid) && id <= *last);
-            if !delivered_before {
-                match fan_out(shared, &row, id, xid, &mut stale_types) {
+            if let (false, Some(batch)) = (delivered_before, &batch) {
+                match fan_out(shared, &row, (id, xid), batch, &mut stale_types) {
                     Ok(()) => {}
                     // The change cannot be delivered, and failing the batch would only read it
                     // again, and fail on it, at every reconnect: `fan_out` ended its table's
@@ -439,8 +476,8 @@ impl Reader<'_> {
 fn fan_out(
     shared: &Shared,
     row: &sqlx::postgres::PgRow,
-    id: i64,
-    xid: u64,
+    (id, xid): (i64, u64),
+    batch: &BatchPosition,
     stale_types: &mut HashSet<u32>,
 ) -> Result<(), ChangefeedError> {
     let oid: i64 = row.try_get("table_oid")?;
@@ -469,7 +506,7 @@ fn fan_out(
     let mut rows: Option<(Option<serde_json::Value>, Option<serde_json::Value>)> =
         Some((row.try_get("old_row")?, row.try_get("new_row")?));
     let logged: i64 = row.try_get("logged_micros")?;
-    let cursor = Cursor::Table { log_id: id }.encode();
+    let cursor = batch.cursor(entry.info.oid, id);
     let fanout = shared.subscribers.fan_out(&entry, xid, &cursor, || {
         let (old, new) = rows.take().unwrap_or_default();
         let types = entry.types();
@@ -501,20 +538,30 @@ pub(super) async fn prune(
     retention: Duration,
     max_rows: u64,
 ) -> Result<u64, sqlx::Error> {
-    let result = sqlx::query(
+    // Records how far it reached (`feedgate.pruned`, see migrations/0002) in the same statement,
+    // so that no resume can miss a deletion.
+    let deleted: i64 = sqlx::query_scalar(
         "WITH horizon AS ( \
              SELECT min(pg_snapshot_xmin(position)) AS xmin FROM feedgate.readers \
-              WHERE seen_at > now() - interval '2 minutes') \
-         DELETE FROM feedgate.changes c USING horizon h \
-          WHERE c.xid < h.xmin \
-            AND (c.logged_at < now() - make_interval(secs => $1) \
-                 OR c.id <= (SELECT max(id) FROM feedgate.changes) - $2)",
+              WHERE seen_at > now() - interval '2 minutes'), \
+         gone AS ( \
+             DELETE FROM feedgate.changes c USING horizon h \
+              WHERE c.xid < h.xmin \
+                AND (c.logged_at < now() - make_interval(secs => $1) \
+                     OR c.id <= (SELECT max(id) FROM feedgate.changes) - $2) \
+             RETURNING c.xid), \
+         mark AS ( \
+             INSERT INTO feedgate.pruned (below) \
+             SELECT (max(xid::text::numeric) + 1)::text::xid8 FROM gone HAVING count(*) > 0 \
+             ON CONFLICT (singleton) DO UPDATE \
+                SET below = greatest(feedgate.pruned.below, excluded.below)) \
+         SELECT count(*) FROM gone",
     )
     .bind(retention.as_secs_f64())
     .bind(i64::try_from(max_rows).unwrap_or(i64::MAX))
-    .execute(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(result.rows_affected())
+    Ok(u64::try_from(deleted).unwrap_or(0))
 }
 
 #[cfg(test)]

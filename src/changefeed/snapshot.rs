@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use crate::cursor::TxSnapshot;
+
 /// A parsed `pg_snapshot`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Snapshot {
@@ -51,6 +53,29 @@ impl Snapshot {
     pub(crate) fn xmin(&self) -> u64 {
         self.xmin
     }
+
+    /// The snapshot as a cursor holds it.
+    pub(crate) fn to_tx(&self) -> TxSnapshot {
+        TxSnapshot {
+            xmin: self.xmin,
+            xmax: self.xmax,
+            xip: self.xip.clone(),
+        }
+    }
+
+    /// A snapshot from a cursor's numbers, when PostgreSQL could have taken it (`1 <= xmin <=
+    /// xmax`, each in-progress id between them, ascending, once): a client's cursor may be
+    /// forged, and the database must not be handed what it would refuse.
+    pub(crate) fn from_tx(tx: &TxSnapshot) -> Option<Self> {
+        let ordered = tx.xip.windows(2).all(|pair| pair[0] < pair[1]);
+        let within = tx.xip.iter().all(|xid| (tx.xmin..tx.xmax).contains(xid));
+        let bounded = tx.xmax <= i64::MAX as u64;
+        (tx.xmin >= 1 && tx.xmin <= tx.xmax && ordered && within && bounded).then(|| Self {
+            xmin: tx.xmin,
+            xmax: tx.xmax,
+            xip: tx.xip.clone(),
+        })
+    }
 }
 
 impl fmt::Display for Snapshot {
@@ -77,6 +102,23 @@ mod tests {
         }
         for bad in ["", "1", "1:x:", "9:3:", "1:2:a"] {
             assert!(Snapshot::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cursor_numbers_become_a_snapshot_only_when_postgres_could_have_taken_them() {
+        let s = Snapshot::parse("10:20:10,14,15").expect("valid");
+        assert_eq!(Snapshot::from_tx(&s.to_tx()), Some(s));
+        let bad = [
+            (0, 5, vec![]),
+            (9, 3, vec![]),
+            (5, 9, vec![7, 6]),
+            (5, 9, vec![9]),
+            (5, 9, vec![6, 6]),
+        ];
+        for (xmin, xmax, xip) in bad {
+            let tx = TxSnapshot { xmin, xmax, xip };
+            assert_eq!(Snapshot::from_tx(&tx), None, "{tx:?}");
         }
     }
 

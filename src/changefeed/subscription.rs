@@ -18,11 +18,13 @@ use tracing::debug;
 
 use super::changes::{row_change_from_json, view_through};
 use super::fence::{Drain, Subscribers, TableState};
+use super::resume::{catch_up, Resume, Target};
 use super::schema::unavailable;
 use super::snapshot::Snapshot;
 use super::tables::TableEntry;
 use super::values::ColumnType;
 use super::ChangefeedError;
+use crate::cursor::encode_table_feed;
 use crate::outbound::{Mailbox, Outbound};
 use crate::protocol::{encode_event, ChangeKind, Code, EventBody, Failure};
 use crate::registry::{Registration, SubscriberKey};
@@ -100,6 +102,8 @@ pub(super) struct Start {
     pub(super) filter: Option<Arc<RowFilter>>,
     /// Set when the server ends the subscription.
     pub(super) closed: Arc<AtomicBool>,
+    /// Where to resume from, instead of the initial rows.
+    pub(super) resume: Option<Resume>,
 }
 
 impl Start {
@@ -120,7 +124,10 @@ impl Start {
     async fn snapshot_then_live(&self) -> Result<(), Failure> {
         let since = self.snapshot().await?;
         let id = self.key.subscription_id;
-        let ready = encode_event(id, &[], EventBody::Ready);
+        // Ready's cursor: everything the snapshot holds (the rows sent, or what a resume caught
+        // up on); the buffered and live changes after it carry the reader's cursors.
+        let position = encode_table_feed(self.entry.info.oid, &since.to_tx(), std::iter::empty());
+        let ready = encode_event(id, &position, EventBody::Ready);
         if self.mailbox.send(Outbound::Frame(ready)).await.is_err() {
             return Ok(()); // the connection is closing
         }
@@ -167,7 +174,15 @@ impl Start {
             .await
             .map_err(|e| unavailable(&e))?;
         let since = Snapshot::parse(&text).map_err(|e| unavailable(&e))?;
-        if self.include_initial {
+        if let Some(resume) = &self.resume {
+            let target = Target {
+                entry: &self.entry,
+                filter: self.filter.as_deref(),
+                mailbox: &self.mailbox,
+                subscription_id: self.key.subscription_id,
+            };
+            catch_up(&mut tx, resume, &since, target).await?;
+        } else if self.include_initial {
             let info = &self.entry.info;
             // sql_name is regclass::text from the database: quoted, never client text. `r.*`
             // is the whole row even when the table has a column named like the alias.

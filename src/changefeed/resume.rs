@@ -1,0 +1,211 @@
+//! Resuming a table subscription from a cursor: which logged changes it has not had yet, and
+//! whether the log still holds them all. What a position says is `cursor::TablePosition`'s doc.
+//!
+//! The subscription's task runs the catch-up in its own REPEATABLE READ transaction, the one
+//! whose snapshot fences the live changes (see `fence`): it sends, in log order, every change
+//! visible in that snapshot that the position does not cover, then `Ready`; the changes the
+//! reader fanned out meanwhile were buffered and are sent after, minus those the snapshot holds.
+//! So the shared reader neither waits for a resume nor makes one wait.
+//!
+//! The position covers every change of the table, whatever the subscriber's row filter let it
+//! see: the catch-up passes each change through the same filter as live delivery, so a row that
+//! moved into view arrives as an insert and a row it may not see does not arrive.
+
+use futures_util::TryStreamExt;
+use sqlx::{PgConnection, PgPool, Row as _};
+
+use super::changes::{apply_view, row_change_from_json, view_through, View};
+use super::reader::LoggedOp;
+use super::snapshot::Snapshot;
+use super::subscription::{truncated, unreadable_change};
+use super::tables::{TableEntry, TableInfo};
+use crate::cursor::{encode_table_feed, Cursor, TablePosition};
+use crate::outbound::{Mailbox, Outbound};
+use crate::protocol::{encode_event, Code, EventBody, Failure};
+use crate::row_filter::RowFilter;
+
+/// The logged changes of one table that a position does not cover, visible in the
+/// transaction's snapshot, in log order. `$4`/`$5`: the position's `then` snapshots and ids.
+const CATCH_UP: &str = "\
+SELECT c.id, c.xid::text AS xid, c.op::text AS op, c.old_row, c.new_row, \
+       (extract(epoch FROM c.logged_at) * 1000000)::int8 AS logged_micros \
+  FROM feedgate.changes c \
+ WHERE c.table_oid = $1::int8::oid \
+   AND c.xid >= $2::text::xid8 \
+   AND NOT pg_visible_in_snapshot(c.xid, $3::text::pg_snapshot) \
+   AND NOT EXISTS ( \
+       SELECT 1 FROM unnest($4::text[], $5::int8[]) AS t(snapshot, last_id) \
+        WHERE pg_visible_in_snapshot(c.xid, t.snapshot::pg_snapshot) AND c.id <= t.last_id) \
+ ORDER BY c.id";
+
+/// A client's position, checked: its snapshots are ones PostgreSQL could have taken.
+pub(crate) struct Resume {
+    /// As the client sent it: catch-up cursors extend it.
+    position: TablePosition,
+    base: Snapshot,
+    then: Vec<(Snapshot, i64)>,
+}
+
+impl Resume {
+    /// Reads `resume_from`; anything but a sound table feed position is `RESUME_UNAVAILABLE`.
+    pub(crate) fn parse(cursor: &[u8], table: &str) -> Result<Self, Failure> {
+        let position = match Cursor::decode(cursor) {
+            Ok(Cursor::TableFeed(position)) => position,
+            Ok(Cursor::Table { .. }) => {
+                return Err(unavailable(
+                    table,
+                    "the cursor is from a feedgate before table feeds could resume",
+                ))
+            }
+            Ok(_) => {
+                return Err(unavailable(
+                    table,
+                    "the cursor is a topic's, not a table feed's",
+                ))
+            }
+            Err(err) => {
+                return Err(unavailable(
+                    table,
+                    &format!("the cursor cannot be read: {err}"),
+                ))
+            }
+        };
+        let damaged = || unavailable(table, "the cursor is damaged (impossible snapshots)");
+        let base = Snapshot::from_tx(&position.base).ok_or_else(damaged)?;
+        let then = position
+            .then
+            .iter()
+            .map(|(snapshot, id)| Snapshot::from_tx(snapshot).map(|s| (s, *id)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(damaged)?;
+        Ok(Self {
+            position,
+            base,
+            then,
+        })
+    }
+
+    /// A position resumes only the table it was taken on.
+    pub(crate) fn check_table(&self, info: &TableInfo) -> Result<(), Failure> {
+        if self.position.table_oid == info.oid {
+            return Ok(());
+        }
+        Err(unavailable(
+            &info.name,
+            "the cursor is another table's (or the table was dropped and created again)",
+        ))
+    }
+
+    /// Refuses a position that pruning may have reached into: a change after it may be gone.
+    /// Checked at subscribe (to answer the request) and again in the catch-up's transaction
+    /// (to be sure).
+    pub(crate) async fn check_kept(
+        &self,
+        conn: &mut PgConnection,
+        table: &str,
+    ) -> Result<(), Failure> {
+        let below: Option<String> = sqlx::query_scalar("SELECT below::text FROM feedgate.pruned")
+            .fetch_optional(conn)
+            .await
+            .map_err(|e| super::schema::unavailable(&e))?;
+        let below = below.and_then(|text| text.parse::<u64>().ok());
+        match below {
+            Some(below) if self.base.xmin() < below => Err(unavailable(
+                table,
+                "changes after the cursor were pruned from the change log \
+                 (changefeed.retention, changefeed.max_log_rows)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`check_kept`](Self::check_kept) on a connection of `pool`.
+    pub(crate) async fn check_kept_in(&self, pool: &PgPool, table: &str) -> Result<(), Failure> {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| super::schema::unavailable(&e))?;
+        self.check_kept(&mut conn, table).await
+    }
+}
+
+/// What a catch-up sends to: the subscription's table, filter and mailbox.
+pub(crate) struct Target<'a> {
+    pub(crate) entry: &'a TableEntry,
+    pub(crate) filter: Option<&'a RowFilter>,
+    pub(crate) mailbox: &'a Mailbox,
+    pub(crate) subscription_id: u64,
+}
+
+/// Sends every change `resume` does not cover that the transaction on `conn` (whose snapshot is
+/// `since`) sees, in log order, each with the cursor right after it. A truncation or an
+/// unreadable change in between ends the subscription with `SOURCE_RESET` (the client rebuilds).
+pub(crate) async fn catch_up(
+    conn: &mut PgConnection,
+    resume: &Resume,
+    since: &Snapshot,
+    target: Target<'_>,
+) -> Result<(), Failure> {
+    let info = &target.entry.info;
+    resume.check_kept(conn, &info.name).await?;
+    let then_texts: Vec<String> = resume.then.iter().map(|(s, _)| s.to_string()).collect();
+    let then_ids: Vec<i64> = resume.then.iter().map(|(_, id)| *id).collect();
+    let since_tx = since.to_tx();
+    let mut rows = sqlx::query(CATCH_UP)
+        .bind(i64::from(info.oid))
+        .bind(resume.base.xmin().to_string())
+        .bind(resume.base.to_string())
+        .bind(then_texts)
+        .bind(then_ids)
+        .fetch(conn);
+    let db = |e: sqlx::Error| super::schema::unavailable(&e);
+    while let Some(row) = rows.try_next().await.map_err(db)? {
+        let id: i64 = row.try_get("id").map_err(db)?;
+        let op: String = row.try_get("op").map_err(db)?;
+        let kind = match LoggedOp::parse(id, &op) {
+            Ok(LoggedOp::Row(kind)) => kind,
+            Ok(LoggedOp::Truncate) => return Err(truncated(&info.name)),
+            Err(err) => return Err(unreadable_change(&info.name, &err)),
+        };
+        let xid: String = row.try_get("xid").map_err(db)?;
+        let types = target.entry.types();
+        let mut change = row_change_from_json(
+            kind,
+            info,
+            &types,
+            row.try_get("old_row").map_err(db)?,
+            row.try_get("new_row").map_err(db)?,
+        );
+        change.transaction_id = xid.parse().unwrap_or_default();
+        change.commit_time_micros = row.try_get("logged_micros").map_err(db)?;
+        let view = match target.filter {
+            None => View::Original,
+            Some(filter) => match view_through(filter, &change) {
+                Some(view) => view,
+                None => continue, // a row it may not see
+            },
+        };
+        if view != View::Original {
+            change = apply_view(&change, view, &info.key_columns);
+        }
+        let then = resume.position.then.iter().map(|(s, n)| (s, *n));
+        let cursor = encode_table_feed(
+            info.oid,
+            &resume.position.base,
+            then.chain(std::iter::once((&since_tx, id))),
+        );
+        let frame = encode_event(target.subscription_id, &cursor, EventBody::Change(&change));
+        if target.mailbox.send(Outbound::Frame(frame)).await.is_err() {
+            return Ok(()); // the connection is closing
+        }
+    }
+    Ok(())
+}
+
+fn unavailable(table: &str, why: &str) -> Failure {
+    Failure::new(
+        Code::ResumeUnavailable,
+        format!("cannot resume table {table}: {why}; subscribe again with include_initial"),
+    )
+    .detail("table", table)
+}
