@@ -23,10 +23,15 @@ async def test_error_codes_and_the_connection_survives(client):
     err = await expect_error(ErrorCode.NOT_FOUND, client.subscribe_table("public.missing"))
     assert err.code_name == "NOT_FOUND" and "missing" in err.message
     await expect_error(ErrorCode.VALIDATION, client.subscribe_topic("bad topic"))
-    await expect_error(ErrorCode.VALIDATION, client.subscribe_topic("t", start="earliest"))
     await expect_error(
         ErrorCode.RESUME_UNAVAILABLE, client.subscribe_topic("t", resume_from=b"\x01\x02")
     )
+    # An in-process topic's cursor from another run of the server (another epoch).
+    other_run = b"\x01m" + bytes(8) + (1).to_bytes(8, "big")
+    err = await expect_error(
+        ErrorCode.RESUME_UNAVAILABLE, client.subscribe_topic("t", resume_from=other_run)
+    )
+    assert "another run" in err.message
     await expect_error(ErrorCode.VALIDATION, client.publish("", b"x"))
     await expect_error(
         ErrorCode.SUBSCRIPTION_NOT_FOUND,

@@ -63,8 +63,9 @@ export interface TableOptions extends SubscribeOptions {
 }
 
 export interface TopicOptions extends SubscribeOptions {
-  /** "latest" (default: what is published after subscribing), "earliest", or an offset. The
-   * last two are served by Kafka topics only. */
+  /** "latest" (default: what is published after subscribing), "earliest", or an offset. Kafka
+   * and in-process topics serve all three (in-process ones from the messages the server still
+   * keeps); RabbitMQ topics only "latest". */
   start?: "latest" | "earliest" | number | bigint;
 }
 

@@ -25,11 +25,19 @@ test("error codes, and the connection survives them", async () => {
   assert.equal(notFound.codeName, "NOT_FOUND");
   assert.match(notFound.message, /missing/);
   await expectError(ErrorCode.VALIDATION, t.client.subscribeTopic("bad topic"));
-  await expectError(ErrorCode.VALIDATION, t.client.subscribeTopic("t", { start: "earliest" }));
   await expectError(
     ErrorCode.RESUME_UNAVAILABLE,
     t.client.subscribeTopic("t", { resumeFrom: new Uint8Array([1, 2]) }),
   );
+  // An in-process topic's cursor from another run of the server (another epoch).
+  const otherRun = new Uint8Array(18);
+  otherRun.set([1, "m".charCodeAt(0)]);
+  otherRun[17] = 1;
+  const stale = await expectError(
+    ErrorCode.RESUME_UNAVAILABLE,
+    t.client.subscribeTopic("t", { resumeFrom: otherRun }),
+  );
+  assert.match(stale.message, /another run/);
   await expectError(ErrorCode.VALIDATION, t.client.publish("", "x"));
   await expectError(
     ErrorCode.SUBSCRIPTION_NOT_FOUND,

@@ -179,7 +179,8 @@ class Client:
         queue_size: int | None = None,
     ) -> Subscription:
         """Subscribes to a topic. `start`: "latest" (what is published after this returns),
-        "earliest", or an int offset (Kafka topics only serve the last two)."""
+        "earliest", or an int offset (Kafka and in-process topics serve all three, in-process
+        ones from the messages the server still keeps; RabbitMQ topics only "latest")."""
         feed = pb.TopicFeed(topic=topic)
         if start == "earliest":
             feed.start = pb.START_POSITION_EARLIEST
