@@ -12,15 +12,7 @@ use support::kafka::{
 use support::*;
 
 fn subscribe_from(id: u64, topic: &str, start: pb::StartPosition, offset: i64) -> Command {
-    Command::Subscribe(pb::Subscribe {
-        subscription_id: id,
-        source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
-            topic: topic.into(),
-            start: start as i32,
-            start_offset: offset,
-        })),
-        resume_from: Default::default(),
-    })
+    topic_feed_from(id, topic, start, offset, &Default::default())
 }
 
 #[tokio::test]

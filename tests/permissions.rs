@@ -452,19 +452,17 @@ async fn a_tenant_resuming_sees_rows_move_in_and_out_and_never_another_tenants_r
     let mut alice = Client::connect(server.local_addr()).await;
     login_with(&mut alice, alice_claims.clone()).await;
     alice.request(table_feed(1, "orders", true)).await;
-    let mut cursor = bytes::Bytes::new();
     let mut initial = Vec::new();
-    loop {
+    let cursor = loop {
         let event = alice.recv_event().await;
-        cursor = event.cursor.clone();
         match event.body {
             Some(pb::event::Body::Change(change)) => {
                 initial.push(columns(&change.key)["id"].clone())
             }
-            Some(pb::event::Body::Ready(_)) => break,
+            Some(pb::event::Body::Ready(_)) => break event.cursor,
             other => panic!("unexpected {other:?}"),
         }
-    }
+    };
     assert_eq!(initial, ["1"]);
     drop(alice);
     db.execute(

@@ -9,15 +9,7 @@ use feedgate::protocol::pb;
 use support::*;
 
 fn feed(id: u64, topic: &str, start: pb::StartPosition, offset: i64, cursor: &Bytes) -> Command {
-    Command::Subscribe(pb::Subscribe {
-        subscription_id: id,
-        source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
-            topic: topic.into(),
-            start: start as i32,
-            start_offset: offset,
-        })),
-        resume_from: cursor.clone(),
-    })
+    topic_feed_from(id, topic, start, offset, cursor)
 }
 
 fn resume(id: u64, topic: &str, cursor: &Bytes) -> Command {

@@ -435,6 +435,13 @@ mod tests {
         }
     }
 
+    fn publish_all(broker: &MemoryBroker, payloads: &[&'static str]) -> Vec<Receipt> {
+        payloads
+            .iter()
+            .map(|p| broker.publish(msg(p)).expect("accepted"))
+            .collect()
+    }
+
     /// What arrived: each message's payload, and `ready` where `Ready` came.
     async fn arrived(inbox: &mut Inbox, count: usize) -> Vec<String> {
         let mut out = Vec::new();
@@ -484,9 +491,7 @@ mod tests {
     async fn a_resume_gets_what_followed_its_cursor_then_ready_then_live_messages() {
         let broker = broker(100);
         let shutdown = CancellationToken::new();
-        let receipts: Vec<Receipt> = ["a", "b", "c"]
-            .map(|p| broker.publish(msg(p)).expect("accepted"))
-            .into();
+        let receipts = publish_all(&broker, &["a", "b", "c"]);
         let (mb, mut rx) = mailbox(QueueLimits::new(64, 1 << 20), Closer::new(&shutdown));
         let mut told = None;
         let _reg = broker
@@ -508,9 +513,7 @@ mod tests {
     async fn earliest_and_offset_start_from_kept_messages() {
         let broker = broker(100);
         let shutdown = CancellationToken::new();
-        let receipts: Vec<Receipt> = ["a", "b", "c"]
-            .map(|p| broker.publish(msg(p)).expect("accepted"))
-            .into();
+        let receipts = publish_all(&broker, &["a", "b", "c"]);
         let (mb, mut rx) = mailbox(QueueLimits::new(64, 1 << 20), Closer::new(&shutdown));
         let _all = broker
             .subscribe(request(1, mb.clone(), &[], StartPosition::Earliest), |_| {})
@@ -527,9 +530,7 @@ mod tests {
     async fn positions_no_longer_kept_or_not_ours_are_refused_with_resume_unavailable() {
         let broker = broker(2);
         let shutdown = CancellationToken::new();
-        let receipts: Vec<Receipt> = ["a", "b", "c", "d"]
-            .map(|p| broker.publish(msg(p)).expect("accepted"))
-            .into();
+        let receipts = publish_all(&broker, &["a", "b", "c", "d"]);
         let other_run = Cursor::Memory {
             epoch: broker.shared.epoch.wrapping_add(1),
             offset: receipts[3].offset,

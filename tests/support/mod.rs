@@ -258,6 +258,26 @@ pub fn subscribe_topic(subscription_id: u64, topic: &str) -> Command {
     })
 }
 
+/// A topic subscription starting at `start` (`offset` for `START_POSITION_OFFSET`), or resuming
+/// after `resume_from` when that is not empty.
+pub fn topic_feed_from(
+    id: u64,
+    topic: &str,
+    start: pb::StartPosition,
+    offset: i64,
+    resume_from: &Bytes,
+) -> Command {
+    Command::Subscribe(pb::Subscribe {
+        subscription_id: id,
+        source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
+            topic: topic.into(),
+            start: start as i32,
+            start_offset: offset,
+        })),
+        resume_from: resume_from.clone(),
+    })
+}
+
 pub fn publish(topic: &str, payload: &[u8]) -> Command {
     Command::Publish(pb::Publish {
         topic: topic.into(),
