@@ -45,8 +45,24 @@ async def test_view_follows_the_table(client, db, table):
     expected = await table_state(db, table)
     await wait_until(lambda: view_state(view) == expected)
     assert 20 not in view.rows and view.get(2000)["name"] == "row 20"
-    assert ("delete", 150, None) in changes
-    assert sum(1 for kind, _, _ in changes if kind == "initial") == 500
+    assert ("delete", 150, None) in [c[:3] for c in changes]
+    assert sum(1 for kind, *_ in changes if kind == "initial") == 500
+    # The fourth argument carries the rest of the event.
+    delete = next(c[3] for c in changes if c[:2] == ("delete", 150))
+    assert delete.old_row["name"] == "row 150" and delete.row is None
+    assert delete.transaction_id > 0 and delete.commit_time is not None
+    assert delete.cursor
+    update = next(c[3] for c in changes if c[0] == "update")
+    assert update.old_row is not None and update.row is not None
+    initial = next(c[3] for c in changes if c[0] == "initial")
+    assert initial.old_row is None and initial.commit_time is None
+
+    # A three-argument callback still works.
+    three = []
+    other = await client.materialized_view(table, on_change=lambda k, key, row: three.append(k))
+    await other.wait_ready()
+    assert three and set(three) == {"initial"}
+    await other.close()
 
     await view.close()
     await db.execute(f"INSERT INTO {table} (id, name) VALUES (3000, 'after close')")

@@ -26,7 +26,12 @@ export {
 } from "./client.js";
 export { codeName, ConnectionClosedError, ErrorCode, FeedgateError } from "./errors.js";
 export { type Json, type JsValue, type Key, keyOf, rowToObject, valueToJs } from "./values.js";
-export { type ChangeCallback, type ChangeKindName, MaterializedView } from "./view.js";
+export {
+  type ChangeCallback,
+  type ChangeKindName,
+  MaterializedView,
+  type ViewChange,
+} from "./view.js";
 export {
   ChangeKind,
   type Event,

@@ -17,11 +17,32 @@ import type { Client, Subscription } from "./client.js";
 
 export type ChangeKindName = "initial" | "insert" | "update" | "delete";
 
-/** Called after every change the view applies; `row` is undefined for a delete. */
+/** What one change event carried, as the view applied it. */
+export interface ViewChange {
+  kind: ChangeKindName;
+  /** The row's primary key (see `keyOf`). */
+  key: Key;
+  /** The row after the change; undefined for a delete. */
+  row: Record<string, JsValue> | undefined;
+  /** The row before the change (updates and deletes); undefined otherwise. */
+  oldRow: Record<string, JsValue> | undefined;
+  /** When the writing transaction ran (its `now()`); undefined for initial rows. */
+  commitTime: Date | undefined;
+  /** The exact commit time, microseconds since the Unix epoch (0 for initial rows). */
+  commitTimeMicros: bigint;
+  /** The writing transaction's id (`xid8`); changes with the same id were one transaction. */
+  transactionId: bigint;
+  /** The event's cursor (resume a subscription after it). */
+  cursor: Uint8Array;
+}
+
+/** Called after every change the view applies; `row` is undefined for a delete, and `change`
+ * holds the rest of what the event carried. */
 export type ChangeCallback = (
   kind: ChangeKindName,
   key: Key,
   row: Record<string, JsValue> | undefined,
+  change: ViewChange,
 ) => void;
 
 const KINDS: Partial<Record<ChangeKind, ChangeKindName>> = {
@@ -113,7 +134,19 @@ export class MaterializedView {
       row = rowToObject(change.newRow);
       this.rows.set(key, row);
     }
-    this.onChange?.(KINDS[change.kind] ?? "update", key, row);
+    if (this.onChange === undefined) return;
+    const kind = KINDS[change.kind] ?? "update";
+    const micros = change.commitTimeMicros;
+    this.onChange(kind, key, row, {
+      kind,
+      key,
+      row,
+      oldRow: change.oldRow === undefined ? undefined : rowToObject(change.oldRow),
+      commitTime: micros === 0n ? undefined : new Date(Number(micros / 1000n)),
+      commitTimeMicros: micros,
+      transactionId: change.transactionId,
+      cursor: event.cursor,
+    });
   }
 
   private ended(error: FeedgateError | undefined): void {

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { ErrorCode, FeedgateError, type MaterializedView } from "../src/index.js";
+import { ErrorCode, FeedgateError, type MaterializedView, type ViewChange } from "../src/index.js";
 import { createTable, waitUntil, suite } from "./support.js";
 
 const t = suite();
@@ -22,9 +22,9 @@ test("the view follows the table", async () => {
   await t.env.db.query(
     `INSERT INTO ${table} (id, name, price) SELECT g, 'row ' || g, g * 1.5 FROM generate_series(1, 500) g`,
   );
-  const changes: [string, unknown, unknown][] = [];
+  const changes: [string, unknown, unknown, ViewChange][] = [];
   const view = await t.client.materializedView(table, {
-    onChange: (kind, key, row) => changes.push([kind, key, row]),
+    onChange: (kind, key, row, change) => changes.push([kind, key, row, change]),
   });
   await view.waitReady();
   assert.equal(view.size, 500);
@@ -41,6 +41,15 @@ test("the view follows the table", async () => {
   assert.equal(view.get(2000)?.name, "row 20");
   assert.ok(changes.some(([kind, key, row]) => kind === "delete" && key === 150 && row === undefined));
   assert.equal(changes.filter(([kind]) => kind === "initial").length, 500);
+  // The fourth argument carries the rest of the event.
+  const deleted = changes.find(([kind, key]) => kind === "delete" && key === 150)![3];
+  assert.equal(deleted.oldRow?.name, "row 150");
+  assert.equal(deleted.row, undefined);
+  assert.ok(deleted.transactionId > 0n && deleted.commitTime instanceof Date);
+  assert.ok(deleted.cursor.length > 0);
+  const initial = changes.find(([kind]) => kind === "initial")![3];
+  assert.equal(initial.oldRow, undefined);
+  assert.equal(initial.commitTime, undefined);
 
   await view.close();
   await t.env.db.query(`INSERT INTO ${table} (id, name) VALUES (3000, 'after close')`);

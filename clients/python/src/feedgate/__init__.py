@@ -13,7 +13,7 @@ from .client import DEFAULT_QUEUE_SIZE, Client, Subscription, connect
 from .errors import ConnectionClosedError, ErrorCode, FeedgateError
 from .v1 import feedgate_pb2 as pb
 from .values import key_of, row_to_dict, value_to_python
-from .view import MaterializedView
+from .view import MaterializedView, ViewChange
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
@@ -28,4 +28,5 @@ __all__ = [
     "pb",
     "row_to_dict",
     "value_to_python",
+    "ViewChange",
 ]

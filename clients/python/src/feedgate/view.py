@@ -12,6 +12,9 @@ subscribes again to rebuild; any other end of the subscription is kept in `error
 from __future__ import annotations
 
 import asyncio
+import inspect
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import ErrorCode, FeedgateError
@@ -21,8 +24,46 @@ from .values import key_of, row_to_dict
 if TYPE_CHECKING:
     from .client import Client, Subscription
 
-#: Called after every change the view applies: (kind, key, row); row is None for a delete.
-ChangeCallback = Callable[[str, Any, "dict[str, Any] | None"], None]
+
+@dataclass(frozen=True)
+class ViewChange:
+    """What one change event carried, as the view applied it."""
+
+    #: "initial", "insert", "update" or "delete".
+    kind: str
+    #: The row's primary key (see `MaterializedView.rows`).
+    key: Any
+    #: The row after the change; None for a delete.
+    row: dict[str, Any] | None
+    #: The row before the change (updates and deletes); None otherwise.
+    old_row: dict[str, Any] | None
+    #: When the writing transaction ran (its `now()`, in UTC); None for initial rows.
+    commit_time: datetime | None
+    #: The writing transaction's id (`xid8`); changes with the same id were one transaction.
+    transaction_id: int
+    #: The event's cursor (resume a subscription after it).
+    cursor: bytes
+
+
+#: Called after every change the view applies: (kind, key, row, change); row is None for a
+#: delete, and `change` (a `ViewChange`) holds the rest of what the event carried. A callback
+#: that takes three arguments is called with the first three.
+ChangeCallback = Callable[..., None]
+
+
+def _wants_details(callback: Callable[..., None]) -> bool:
+    """Whether `callback` takes a fourth positional argument (or any number of them)."""
+    try:
+        parameters = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    positional = 0
+    for parameter in parameters:
+        if parameter.kind == parameter.VAR_POSITIONAL:
+            return True
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            positional += 1
+    return positional >= 4
 
 _KINDS = {
     pb.CHANGE_KIND_INITIAL: "initial",
@@ -48,6 +89,7 @@ class MaterializedView:
         #: Number of times the view was rebuilt after a SOURCE_RESET.
         self.resets = 0
         self._on_change = on_change
+        self._details = on_change is not None and _wants_details(on_change)
         self._subscription: Subscription | None = None
         self._failed = asyncio.Event()
         self._stopped = False
@@ -108,8 +150,24 @@ class MaterializedView:
                     self.rows.pop(old_key, None)
             row = row_to_dict(change.new_row)
             self.rows[key] = row
-        if self._on_change is not None:
+        if self._on_change is None:
+            return
+        if not self._details:
             self._on_change(kind, key, row)
+            return
+        micros = change.commit_time_micros
+        details = ViewChange(
+            kind=kind,
+            key=key,
+            row=row,
+            old_row=row_to_dict(change.old_row) if change.HasField("old_row") else None,
+            commit_time=(
+                datetime.fromtimestamp(micros / 1_000_000, tz=timezone.utc) if micros else None
+            ),
+            transaction_id=change.transaction_id,
+            cursor=bytes(event.cursor),
+        )
+        self._on_change(kind, key, row, details)
 
     async def _watch(self, subscription: Subscription) -> None:
         error = await subscription.wait_closed()
