@@ -18,6 +18,8 @@
 //!   't' table feed position
 //!        table oid u32, base snapshot, count u16, count × (snapshot, log id i64)
 //!        snapshot = xmin u64, xmax u64, n u32, n × in-progress xid u64
+//!   'p' Kafka subscription positions
+//!        topic length u16, topic (UTF-8), count u16, count × (partition i32, next offset i64)
 //! ```
 //!
 //! Clients may have stored cursors, so the bytes of a version never change. A new layout or kind
@@ -41,6 +43,8 @@ const VERSION: u8 = 1;
 const VERSION_2: u8 = 2;
 /// The kind byte of a table feed position (version 2).
 const TABLE_FEED: u8 = b't';
+/// The kind byte of a Kafka subscription's positions (version 2).
+const KAFKA_POSITIONS: u8 = b'p';
 /// Version byte and kind byte.
 const HEADER: usize = 2;
 
@@ -55,7 +59,7 @@ pub enum Cursor {
         /// The message's offset (one counter for all topics of the process).
         offset: i64,
     },
-    /// A Kafka record: offsets are per partition, so both are needed.
+    /// A Kafka record (a `Published` cursor): offsets are per partition, so both are needed.
     Kafka {
         /// The record's partition.
         partition: i32,
@@ -71,6 +75,14 @@ pub enum Cursor {
     },
     /// Where a table subscription is in its table's changes.
     TableFeed(TablePosition),
+    /// Where a Kafka subscription is in its topic: the next offset to read of each partition it
+    /// has read from (the records below them were delivered).
+    KafkaPositions {
+        /// The topic's name, as UTF-8 bytes (a position resumes only its own topic).
+        topic: Vec<u8>,
+        /// (partition, next offset), as the subscription reached them.
+        next: Vec<(i32, i64)>,
+    },
 }
 
 /// Which changes of one table a subscriber has had: every change whose transaction is visible in
@@ -138,6 +150,9 @@ impl Cursor {
                 let then = position.then.iter().map(|(snapshot, id)| (snapshot, *id));
                 return encode_table_feed(position.table_oid, &position.base, then);
             }
+            Cursor::KafkaPositions { topic, next } => {
+                return encode_kafka_positions(topic, next.iter().copied());
+            }
             other => other.kind(),
         };
         let mut bytes = BytesMut::with_capacity(HEADER + kind.body_len());
@@ -153,7 +168,7 @@ impl Cursor {
                 bytes.put_i64(offset);
             }
             Cursor::Table { log_id } => bytes.put_i64(log_id),
-            Cursor::TableFeed(_) => {} // returned above
+            Cursor::TableFeed(_) | Cursor::KafkaPositions { .. } => {} // returned above
         }
         bytes.freeze()
     }
@@ -163,7 +178,7 @@ impl Cursor {
     pub fn decode(bytes: &[u8]) -> Result<Self, CursorError> {
         let (&version, rest) = bytes.split_first().ok_or(CursorError::Empty)?;
         if version == VERSION_2 {
-            return decode_table_feed(bytes);
+            return decode_v2(bytes);
         }
         if version != VERSION {
             return Err(CursorError::UnknownVersion(version));
@@ -203,6 +218,7 @@ impl Cursor {
             Cursor::Memory { .. } => Kind::Memory,
             Cursor::Kafka { .. } => Kind::Kafka,
             Cursor::Table { .. } | Cursor::TableFeed(_) => Kind::Table,
+            Cursor::KafkaPositions { .. } => Kind::Kafka,
         }
     }
 }
@@ -238,26 +254,75 @@ fn put_snapshot(bytes: &mut BytesMut, snapshot: &TxSnapshot) {
     }
 }
 
+/// A Kafka subscription's positions (version 2): the topic (at most 65,535 bytes, as topic
+/// names are far shorter) and each partition's next offset.
+pub fn encode_kafka_positions(
+    topic: &[u8],
+    next: impl Iterator<Item = (i32, i64)> + Clone,
+) -> Bytes {
+    let topic = &topic[..topic.len().min(usize::from(u16::MAX))];
+    let count = next.clone().count().min(usize::from(u16::MAX));
+    let mut bytes = BytesMut::with_capacity(HEADER + 2 + topic.len() + 2 + count * 12);
+    bytes.put_u8(VERSION_2);
+    bytes.put_u8(KAFKA_POSITIONS);
+    bytes.put_u16(topic.len() as u16);
+    bytes.put_slice(topic);
+    bytes.put_u16(count as u16);
+    for (partition, offset) in next.take(count) {
+        bytes.put_i32(partition);
+        bytes.put_i64(offset);
+    }
+    bytes.freeze()
+}
+
 /// Reads a version 2 cursor (the whole bytes, version byte included).
-fn decode_table_feed(bytes: &[u8]) -> Result<Cursor, CursorError> {
+fn decode_v2(bytes: &[u8]) -> Result<Cursor, CursorError> {
     let mut fields = Fields {
         rest: &bytes[1..],
         expected: HEADER,
         actual: bytes.len(),
     };
     let [kind] = fields.take_more::<1>()?;
-    if kind != TABLE_FEED {
-        return Err(CursorError::UnknownKind(kind));
+    let cursor = match kind {
+        TABLE_FEED => decode_table_feed(&mut fields)?,
+        KAFKA_POSITIONS => decode_kafka_positions(&mut fields)?,
+        other => return Err(CursorError::UnknownKind(other)),
+    };
+    fields.end_here()?;
+    Ok(cursor)
+}
+
+fn decode_kafka_positions(fields: &mut Fields<'_>) -> Result<Cursor, CursorError> {
+    let length = usize::from(u16::from_be_bytes(fields.take_more()?));
+    if fields.rest.len() < length {
+        return Err(CursorError::Truncated {
+            expected: fields.actual - fields.rest.len() + length,
+            actual: fields.actual,
+        });
     }
+    let (topic, rest) = fields.rest.split_at(length);
+    fields.rest = rest;
+    let count = u16::from_be_bytes(fields.take_more()?);
+    let mut next = Vec::new();
+    for _ in 0..count {
+        let partition = i32::from_be_bytes(fields.take_more()?);
+        next.push((partition, i64::from_be_bytes(fields.take_more()?)));
+    }
+    Ok(Cursor::KafkaPositions {
+        topic: topic.to_vec(),
+        next,
+    })
+}
+
+fn decode_table_feed(fields: &mut Fields<'_>) -> Result<Cursor, CursorError> {
     let table_oid = u32::from_be_bytes(fields.take_more()?);
-    let base = take_snapshot(&mut fields)?;
+    let base = take_snapshot(fields)?;
     let count = u16::from_be_bytes(fields.take_more()?);
     let mut then = Vec::new();
     for _ in 0..count {
-        let snapshot = take_snapshot(&mut fields)?;
+        let snapshot = take_snapshot(fields)?;
         then.push((snapshot, i64::from_be_bytes(fields.take_more()?)));
     }
-    fields.end_here()?;
     Ok(Cursor::TableFeed(TablePosition {
         table_oid,
         base,
@@ -440,6 +505,19 @@ mod tests {
     }
 
     #[test]
+    fn kafka_positions_bytes_are_pinned() {
+        let cursor = Cursor::KafkaPositions {
+            topic: b"ab".to_vec(),
+            next: vec![(1, 258)],
+        };
+        let bytes = [
+            2, b'p', 0, 2, b'a', b'b', 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2,
+        ];
+        assert_eq!(cursor.encode()[..], bytes);
+        assert_eq!(Cursor::decode(&bytes), Ok(cursor));
+    }
+
+    #[test]
     fn a_forged_count_is_a_truncation_not_an_allocation() {
         // base snapshot claims u32::MAX in-progress transactions and carries none.
         let bytes = [
@@ -535,6 +613,11 @@ mod tests {
                 .prop_map(|(partition, offset)| Cursor::Kafka { partition, offset }),
             any::<i64>().prop_map(|log_id| Cursor::Table { log_id }),
             (
+                prop::collection::vec(any::<u8>(), 0..8),
+                prop::collection::vec((any::<i32>(), any::<i64>()), 0..3)
+            )
+                .prop_map(|(topic, next)| Cursor::KafkaPositions { topic, next }),
+            (
                 any::<u32>(),
                 any_snapshot(),
                 prop::collection::vec((any_snapshot(), any::<i64>()), 0..3)
@@ -563,6 +646,13 @@ mod tests {
             Just(vec![]),
             any::<u8>().prop_map(|version| vec![version]),
             prop::sample::select(vec![b'm', b'k', b'c', b'x', 0]).prop_map(|kind| vec![1, kind]),
+            // Kafka positions: a short topic name, then a small count.
+            (0u8..4, 0u8..3).prop_map(|(length, count)| {
+                let mut bytes = vec![2, b'p', 0, length];
+                bytes.extend(std::iter::repeat_n(b'a', usize::from(length)));
+                bytes.extend([0, count]);
+                bytes
+            }),
             // A table feed position: oid, then a base snapshot with a small in-progress count.
             (any::<u8>(), 0u8..3).prop_map(|(oid, n)| {
                 let mut bytes = vec![2, b't', 0, 0, 0, oid];

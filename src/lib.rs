@@ -18,8 +18,9 @@
 //!   including the encode-once framing used by fan-out, and PostgreSQL's date and timestamp text
 //!   read into the protocol's units ([`protocol::datetime`]).
 //! - [`cursor`]: where an event sits in its source (an in-process topic's offset, a Kafka
-//!   record's partition and offset, a table feed's position in snapshots and log ids), as the
-//!   versioned bytes events carry and `resume_from` sends back; encodes and decodes (pure).
+//!   subscription's next offset per partition, a table feed's position in snapshots and log
+//!   ids), as the versioned bytes events carry and `resume_from` sends back; encodes and
+//!   decodes (pure).
 //! - [`broker`]: topic backends behind one front ([`broker::Topics`]): the in-process broker,
 //!   Kafka and RabbitMQ, and which of them serves a topic ([`broker::route`]).
 //! - [`changefeed`]: PostgreSQL tables: the change log, snapshots and their hand-off to live

@@ -250,3 +250,90 @@ async fn a_record_served_twice_by_the_broker_is_delivered_once() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     client.barrier().await;
 }
+
+/// Records of subscription `id` until `count` arrived: their payload bytes, and the last cursor.
+async fn records(client: &mut Client, id: u64, count: usize) -> (Vec<u8>, bytes::Bytes) {
+    let mut payloads = Vec::new();
+    let mut cursor = bytes::Bytes::new();
+    while payloads.len() < count {
+        let event = client.recv_event().await;
+        assert_eq!(event.subscription_id, id);
+        match event.body {
+            Some(pb::event::Body::Message(m)) => {
+                payloads.push(m.payload[0]);
+                cursor = event.cursor;
+            }
+            Some(pb::event::Body::Ready(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (payloads, cursor)
+}
+
+#[tokio::test]
+async fn a_kafka_subscription_resumes_from_its_cursor_on_another_node() {
+    let topic = topic();
+    create_topic(&bootstrap(), &topic, 2).await;
+    let producer = producer(&bootstrap());
+    for n in 0..6u8 {
+        produce(&producer, &topic, &format!("k{n}"), &[n]).await;
+    }
+    let node_a = start_with(config()).await;
+    let node_b = start_with(config()).await;
+    let mut on_a = Client::connect(node_a.local_addr()).await;
+    let response = on_a
+        .request(subscribe_from(1, &topic, pb::StartPosition::Earliest, 0))
+        .await;
+    assert!(matches!(
+        response.result,
+        Some(pb::response::Result::Subscribed(_))
+    ));
+    let (first, cursor) = records(&mut on_a, 1, 3).await;
+    drop(on_a);
+    for n in 6..10u8 {
+        produce(&producer, &topic, &format!("k{n}"), &[n]).await;
+    }
+
+    let mut on_b = Client::connect(node_b.local_addr()).await;
+    let resume = topic_feed_from(1, &topic, pb::StartPosition::Latest, 0, &cursor);
+    let response = on_b.request(resume).await;
+    assert!(
+        matches!(response.result, Some(pb::response::Result::Subscribed(_))),
+        "{response:?}"
+    );
+    let (rest, _) = records(&mut on_b, 1, 7).await;
+    let mut all: Vec<u8> = first.iter().chain(&rest).copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..10).collect::<Vec<u8>>(),
+        "each record once: {first:?} then {rest:?}"
+    );
+    on_b.barrier().await;
+
+    // Positions the topic no longer has, or another topic's, are refused with a reason.
+    let past_end =
+        feedgate::cursor::encode_kafka_positions(topic.as_bytes(), [(0, 1_000_000)].into_iter());
+    let error = on_b
+        .expect_error(
+            topic_feed_from(2, &topic, pb::StartPosition::Latest, 0, &past_end),
+            ErrorCode::ResumeUnavailable,
+        )
+        .await;
+    assert!(
+        error.message.contains("past the topic's end"),
+        "{}",
+        error.message
+    );
+    let other = feedgate::cursor::encode_kafka_positions(b"another.topic", [(0, 0)].into_iter());
+    let error = on_b
+        .expect_error(
+            topic_feed_from(2, &topic, pb::StartPosition::Latest, 0, &other),
+            ErrorCode::ResumeUnavailable,
+        )
+        .await;
+    assert!(error.message.contains("another topic"), "{}", error.message);
+    on_b.barrier().await;
+    node_a.shutdown().await.expect("a stopped");
+    node_b.shutdown().await.expect("b stopped");
+}

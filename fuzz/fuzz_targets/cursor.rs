@@ -30,7 +30,8 @@ fuzz_target!(|data: &[u8]| {
 
 /// The layout, written from its documentation rather than from the decoder: a version byte, a
 /// kind byte, then the kind's big-endian fields. Version 1: `m` 16 bytes, `k` 12, `c` 8.
-/// Version 2: `t`, a table feed position of variable length (see `spec_v2`).
+/// Version 2: `t`, a table feed position, and `p`, Kafka positions, of variable length (see
+/// `spec_v2`).
 fn spec(bytes: &[u8]) -> std::result::Result<(), CursorError> {
     let expected = match bytes {
         [] => return Err(CursorError::Empty),
@@ -69,7 +70,32 @@ fn spec_v2(bytes: &[u8]) -> std::result::Result<(), CursorError> {
         *at += width;
         Ok(field.iter().fold(0u64, |n, b| n << 8 | u64::from(*b)))
     };
-    if need(1, &mut at)? != u64::from(b't') {
+    let kind = need(1, &mut at)?;
+    if kind == u64::from(b'p') {
+        // Kafka positions: topic length (2), the topic, a count (2), count × 12.
+        let length = need(2, &mut at)? as usize;
+        if actual < at + length {
+            return Err(CursorError::Truncated {
+                expected: at + length,
+                actual,
+            });
+        }
+        at += length;
+        let count = need(2, &mut at)?;
+        for _ in 0..count {
+            need(4, &mut at)?;
+            need(8, &mut at)?;
+        }
+        return if actual > at {
+            Err(CursorError::TrailingBytes {
+                expected: at,
+                actual,
+            })
+        } else {
+            Ok(())
+        };
+    }
+    if kind != u64::from(b't') {
         return Err(CursorError::UnknownKind(bytes[1]));
     }
     need(4, &mut at)?;
@@ -112,7 +138,15 @@ fn snapshot(u: &mut Unstructured<'_>) -> Result<TxSnapshot> {
 }
 
 fn cursor(u: &mut Unstructured<'_>) -> Result<Cursor> {
-    Ok(match u.int_in_range(0..=3)? {
+    Ok(match u.int_in_range(0..=4)? {
+        4 => Cursor::KafkaPositions {
+            topic: (0..u.int_in_range(0..=4)?)
+                .map(|_| u.arbitrary())
+                .collect::<Result<_>>()?,
+            next: (0..u.int_in_range(0..=2)?)
+                .map(|_| Ok((u.arbitrary()?, u.arbitrary()?)))
+                .collect::<Result<_>>()?,
+        },
         3 => Cursor::TableFeed(TablePosition {
             table_oid: u.arbitrary()?,
             base: snapshot(u)?,

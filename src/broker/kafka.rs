@@ -6,7 +6,9 @@
 //! per topic per node serves all `START_POSITION_LATEST` subscribers of that node; it is
 //! positioned at each partition's high watermark before the first `Subscribed` is answered, so
 //! "latest" means "produced after Subscribed". A subscription that asks for `EARLIEST` or an
-//! `OFFSET` gets a consumer of its own, positioned there.
+//! `OFFSET`, or resumes from a cursor, gets a consumer of its own, positioned there. Each record's
+//! cursor is the feed's position right after it (every partition's next offset), which is what a
+//! resume assigns; offsets the topic no longer has answer `RESUME_UNAVAILABLE`.
 //!
 //! Publishing answers `Published` with the record's partition and offset once the delivery
 //! report arrived; a refusal or no report within `publish_timeout` answers a retryable
@@ -44,7 +46,7 @@ use tracing::{debug, warn};
 use super::{Consumers, Receipt, TopicSubscribe};
 use super::{ReadyAt, TopicRegistration, TopicState};
 use crate::config::KafkaConfig;
-use crate::cursor::Cursor;
+use crate::cursor::{encode_kafka_positions, Cursor};
 use crate::protocol::{
     now_micros, share_event, Code, EventBody, Failure, StartPosition, TopicMessage,
 };
@@ -219,21 +221,32 @@ impl KafkaBroker {
         request: TopicSubscribe<'_>,
         announce: impl FnOnce(ReadyAt),
     ) -> Result<TopicRegistration, Failure> {
-        let key = match request.start {
-            StartPosition::Latest => request.topic.to_owned(),
+        let resume = match request.resume_from {
+            [] => None,
+            cursor => Some(resume_positions(cursor, request.topic)?),
+        };
+        let private = resume.is_some() || request.start != StartPosition::Latest;
+        let key = if private {
             // A private consumer: a key no other subscriber shares.
-            _ => format!(
+            format!(
                 "{}\u{1f}{}:{}",
                 request.topic, request.subscriber.connection, request.subscriber.subscription_id
-            ),
+            )
+        } else {
+            request.topic.to_owned()
         };
         // Registered under the consumers lock, which retiring an unused consumer also takes.
         let mut consumers = self.shared.consumers.lock().await;
         let opened = if consumers.contains_key(&key) {
             None
         } else {
+            let (start, positions, strict) = match resume {
+                // Partitions the cursor does not name are newer than it: all of them.
+                Some(positions) => (StartPosition::Earliest, positions, true),
+                None => (request.start, HashMap::new(), false),
+            };
             Some(
-                self.open_consumer(request.topic, request.start, HashMap::new())
+                self.open_consumer(request.topic, start, positions, strict)
                     .await?,
             )
         };
@@ -253,7 +266,7 @@ impl KafkaBroker {
                 key: key.clone(),
                 topic: request.topic.to_owned(),
                 positions,
-                private: request.start != StartPosition::Latest,
+                private,
             };
             let task_stop = stop.clone();
             self.shared
@@ -311,6 +324,7 @@ impl KafkaBroker {
         topic: &str,
         start: StartPosition,
         positions: HashMap<i32, i64>,
+        strict: bool,
     ) -> Result<(StreamConsumer<Context>, HashMap<i32, i64>), Failure> {
         let consumer: StreamConsumer<Context> = client_config(&self.shared.config)
             .set("group.id", format!("feedgate-{}", self.shared.node))
@@ -321,7 +335,7 @@ impl KafkaBroker {
             .create_with_context(Context(self.shared.signals.clone()))
             .map_err(|err| unavailable(topic, &err))?;
         let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || assign(consumer, &topic, start, positions))
+        tokio::task::spawn_blocking(move || assign(consumer, &topic, start, positions, strict))
             .await
             .map_err(|err| Failure::new(Code::Internal, err.to_string()))?
     }
@@ -366,11 +380,13 @@ impl KafkaBroker {
                         }
                         feed.positions.insert(record.partition(), record.offset() + 1);
                         let message = topic_message(&record);
-                        let position = Cursor::Kafka {
-                            partition: record.partition(),
-                            offset: record.offset(),
-                        }
-                        .encode();
+                        // The position right after this record: every partition's next
+                        // offset, so that a resume continues each where this left it.
+                        let mut next: Vec<(i32, i64)> =
+                            feed.positions.iter().map(|(p, o)| (*p, *o)).collect();
+                        next.sort_unstable();
+                        let position =
+                            encode_kafka_positions(feed.topic.as_bytes(), next.iter().copied());
                         let encode = || share_event(&position, EventBody::Message(&message));
                         if feed.private {
                             // One reader replaying history: wait for it rather than overflow
@@ -406,7 +422,7 @@ impl KafkaBroker {
     async fn reopen(&self, feed: &mut Feed) -> Option<StreamConsumer<Context>> {
         let positions = feed.positions.clone();
         match self
-            .open_consumer(&feed.topic, StartPosition::Latest, positions)
+            .open_consumer(&feed.topic, StartPosition::Latest, positions, false)
             .await
         {
             Ok((consumer, positions)) => {
@@ -482,6 +498,7 @@ fn assign(
     topic: &str,
     start: StartPosition,
     positions: HashMap<i32, i64>,
+    strict: bool,
 ) -> Result<(StreamConsumer<Context>, HashMap<i32, i64>), Failure> {
     let metadata = consumer
         .fetch_metadata(Some(topic), METADATA_TIMEOUT)
@@ -504,6 +521,9 @@ fn assign(
         let (low, high) = consumer
             .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
             .map_err(|err| unavailable(topic, &err))?;
+        if let (true, Some(&next)) = (strict, positions.get(&partition)) {
+            check_in_range(topic, partition, next, (low, high))?;
+        }
         let offset = match (positions.get(&partition), start) {
             (Some(&next), _) if next <= high => next,
             (Some(_), _) => low,
@@ -520,6 +540,49 @@ fn assign(
         .assign(&assignment)
         .map_err(|err| unavailable(topic, &err))?;
     Ok((consumer, assigned))
+}
+
+/// Reads a `resume_from` for `topic`: a Kafka subscription's positions, by partition.
+fn resume_positions(cursor: &[u8], topic: &str) -> Result<HashMap<i32, i64>, Failure> {
+    let why = match Cursor::decode(cursor) {
+        Ok(Cursor::KafkaPositions { topic: of, next }) if of == topic.as_bytes() => {
+            return Ok(next.into_iter().collect());
+        }
+        Ok(Cursor::KafkaPositions { .. }) => "the cursor is another topic's".to_owned(),
+        Ok(Cursor::Kafka { .. }) => "the cursor names one record (a Published cursor, or one \
+             from a feedgate before Kafka topics could resume); resume from an event's cursor"
+            .to_owned(),
+        Ok(_) => "the cursor is not a Kafka topic's".to_owned(),
+        Err(err) => format!("the cursor cannot be read: {err}"),
+    };
+    Err(cannot_resume(topic, &why))
+}
+
+/// A resumed partition's next offset must still be in the topic: below its first record, the
+/// records between were deleted (retention); past its end, the cursor is another topic's of that
+/// name (deleted and created again) or forged.
+fn check_in_range(
+    topic: &str,
+    partition: i32,
+    next: i64,
+    (low, high): (i64, i64),
+) -> Result<(), Failure> {
+    let why = if next < low {
+        format!("partition {partition}: records from offset {next} on are no longer kept (the first is {low})")
+    } else if next > high {
+        format!("partition {partition}: offset {next} is past the topic's end ({high})")
+    } else {
+        return Ok(());
+    };
+    Err(cannot_resume(topic, &why).detail("partition", partition))
+}
+
+fn cannot_resume(topic: &str, why: &str) -> Failure {
+    Failure::new(
+        Code::ResumeUnavailable,
+        format!("cannot resume Kafka topic {topic}: {why}; subscribe without resume_from"),
+    )
+    .detail("topic", topic)
 }
 
 fn unavailable(topic: &str, err: &KafkaError) -> Failure {

@@ -93,16 +93,15 @@ impl Consumers {
     }
 }
 
-/// Kafka and RabbitMQ topics do not resume from a cursor (Kafka subscriptions pick their
-/// position with `start` instead); in-process topics do (see [`memory`]).
+/// RabbitMQ topics do not resume from a cursor (a queue has no positions); in-process and Kafka
+/// topics do.
 fn no_resume(request: &TopicSubscribe<'_>) -> Result<(), Failure> {
     if request.resume_from.is_empty() {
         return Ok(());
     }
     Err(Failure::new(
         Code::ResumeUnavailable,
-        "Kafka and RabbitMQ topics cannot resume from a cursor; subscribe without resume_from \
-         (Kafka topics: start = START_POSITION_OFFSET)",
+        "RabbitMQ topics cannot resume from a cursor; subscribe without resume_from",
     )
     .detail("topic", request.topic))
 }
@@ -168,10 +167,7 @@ impl Topics {
                 latest_only(&request, "RabbitMQ")?;
                 rabbit.subscribe(request, announce).await
             }
-            Backend::Kafka(kafka) => {
-                no_resume(&request)?;
-                kafka.subscribe(request, announce).await
-            }
+            Backend::Kafka(kafka) => kafka.subscribe(request, announce).await,
         }
     }
 
