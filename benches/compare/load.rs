@@ -86,12 +86,54 @@ fn request(request_id: u64, command: pb::request::Command) -> Message {
 
 /// feedgate's `Subscribe` request; the request id is the subscription id.
 fn subscribe_request(subscription_id: u64, source: pb::subscribe::Source) -> Message {
+    resume_request(subscription_id, source, Default::default())
+}
+
+/// feedgate's `Subscribe` request resuming after `cursor` (empty: a fresh subscription).
+fn resume_request(
+    subscription_id: u64,
+    source: pb::subscribe::Source,
+    cursor: bytes::Bytes,
+) -> Message {
     let subscribe = pb::Subscribe {
         subscription_id,
         source: Some(source),
-        resume_from: Default::default(),
+        resume_from: cursor,
     };
     request(subscription_id, pb::request::Command::Subscribe(subscribe))
+}
+
+/// Subscribes (subscription 1) to `table` on feedgate, with its initial rows or resuming after
+/// `cursor`, and reads to `Ready`: the row changes that came before it, and `Ready`'s cursor.
+pub async fn table_until_ready(
+    ws: &mut Ws,
+    table: &str,
+    include_initial: bool,
+    cursor: bytes::Bytes,
+) -> Result<(u64, bytes::Bytes)> {
+    let source = pb::subscribe::Source::Table(pb::TableFeed {
+        table: table.into(),
+        include_initial,
+    });
+    ws.send(resume_request(1, source, cursor)).await?;
+    let mut changes = 0;
+    loop {
+        let frame = next_binary(ws).await?;
+        match pb::ServerMessage::decode(frame.as_ref())?.message {
+            Some(pb::server_message::Message::Event(event)) => match event.body {
+                Some(pb::event::Body::Change(_)) => changes += 1,
+                Some(pb::event::Body::Ready(_)) => return Ok((changes, event.cursor)),
+                Some(pb::event::Body::Closed(closed)) => bail!("subscription ended: {closed:?}"),
+                _ => {}
+            },
+            Some(pb::server_message::Message::Response(response))
+                if matches!(response.result, Some(pb::response::Result::Error(_))) =>
+            {
+                bail!("subscribe refused: {response:?}")
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Subscribes and returns once the system confirmed it (feedgate: `Ready`; NATS: the PONG after

@@ -8,7 +8,7 @@
 //! database, memory per idle connection and per subscription, initial snapshot against COPY
 //! (docs/benchmarks.md says what each measures).
 //!
-//! Run through `bench/run [--quick|--full] [--only fanout,commit,sustain,cost,memory,snapshot,kafka]`, which installs
+//! Run through `bench/run [--quick|--full] [--only fanout,commit,sustain,cost,memory,snapshot,kafka,resume]`, which installs
 //! and starts what is needed; directly: `cargo bench --bench compare -- --quick`.
 
 mod chart;
@@ -385,6 +385,30 @@ async fn scenarios(
             details.insert(scenario.clone(), serde_json::to_value(&figures)?);
             rows.extend([rate, ratio, peak, beside, latency]);
         }
+    }
+    if wants("resume") {
+        let (table_rows, changes) = if args.full {
+            (100_000, 10_000)
+        } else {
+            (20_000, 2_000)
+        };
+        let scenario = format!(
+            "resume, 100 table subscribers, {changes} changes missed, {table_rows}-row table"
+        );
+        eprintln!("{scenario}: feedgate");
+        let figures = scenarios::resume(&mut db, database_url, 100, table_rows, changes).await?;
+        let mut resumed = row(&scenario, "seconds to all Ready, resuming", false);
+        resumed
+            .values
+            .push((Proto::Feedgate, figures.resume_seconds));
+        let mut fresh = row(
+            &scenario,
+            "seconds to all Ready, fresh include_initial",
+            false,
+        );
+        fresh.values.push((Proto::Feedgate, figures.fresh_seconds));
+        details.insert(scenario.clone(), serde_json::to_value(&figures)?);
+        rows.extend([resumed, fresh]);
     }
     Ok((rows, Value::Object(details)))
 }

@@ -514,3 +514,115 @@ async fn snapshot_beside_live(database_url: &str, rows: u64) -> Result<BesideLiv
         peak_rss_kib: server.peak_rss_kib()?,
     })
 }
+
+/// Reconnecting table subscribers: resume against a fresh snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct Resume {
+    pub subscribers: usize,
+    pub table_rows: u64,
+    pub changes: u64,
+    /// Every subscriber resumed from its cursor and reached `Ready`: seconds from the first
+    /// `Subscribe` sent to the last `Ready`.
+    pub resume_seconds: f64,
+    /// Changes each resumed subscriber received before `Ready` (must be `changes`).
+    pub resumed_changes_each: u64,
+    /// The same subscribers subscribing afresh with `include_initial` instead.
+    pub fresh_seconds: f64,
+    /// Rows each fresh subscriber received before `Ready` (must be `table_rows`).
+    pub fresh_rows_each: u64,
+}
+
+/// `subscribers` connections subscribe to a table of `table_rows` rows and keep `Ready`'s
+/// cursor, disconnect; `changes` row updates are committed; then they all reconnect and resume
+/// from their cursors (timed to the last `Ready`), and, for comparison, all subscribe afresh with
+/// `include_initial` (timed the same way).
+pub async fn resume(
+    db: &mut PgConnection,
+    database_url: &str,
+    subscribers: usize,
+    table_rows: u64,
+    changes: u64,
+) -> Result<Resume> {
+    let server = crate::systems::feedgate(Some(database_url))?;
+    sqlx::raw_sql(&format!(
+        "DROP TABLE IF EXISTS bench_resume;
+         CREATE TABLE bench_resume (id bigint PRIMARY KEY, name text NOT NULL, n bigint NOT NULL);
+         INSERT INTO bench_resume SELECT g, 'item ' || g, 0 FROM generate_series(1, {table_rows}) g"
+    ))
+    .execute(&mut *db)
+    .await?;
+    watch(db, Proto::Feedgate, "bench_resume").await?;
+    let mut cursors = Vec::new();
+    for _ in 0..subscribers {
+        let mut ws = load::connect(&server.url).await?;
+        let (_, cursor) =
+            load::table_until_ready(&mut ws, "public.bench_resume", false, Default::default())
+                .await?;
+        cursors.push(cursor);
+    }
+    // All disconnected (the sockets closed as `ws` went); the changes commit meanwhile, 100 rows
+    // per transaction.
+    let per_transaction = 100.min(changes.max(1));
+    let mut done = 0;
+    while done < changes {
+        let n = per_transaction.min(changes - done);
+        sqlx::query(
+            "UPDATE bench_resume SET n = n + 1 \
+              WHERE id IN (SELECT 1 + (g % $3) FROM generate_series($1::int8, $1::int8 + $2 - 1) g)",
+        )
+        .bind(i64::try_from(done)?)
+        .bind(i64::try_from(n)?)
+        .bind(i64::try_from(table_rows)?)
+        .execute(&mut *db)
+        .await?;
+        done += n;
+    }
+    let timed = |include_initial: bool, cursors: Vec<bytes::Bytes>| {
+        let url = server.url.clone();
+        async move {
+            let start = Instant::now();
+            let mut tasks = Vec::new();
+            for cursor in cursors {
+                let url = url.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut ws = load::connect(&url).await?;
+                    let (received, _) = load::table_until_ready(
+                        &mut ws,
+                        "public.bench_resume",
+                        include_initial,
+                        cursor,
+                    )
+                    .await?;
+                    anyhow::Ok(received)
+                }));
+            }
+            let mut each = Vec::new();
+            for task in tasks {
+                each.push(task.await??);
+            }
+            anyhow::Ok((start.elapsed().as_secs_f64(), each))
+        }
+    };
+    let (resume_seconds, resumed) = timed(false, cursors).await?;
+    let (fresh_seconds, fresh) = timed(true, vec![bytes::Bytes::new(); subscribers]).await?;
+    let resumed_changes_each = resumed.iter().copied().min().unwrap_or(0);
+    anyhow::ensure!(
+        resumed.iter().all(|&n| n == changes),
+        "resumed subscribers got {resumed:?} changes, not {changes} each"
+    );
+    let fresh_rows_each = fresh.iter().copied().min().unwrap_or(0);
+    anyhow::ensure!(
+        fresh.iter().all(|&n| n == table_rows),
+        "fresh subscribers got {fresh:?} rows, not {table_rows} each"
+    );
+    drop(server);
+    Ok(Resume {
+        subscribers,
+        table_rows,
+        changes,
+        resume_seconds,
+        resumed_changes_each,
+        fresh_seconds,
+        fresh_rows_each,
+    })
+}
