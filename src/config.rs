@@ -233,7 +233,8 @@ pub struct ChangefeedConfig {
     /// How often pruning runs.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
-    /// Connections for snapshots and lookups (the reader has its own two).
+    /// Connections for snapshots and lookups (the reader has its own two). At most `pool_size - 1`
+    /// snapshots (or resume catch-ups) run at once; more wait their turn.
     pub pool_size: u32,
 }
 

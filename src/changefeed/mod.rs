@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgPool};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -165,6 +166,11 @@ struct Shared {
     tasks: TaskTracker,
     /// Stops the reader; every subscription's own stop token is a child of it.
     shutdown: CancellationToken,
+    /// Turns for subscriptions' snapshot transactions (initial rows or a resume's catch-up), one
+    /// connection of the pool each: `pool_size - 1` of them (at least 1), so one connection
+    /// stays free for name and type lookups. The rest wait their turn, in order, as long as it
+    /// takes (each subscription holds one waiter; unsubscribing leaves the line).
+    snapshots: Arc<Semaphore>,
 }
 
 impl Changefeed {
@@ -181,6 +187,9 @@ impl Changefeed {
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(settings.connect.clone().application_name("feedgate"));
         let subscribers = Subscribers::new(settings.tuning.snapshot_buffer);
+        let turns = (settings.tuning.pool_size as usize)
+            .saturating_sub(1)
+            .max(1);
         let changefeed = Self {
             shared: Arc::new(Shared {
                 settings,
@@ -191,6 +200,7 @@ impl Changefeed {
                 health: Health::new(false),
                 tasks: tasks.clone(),
                 shutdown: shutdown.clone(),
+                snapshots: Arc::new(Semaphore::new(turns)),
             }),
         };
         tasks.spawn(reader::run(changefeed.shared.clone(), shutdown));
@@ -263,6 +273,7 @@ impl Changefeed {
             filter,
             closed,
             resume,
+            turns: self.shared.snapshots.clone(),
         };
         let cancel = self.shared.shutdown.child_token();
         Ok(TableSubscription::start(

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use sqlx::PgPool;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -104,6 +105,8 @@ pub(super) struct Start {
     pub(super) closed: Arc<AtomicBool>,
     /// Where to resume from, instead of the initial rows.
     pub(super) resume: Option<Resume>,
+    /// Turns for a snapshot transaction (`Shared::snapshots`).
+    pub(super) turns: Arc<Semaphore>,
 }
 
 impl Start {
@@ -164,6 +167,13 @@ impl Start {
     /// Takes the subscription's snapshot in one REPEATABLE READ transaction, streaming the rows
     /// when `include_initial`; returns the snapshot that fences the live changes.
     async fn snapshot(&self) -> Result<Snapshot, Failure> {
+        // Waits its turn (see `Shared::snapshots`): a burst of subscriptions, such as clients
+        // reconnecting after a deploy, queues here instead of timing out on the pool.
+        let _turn = self
+            .turns
+            .acquire()
+            .await
+            .map_err(|_| unavailable(&"the changefeed is shutting down"))?;
         let mut tx = self.pool.begin().await.map_err(|e| unavailable(&e))?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
