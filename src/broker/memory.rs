@@ -139,26 +139,14 @@ impl MemoryBroker {
     ) -> Result<TopicRegistration, Failure> {
         check_exact(request.topic)?;
         let Some(from) = self.start(&request)? else {
-            return Ok(self.registry.subscribe(
-                request.topic,
-                request.subscriber,
-                request.mailbox,
-                TopicState::default(),
-                || announce(ReadyAt::Now),
-            ));
+            return Ok(self.subscribe_live(request, announce));
         };
         let histories = &self.shared.histories;
         loop {
             let Some(history) = histories.topic(request.topic) else {
                 if !from.whole {
                     // EARLIEST with nothing kept: the next message on.
-                    return Ok(self.registry.subscribe(
-                        request.topic,
-                        request.subscriber,
-                        request.mailbox,
-                        TopicState::default(),
-                        || announce(ReadyAt::Now),
-                    ));
+                    return Ok(self.subscribe_live(request, announce));
                 }
                 return Err(unavailable(
                     request.topic,
@@ -180,6 +168,21 @@ impl MemoryBroker {
             }
             return Ok(self.catch_up(request, &kept, from.offset, announce));
         }
+    }
+
+    /// Registers a subscriber that starts with the next message: live at once.
+    fn subscribe_live(
+        &self,
+        request: TopicSubscribe<'_>,
+        announce: impl FnOnce(ReadyAt),
+    ) -> TopicRegistration {
+        self.registry.subscribe(
+            request.topic,
+            request.subscriber,
+            request.mailbox,
+            TopicState::default(),
+            || announce(ReadyAt::Now),
+        )
     }
 
     /// Registers a subscriber catching up from `from` with what `kept` holds (under its lock,
