@@ -43,8 +43,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::{cannot_start_there, ReadyAt, TopicRegistration, TopicState};
 use super::{Consumers, Receipt, TopicSubscribe};
-use super::{ReadyAt, TopicRegistration, TopicState};
 use crate::config::KafkaConfig;
 use crate::cursor::{encode_kafka_positions, Cursor};
 use crate::protocol::{
@@ -555,7 +555,7 @@ fn resume_positions(cursor: &[u8], topic: &str) -> Result<HashMap<i32, i64>, Fai
         Ok(_) => "the cursor is not a Kafka topic's".to_owned(),
         Err(err) => format!("the cursor cannot be read: {err}"),
     };
-    Err(cannot_resume(topic, &why))
+    Err(cannot_start_there(topic, &why))
 }
 
 /// A resumed partition's next offset must still be in the topic: below its first record, the
@@ -574,15 +574,7 @@ fn check_in_range(
     } else {
         return Ok(());
     };
-    Err(cannot_resume(topic, &why).detail("partition", partition))
-}
-
-fn cannot_resume(topic: &str, why: &str) -> Failure {
-    Failure::new(
-        Code::ResumeUnavailable,
-        format!("cannot resume Kafka topic {topic}: {why}; subscribe without resume_from"),
-    )
-    .detail("topic", topic)
+    Err(cannot_start_there(topic, &why).detail("partition", partition))
 }
 
 fn unavailable(topic: &str, err: &KafkaError) -> Failure {

@@ -25,7 +25,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{ReadyAt, Receipt, TopicRegistration, TopicSubscribe};
+use super::{cannot_start_there, ReadyAt, Receipt, TopicRegistration, TopicSubscribe};
 use crate::config::MemoryConfig;
 use crate::cursor::Cursor;
 use crate::outbound::{Mailbox, Outbound};
@@ -148,7 +148,7 @@ impl MemoryBroker {
                     // EARLIEST with nothing kept: the next message on.
                     return Ok(self.subscribe_live(request, announce));
                 }
-                return Err(unavailable(
+                return Err(cannot_start_there(
                     request.topic,
                     "this server keeps no history of the topic now (memory.history_size is 0, \
                      or memory.history_topics topics have history already)",
@@ -160,7 +160,7 @@ impl MemoryBroker {
             }
             kept.expire(Instant::now(), histories.settings().history_ttl);
             if from.whole && kept.evicted_through() >= from.offset {
-                return Err(unavailable(
+                return Err(cannot_start_there(
                     request.topic,
                     "messages after that position are no longer kept (memory.history_size, \
                      history_bytes or history_ttl)",
@@ -226,20 +226,20 @@ impl MemoryBroker {
             let after =
                 match Cursor::decode(request.resume_from) {
                     Ok(Cursor::Memory { epoch, offset }) if epoch == self.shared.epoch => offset,
-                    Ok(Cursor::Memory { .. }) => return Err(unavailable(
+                    Ok(Cursor::Memory { .. }) => return Err(cannot_start_there(
                         request.topic,
                         "the cursor is from another run or node of feedgate: in-process topics \
                          keep their history in this process's memory only",
                     )),
                     Ok(_) => {
-                        return Err(unavailable(
+                        return Err(cannot_start_there(
                             request.topic,
                             "the cursor is not an in-process topic's (it is a Kafka record's or a \
                          table change's)",
                         ))
                     }
                     Err(err) => {
-                        return Err(unavailable(
+                        return Err(cannot_start_there(
                             request.topic,
                             &format!("the cursor cannot be read: {err}"),
                         ))
@@ -373,14 +373,6 @@ enum Next {
     Send(Vec<SharedEvent>),
     Done,
     Overflowed,
-}
-
-fn unavailable(topic: &str, why: &str) -> Failure {
-    Failure::new(
-        Code::ResumeUnavailable,
-        format!("cannot start topic {topic} there: {why}; subscribe without resume_from"),
-    )
-    .detail("topic", topic)
 }
 
 /// In-process topics match exactly; wildcard characters would promise a pattern match that this

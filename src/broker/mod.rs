@@ -99,11 +99,20 @@ fn no_resume(request: &TopicSubscribe<'_>) -> Result<(), Failure> {
     if request.resume_from.is_empty() {
         return Ok(());
     }
-    Err(Failure::new(
+    Err(cannot_start_there(
+        request.topic,
+        "RabbitMQ topics cannot resume from a cursor",
+    ))
+}
+
+/// The `RESUME_UNAVAILABLE` a topic backend answers when a subscription cannot start where it
+/// asked (`resume_from`, or an `OFFSET` no longer kept), saying `why`.
+pub(crate) fn cannot_start_there(topic: &str, why: &str) -> Failure {
+    Failure::new(
         Code::ResumeUnavailable,
-        "RabbitMQ topics cannot resume from a cursor; subscribe without resume_from",
+        format!("cannot start topic {topic} there: {why}; subscribe without resume_from"),
     )
-    .detail("topic", request.topic))
+    .detail("topic", topic)
 }
 
 /// Backends without history serve only `StartPosition::Latest`.
