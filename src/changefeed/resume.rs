@@ -19,6 +19,7 @@ use super::reader::LoggedOp;
 use super::snapshot::Snapshot;
 use super::subscription::{truncated, unreadable_change};
 use super::tables::{TableEntry, TableInfo};
+use super::ChangefeedError;
 use crate::cursor::{encode_table_feed, Cursor, TablePosition};
 use crate::outbound::{Mailbox, Outbound};
 use crate::protocol::{encode_event, Code, EventBody, Failure};
@@ -176,7 +177,10 @@ pub(crate) async fn catch_up(
             row.try_get("old_row").map_err(db)?,
             row.try_get("new_row").map_err(db)?,
         );
-        change.transaction_id = xid.parse().unwrap_or_default();
+        // As the reader does: a transaction id that is not a number is not guessed at.
+        change.transaction_id = xid
+            .parse()
+            .map_err(|_| unreadable_change(&info.name, &ChangefeedError::BadXid(xid)))?;
         change.commit_time_micros = row.try_get("logged_micros").map_err(db)?;
         let view = match target.filter {
             None => View::Original,
