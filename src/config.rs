@@ -68,6 +68,11 @@ pub struct TopicRule {
     /// the binding key of the subscription's queue).
     #[serde(default)]
     pub allow_wildcards: bool,
+    /// Whether each matching topic is kept in a RabbitMQ stream of its own (RabbitMQ only; not
+    /// with wildcards): subscribers can then start from the first kept message or an offset,
+    /// and resume from a cursor (`broker::rabbitmq::stream`).
+    #[serde(default)]
+    pub stream: bool,
 }
 
 /// One grant (see `auth::permissions`).
@@ -194,6 +199,33 @@ pub struct RabbitConfig {
     /// How long a publish waits for the broker's confirm before failing (retryable).
     #[serde(default = "default_publish_timeout", with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// Stream topics: the stream of topic `t` is the queue named this prefix + `t`.
+    #[serde(default = "default_stream_prefix")]
+    pub stream_prefix: String,
+    /// Stream topics: the most bytes a stream keeps (`x-max-length-bytes`); older segments go.
+    #[serde(default = "default_stream_max_bytes")]
+    pub stream_max_bytes: u64,
+    /// Stream topics: the size of a stream's segment files
+    /// (`x-stream-max-segment-size-bytes`); retention removes whole segments.
+    #[serde(default = "default_stream_segment_bytes")]
+    pub stream_segment_bytes: u64,
+    /// Stream topics: how long a stream keeps a message (`x-max-age`, whole seconds); `0s`
+    /// means only `stream_max_bytes` limits it.
+    #[serde(default = "default_stream_max_age", with = "humantime_serde")]
+    pub stream_max_age: Duration,
+}
+
+fn default_stream_prefix() -> String {
+    "feedgate.stream.".into()
+}
+fn default_stream_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_stream_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_stream_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_exchange() -> String {
@@ -707,6 +739,33 @@ impl Config {
                     "wildcard subscriptions are a RabbitMQ feature".into(),
                 );
             }
+            if rule.stream && rule.backend != BackendKind::Rabbitmq {
+                return invalid(
+                    "topics.stream",
+                    "streams are a RabbitMQ feature (Kafka topics and in-process ones keep \
+                     their messages already)"
+                        .into(),
+                );
+            }
+            if rule.stream && rule.allow_wildcards {
+                return invalid(
+                    "topics.stream",
+                    format!(
+                        "{:?}: a stream keeps one topic, so its subscribers name that topic: \
+                         allow_wildcards cannot be on too",
+                        rule.pattern
+                    ),
+                );
+            }
+            let exchange_type = self.rabbitmq.as_ref().map(|r| r.exchange_type.as_str());
+            if rule.stream && !matches!(exchange_type, Some("topic" | "direct")) {
+                return invalid(
+                    "topics.stream",
+                    "a stream is bound with its topic as the routing key: \
+                     rabbitmq.exchange_type must be topic or direct"
+                        .into(),
+                );
+            }
         }
         if let Some(rabbit) = &self.rabbitmq {
             if !matches!(
@@ -720,6 +779,12 @@ impl Config {
             }
             if rabbit.prefetch == 0 {
                 return invalid("rabbitmq.prefetch", "must be at least 1".into());
+            }
+            if rabbit.stream_max_bytes == 0 || rabbit.stream_segment_bytes == 0 {
+                return invalid(
+                    "rabbitmq.stream_max_bytes",
+                    "stream_max_bytes and stream_segment_bytes must be above 0".into(),
+                );
             }
         }
         Ok(())

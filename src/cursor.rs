@@ -20,6 +20,8 @@
 //!        snapshot = xmin u64, xmax u64, n u32, n × in-progress xid u64
 //!   'p' Kafka subscription positions
 //!        topic length u16, topic (UTF-8), count u16, count × (partition i32, next offset i64)
+//!   'r' RabbitMQ stream message
+//!        topic length u16, topic (UTF-8), offset i64, check u32
 //! ```
 //!
 //! Clients may have stored cursors, so the bytes of a version never change. A new layout or kind
@@ -30,8 +32,9 @@
 //! terms of PostgreSQL snapshots and change-log ids: the log's ids are not commit order, so an id
 //! alone cannot say it.
 //!
-//! RabbitMQ topics have no kind: a queue has no offsets, so there is no position to name. Their
-//! events and `Published` carry an empty cursor, which [`Cursor::decode`] refuses as
+//! RabbitMQ topics kept in a stream have offsets (kind `r`). Other RabbitMQ topics have no kind:
+//! a queue has no offsets, so there is no position to name. Their events, and every RabbitMQ
+//! `Published`, carry an empty cursor, which [`Cursor::decode`] refuses as
 //! [`CursorError::Empty`].
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -45,6 +48,8 @@ const VERSION_2: u8 = 2;
 const TABLE_FEED: u8 = b't';
 /// The kind byte of a Kafka subscription's positions (version 2).
 const KAFKA_POSITIONS: u8 = b'p';
+/// The kind byte of a RabbitMQ stream message (version 2).
+const RABBIT_STREAM: u8 = b'r';
 /// Version byte and kind byte.
 const HEADER: usize = 2;
 
@@ -82,6 +87,16 @@ pub enum Cursor {
         topic: Vec<u8>,
         /// (partition, next offset), as the subscription reached them.
         next: Vec<(i32, i64)>,
+    },
+    /// A message of a RabbitMQ topic kept in a stream.
+    RabbitStream {
+        /// The topic's name, as UTF-8 bytes (a position resumes only its own topic).
+        topic: Vec<u8>,
+        /// The message's offset in the stream.
+        offset: i64,
+        /// A checksum of the message, so that a resume finds out when the stream at `offset`
+        /// holds another message (the stream was deleted and declared again).
+        check: u32,
     },
 }
 
@@ -153,6 +168,11 @@ impl Cursor {
             Cursor::KafkaPositions { topic, next } => {
                 return encode_kafka_positions(topic, next.iter().copied());
             }
+            Cursor::RabbitStream {
+                topic,
+                offset,
+                check,
+            } => return encode_rabbit_stream(topic, *offset, *check),
             other => other.kind(),
         };
         let mut bytes = BytesMut::with_capacity(HEADER + kind.body_len());
@@ -168,7 +188,7 @@ impl Cursor {
                 bytes.put_i64(offset);
             }
             Cursor::Table { log_id } => bytes.put_i64(log_id),
-            Cursor::TableFeed(_) | Cursor::KafkaPositions { .. } => {} // returned above
+            Cursor::TableFeed(_) | Cursor::KafkaPositions { .. } | Cursor::RabbitStream { .. } => {} // returned above
         }
         bytes.freeze()
     }
@@ -218,7 +238,7 @@ impl Cursor {
             Cursor::Memory { .. } => Kind::Memory,
             Cursor::Kafka { .. } => Kind::Kafka,
             Cursor::Table { .. } | Cursor::TableFeed(_) => Kind::Table,
-            Cursor::KafkaPositions { .. } => Kind::Kafka,
+            Cursor::KafkaPositions { .. } | Cursor::RabbitStream { .. } => Kind::Kafka,
         }
     }
 }
@@ -275,6 +295,20 @@ pub fn encode_kafka_positions(
     bytes.freeze()
 }
 
+/// A RabbitMQ stream message's cursor (version 2): the topic (at most 65,535 bytes), the
+/// message's offset and its checksum.
+pub fn encode_rabbit_stream(topic: &[u8], offset: i64, check: u32) -> Bytes {
+    let topic = &topic[..topic.len().min(usize::from(u16::MAX))];
+    let mut bytes = BytesMut::with_capacity(HEADER + 2 + topic.len() + 12);
+    bytes.put_u8(VERSION_2);
+    bytes.put_u8(RABBIT_STREAM);
+    bytes.put_u16(topic.len() as u16);
+    bytes.put_slice(topic);
+    bytes.put_i64(offset);
+    bytes.put_u32(check);
+    bytes.freeze()
+}
+
 /// Reads a version 2 cursor (the whole bytes, version byte included).
 fn decode_v2(bytes: &[u8]) -> Result<Cursor, CursorError> {
     let mut fields = Fields {
@@ -286,13 +320,22 @@ fn decode_v2(bytes: &[u8]) -> Result<Cursor, CursorError> {
     let cursor = match kind {
         TABLE_FEED => decode_table_feed(&mut fields)?,
         KAFKA_POSITIONS => decode_kafka_positions(&mut fields)?,
+        RABBIT_STREAM => {
+            let topic = take_topic(&mut fields)?;
+            Cursor::RabbitStream {
+                topic,
+                offset: i64::from_be_bytes(fields.take_more()?),
+                check: u32::from_be_bytes(fields.take_more()?),
+            }
+        }
         other => return Err(CursorError::UnknownKind(other)),
     };
     fields.end_here()?;
     Ok(cursor)
 }
 
-fn decode_kafka_positions(fields: &mut Fields<'_>) -> Result<Cursor, CursorError> {
+/// A topic name: its length u16, then that many bytes.
+fn take_topic(fields: &mut Fields<'_>) -> Result<Vec<u8>, CursorError> {
     let length = usize::from(u16::from_be_bytes(fields.take_more()?));
     if fields.rest.len() < length {
         return Err(CursorError::Truncated {
@@ -302,16 +345,18 @@ fn decode_kafka_positions(fields: &mut Fields<'_>) -> Result<Cursor, CursorError
     }
     let (topic, rest) = fields.rest.split_at(length);
     fields.rest = rest;
+    Ok(topic.to_vec())
+}
+
+fn decode_kafka_positions(fields: &mut Fields<'_>) -> Result<Cursor, CursorError> {
+    let topic = take_topic(fields)?;
     let count = u16::from_be_bytes(fields.take_more()?);
     let mut next = Vec::new();
     for _ in 0..count {
         let partition = i32::from_be_bytes(fields.take_more()?);
         next.push((partition, i64::from_be_bytes(fields.take_more()?)));
     }
-    Ok(Cursor::KafkaPositions {
-        topic: topic.to_vec(),
-        next,
-    })
+    Ok(Cursor::KafkaPositions { topic, next })
 }
 
 fn decode_table_feed(fields: &mut Fields<'_>) -> Result<Cursor, CursorError> {
@@ -518,6 +563,20 @@ mod tests {
     }
 
     #[test]
+    fn rabbit_stream_bytes_are_pinned() {
+        let cursor = Cursor::RabbitStream {
+            topic: b"ab".to_vec(),
+            offset: 258,
+            check: 0x0A0B_0C0D,
+        };
+        let bytes = [
+            2, b'r', 0, 2, b'a', b'b', 0, 0, 0, 0, 0, 0, 1, 2, 0x0A, 0x0B, 0x0C, 0x0D,
+        ];
+        assert_eq!(&cursor.encode()[..], &bytes[..]);
+        assert_eq!(Cursor::decode(&bytes), Ok(cursor));
+    }
+
+    #[test]
     fn a_forged_count_is_a_truncation_not_an_allocation() {
         // base snapshot claims u32::MAX in-progress transactions and carries none.
         let bytes = [
@@ -618,6 +677,16 @@ mod tests {
             )
                 .prop_map(|(topic, next)| Cursor::KafkaPositions { topic, next }),
             (
+                prop::collection::vec(any::<u8>(), 0..8),
+                any::<i64>(),
+                any::<u32>()
+            )
+                .prop_map(|(topic, offset, check)| Cursor::RabbitStream {
+                    topic,
+                    offset,
+                    check
+                }),
+            (
                 any::<u32>(),
                 any_snapshot(),
                 prop::collection::vec((any_snapshot(), any::<i64>()), 0..3)
@@ -651,6 +720,12 @@ mod tests {
                 let mut bytes = vec![2, b'p', 0, length];
                 bytes.extend(std::iter::repeat_n(b'a', usize::from(length)));
                 bytes.extend([0, count]);
+                bytes
+            }),
+            // A RabbitMQ stream message: a short topic name.
+            (0u8..4).prop_map(|length| {
+                let mut bytes = vec![2, b'r', 0, length];
+                bytes.extend(std::iter::repeat_n(b'a', usize::from(length)));
                 bytes
             }),
             // A table feed position: oid, then a base snapshot with a small in-progress count.

@@ -75,6 +75,31 @@ async fn a_client_that_reconnects_resumes_with_nothing_lost_or_doubled() {
 }
 
 #[tokio::test]
+async fn a_subscriber_that_had_no_message_resumes_from_its_ready() {
+    let server = start().await;
+    let mut client = Client::connect(server.local_addr()).await;
+    let mut publisher = Client::connect(server.local_addr()).await;
+    publisher.publish("quiet", b"before").await;
+    expect_subscribed(client.request(resume(1, "quiet", &Bytes::new())).await);
+    let ready = client.recv_event().await;
+    assert!(matches!(ready.body, Some(pb::event::Body::Ready(_))), "{ready:?}");
+    assert!(!ready.cursor.is_empty(), "a live subscription's Ready names its position");
+    // The connection drops before any message; two are published meanwhile.
+    drop(client);
+    publisher.publish("quiet", b"while away 1").await;
+    publisher.publish("quiet", b"while away 2").await;
+    let mut client = Client::connect(server.local_addr()).await;
+    expect_subscribed(client.request(resume(1, "quiet", &ready.cursor)).await);
+    assert_eq!(
+        until_ready(&mut client, 1).await,
+        ["while away 1", "while away 2"],
+        "what followed the Ready, not what came before it"
+    );
+    client.barrier().await;
+    server.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test]
 async fn a_resume_while_messages_keep_coming_gets_each_once_in_order() {
     let mut config = test_config();
     config.memory.history_size = 10_000;

@@ -30,8 +30,8 @@ fuzz_target!(|data: &[u8]| {
 
 /// The layout, written from its documentation rather than from the decoder: a version byte, a
 /// kind byte, then the kind's big-endian fields. Version 1: `m` 16 bytes, `k` 12, `c` 8.
-/// Version 2: `t`, a table feed position, and `p`, Kafka positions, of variable length (see
-/// `spec_v2`).
+/// Version 2: `t`, a table feed position, `p`, Kafka positions, and `r`, a RabbitMQ stream
+/// message, of variable length (see `spec_v2`).
 fn spec(bytes: &[u8]) -> std::result::Result<(), CursorError> {
     let expected = match bytes {
         [] => return Err(CursorError::Empty),
@@ -71,8 +71,8 @@ fn spec_v2(bytes: &[u8]) -> std::result::Result<(), CursorError> {
         Ok(field.iter().fold(0u64, |n, b| n << 8 | u64::from(*b)))
     };
     let kind = need(1, &mut at)?;
-    if kind == u64::from(b'p') {
-        // Kafka positions: topic length (2), the topic, a count (2), count × 12.
+    if kind == u64::from(b'p') || kind == u64::from(b'r') {
+        // Both start with a topic: its length (2), then the topic.
         let length = need(2, &mut at)? as usize;
         if actual < at + length {
             return Err(CursorError::Truncated {
@@ -81,10 +81,17 @@ fn spec_v2(bytes: &[u8]) -> std::result::Result<(), CursorError> {
             });
         }
         at += length;
-        let count = need(2, &mut at)?;
-        for _ in 0..count {
-            need(4, &mut at)?;
+        if kind == u64::from(b'p') {
+            // Kafka positions: a count (2), count × 12.
+            let count = need(2, &mut at)?;
+            for _ in 0..count {
+                need(4, &mut at)?;
+                need(8, &mut at)?;
+            }
+        } else {
+            // A RabbitMQ stream message: offset (8), check (4).
             need(8, &mut at)?;
+            need(4, &mut at)?;
         }
         return if actual > at {
             Err(CursorError::TrailingBytes {
@@ -138,7 +145,14 @@ fn snapshot(u: &mut Unstructured<'_>) -> Result<TxSnapshot> {
 }
 
 fn cursor(u: &mut Unstructured<'_>) -> Result<Cursor> {
-    Ok(match u.int_in_range(0..=4)? {
+    Ok(match u.int_in_range(0..=5)? {
+        5 => Cursor::RabbitStream {
+            topic: (0..u.int_in_range(0..=4)?)
+                .map(|_| u.arbitrary())
+                .collect::<Result<_>>()?,
+            offset: u.arbitrary()?,
+            check: u.arbitrary()?,
+        },
         4 => Cursor::KafkaPositions {
             topic: (0..u.int_in_range(0..=4)?)
                 .map(|_| u.arbitrary())

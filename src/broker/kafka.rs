@@ -135,6 +135,10 @@ struct Shared {
     signals: Arc<Signals>,
     /// Registry keys with a running consumer, and the token that stops it.
     consumers: Consumers,
+    /// Each shared (LATEST) feed's position after the last record it fanned out, which a new
+    /// subscriber's `Ready` carries. Written after the fan-out, so a subscriber joining
+    /// meanwhile may get that record again on a resume, never miss it.
+    positions: std::sync::Mutex<HashMap<String, Bytes>>,
     /// Where consumer tasks run, so that shutdown waits for them (and their consumers' close).
     tasks: tokio_util::task::TaskTracker,
     /// Stops the probe; every consumer's stop token is a child of it.
@@ -167,6 +171,7 @@ impl KafkaBroker {
                 producer,
                 signals,
                 consumers: Consumers::default(),
+                positions: std::sync::Mutex::default(),
                 tasks: tasks.clone(),
                 shutdown: shutdown.clone(),
             }),
@@ -250,6 +255,16 @@ impl KafkaBroker {
                     .await?,
             )
         };
+        let position = match &opened {
+            Some((_, assigned)) => {
+                let position = encode_positions(request.topic, assigned);
+                if !private {
+                    self.shared.set_position(&key, position.clone());
+                }
+                position
+            }
+            None => self.shared.position(&key),
+        };
         // The subscriber is registered before a new consumer's task starts, so that no record
         // it reads finds nobody to deliver to.
         let registration = self.registry().subscribe(
@@ -257,7 +272,7 @@ impl KafkaBroker {
             request.subscriber,
             request.mailbox,
             TopicState::default(),
-            || announce(ReadyAt::Now),
+            || announce(ReadyAt::Now(position)),
         );
         if let Some((consumer, positions)) = opened {
             let stop = self.shared.shutdown.child_token();
@@ -382,11 +397,7 @@ impl KafkaBroker {
                         let message = topic_message(&record);
                         // The position right after this record: every partition's next
                         // offset, so that a resume continues each where this left it.
-                        let mut next: Vec<(i32, i64)> =
-                            feed.positions.iter().map(|(p, o)| (*p, *o)).collect();
-                        next.sort_unstable();
-                        let position =
-                            encode_kafka_positions(feed.topic.as_bytes(), next.iter().copied());
+                        let position = encode_positions(&feed.topic, &feed.positions);
                         let encode = || share_event(&position, EventBody::Message(&message));
                         if feed.private {
                             // One reader replaying history: wait for it rather than overflow
@@ -394,6 +405,7 @@ impl KafkaBroker {
                             self.registry().publish_waiting(&feed.key, encode).await;
                         } else {
                             self.registry().publish(&feed.key, encode);
+                            self.shared.set_position(&feed.key, position);
                         }
                     }
                     Err(err) if topic_gone(&err) => {
@@ -438,9 +450,16 @@ impl KafkaBroker {
     }
 
     async fn retire_if_unused(&self, key: &str) -> bool {
+        let forget_position = || {
+            self.shared
+                .positions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(key);
+        };
         self.shared
             .consumers
-            .retire_if_unused(self.registry(), key)
+            .retire_if_unused(self.registry(), key, forget_position)
             .await
     }
 }
@@ -540,6 +559,31 @@ fn assign(
         .assign(&assignment)
         .map_err(|err| unavailable(topic, &err))?;
     Ok((consumer, assigned))
+}
+
+impl Shared {
+    /// A shared feed's position after its last fanned-out record (empty before it has one).
+    fn position(&self, key: &str) -> Bytes {
+        let positions = self
+            .positions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        positions.get(key).cloned().unwrap_or_default()
+    }
+
+    fn set_position(&self, key: &str, position: Bytes) {
+        self.positions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.to_owned(), position);
+    }
+}
+
+/// A feed position as a cursor: every partition's next offset, in partition order.
+fn encode_positions(topic: &str, positions: &HashMap<i32, i64>) -> Bytes {
+    let mut next: Vec<(i32, i64)> = positions.iter().map(|(p, o)| (*p, *o)).collect();
+    next.sort_unstable();
+    encode_kafka_positions(topic.as_bytes(), next.into_iter())
 }
 
 /// Reads a `resume_from` for `topic`: a Kafka subscription's positions, by partition.

@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -170,19 +172,28 @@ impl MemoryBroker {
         }
     }
 
-    /// Registers a subscriber that starts with the next message: live at once.
+    /// Registers a subscriber that starts with the next message: live at once, its `Ready`
+    /// carrying the position it starts after.
     fn subscribe_live(
         &self,
         request: TopicSubscribe<'_>,
         announce: impl FnOnce(ReadyAt),
     ) -> TopicRegistration {
+        let position = self.position();
         self.registry.subscribe(
             request.topic,
             request.subscriber,
             request.mailbox,
             TopicState::default(),
-            || announce(ReadyAt::Now),
+            || announce(ReadyAt::Now(position)),
         )
+    }
+
+    /// The cursor of the newest offset handed out so far: resuming from it gets every message
+    /// numbered after this call.
+    fn position(&self) -> Bytes {
+        let newest = self.shared.next_offset.load(Ordering::Acquire) - 1;
+        self.cursor(newest).encode()
     }
 
     /// Registers a subscriber catching up from `from` with what `kept` holds (under its lock,
@@ -195,6 +206,9 @@ impl MemoryBroker {
         announce: impl FnOnce(ReadyAt),
     ) -> TopicRegistration {
         let replay = kept.since(from);
+        // Under `kept`'s lock, which numbering takes: every message after this position is
+        // either in `replay` or will reach the subscriber's buffer.
+        let position = self.position();
         let mailbox = request.mailbox.clone();
         let registration = self.registry.subscribe(
             request.topic,
@@ -209,6 +223,7 @@ impl MemoryBroker {
             request.subscriber,
             mailbox,
             replay,
+            position,
         );
         let stop = self.shared.shutdown.clone();
         self.shared.tasks.spawn(async move {
@@ -323,16 +338,21 @@ impl MemoryBroker {
 }
 
 /// Sends a catching-up subscriber its kept messages, then what was published meanwhile, then
-/// `Ready`, and makes it live. Ends early when the subscriber goes.
+/// `Ready`, and makes it live. Ends early when the subscriber goes. `Ready` carries `position`
+/// (where the catch-up began) when no message went before it, so that the client has a cursor
+/// either way.
 async fn run_catch_up(
     registry: Registry<TopicState>,
     topic: String,
     subscriber: SubscriberKey,
     mailbox: Mailbox,
     replay: Vec<SharedEvent>,
+    position: Bytes,
 ) {
     let mut batch = replay;
+    let mut sent_any = false;
     loop {
+        sent_any |= !batch.is_empty();
         for event in batch {
             if !registry
                 .send_waiting(&topic, subscriber, &mailbox, event)
@@ -353,7 +373,8 @@ async fn run_catch_up(
             }
             // Under the topic's fan-out lock: Ready precedes every live message.
             state.catching_up = None;
-            let ready = encode_event(subscriber.subscription_id, &[], EventBody::Ready);
+            let cursor = if sent_any { &[][..] } else { &position[..] };
+            let ready = encode_event(subscriber.subscription_id, cursor, EventBody::Ready);
             let _ = mailbox.try_deliver(Outbound::Frame(ready));
             Visit::Keep(Next::Done)
         });

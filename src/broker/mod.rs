@@ -37,10 +37,14 @@ pub type TopicRegistration = Registration<TopicState>;
 
 /// When a new topic subscription's `Ready` follows its `Subscribed`, as the backend tells the
 /// `announce` callback of [`Topics::subscribe`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadyAt {
-    /// At once: the subscription is live.
-    Now,
+    /// At once: the subscription is live. `Ready` carries this cursor: the position the
+    /// subscription starts after, so that a client that has received no message yet can resume
+    /// (empty where the source has no positions). It is read before the subscriber joins the
+    /// fan-out, so a message published meanwhile may also come again on a resume, never be
+    /// missed.
+    Now(Bytes),
     /// After the kept messages it asked for; the backend queues `Ready` itself then.
     AfterReplay,
 }
@@ -77,31 +81,34 @@ impl Consumers {
         self.0.lock().await
     }
 
-    /// Forgets `key` when `registry` has no subscriber for it; true when it did (the caller's
-    /// consumer then stops).
+    /// Forgets `key` when `registry` has no subscriber for it, and runs `forget` under the same
+    /// lock (what the backend keeps per key); true when it did (the caller's consumer then
+    /// stops).
     pub(crate) async fn retire_if_unused(
         &self,
         registry: &Registry<TopicState>,
         key: &str,
+        forget: impl FnOnce(),
     ) -> bool {
         let mut consumers = self.lock().await;
         if registry.has_subscribers(key) {
             return false;
         }
         consumers.remove(key);
+        forget();
         true
     }
 }
 
-/// RabbitMQ topics do not resume from a cursor (a queue has no positions); in-process and Kafka
-/// topics do.
+/// RabbitMQ topics bound to queues do not resume from a cursor (a queue has no positions);
+/// stream ones, in-process and Kafka topics do.
 fn no_resume(request: &TopicSubscribe<'_>) -> Result<(), Failure> {
     if request.resume_from.is_empty() {
         return Ok(());
     }
     Err(cannot_start_there(
         request.topic,
-        "RabbitMQ topics cannot resume from a cursor",
+        "RabbitMQ topics resume only when kept in a stream (stream = true on their routing rule)",
     ))
 }
 
@@ -122,7 +129,10 @@ fn latest_only(request: &TopicSubscribe<'_>, backend: &str) -> Result<(), Failur
     }
     Err(Failure::new(
         Code::Validation,
-        format!("{backend} topics start at the latest message; EARLIEST and OFFSET are for Kafka"),
+        format!(
+            "{backend} topics start at the latest message; EARLIEST and OFFSET are for Kafka, \
+             in-process and RabbitMQ stream topics"
+        ),
     )
     .detail("topic", request.topic))
 }
@@ -171,9 +181,12 @@ impl Topics {
         }
         match self.backend(rule, request.topic)? {
             Backend::Memory(memory) => memory.subscribe(request, announce),
+            Backend::Rabbitmq(rabbit) if rule.is_some_and(|r| r.stream) => {
+                rabbit.subscribe_stream(request, announce).await
+            }
             Backend::Rabbitmq(rabbit) => {
                 no_resume(&request)?;
-                latest_only(&request, "RabbitMQ")?;
+                latest_only(&request, "RabbitMQ queue")?;
                 rabbit.subscribe(request, announce).await
             }
             Backend::Kafka(kafka) => kafka.subscribe(request, announce).await,
@@ -192,7 +205,10 @@ impl Topics {
         let rule = route::route(&self.rules, &message.topic)?;
         match self.backend(rule, &message.topic)? {
             Backend::Memory(memory) => memory.publish(message),
-            Backend::Rabbitmq(rabbit) => rabbit.publish(message).await,
+            Backend::Rabbitmq(rabbit) => {
+                let stream = rule.is_some_and(|r| r.stream);
+                rabbit.publish(message, stream).await
+            }
             Backend::Kafka(kafka) => kafka.publish(message).await,
         }
     }

@@ -10,14 +10,26 @@
 //! message; a nack, an unreachable broker or no confirm within `publish_timeout` answers a
 //! retryable `PUBLISH_FAILED`.
 //!
+//! Topics whose routing rule says `stream = true` are kept in a RabbitMQ stream each instead
+//! ([`stream`]): declared when first subscribed or published to, read from an offset, so that
+//! they start from the first kept message or an offset and resume from a cursor. `LATEST`
+//! subscribers of a stream topic share one consumer per node, started at the stream's next
+//! message; every other start gets a consumer of its own, which waits for room in its
+//! subscriber's queue rather than overflow it (the stream keeps the rest).
+//!
 //! lapin does not reconnect by itself: a connection task does. While RabbitMQ is unreachable,
 //! subscribers get a `SourceStatus { available: false }` event; when it is back, the task declares
 //! the exchange again, re-binds a queue for every key that still has subscribers, and sends
 //! `SourceStatus { available: true }`. Messages published while the node was disconnected are lost
-//! to it (its exclusive queues died with the connection), and subscribers are told of the gap by
-//! those two events.
+//! to a queue topic (its exclusive queues died with the connection), and subscribers are told of
+//! the gap by those two events. A stream topic's consumers start again right after the last
+//! message they delivered, so nothing the stream kept is lost; one whose message the retention
+//! removed meanwhile ends its subscribers with `RESUME_UNAVAILABLE`.
 
-use std::sync::Arc;
+mod stream;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,8 +50,9 @@ use super::{Consumers, Receipt, TopicSubscribe};
 use super::{ReadyAt, TopicRegistration, TopicState};
 use crate::config::RabbitConfig;
 use crate::protocol::{now_micros, share_event, Code, EventBody, Failure, TopicMessage};
-use crate::registry::Registry;
+use crate::registry::{Registry, Step};
 use crate::source::{Availability, Health};
+use stream::{Mark, Start};
 
 const KEY_HEADER: &str = "feedgate-key";
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -61,6 +74,11 @@ struct Shared {
     /// Binding keys with a consumer on the current link, and the token that stops it.
     consumers: Consumers,
     health: Health,
+    /// The stream feeds by registry key: where each started and the last message it
+    /// delivered, which a reconnect starts again after and a `LATEST` subscriber's `Ready`
+    /// carries. Written after each fan-out, so a subscriber joining meanwhile may get that
+    /// message again on a resume, never miss it.
+    streams: Mutex<HashMap<String, StreamFeed>>,
     /// Where consumer tasks run, so that shutdown waits for them.
     tasks: tokio_util::task::TaskTracker,
     /// Stops the connection task; every consumer's stop token is a child of it.
@@ -72,6 +90,33 @@ struct Link {
     connection: Arc<Connection>,
     /// Publishing channel, in confirm mode.
     publish: Channel,
+    /// Topics whose stream this connection has declared.
+    declared: Arc<Mutex<HashSet<String>>>,
+}
+
+/// One stream consumer's feed (see [`Shared::streams`]).
+#[derive(Debug, Clone)]
+struct StreamFeed {
+    topic: String,
+    /// Where it first started.
+    start: Start,
+    /// The last message it delivered (or the one its resume cursor named).
+    last: Option<Mark>,
+    /// One subscriber's own consumer (waits for room) rather than a shared `LATEST` one.
+    private: bool,
+}
+
+impl StreamFeed {
+    /// Where a consumer of this feed starts now: after what it delivered, else where it began.
+    fn restart(&self) -> Start {
+        self.last.map_or(self.start, Start::After)
+    }
+}
+
+/// What a delivery loop reads: a queue of its own, or a stream.
+enum Reading {
+    Queue,
+    Stream { topic: String, private: bool },
 }
 
 impl RabbitBroker {
@@ -87,6 +132,7 @@ impl RabbitBroker {
                 registry: Registry::default(),
                 link: AsyncMutex::new(None),
                 consumers: Consumers::default(),
+                streams: Mutex::default(),
                 health: Health::new(false),
                 tasks: tasks.clone(),
                 shutdown: shutdown.clone(),
@@ -121,22 +167,13 @@ impl RabbitBroker {
         // a consumer cannot retire between being found and gaining this subscriber.
         let mut consumers = self.shared.consumers.lock().await;
         if !consumers.contains_key(request.topic) {
-            let unavailable = || {
-                Failure::new(Code::SourceUnavailable, "RabbitMQ is unreachable")
-                    .retryable(1000)
-                    .detail("topic", request.topic)
-            };
-            let link = self
-                .shared
-                .link
-                .lock()
-                .await
-                .clone()
-                .ok_or_else(unavailable)?;
+            let link = self.link(request.topic).await?;
             let stop = self.shared.shutdown.child_token();
-            self.start_consumer(&link, request.topic, stop.clone())
+            let (consumer, channel) = self
+                .consume_queue(&link, request.topic)
                 .await
-                .map_err(|err| unavailable().detail("error", err))?;
+                .map_err(|err| unreachable(request.topic).detail("error", err))?;
+            self.spawn_delivery(consumer, channel, request.topic, Reading::Queue, &stop);
             consumers.insert(request.topic.to_owned(), stop);
         }
         let registration = self.shared.registry.subscribe(
@@ -144,14 +181,84 @@ impl RabbitBroker {
             request.subscriber,
             request.mailbox,
             TopicState::default(),
-            || announce(ReadyAt::Now),
+            || announce(ReadyAt::Now(Bytes::new())),
         );
         drop(consumers);
         Ok(registration)
     }
 
-    /// Publishes with a publisher confirm.
-    pub async fn publish(&self, message: TopicMessage) -> Result<Receipt, Failure> {
+    /// Subscribes to a topic kept in a stream: `LATEST` joins this node's shared consumer of the
+    /// topic; a resume, `EARLIEST` or an `OFFSET` gets a consumer of its own, and a resume is
+    /// answered only once its cursor's message was found where the cursor says.
+    pub async fn subscribe_stream(
+        &self,
+        request: TopicSubscribe<'_>,
+        announce: impl FnOnce(ReadyAt),
+    ) -> Result<TopicRegistration, Failure> {
+        let topic = request.topic;
+        let start = Start::of(topic, request.resume_from, request.start)?;
+        let private = start != Start::Next;
+        let key = if private {
+            // A private consumer: a key no other subscriber shares.
+            format!(
+                "{topic}\u{1f}{}:{}",
+                request.subscriber.connection, request.subscriber.subscription_id
+            )
+        } else {
+            topic.to_owned()
+        };
+        let feed = StreamFeed {
+            topic: topic.to_owned(),
+            start,
+            last: match start {
+                Start::After(mark) => Some(mark),
+                _ => None,
+            },
+            private,
+        };
+        // A private consumer is opened (and its resume checked, which may take a while) before
+        // the lock: nobody else can want its key.
+        let mut opened = if private {
+            Some(self.consume_stream(&self.link(topic).await?, &feed).await?)
+        } else {
+            None
+        };
+        let mut consumers = self.shared.consumers.lock().await;
+        if !consumers.contains_key(&key) {
+            if opened.is_none() {
+                opened = Some(self.consume_stream(&self.link(topic).await?, &feed).await?);
+            }
+            self.lock_streams().insert(key.clone(), feed);
+        }
+        let position = self
+            .lock_streams()
+            .get(&key)
+            .and_then(|feed| feed.last)
+            .map(|mark| mark.cursor(topic))
+            .unwrap_or_default();
+        let registration = self.shared.registry.subscribe(
+            &key,
+            request.subscriber,
+            request.mailbox,
+            TopicState::default(),
+            || announce(ReadyAt::Now(position)),
+        );
+        if let Some((consumer, channel)) = opened {
+            let stop = self.shared.shutdown.child_token();
+            let reading = Reading::Stream {
+                topic: topic.to_owned(),
+                private,
+            };
+            self.spawn_delivery(consumer, channel, &key, reading, &stop);
+            consumers.insert(key, stop);
+        }
+        drop(consumers);
+        Ok(registration)
+    }
+
+    /// Publishes with a publisher confirm; a topic kept in a `stream` has its stream declared
+    /// first, so that the stream keeps the message even if nobody listens yet.
+    pub async fn publish(&self, message: TopicMessage, stream: bool) -> Result<Receipt, Failure> {
         let failed = |why: String| {
             Failure::new(
                 Code::PublishFailed,
@@ -164,6 +271,11 @@ impl RabbitBroker {
         let Some(link) = link else {
             return Err(failed("the broker is unreachable".into()));
         };
+        if stream {
+            self.declare_stream(&link, &message.topic)
+                .await
+                .map_err(|err| failed(format!("cannot declare the topic's stream: {err}")))?;
+        }
         let properties = properties(&message);
         let publish = async {
             link.publish
@@ -179,7 +291,8 @@ impl RabbitBroker {
         };
         match timeout(self.shared.config.publish_timeout, publish).await {
             Ok(Ok(Confirmation::Ack(_) | Confirmation::NotRequested)) => Ok(Receipt {
-                // A queue has no offsets, so there is no position to name (src/cursor.rs).
+                // A confirm says neither a queue's position (it has none) nor a stream's offset
+                // (src/cursor.rs).
                 offset: 0,
                 cursor: Bytes::new(),
             }),
@@ -189,13 +302,45 @@ impl RabbitBroker {
         }
     }
 
-    /// Declares, binds and consumes this node's queue for `key`, and spawns its delivery loop.
-    async fn start_consumer(
+    /// The current connection, or a retryable `SOURCE_UNAVAILABLE` for `topic`.
+    async fn link(&self, topic: &str) -> Result<Link, Failure> {
+        self.shared
+            .link
+            .lock()
+            .await
+            .clone()
+            .ok_or_else(|| unreachable(topic))
+    }
+
+    /// Declares `topic`'s stream once per connection (see [`stream::declare`]).
+    async fn declare_stream(&self, link: &Link, topic: &str) -> Result<(), lapin::Error> {
+        let known = |link: &Link| {
+            link.declared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(topic)
+        };
+        if known(link) {
+            return Ok(());
+        }
+        // A channel of its own: a refused declare closes the channel it was sent on.
+        let channel = link.connection.create_channel().await?;
+        let declared = stream::declare(&channel, &self.shared.config, topic).await;
+        let _ = channel.close(200, "declared".into()).await;
+        declared?;
+        link.declared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(topic.to_owned());
+        Ok(())
+    }
+
+    /// Declares, binds and consumes this node's queue for `key`.
+    async fn consume_queue(
         &self,
         link: &Link,
         key: &str,
-        stop: CancellationToken,
-    ) -> Result<(), lapin::Error> {
+    ) -> Result<(lapin::Consumer, Channel), lapin::Error> {
         let channel = link.connection.create_channel().await?;
         channel
             .basic_qos(self.shared.config.prefetch, BasicQosOptions::default())
@@ -229,12 +374,60 @@ impl RabbitBroker {
             )
             .await?;
         debug!(key, queue = %queue.name(), "rabbitmq queue bound");
+        Ok((consumer, channel))
+    }
+
+    /// Declares `feed`'s stream and consumes it from where the feed starts now; a start after a
+    /// message first checks that message is there (and skips it).
+    async fn consume_stream(
+        &self,
+        link: &Link,
+        feed: &StreamFeed,
+    ) -> Result<(lapin::Consumer, Channel), Failure> {
+        let topic = feed.topic.as_str();
+        let broken = |err: lapin::Error| unreachable(topic).detail("error", err);
+        self.declare_stream(link, topic).await.map_err(broken)?;
+        let channel = link.connection.create_channel().await.map_err(broken)?;
+        let start = feed.restart();
+        let consumed = async {
+            channel
+                .basic_qos(self.shared.config.prefetch, BasicQosOptions::default())
+                .await?;
+            channel
+                .basic_consume(
+                    ShortString::from(stream::stream_name(&self.shared.config, topic)),
+                    ShortString::from(""),
+                    BasicConsumeOptions::default(),
+                    start.arguments(),
+                )
+                .await
+        };
+        let mut consumer = consumed.await.map_err(broken)?;
+        if let Start::After(mark) = start {
+            if let Err(refusal) = stream::skip_resumed(&mut consumer, mark).await {
+                let _ = channel.close(200, "feedgate: cannot resume".into()).await;
+                return Err(refusal.failure(topic, mark));
+            }
+        }
+        debug!(topic, ?start, "rabbitmq stream consumed");
+        Ok((consumer, channel))
+    }
+
+    /// Runs `key`'s delivery loop until `stop`, the connection's end, or its retirement.
+    fn spawn_delivery(
+        &self,
+        consumer: lapin::Consumer,
+        channel: Channel,
+        key: &str,
+        reading: Reading,
+        stop: &CancellationToken,
+    ) {
         let broker = self.clone();
         let key = key.to_owned();
+        let stop = stop.clone();
         self.shared.tasks.spawn(async move {
-            broker.deliver(consumer, channel, &key, stop).await;
+            broker.deliver(consumer, channel, &key, reading, stop).await;
         });
-        Ok(())
     }
 
     /// Fans deliveries out until the connection drops or nobody on this node listens any more.
@@ -243,6 +436,7 @@ impl RabbitBroker {
         mut consumer: lapin::Consumer,
         channel: Channel,
         key: &str,
+        reading: Reading,
         stop: CancellationToken,
     ) {
         let registry = &self.shared.registry;
@@ -261,8 +455,28 @@ impl RabbitBroker {
             let Some(Ok(delivery)) = delivery else {
                 break; // the channel or connection closed: the connection task takes over
             };
-            let message = topic_message(&delivery);
-            registry.publish(key, || share_event(&[], EventBody::Message(&message)));
+            let mut message = topic_message(&delivery);
+            match &reading {
+                Reading::Queue => {
+                    registry.publish(key, || share_event(&[], EventBody::Message(&message)));
+                }
+                Reading::Stream { topic, private } => {
+                    let mark = Mark::of(&delivery);
+                    message.offset = mark.map_or(0, |mark| mark.offset);
+                    let cursor = mark.map(|mark| mark.cursor(topic)).unwrap_or_default();
+                    let encode = || share_event(&cursor, EventBody::Message(&message));
+                    if *private {
+                        // One reader replaying the stream: wait for it rather than overflow its
+                        // queue (unacknowledged, the rest stays in the stream).
+                        registry.publish_waiting(key, encode).await;
+                    } else {
+                        registry.publish(key, encode);
+                    }
+                    if let (Some(mark), Some(feed)) = (mark, self.lock_streams().get_mut(key)) {
+                        feed.last = Some(mark);
+                    }
+                }
+            }
             // Acknowledged after the hand-off to every subscriber's queue.
             if delivery.ack(BasicAckOptions::default()).await.is_err() {
                 break;
@@ -275,8 +489,17 @@ impl RabbitBroker {
     async fn retire_if_unused(&self, key: &str) -> bool {
         self.shared
             .consumers
-            .retire_if_unused(&self.shared.registry, key)
+            .retire_if_unused(&self.shared.registry, key, || {
+                self.lock_streams().remove(key);
+            })
             .await
+    }
+
+    fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, StreamFeed>> {
+        self.shared
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn connection_task(self, shutdown: CancellationToken) {
@@ -324,7 +547,9 @@ impl RabbitBroker {
         let config = &self.shared.config;
         let connection = Connection::connect(
             &config.url,
-            ConnectionProperties::default().with_connection_name("feedgate".into()),
+            // The exchange in the name tells an operator (and a test) which deployment it is.
+            ConnectionProperties::default()
+                .with_connection_name(format!("feedgate/{}", config.exchange).into()),
         )
         .await?;
         let publish = connection.create_channel().await?;
@@ -345,10 +570,13 @@ impl RabbitBroker {
         Ok(Link {
             connection: Arc::new(connection),
             publish,
+            declared: Arc::default(),
         })
     }
 
-    /// After a reconnect: a queue again for every key that still has subscribers.
+    /// After a reconnect: a queue again for every queue key that still has subscribers, and a
+    /// consumer again for every stream feed, right after the last message it delivered. A feed
+    /// whose message the stream no longer holds ends its subscribers with the refusal.
     async fn rebind(&self) {
         let Some(link) = self.shared.link.lock().await.clone() else {
             return;
@@ -356,11 +584,37 @@ impl RabbitBroker {
         let mut consumers = self.shared.consumers.lock().await;
         for key in self.shared.registry.key_names() {
             let stop = self.shared.shutdown.child_token();
-            match self.start_consumer(&link, &key, stop.clone()).await {
-                Ok(()) => {
+            let feed = self.lock_streams().get(&key).cloned();
+            let Some(feed) = feed else {
+                match self.consume_queue(&link, &key).await {
+                    Ok((consumer, channel)) => {
+                        self.spawn_delivery(consumer, channel, &key, Reading::Queue, &stop);
+                        consumers.insert(key, stop);
+                    }
+                    Err(err) => warn!(error = %err, key = %key, "cannot re-bind after reconnect"),
+                }
+                continue;
+            };
+            match self.consume_stream(&link, &feed).await {
+                Ok((consumer, channel)) => {
+                    let reading = Reading::Stream {
+                        topic: feed.topic,
+                        private: feed.private,
+                    };
+                    self.spawn_delivery(consumer, channel, &key, reading, &stop);
                     consumers.insert(key, stop);
                 }
-                Err(err) => warn!(error = %err, key = %key, "cannot re-bind after reconnect"),
+                Err(failure) if failure.code == Code::ResumeUnavailable => {
+                    warn!(key = %key, error = %failure.message, "stream feed cannot go on");
+                    self.lock_streams().remove(&key);
+                    let closed = share_event(&[], EventBody::Closed(&failure));
+                    self.shared
+                        .registry
+                        .deliver(&key, |_| Step::End(closed.clone()));
+                }
+                Err(failure) => {
+                    warn!(key = %key, error = %failure.message, "cannot consume the stream again");
+                }
             }
         }
     }
@@ -374,6 +628,13 @@ impl RabbitBroker {
             registry.broadcast(status);
         });
     }
+}
+
+/// The answer to a subscription while RabbitMQ is unreachable.
+fn unreachable(topic: &str) -> Failure {
+    Failure::new(Code::SourceUnavailable, "RabbitMQ is unreachable")
+        .retryable(1000)
+        .detail("topic", topic)
 }
 
 async fn wait_until_closed(connection: &Connection) {
@@ -433,6 +694,8 @@ fn topic_message(delivery: &lapin::message::Delivery) -> TopicMessage {
             };
             if name.as_str() == KEY_HEADER {
                 key = text;
+            } else if name.as_str() == stream::OFFSET_HEADER {
+                // The broker's, not the publisher's: it is the message's `offset`.
             } else {
                 headers.push((name.to_string(), text));
             }

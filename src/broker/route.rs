@@ -37,6 +37,7 @@ mod tests {
             pattern: pattern.into(),
             backend,
             allow_wildcards: false,
+            stream: false,
         };
         let rules = vec![
             rule("orders.*", BackendKind::Kafka),

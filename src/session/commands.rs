@@ -315,8 +315,8 @@ impl Session {
                 request_id,
                 Reply::Subscribed(id),
             )));
-            if ready_at == ReadyAt::Now {
-                ready.send(Outbound::Frame(encode_event(id, &[], EventBody::Ready)));
+            if let ReadyAt::Now(cursor) = ready_at {
+                ready.send(Outbound::Frame(encode_event(id, &cursor, EventBody::Ready)));
             }
         };
         let registration = self.ctx.topics.subscribe(request, announce).await?;

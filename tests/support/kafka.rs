@@ -37,11 +37,13 @@ pub fn config_at(bootstrap: &str) -> Config {
             pattern: "kafka.#".into(),
             backend: BackendKind::Kafka,
             allow_wildcards: false,
+            stream: false,
         },
         TopicRule {
             pattern: "#".into(),
             backend: BackendKind::Memory,
             allow_wildcards: false,
+            stream: false,
         },
     ];
     config

@@ -22,6 +22,7 @@ pub use pb::ErrorCode;
 
 pub mod db;
 pub mod kafka;
+pub mod proxy;
 pub mod rabbit;
 pub mod raw;
 pub mod tokens;
@@ -115,6 +116,20 @@ impl Client {
 
     pub async fn send_raw(&mut self, message: Message) {
         self.ws.send(message).await.expect("send");
+    }
+
+    /// [`send`](Self::send), for a connection that may be gone (a test cutting connections).
+    pub async fn try_send(&mut self, command: Command) -> Result<u64> {
+        let request_id = self.next_request_id;
+        self.next_request_id += 1;
+        let request = pb::Request {
+            request_id,
+            command: Some(command),
+        };
+        self.ws
+            .send(Message::Binary(request.encode_to_vec().into()))
+            .await?;
+        Ok(request_id)
     }
 
     /// The next protocol message or close; skips pings. Fails after [`WAIT`].

@@ -32,17 +32,23 @@ pub fn config(exchange: &str) -> Config {
         exchange_type: "topic".into(),
         prefetch: 64,
         publish_timeout: Duration::from_secs(5),
+        stream_prefix: format!("{exchange}.stream."),
+        stream_max_bytes: 1 << 30,
+        stream_segment_bytes: 64 << 20,
+        stream_max_age: Duration::from_secs(3600),
     });
     config.topics = vec![
         TopicRule {
             pattern: "rabbit.#".into(),
             backend: BackendKind::Rabbitmq,
             allow_wildcards: true,
+            stream: false,
         },
         TopicRule {
             pattern: "local.#".into(),
             backend: BackendKind::Memory,
             allow_wildcards: false,
+            stream: false,
         },
     ];
     config
