@@ -451,6 +451,7 @@ class Client:
         if not error.retryable:  # RESUME_UNAVAILABLE, NOT_FOUND, PERMISSION_DENIED, ...
             self._end(subscription, error)
             return
+        log.info("resuming subscription %d: %s", subscription.id, error)
         task = asyncio.create_task(self._retry_resubscribe(connection, subscription, error))
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
