@@ -259,3 +259,29 @@ async def test_a_subscription_without_a_position_ends_with_resume_unavailable(pr
         assert 0 < len(recorder.seen) < 3000 and recorder.readies == 0
         await log.reached("open", 2)
         assert await client.ping() > 0
+
+
+async def test_a_topic_subscription_resumes_from_its_ready(proxy, history_server):
+    """Needs a server whose topic `Ready` carries a cursor (skipped on one that does not): a
+    subscription that has seen nothing but its `Ready` still resumes, and gets what was
+    published while it was away."""
+    log = StateLog()
+    events: list[pb.Event] = []
+    async with (
+        feedgate.connect(proxy.url, reconnect=FAST, on_state_change=log) as client,
+        feedgate.connect(history_server.url) as publisher,
+    ):
+        subscription = await client.subscribe_topic("ready.only", on_event=events.append)
+        await wait_until(lambda: len(events) == 1)
+        if not subscription.last_cursor:
+            pytest.skip("this server's topic Ready carries no cursor")
+        proxy.refusing = True
+        proxy.cut()
+        await log.reached("reconnecting")
+        await publisher.publish("ready.only", "while away")
+        proxy.refusing = False
+        await log.reached("open", 2)
+        await wait_until(lambda: len(events) == 2)
+        await client.ping()
+        assert [e.WhichOneof("body") for e in events] == ["ready", "message"]
+        assert events[1].message.payload == b"while away" and not subscription.closed
