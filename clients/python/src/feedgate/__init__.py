@@ -13,7 +13,8 @@ the feedgate repository.
 
 from .client import DEFAULT_QUEUE_SIZE, Client, connect
 from .errors import ConnectionClosedError, ErrorCode, FeedgateError
-from .reconnect import ConnectionState, ReconnectOptions
+from .reconnect import ReconnectOptions
+from .state import ConnectionState
 from .subscription import Subscription
 from .v1 import feedgate_pb2 as pb
 from .values import key_of, row_to_dict, value_to_python

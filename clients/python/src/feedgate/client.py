@@ -1,12 +1,13 @@
 """The asyncio client: requests correlated by `request_id`, events routed to subscriptions by
 `subscription_id`, over a connection that the client replaces by itself when it drops.
 
-Each WebSocket is a `Connection` (connection.py) with its own reader task. One more task, the
-supervisor, waits for the current connection to end and then either closes the client for good
-or reconnects: backoff (reconnect.py), a new socket, `Hello` with the current token, and a
-`Subscribe` with the same id and `resume_from = last cursor` for every open subscription
-(subscription.py), before the state is `open` again and waiting requests go out. The protocol
-is described in docs/protocol.md; the reconnect rules in the README's "Reconnecting" section.
+Each WebSocket is a `Connection` (connection.py: the socket, `Hello`, its reader task).
+Subscriptions (subscription.py) outlive connections. One more task, the supervisor, waits for
+the current connection to end and then either closes the client for good or reconnects: backoff
+and the rules on what is final (reconnect.py), a new connection with the current token, and
+every open subscription resumed from its last cursor (resume.py), before the state (state.py) is
+`open` again and waiting requests go out. The protocol is described in docs/protocol.md; the
+reconnect rules in the README's "Reconnecting" section.
 """
 
 from __future__ import annotations
@@ -15,22 +16,13 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Coroutine, Generator, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.client import connect as ws_connect
-
-from .connection import Connection
+from .connection import Connection, Endpoint, dial
 from .errors import ConnectionClosedError, ErrorCode, FeedgateError
-from .reconnect import (
-    ConnectionState,
-    ReconnectOptions,
-    StateCallback,
-    TokenSource,
-    reconnect_options,
-    reconnects_after,
-    resolve_token,
-)
+from .reconnect import ReconnectOptions, TokenSource, reconnect_options, reconnects_after
+from .resume import Resumer
+from .state import ConnectionState, StateCallback, StateSignal
 from .subscription import EventCallback, Subscription
 from .v1 import feedgate_pb2 as pb
 from .view import ChangeCallback, MaterializedView, ResetCallback, materialized_view
@@ -48,24 +40,13 @@ DEFAULT_QUEUE_SIZE = 10_000
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class _Endpoint:
-    """Where and as whom every connection of a client is made."""
-
-    url: str
-    token: TokenSource
-    client_name: str
-    #: Passed to `websockets.connect` for every connection.
-    ws_options: dict[str, Any] = field(default_factory=dict)
-
-
 class Client:
     """A connection to a feedgate server that reconnects by itself. Create it with
     `await feedgate.connect(url)` or `async with feedgate.connect(url) as client:`."""
 
     def __init__(
         self,
-        endpoint: _Endpoint,
+        endpoint: Endpoint,
         *,
         queue_size: int,
         reconnect: ReconnectOptions | None,
@@ -76,11 +57,9 @@ class Client:
         self._reconnect = reconnect
         self._subscription_ids = itertools.count(1)
         self._subscriptions: dict[int, Subscription] = {}
+        #: The newest connection that reached `Welcome` (lost while reconnecting).
         self._connection: Connection | None = None
-        self._state: ConnectionState = "connecting"
-        #: Set, and replaced by a fresh one, on every state change: what waiting requests await.
-        self._state_changed = asyncio.Event()
-        self._listeners: list[StateCallback] = [on_state_change] if on_state_change else []
+        self._signal = StateSignal(on_state_change)
         #: Why requests fail now that the client is closed; None until then.
         self._closed: FeedgateError | None = None
         self._closing = False
@@ -88,8 +67,8 @@ class Client:
         self._close_requested = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        #: Resubscribes waiting to be tried again; cancelled when the client closes.
-        self._retries: set[asyncio.Task[None]] = set()
+        #: Resumes subscriptions on every new connection.
+        self._resumer = Resumer(self._end, reconnect or ReconnectOptions())
         #: The server's `Welcome` (session id, server version, limits), from the newest
         #: connection.
         self.welcome: pb.Welcome | None = None
@@ -97,18 +76,12 @@ class Client:
     @property
     def state(self) -> ConnectionState:
         """The connection state: "connecting", "open", "reconnecting" or "closed"."""
-        return self._state
+        return self._signal.state
 
     def on_state_change(self, callback: StateCallback) -> Callable[[], None]:
         """Calls `callback(state, error)` on every state change (see `ConnectionState`);
         returns a function that removes it."""
-        self._listeners.append(callback)
-
-        def remove() -> None:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
-        return remove
+        return self._signal.add(callback)
 
     # ----------------------------------------------------------------------------------------
     # Commands
@@ -216,7 +189,7 @@ class Client:
             connection = self._connection
             if connection is not None and connection.lost is None:
                 await connection.close()
-            if self._state == "reconnecting" and self._supervisor is not None:
+            if self.state == "reconnecting" and self._supervisor is not None:
                 self._supervisor.cancel()  # it may be dialling: nothing else stops that
         if self._supervisor is not None:
             await asyncio.wait({self._supervisor})
@@ -239,9 +212,9 @@ class Client:
             if self._closed is not None:
                 raise self._closed
             connection = self._connection
-            if self._state == "open" and connection is not None and connection.lost is None:
+            if self.state == "open" and connection is not None and connection.lost is None:
                 return connection
-            await self._state_changed.wait()
+            await self._signal.changed()
 
     async def _request(self, **command: Any) -> pb.Response:
         connection = await self._open_connection()
@@ -335,34 +308,22 @@ class Client:
     # ----------------------------------------------------------------------------------------
 
     async def _dial(self) -> Connection:
-        """A new socket with its reader running, and `Hello` answered on it (the `Welcome`
-        kept). Raises what failed; a connection that failed after opening is closed."""
-        token = await resolve_token(self._endpoint.token)
-        ws = await ws_connect(self._endpoint.url, **self._endpoint.ws_options)
-        connection = Connection(ws, self._route)
+        """A new connection with `Hello` answered on it, made the client's."""
+        connection, self.welcome = await dial(self._endpoint, self._route)
         self._connection = connection
-        try:
-            hello = pb.Hello(
-                protocol_version=1, token=token, client_name=self._endpoint.client_name
-            )
-            self.welcome = (await connection.request({"hello": hello})).welcome
-        except BaseException:
-            if connection.lost is None:
-                await connection.close()
-            raise
         return connection
 
     async def _connect_first(self) -> None:
         """Opens the first connection; raises (and leaves the client closed) when that fails:
         the first connection is not retried."""
-        self._notify("connecting", None)
+        self._signal.announce("connecting", None)
         try:
             await self._dial()
         except BaseException as err:
             self._closing = True
             self._shut(err if isinstance(err, FeedgateError) else None)
             raise
-        self._set_state("open", None)
+        self._signal.set("open", None)
         self._supervisor = asyncio.create_task(self._supervise(), name="feedgate-supervisor")
 
     async def _supervise(self) -> None:
@@ -378,7 +339,7 @@ class Client:
                     break
                 # The reader ends with a ConnectionClosedError, or INVALID_MESSAGE (final).
                 assert isinstance(error, ConnectionClosedError)
-                self._set_state("reconnecting", error)
+                self._signal.set("reconnecting", error)
                 error = await self._reconnect_until_open(self._reconnect, error)
                 if error is not None:
                     break
@@ -407,7 +368,7 @@ class Client:
             attempt += 1
             try:
                 connection = await self._dial()
-                await self._resubscribe_all(connection)
+                await self._resumer.resume(connection, list(self._subscriptions.values()))
             except Exception as err:  # refused, timed out, the token function failed, ...
                 if self._closing:
                     return cause
@@ -417,90 +378,15 @@ class Client:
                 log.info("reconnect attempt %d failed: %r", attempt, err)
                 last = err
                 continue
-            self._set_state("open", None)
+            self._signal.set("open", None)
             return None
         return ConnectionClosedError(
             cause.close_code, f"gave up reconnecting after {attempt} attempts; the last: {last}"
         )
 
-    async def _resubscribe_all(self, connection: Connection) -> None:
-        """Resumes every open subscription on `connection`, in id order, pipelined; raises
-        `ConnectionClosedError` when the connection ends meanwhile."""
-        sent: list[tuple[Subscription, asyncio.Future[pb.Response]]] = []
-        for subscription in sorted(self._subscriptions.values(), key=lambda s: s.id):
-            if subscription.closed:
-                continue
-            request = subscription._resume_request()
-            if request is None:
-                self._end(subscription, subscription._no_position())
-                continue
-            subscription._connection = connection
-            sent.append((subscription, await connection.send({"subscribe": request})))
-        answers = await asyncio.gather(*(future for _, future in sent), return_exceptions=True)
-        for (subscription, _), answer in zip(sent, answers):
-            if isinstance(answer, BaseException):
-                raise answer  # the connection ended: the next attempt resumes them all
-            try:
-                Connection.result(answer)
-            except FeedgateError as err:
-                self._resubscribe_failed(connection, subscription, err)
-
-    def _resubscribe_failed(
-        self, connection: Connection, subscription: Subscription, error: FeedgateError
-    ) -> None:
-        if not error.retryable:  # RESUME_UNAVAILABLE, NOT_FOUND, PERMISSION_DENIED, ...
-            self._end(subscription, error)
-            return
-        log.info("resuming subscription %d: %s", subscription.id, error)
-        task = asyncio.create_task(self._retry_resubscribe(connection, subscription, error))
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
-
-    async def _retry_resubscribe(
-        self, connection: Connection, subscription: Subscription, error: FeedgateError
-    ) -> None:
-        """Tries a refused resume again on the same connection (e.g. SOURCE_UNAVAILABLE while a
-        restarted server connects to its database) until it is answered for good. Stops when
-        the connection ends: the next one resumes the subscription anyway. Refused
-        `max_attempts` times in a row (when set), it ends with the last refusal."""
-        max_attempts = self._reconnect.max_attempts if self._reconnect else None
-        refusals = 1
-        while max_attempts is None or refusals < max_attempts:
-            await asyncio.sleep(max(error.retry_after_ms / 1000, self._backoff(refusals - 1)))
-            request = subscription._resume_request()
-            if subscription.closed or connection.lost is not None or request is None:
-                return
-            try:
-                await connection.request({"subscribe": request})
-                return
-            except ConnectionClosedError:
-                return
-            except FeedgateError as err:
-                error = err
-                if not err.retryable:
-                    break
-                log.info("resuming subscription %d: %s", subscription.id, err)
-                refusals += 1
-        self._end(subscription, error)
-
     # ----------------------------------------------------------------------------------------
-    # State
+    # Closing for good
     # ----------------------------------------------------------------------------------------
-
-    def _set_state(self, state: ConnectionState, error: FeedgateError | None) -> None:
-        if state == self._state:
-            return
-        self._state = state
-        changed, self._state_changed = self._state_changed, asyncio.Event()
-        changed.set()
-        self._notify(state, error)
-
-    def _notify(self, state: ConnectionState, error: FeedgateError | None) -> None:
-        for callback in list(self._listeners):
-            try:
-                callback(state, error)
-            except Exception:
-                log.exception("on_state_change callback raised")
 
     def _shut(self, error: FeedgateError | None) -> None:
         """The client is closed for good: `error` is why, None after the application's
@@ -510,9 +396,8 @@ class Client:
         self._closed = closed or ConnectionClosedError(None, "the client was closed")
         for subscription in sorted(self._subscriptions.values(), key=lambda s: s.id):
             self._end(subscription, error)
-        for task in self._retries:
-            task.cancel()
-        self._set_state("closed", error)
+        self._resumer.cancel()
+        self._signal.set("closed", error)
 
 
 class _Connecting:
@@ -520,7 +405,7 @@ class _Connecting:
 
     def __init__(
         self,
-        endpoint: _Endpoint,
+        endpoint: Endpoint,
         queue_size: int,
         reconnect: ReconnectOptions | None,
         on_state_change: StateCallback | None,
@@ -573,5 +458,5 @@ def connect(
     queue_size = options.pop("queue_size", DEFAULT_QUEUE_SIZE)
     options.setdefault("max_size", DEFAULT_MAX_MESSAGE_SIZE)
     options.setdefault("compression", None)
-    endpoint = _Endpoint(url, token, client_name, options)
+    endpoint = Endpoint(url, token, client_name, options)
     return _Connecting(endpoint, queue_size, reconnect_options(reconnect), on_state_change)

@@ -1,4 +1,5 @@
-"""One WebSocket connection: its reader task, and the requests waiting for a response on it.
+"""One WebSocket connection: opening it (socket and `Hello`), its reader task, and the requests
+waiting for a response on it.
 
 A `Connection` lives exactly as long as its socket. Responses resolve the future of the request
 with the same `request_id`; events go to the callback the client gave (the client routes them to
@@ -14,18 +15,47 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from .errors import ConnectionClosedError, ErrorCode, FeedgateError
+from .reconnect import TokenSource, resolve_token
 from .v1 import feedgate_pb2 as pb
 
 log = logging.getLogger("feedgate")
 
 EventRouter = Callable[[pb.Event], None]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom every connection of a client is made."""
+
+    url: str
+    token: TokenSource
+    client_name: str
+    #: Passed to `websockets.connect` for every connection.
+    ws_options: dict[str, Any] = field(default_factory=dict)
+
+
+async def dial(endpoint: Endpoint, route: EventRouter) -> tuple[Connection, pb.Welcome]:
+    """A new connection, its reader running, with `Hello` answered on it (the token asked of
+    `endpoint.token` now). Raises what failed; a connection that failed after opening (or
+    whose caller was cancelled meanwhile) is closed first."""
+    token = await resolve_token(endpoint.token)
+    ws = await ws_connect(endpoint.url, **endpoint.ws_options)
+    connection = Connection(ws, route)
+    try:
+        hello = pb.Hello(protocol_version=1, token=token, client_name=endpoint.client_name)
+        return connection, (await connection.request({"hello": hello})).welcome
+    except BaseException:
+        if connection.lost is None:
+            await connection.close()
+        raise
 
 
 @dataclass

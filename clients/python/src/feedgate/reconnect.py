@@ -1,5 +1,5 @@
 """When and how the client reconnects: the backoff schedule, which ends of a connection are final,
-the connection states, and where a token comes from.
+and where a token comes from.
 
 Pure decisions, no sockets and no tasks: `client.py` drives the connections and asks this module
 how long to wait and whether to try again. The design is shared with the TypeScript client
@@ -12,19 +12,8 @@ import inspect
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
 
 from .errors import ConnectionClosedError, ErrorCode, FeedgateError
-
-#: The client's connection state: `connecting` (the first connection, until its `Welcome`),
-#: `open`, `reconnecting` (the connection dropped; subscriptions wait, requests queue) and
-#: `closed` (for good: `close()` was called, the server refused the client, or reconnecting gave
-#: up).
-ConnectionState = Literal["connecting", "open", "reconnecting", "closed"]
-
-#: Called on every state change with the new state and, for `reconnecting` and a `closed` that
-#: the application did not ask for, the error that caused it (None otherwise).
-StateCallback = Callable[[ConnectionState, FeedgateError | None], None]
 
 #: A token, or a function returning one (or an awaitable of one), called before every
 #: connection's `Hello` so that a reconnect can carry a fresh token.
