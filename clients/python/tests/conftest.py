@@ -47,6 +47,10 @@ class Server:
     def url(self) -> str:
         return f"ws://{self.addr}/v1/ws"
 
+    @property
+    def port(self) -> int:
+        return int(self.addr.rsplit(":", 1)[1])
+
     def stats(self) -> dict:
         with urllib.request.urlopen(f"http://{self.addr}/v1/stats", timeout=5) as response:
             return json.load(response)
@@ -71,11 +75,17 @@ async def _admin(sql: str) -> None:
         await conn.close()
 
 
-def start_server(database_url: str, *extra: str, anonymous: bool = True) -> Server:
-    """Starts `feedgate serve` on a free port and waits until its changefeed reader is connected.
-    Anonymous access is on unless `anonymous=False` (then `extra` must configure keys); no
-    request rate limit."""
-    args = [_feedgate_bin(), "serve", "--listen", "127.0.0.1:0", "--requests-per-second", "0"]
+def start_server(
+    database_url: str,
+    *extra: str,
+    anonymous: bool = True,
+    listen: str = "127.0.0.1:0",
+    wait_database: bool = True,
+) -> Server:
+    """Starts `feedgate serve` on `listen` (default: a free port) and waits until its changefeed
+    reader is connected (unless `wait_database=False`). Anonymous access is on unless
+    `anonymous=False` (then `extra` must configure keys); no request rate limit."""
+    args = [_feedgate_bin(), "serve", "--listen", listen, "--requests-per-second", "0"]
     if anonymous:
         args.append("--allow-anonymous")
     process = subprocess.Popen(
@@ -106,12 +116,18 @@ def start_server(database_url: str, *extra: str, anonymous: bool = True) -> Serv
         pytest.fail("feedgate did not start:\n" + "\n".join(log))
     server = Server(process, found[0], database_url, log)
     deadline = time.monotonic() + 30
-    while server.stats().get("database") != "connected":
+    while wait_database and server.stats().get("database") != "connected":
         if time.monotonic() > deadline:
             stop_server(server)
             pytest.fail("feedgate's changefeed reader never connected:\n" + "\n".join(log))
         time.sleep(0.02)
     return server
+
+
+def kill_server(server: Server) -> None:
+    """SIGKILL: the process gets no chance to close anything."""
+    server.process.kill()
+    server.process.wait()
 
 
 def stop_server(server: Server) -> None:
@@ -135,6 +151,25 @@ def database_url() -> str:
 @pytest.fixture(scope="session")
 def server(database_url: str) -> Server:
     server = start_server(database_url, "--max-subscriptions", str(MAX_SUBSCRIPTIONS))
+    yield server
+    stop_server(server)
+
+
+#: In-process topic history large enough that a publisher running flat out during a reconnect
+#: never pushes the subscriber's position out of it (the default keeps 100 messages per topic).
+LARGE_HISTORY = """
+[memory]
+history_size = 1000000
+history_bytes = 268435456
+"""
+
+
+@pytest.fixture(scope="session")
+def history_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Server:
+    """A server whose in-process topics keep a long history, for the reconnect tests."""
+    config = tmp_path_factory.mktemp("feedgate") / "history.toml"
+    config.write_text(LARGE_HISTORY)
+    server = start_server(database_url, "--config", str(config))
     yield server
     stop_server(server)
 
@@ -167,6 +202,16 @@ async def table(db: asyncpg.Connection) -> str:
     )
     await db.execute("SELECT feedgate.watch($1)", f"public.{name}")
     return f"public.{name}"
+
+
+async def wait_until(predicate, timeout: float = 20, what: str = "condition") -> None:
+    """Waits until `predicate()` is true, checking every few milliseconds; fails the test after
+    `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"{what} not reached within {timeout} s")
+        await asyncio.sleep(0.005)
 
 
 async def next_event(subscription: feedgate.Subscription, timeout: float = 10) -> feedgate.pb.Event:

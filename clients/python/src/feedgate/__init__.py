@@ -6,11 +6,16 @@
         print(view.rows)
 
 `feedgate.v1.feedgate_pb2` holds the generated protocol types; events are yielded as those
-(`feedgate.v1.Event`). Protocol reference: docs/protocol.md in the feedgate repository.
+(`feedgate.v1.Event`). The client reconnects by itself and resumes every subscription from its
+last cursor (`connect(reconnect=...)`, `client.state`). Protocol reference: docs/protocol.md in
+the feedgate repository.
 """
 
-from .client import DEFAULT_QUEUE_SIZE, Client, Subscription, connect
+from .client import DEFAULT_QUEUE_SIZE, Client, connect
 from .errors import ConnectionClosedError, ErrorCode, FeedgateError
+from .reconnect import ReconnectOptions
+from .state import ConnectionState
+from .subscription import Subscription
 from .v1 import feedgate_pb2 as pb
 from .values import key_of, row_to_dict, value_to_python
 from .view import MaterializedView, ViewChange
@@ -19,14 +24,16 @@ __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "Client",
     "ConnectionClosedError",
+    "ConnectionState",
     "ErrorCode",
     "FeedgateError",
     "MaterializedView",
+    "ReconnectOptions",
     "Subscription",
+    "ViewChange",
     "connect",
     "key_of",
     "pb",
     "row_to_dict",
     "value_to_python",
-    "ViewChange",
 ]

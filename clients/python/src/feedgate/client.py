@@ -1,27 +1,31 @@
-"""The asyncio client: one WebSocket, requests correlated by `request_id`, events routed to
-subscriptions by `subscription_id`.
+"""The asyncio client: requests correlated by `request_id`, events routed to subscriptions by
+`subscription_id`, over a connection that the client replaces by itself when it drops.
 
-One task reads the socket. A `Response` resolves the future of the request with its id; an `Event`
-goes to its subscription, which either calls the subscriber's callback right there or appends it
-to the subscription's bounded queue for `async for`. The protocol itself is described in
-docs/protocol.md; this module adds nothing to it but Python idioms.
+Each WebSocket is a `Connection` (connection.py: the socket, `Hello`, its reader task).
+Subscriptions (subscription.py) outlive connections. One more task, the supervisor, waits for
+the current connection to end and then either closes the client for good or reconnects: backoff
+and the rules on what is final (reconnect.py), a new connection with the current token, and
+every open subscription resumed from its last cursor (resume.py), before the state (state.py) is
+`open` again and waiting requests go out. The protocol is described in docs/protocol.md; the
+reconnect rules in the README's "Reconnecting" section.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping
+from typing import Any
 
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
-
+from .connection import Connection, Endpoint, dial
 from .errors import ConnectionClosedError, ErrorCode, FeedgateError
+from .reconnect import ReconnectOptions, TokenSource, reconnect_options, reconnects_after
+from .resume import Resumer
+from .state import ConnectionState, StateCallback, StateSignal
+from .subscription import EventCallback, Subscription
 from .v1 import feedgate_pb2 as pb
-from .view import ChangeCallback, MaterializedView, materialized_view
+from .view import ChangeCallback, MaterializedView, ResetCallback, materialized_view
 
 log = logging.getLogger("feedgate")
 
@@ -35,120 +39,57 @@ DEFAULT_QUEUE_SIZE = 10_000
 #: the connection with 1009.
 DEFAULT_MAX_MESSAGE_SIZE = 64 * 1024 * 1024
 
-EventCallback = Callable[[pb.Event], None]
-
-
-class Subscription:
-    """One subscription. Iterate it with `async for` to receive its `feedgate.v1.Event`s (Ready,
-    changes, messages, source status); iteration ends after `unsubscribe()` and raises
-    `FeedgateError` when the server ends the subscription (the `SubscriptionClosed` error) or the
-    connection is lost. Subscribed with `on_event=`, events go to that callback instead.
-    """
-
-    def __init__(
-        self, client: Client, subscription_id: int, on_event: EventCallback | None, queue_size: int
-    ) -> None:
-        self._client = client
-        #: The id this client chose; every event for this subscription carries it.
-        self.id = subscription_id
-        #: Set when the `Ready` event arrived: the initial rows (if any) are all delivered.
-        self.ready = asyncio.Event()
-        #: The cursor of the last event with a position, for `resume_from`.
-        self.last_cursor = b""
-        self._on_event = on_event
-        self._queue: collections.deque[pb.Event] = collections.deque()
-        self._queue_size = queue_size
-        self._wakeup = asyncio.Event()
-        self._ended = False
-        self._error: FeedgateError | None = None
-        self._done = asyncio.Event()
-
-    @property
-    def closed(self) -> bool:
-        """Whether the subscription has ended (no further events will arrive)."""
-        return self._ended
-
-    @property
-    def error(self) -> FeedgateError | None:
-        """Why the server or the connection ended the subscription; None while open or after
-        `unsubscribe()`."""
-        return self._error
-
-    async def unsubscribe(self) -> None:
-        """Ends the subscription; events queued before the server's `Unsubscribed` are still
-        yielded, none after it."""
-        if self._ended:
-            return
-        await self._client._request(unsubscribe=pb.Unsubscribe(subscription_id=self.id))
-        self._client._end(self, None)
-
-    async def wait_closed(self) -> FeedgateError | None:
-        """Waits until the subscription ends; returns its error (None after `unsubscribe()`)."""
-        await self._done.wait()
-        return self._error
-
-    def __aiter__(self) -> AsyncIterator[pb.Event]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[pb.Event]:
-        if self._on_event is not None:
-            raise TypeError("this subscription delivers to its on_event callback")
-        while True:
-            while self._queue:
-                yield self._queue.popleft()
-            if self._ended:
-                if self._error is not None:
-                    raise self._error
-                return
-            self._wakeup.clear()
-            await self._wakeup.wait()
-
-    # Called by the client's reader task.
-    def _deliver(self, event: pb.Event) -> None:
-        if event.cursor:
-            self.last_cursor = event.cursor
-        if event.WhichOneof("body") == "ready":
-            self.ready.set()
-        if self._on_event is not None:
-            self._on_event(event)
-            return
-        if len(self._queue) >= self._queue_size:
-            self._client._overflow(self)
-            return
-        self._queue.append(event)
-        self._wakeup.set()
-
-    def _finish(self, error: FeedgateError | None) -> None:
-        self._ended = True
-        self._error = error
-        self._wakeup.set()
-        self._done.set()
-
 
 class Client:
-    """A connection to a feedgate server. Create it with `await feedgate.connect(url)` or
-    `async with feedgate.connect(url) as client:`."""
+    """A connection to a feedgate server that reconnects by itself. Create it with
+    `await feedgate.connect(url)` or `async with feedgate.connect(url) as client:`."""
 
-    def __init__(self, ws: ClientConnection, *, queue_size: int) -> None:
-        self._ws = ws
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        queue_size: int,
+        reconnect: ReconnectOptions | None,
+        on_state_change: StateCallback | None = None,
+    ) -> None:
+        self._endpoint = endpoint
         self._queue_size = queue_size
-        self._request_ids = itertools.count(1)
+        self._reconnect = reconnect
         self._subscription_ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[pb.Response]] = {}
         self._subscriptions: dict[int, Subscription] = {}
+        #: The newest connection that reached `Welcome` (lost while reconnecting).
+        self._connection: Connection | None = None
+        self._signal = StateSignal(on_state_change)
+        #: Why requests fail now that the client is closed; None until then.
         self._closed: FeedgateError | None = None
         self._closing = False
+        #: Set by `close()`: cuts a backoff wait short.
+        self._close_requested = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        #: The server's `Welcome` (session id, server version, limits).
+        #: Resumes subscriptions on every new connection.
+        self._resumer = Resumer(self._end, reconnect or ReconnectOptions())
+        #: The server's `Welcome` (session id, server version, limits), from the newest
+        #: connection.
         self.welcome: pb.Welcome | None = None
-        self._reader = asyncio.create_task(self._read_loop(), name="feedgate-reader")
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection state: "connecting", "open", "reconnecting" or "closed"."""
+        return self._signal.state
+
+    def on_state_change(self, callback: StateCallback) -> Callable[[], None]:
+        """Calls `callback(state, error)` on every state change (see `ConnectionState`);
+        returns a function that removes it."""
+        return self._signal.add(callback)
 
     # ----------------------------------------------------------------------------------------
     # Commands
     # ----------------------------------------------------------------------------------------
 
     async def hello(self, token: str = "", client_name: str = "") -> pb.Welcome:
-        """Sends `Hello` (protocol version 1, the token if any) and returns the `Welcome`."""
+        """Sends `Hello` (protocol version 1, the token if any) and returns the `Welcome`. The
+        client says `Hello` on every connection by itself; this sends one more."""
         response = await self._request(
             hello=pb.Hello(protocol_version=1, token=token, client_name=client_name)
         )
@@ -201,7 +142,9 @@ class Client:
         idempotency_key: str = "",
     ) -> pb.Published:
         """Publishes to a topic; returns once its backend accepted the message (`Published`
-        carries its `offset` and `cursor`). A str payload is sent as UTF-8."""
+        carries its `offset` and `cursor`). A str payload is sent as UTF-8. Never re-sent by
+        the client: when the connection drops before the answer, this raises a retryable
+        `ConnectionClosedError` and the message may or may not have been accepted."""
         if isinstance(payload, str):
             payload = payload.encode()
         publish = pb.Publish(
@@ -214,16 +157,22 @@ class Client:
         return (await self._request(publish=publish)).published
 
     async def materialized_view(
-        self, table: str, *, on_change: ChangeCallback | None = None
+        self,
+        table: str,
+        *,
+        on_change: ChangeCallback | None = None,
+        on_reset: ResetCallback | None = None,
     ) -> MaterializedView:
         """A live dict of `table`'s rows keyed by primary key (see `feedgate.view`); await
         `view.wait_ready()` before reading it."""
-        return await materialized_view(self, table, on_change=on_change)
+        return await materialized_view(self, table, on_change=on_change, on_reset=on_reset)
 
     async def authenticate(self, token: str) -> pb.Authenticated:
         """Authenticates with `token`, or refreshes the connection's token before it expires (same
         user and tenant); returns who the connection is and until when. A refused token raises
-        `FeedgateError` (UNAUTHENTICATED) and changes nothing."""
+        `FeedgateError` (UNAUTHENTICATED) and changes nothing. Lasts as long as the connection:
+        a reconnect says `Hello` with `connect(token=...)`, so pass a function there to keep
+        tokens fresh across reconnects."""
         return (await self._request(authenticate=pb.Authenticate(token=token))).authenticated
 
     async def ping(self) -> int:
@@ -232,11 +181,18 @@ class Client:
         return (await self._request(ping=pb.Ping())).pong.server_time_micros
 
     async def close(self) -> None:
-        """Closes the connection. Open subscriptions end (iteration stops without an error);
-        pending requests fail with `ConnectionClosedError`."""
-        self._closing = True
-        await self._ws.close()
-        await asyncio.shield(self._reader)
+        """Closes the client for good. Open subscriptions end (iteration stops without an
+        error); pending and waiting requests fail with `ConnectionClosedError`."""
+        if self._closed is None and not self._closing:
+            self._closing = True
+            self._close_requested.set()
+            connection = self._connection
+            if connection is not None and connection.lost is None:
+                await connection.close()
+            if self.state == "reconnecting" and self._supervisor is not None:
+                self._supervisor.cancel()  # it may be dialling: nothing else stops that
+        if self._supervisor is not None:
+            await asyncio.wait({self._supervisor})
 
     async def __aenter__(self) -> Client:
         return self
@@ -245,51 +201,71 @@ class Client:
         await self.close()
 
     # ----------------------------------------------------------------------------------------
-    # Plumbing
+    # Requests and subscriptions
     # ----------------------------------------------------------------------------------------
+
+    async def _open_connection(self) -> Connection:
+        """The connection to send on, once the state is `open`; raises the client's end
+        instead when it closes. Returns with the connection up: the caller registers its
+        request before awaiting anything, so the connection's end cannot miss it."""
+        while True:
+            if self._closed is not None:
+                raise self._closed
+            connection = self._connection
+            if self.state == "open" and connection is not None and connection.lost is None:
+                return connection
+            await self._signal.changed()
+
+    async def _request(self, **command: Any) -> pb.Response:
+        connection = await self._open_connection()
+        return await connection.request(command)
 
     async def _subscribe(
         self,
-        source: dict[str, Any],
+        feed: dict[str, Any],
         resume_from: bytes,
         on_event: EventCallback | None,
         queue_size: int | None,
     ) -> Subscription:
+        connection = await self._open_connection()
         sub_id = next(self._subscription_ids)
-        subscription = Subscription(self, sub_id, on_event, queue_size or self._queue_size)
+        subscription = Subscription(
+            self, sub_id, feed, resume_from, on_event, queue_size or self._queue_size
+        )
         # Registered before the request leaves: events can follow `Subscribed` at once.
         self._subscriptions[sub_id] = subscription
-        request = pb.Subscribe(subscription_id=sub_id, resume_from=resume_from, **source)
+        subscription._connection = connection
         try:
-            await self._request(subscribe=request)
+            await connection.request(
+                {"subscribe": subscription._first_request()},
+                # Not subscribed, as far as the next connection is concerned: the caller gets
+                # the error and decides.
+                on_lost=lambda: self._end(subscription, None),
+            )
         except BaseException:
-            self._subscriptions.pop(sub_id, None)
+            self._end(subscription, None)
             raise
         return subscription
 
-    async def _request(self, **command: Any) -> pb.Response:
-        if self._closed is not None:
-            raise self._closed
-        request_id = next(self._request_ids)
-        future: asyncio.Future[pb.Response] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+    def _route(self, event: pb.Event) -> None:
+        """An event from the current connection, to its subscription."""
+        subscription = self._subscriptions.get(event.subscription_id)
+        if subscription is None:
+            return  # ended here already (overflow); the server's Unsubscribed is on its way
+        if event.WhichOneof("body") == "closed":
+            self._end(subscription, FeedgateError.from_pb(event.closed.error))
+            return
         try:
-            await self._ws.send(pb.Request(request_id=request_id, **command).SerializeToString())
-            response = await future
-        except ConnectionClosed:
-            await asyncio.shield(self._reader)
-            assert self._closed is not None  # the reader sets it before it ends
-            raise self._closed from None
-        finally:
-            self._pending.pop(request_id, None)
-        if response.WhichOneof("result") == "error":
-            raise FeedgateError.from_pb(response.error)
-        return response
+            subscription._deliver(event)
+        except Exception as err:  # the subscriber's callback: end that subscription only
+            log.exception("on_event callback of subscription %d raised", subscription.id)
+            self._fail(subscription, ErrorCode.INTERNAL, f"the on_event callback raised {err!r}")
 
     def _end(self, subscription: Subscription, error: FeedgateError | None) -> None:
         if self._subscriptions.get(subscription.id) is subscription:
             del self._subscriptions[subscription.id]
-        subscription._finish(error)
+        if not subscription.closed:
+            subscription._finish(error)
 
     def _overflow(self, subscription: Subscription) -> None:
         self._fail(
@@ -306,91 +282,148 @@ class Client:
         """Ends a subscription on this side with a client-made error, and on the server."""
         details = {"subscription_id": str(subscription.id)}
         self._end(subscription, FeedgateError(code, message, retryable=retryable, details=details))
-        self._spawn(self._unsubscribe_quietly(subscription.id))
+        connection = subscription._connection
+        if connection is not None and connection.lost is None:
+            self._spawn(self._unsubscribe_quietly(connection, subscription.id))
 
-    async def _unsubscribe_quietly(self, subscription_id: int) -> None:
+    async def _unsubscribe_quietly(self, connection: Connection, subscription_id: int) -> None:
         try:
-            await self._request(unsubscribe=pb.Unsubscribe(subscription_id=subscription_id))
+            await connection.request(
+                {"unsubscribe": pb.Unsubscribe(subscription_id=subscription_id)}
+            )
         except FeedgateError:
             pass
 
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coroutine)
+    def _spawn(self, coroutine: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
-    async def _read_loop(self) -> None:
-        failure: FeedgateError | None = None
+    def _backoff(self, attempt: int) -> float:
+        return (self._reconnect or ReconnectOptions()).delay(attempt)
+
+    # ----------------------------------------------------------------------------------------
+    # Connections: the first one, the supervisor, reconnecting
+    # ----------------------------------------------------------------------------------------
+
+    async def _dial(self) -> Connection:
+        """A new connection with `Hello` answered on it, made the client's."""
+        connection, self.welcome = await dial(self._endpoint, self._route)
+        self._connection = connection
+        return connection
+
+    async def _connect_first(self) -> None:
+        """Opens the first connection; raises (and leaves the client closed) when that fails:
+        the first connection is not retried."""
+        self._signal.announce("connecting", None)
         try:
-            async for frame in self._ws:
-                if isinstance(frame, str):
-                    raise FeedgateError(ErrorCode.INVALID_MESSAGE, "server sent a text frame")
-                self._dispatch(pb.ServerMessage.FromString(frame))
-        except ConnectionClosed:
-            pass
-        except Exception as err:  # a frame this client cannot read: the stream is not trusted
-            failure = (
-                err
-                if isinstance(err, FeedgateError)
-                else FeedgateError(ErrorCode.INVALID_MESSAGE, f"undecodable server message: {err}")
-            )
-            log.error("closing the connection: %s", failure)
-            await self._ws.close(1002, "undecodable server message")
-        self._shut(failure)
+            await self._dial()
+        except BaseException as err:
+            self._closing = True
+            self._shut(err if isinstance(err, FeedgateError) else None)
+            raise
+        self._signal.set("open", None)
+        self._supervisor = asyncio.create_task(self._supervise(), name="feedgate-supervisor")
 
-    def _dispatch(self, message: pb.ServerMessage) -> None:
-        kind = message.WhichOneof("message")
-        if kind == "response":
-            future = self._pending.get(message.response.request_id)
-            if future is not None and not future.done():
-                future.set_result(message.response)
-            elif message.response.WhichOneof("result") == "error":
-                log.warning("error for an unknown request: %s", message.response.error.message)
-        elif kind == "event":
-            event = message.event
-            subscription = self._subscriptions.get(event.subscription_id)
-            if subscription is None:
-                return  # ended here already (overflow); the server's Unsubscribed is on its way
-            if event.WhichOneof("body") == "closed":
-                self._end(subscription, FeedgateError.from_pb(event.closed.error))
-                return
+    async def _supervise(self) -> None:
+        """For the client's life after its first connection: waits for each connection's end,
+        then reconnects or closes the client."""
+        error: FeedgateError | None = None
+        try:
+            while True:
+                connection = self._connection
+                assert connection is not None  # set by _dial before the supervisor starts
+                error = await asyncio.shield(connection.reader)
+                if self._closing or self._reconnect is None or not reconnects_after(error):
+                    break
+                # The reader ends with a ConnectionClosedError, or INVALID_MESSAGE (final).
+                assert isinstance(error, ConnectionClosedError)
+                self._signal.set("reconnecting", error)
+                error = await self._reconnect_until_open(self._reconnect, error)
+                if error is not None:
+                    break
+        except asyncio.CancelledError:
+            # close() while reconnecting. Ends here: this task is the client's own.
+            connection = self._connection
+            if connection is not None and connection.lost is None:
+                connection.ws.transport.abort()
+        self._shut(None if self._closing else error)
+
+    async def _reconnect_until_open(
+        self, options: ReconnectOptions, cause: ConnectionClosedError
+    ) -> FeedgateError | None:
+        """Dials until a connection is open with every subscription resumed (returns None), or
+        returns why the client closes instead: a refusal that retrying cannot fix, or
+        `max_attempts` failed attempts in a row (or `close()`)."""
+        attempt = 0
+        last: BaseException = cause
+        while options.max_attempts is None or attempt < options.max_attempts:
             try:
-                subscription._deliver(event)
-            except Exception as err:  # the subscriber's callback: end that subscription only
-                log.exception("on_event callback of subscription %d raised", subscription.id)
-                self._fail(subscription, ErrorCode.INTERNAL, f"the on_event callback raised {err!r}")
+                await asyncio.wait_for(self._close_requested.wait(), options.delay(attempt))
+            except asyncio.TimeoutError:
+                pass
+            if self._closing:
+                return cause
+            attempt += 1
+            try:
+                connection = await self._dial()
+                await self._resumer.resume(connection, list(self._subscriptions.values()))
+            except Exception as err:  # refused, timed out, the token function failed, ...
+                if self._closing:
+                    return cause
+                if isinstance(err, FeedgateError) and not reconnects_after(err):
+                    log.warning("reconnecting stopped: %s", err)  # e.g. the token is refused
+                    return err
+                log.info("reconnect attempt %d failed: %r", attempt, err)
+                last = err
+                continue
+            self._signal.set("open", None)
+            return None
+        return ConnectionClosedError(
+            cause.close_code, f"gave up reconnecting after {attempt} attempts; the last: {last}"
+        )
 
-    def _shut(self, failure: FeedgateError | None) -> None:
-        closed = failure or ConnectionClosedError(self._ws.close_code, self._ws.close_reason or "")
-        self._closed = closed
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(closed)
-        for subscription in list(self._subscriptions.values()):
-            self._end(subscription, None if self._closing and failure is None else closed)
+    # ----------------------------------------------------------------------------------------
+    # Closing for good
+    # ----------------------------------------------------------------------------------------
+
+    def _shut(self, error: FeedgateError | None) -> None:
+        """The client is closed for good: `error` is why, None after the application's
+        `close()`. Subscriptions end with it, waiting requests raise it."""
+        connection = self._connection
+        closed = error or (connection.lost if connection is not None else None)
+        self._closed = closed or ConnectionClosedError(None, "the client was closed")
+        for subscription in sorted(self._subscriptions.values(), key=lambda s: s.id):
+            self._end(subscription, error)
+        self._resumer.cancel()
+        self._signal.set("closed", error)
 
 
 class _Connecting:
     """What `connect()` returns: await it for a `Client`, or use it with `async with`."""
 
-    def __init__(self, url: str, token: str, client_name: str, options: dict[str, Any]) -> None:
-        self._url = url
-        self._token = token
-        self._client_name = client_name
-        self._options = options
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        queue_size: int,
+        reconnect: ReconnectOptions | None,
+        on_state_change: StateCallback | None,
+    ) -> None:
+        self._endpoint = endpoint
+        self._queue_size = queue_size
+        self._reconnect = reconnect
+        self._on_state_change = on_state_change
         self._client: Client | None = None
 
     async def _open(self) -> Client:
-        queue_size = self._options.pop("queue_size", DEFAULT_QUEUE_SIZE)
-        self._options.setdefault("max_size", DEFAULT_MAX_MESSAGE_SIZE)
-        self._options.setdefault("compression", None)
-        ws = await ws_connect(self._url, **self._options)
-        client = Client(ws, queue_size=queue_size)
-        try:
-            await client.hello(self._token, self._client_name)
-        except BaseException:
-            await client.close()
-            raise
+        client = Client(
+            self._endpoint,
+            queue_size=self._queue_size,
+            reconnect=self._reconnect,
+            on_state_change=self._on_state_change,
+        )
+        await client._connect_first()
         return client
 
     def __await__(self) -> Generator[Any, None, Client]:
@@ -406,9 +439,24 @@ class _Connecting:
 
 
 def connect(
-    url: str, *, token: str = "", client_name: str = "", **options: Any
+    url: str,
+    *,
+    token: TokenSource = "",
+    client_name: str = "",
+    reconnect: bool | ReconnectOptions = True,
+    on_state_change: StateCallback | None = None,
+    **options: Any,
 ) -> _Connecting:
     """Opens a connection to `ws://host:port/v1/ws` and says `Hello` (with `token`, when the
-    server requires one). `options` go to `websockets.connect` (e.g. `open_timeout`), plus
-    `queue_size`, the per-subscription event queue bound (default 10,000)."""
-    return _Connecting(url, token, client_name, dict(options))
+    server requires one). The first connection is not retried: this raises when it fails.
+
+    `token`: a string, or a function returning one (or an awaitable of one), called before every
+    connection's `Hello`. `reconnect`: True (the default: `ReconnectOptions()`), False (a dropped
+    connection closes the client) or `ReconnectOptions(...)`. `on_state_change(state, error)`:
+    see `Client.on_state_change`. `options` go to `websockets.connect` (e.g. `open_timeout`),
+    plus `queue_size`, the per-subscription event queue bound (default 10,000)."""
+    queue_size = options.pop("queue_size", DEFAULT_QUEUE_SIZE)
+    options.setdefault("max_size", DEFAULT_MAX_MESSAGE_SIZE)
+    options.setdefault("compression", None)
+    endpoint = Endpoint(url, token, client_name, options)
+    return _Connecting(endpoint, queue_size, reconnect_options(reconnect), on_state_change)

@@ -1,28 +1,34 @@
 """A live materialized view of one table: a dict keyed by primary key, kept current from the
 table's INITIAL / INSERT / UPDATE / DELETE events.
 
-The view subscribes with `include_initial`, so it first fills from the snapshot; `ready` is set
-when the snapshot is complete and the view is live. It applies events in the client's reader
-task (no queue of its own, so it never falls behind the connection). When the server resets the
-source (`SOURCE_RESET`: the table was truncated) the view clears itself, clears `ready`, and
-subscribes again to rebuild; any other end of the subscription is kept in `error`, and
-`wait_ready()` raises it.
+The view subscribes with `include_initial` and receives the snapshot into a dict of its own;
+at `Ready` that dict becomes `rows` in one step and `ready` is set: `rows` is never a partial
+snapshot. It applies events in the client's reader task (no queue of its own, so it never falls
+behind the connection). A dropped connection does not concern it: the client resumes its
+subscription from the last cursor. When its subscription cannot continue (`SOURCE_RESET`: the
+table was truncated; `RESUME_UNAVAILABLE`: the connection dropped mid-snapshot, or the change log
+no longer reaches back far enough) the view rebuilds: a new snapshot fills a new dict while the
+old rows stay readable unchanged (stale: `ready` is clear), then it replaces them at once and
+`on_reset` is called. Any other end of the subscription is kept in `error`, and `wait_ready()`
+raises it. Not here: the connection and the resume itself (`client.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .errors import ErrorCode, FeedgateError
 from .v1 import feedgate_pb2 as pb
 from .values import key_of, row_to_dict
 
 if TYPE_CHECKING:
-    from .client import Client, Subscription
+    from .client import Client
+    from .subscription import Subscription
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,17 @@ class ViewChange:
 
 #: Called after every change the view applies: (kind, key, row, change); row is None for a
 #: delete, and `change` (a `ViewChange`) holds the rest of what the event carried. A callback
-#: that takes three arguments is called with the first three.
+#: that takes three arguments is called with the first three. The first snapshot's rows come
+#: as "initial" changes while it arrives (`rows` shows them all at its `Ready`); a rebuild's
+#: rows do not: `on_reset` says that `rows` was replaced as a whole.
 ChangeCallback = Callable[..., None]
+
+#: Called once each time a rebuilt snapshot has replaced `rows` (see the module doc), with the
+#: error that made the view rebuild (`SOURCE_RESET` or `RESUME_UNAVAILABLE`).
+ResetCallback = Callable[[FeedgateError], None]
+
+#: The ends of a subscription after which the view rebuilds from a new snapshot.
+_REBUILD_CODES = frozenset({ErrorCode.SOURCE_RESET, ErrorCode.RESUME_UNAVAILABLE})
 
 
 def _wants_details(callback: Callable[..., None]) -> bool:
@@ -65,6 +80,16 @@ def _wants_details(callback: Callable[..., None]) -> bool:
             positional += 1
     return positional >= 4
 
+
+@dataclass
+class _Feed:
+    """One subscription of the view: its snapshot fills `staging` until its `Ready`."""
+
+    staging: dict[Any, dict[str, Any]] = field(default_factory=dict)
+    #: Set at `Ready`: from then on changes apply to the view's `rows`.
+    live: bool = False
+
+
 _KINDS = {
     pb.CHANGE_KIND_INITIAL: "initial",
     pb.CHANGE_KIND_INSERT: "insert",
@@ -77,28 +102,45 @@ class MaterializedView:
     """`rows` maps each primary key (the value for a one-column key, else a tuple ordered by
     column name) to the row as a dict of Python values (see `feedgate.values`)."""
 
-    def __init__(self, client: Client, table: str, on_change: ChangeCallback | None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        table: str,
+        on_change: ChangeCallback | None,
+        on_reset: ResetCallback | None = None,
+    ) -> None:
         self._client = client
         self.table = table
-        #: The table's rows by primary key; read it, don't write it.
+        #: The table's rows by primary key: empty until the first snapshot is complete, then
+        #: always a complete state (stale while `ready` is clear). Read it, don't write it; it
+        #: is the same dict for the view's life.
         self.rows: dict[Any, dict[str, Any]] = {}
         #: Set while the view holds the complete, live state of the table.
         self.ready = asyncio.Event()
         #: Why the view stopped following the table; None while it follows.
         self.error: FeedgateError | None = None
-        #: Number of times the view was rebuilt after a SOURCE_RESET.
+        #: Number of times a rebuilt snapshot replaced the rows (`on_reset` calls).
         self.resets = 0
         self._on_change = on_change
         self._details = on_change is not None and _wants_details(on_change)
+        self._on_reset = on_reset
         self._subscription: Subscription | None = None
+        #: Why the view is rebuilding; None on the first snapshot and once live again.
+        self._rebuilding: FeedgateError | None = None
         self._failed = asyncio.Event()
         self._stopped = False
 
     async def _start(self) -> None:
-        self._subscription = await self._client.subscribe_table(
-            self.table, include_initial=True, on_event=self._apply
+        """Subscribes from a fresh snapshot, received into a new dict."""
+        feed = _Feed()
+        subscription = await self._client.subscribe_table(
+            self.table, include_initial=True, on_event=lambda event: self._apply(feed, event)
         )
-        self._client._spawn(self._watch(self._subscription))
+        self._subscription = subscription
+        if self._stopped:  # close() while subscribing
+            await subscription.unsubscribe()
+            return
+        self._client._spawn(self._watch(subscription))
 
     async def wait_ready(self) -> None:
         """Waits until the view holds the table's complete state; raises the view's error if
@@ -125,18 +167,20 @@ class MaterializedView:
     def get(self, key: Any, default: Any = None) -> Any:
         return self.rows.get(key, default)
 
-    def _apply(self, event: pb.Event) -> None:
+    def _apply(self, feed: _Feed, event: pb.Event) -> None:
         body = event.WhichOneof("body")
         if body == "ready":
-            self.ready.set()
+            if not feed.live:
+                self._publish(feed)
             return
         if body != "change":
             return
+        target = self.rows if feed.live else feed.staging
         change = event.change
         key = key_of(change.key)
         kind = _KINDS.get(change.kind, "unknown")
         if change.kind == pb.CHANGE_KIND_DELETE:
-            self.rows.pop(key, None)
+            target.pop(key, None)
             row = None
         else:
             if change.kind == pb.CHANGE_KIND_UPDATE and change.HasField("old_row"):
@@ -147,10 +191,10 @@ class MaterializedView:
                         old.columns[name].CopyFrom(change.old_row.columns[name])
                 old_key = key_of(old)
                 if old_key != key:
-                    self.rows.pop(old_key, None)
+                    target.pop(old_key, None)
             row = row_to_dict(change.new_row)
-            self.rows[key] = row
-        if self._on_change is None:
+            target[key] = row
+        if self._on_change is None or (not feed.live and self._rebuilding):
             return
         if not self._details:
             self._on_change(kind, key, row)
@@ -169,28 +213,63 @@ class MaterializedView:
         )
         self._on_change(kind, key, row, details)
 
+    def _publish(self, feed: _Feed) -> None:
+        """A complete snapshot becomes `rows`, in one step (no await between clearing and
+        filling: no other task can see the dict in between), and the view is live."""
+        self.rows.clear()
+        self.rows.update(feed.staging)
+        feed.staging.clear()
+        feed.live = True
+        self.ready.set()
+        reason, self._rebuilding = self._rebuilding, None
+        if reason is not None:
+            self.resets += 1
+            if self._on_reset is not None:
+                self._on_reset(reason)
+
     async def _watch(self, subscription: Subscription) -> None:
         error = await subscription.wait_closed()
         if self._stopped or error is None:
             return
-        if error.code == ErrorCode.SOURCE_RESET:
+        if error.code in _REBUILD_CODES:
             self.ready.clear()
-            self.rows.clear()
-            self.resets += 1
-            try:
-                await self._start()
+            if self._rebuilding is None:
+                self._rebuilding = error
+            rebuilt = await self._rebuild()
+            if rebuilt is None:
                 return
-            except FeedgateError as err:
-                error = err
+            error = rebuilt
         self.error = error
         self._failed.set()
 
+    async def _rebuild(self) -> FeedgateError | None:
+        """Subscribes again from a fresh snapshot, retrying retryable refusals (e.g.
+        SOURCE_UNAVAILABLE, or the connection dropping before the answer); returns the error
+        that stopped it, None once subscribed (or when the view or the client was closed)."""
+        attempt = 0
+        while not self._stopped:
+            try:
+                await self._start()
+                return None
+            except FeedgateError as err:
+                if self._client._closing:
+                    return None
+                if not err.retryable or self._client.state == "closed":
+                    return err
+                await asyncio.sleep(max(err.retry_after_ms / 1000, self._client._backoff(attempt)))
+                attempt += 1
+        return None
+
 
 async def materialized_view(
-    client: Client, table: str, *, on_change: ChangeCallback | None = None
+    client: Client,
+    table: str,
+    *,
+    on_change: ChangeCallback | None = None,
+    on_reset: ResetCallback | None = None,
 ) -> MaterializedView:
     """Subscribes to `table` with its initial rows and returns the view (not yet ready: await
     `view.wait_ready()`)."""
-    view = MaterializedView(client, table, on_change)
+    view = MaterializedView(client, table, on_change, on_reset)
     await view._start()
     return view
