@@ -82,8 +82,14 @@ async fn a_subscriber_that_had_no_message_resumes_from_its_ready() {
     publisher.publish("quiet", b"before").await;
     expect_subscribed(client.request(resume(1, "quiet", &Bytes::new())).await);
     let ready = client.recv_event().await;
-    assert!(matches!(ready.body, Some(pb::event::Body::Ready(_))), "{ready:?}");
-    assert!(!ready.cursor.is_empty(), "a live subscription's Ready names its position");
+    assert!(
+        matches!(ready.body, Some(pb::event::Body::Ready(_))),
+        "{ready:?}"
+    );
+    assert!(
+        !ready.cursor.is_empty(),
+        "a live subscription's Ready names its position"
+    );
     // The connection drops before any message; two are published meanwhile.
     drop(client);
     publisher.publish("quiet", b"while away 1").await;
