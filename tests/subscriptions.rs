@@ -254,6 +254,7 @@ async fn table_feeds_answer_source_unavailable_without_a_database() {
                 source: Some(pb::subscribe::Source::Table(pb::TableFeed {
                     table: "public.orders".into(),
                     include_initial: true,
+                    ..Default::default()
                 })),
                 resume_from: Default::default(),
             }),

@@ -114,6 +114,7 @@ pub async fn table_until_ready(
     let source = pb::subscribe::Source::Table(pb::TableFeed {
         table: table.into(),
         include_initial,
+        ..Default::default()
     });
     ws.send(resume_request(1, source, cursor)).await?;
     let mut changes = 0;
@@ -154,6 +155,7 @@ pub async fn subscribe(proto: Proto, ws: &mut Ws, source: &Source) -> Result<()>
                 Source::Table(table) => pb::subscribe::Source::Table(pb::TableFeed {
                     table: table.clone(),
                     include_initial: false,
+                    ..Default::default()
                 }),
             };
             ws.send(subscribe_request(1, source)).await?;
@@ -282,6 +284,7 @@ pub async fn initial_rows_beside(
     let source = pb::subscribe::Source::Table(pb::TableFeed {
         table: table.into(),
         include_initial: true,
+        ..Default::default()
     });
     let table_id = if topic.is_some() { 2 } else { 1 };
     ws.send(subscribe_request(table_id, source)).await?;

@@ -168,9 +168,11 @@ fn encode(request: &Request, headers: std::collections::HashMap<String, String>)
                 Source::Table {
                     table,
                     include_initial,
+                    filter,
                 } => pb::subscribe::Source::Table(pb::TableFeed {
                     table: table.clone(),
                     include_initial: *include_initial,
+                    filter: filter.clone(),
                 }),
                 Source::Topic { topic, start } => {
                     let (start, start_offset) = match start {

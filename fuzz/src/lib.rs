@@ -119,6 +119,7 @@ fn subscribe(u: &mut Unstructured<'_>) -> Result<pb::Subscribe> {
                 odd_name(u)?
             },
             include_initial: u.arbitrary()?,
+            ..Default::default()
         })),
         _ => {
             let (start, start_offset) = match u.int_in_range(0..=9)? {

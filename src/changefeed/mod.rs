@@ -143,6 +143,9 @@ pub struct TableSubscribe<'a> {
     /// name as stored (called once the name is resolved, so spelling tricks cannot get around
     /// it).
     pub authorize: &'a (dyn Fn(&str, &str) -> Result<TableAccess, Failure> + Sync),
+    /// The client's own row filter (ANDed with what `authorize` allows), already well formed;
+    /// checked here against the table's columns.
+    pub filter: Option<RowFilter>,
 }
 
 /// The sessions' handle to the changefeed. Cheap to clone.
@@ -247,13 +250,20 @@ impl Changefeed {
                 self.shared.tables.get_or_insert(info, || types)
             }
         };
-        let filter = match access {
-            TableAccess::All => None,
-            TableAccess::Rows(filter) => {
-                check_columns(&filter, &entry)?;
-                Some(Arc::new(filter))
-            }
-        };
+        let mut filters = Vec::new();
+        if let TableAccess::Rows(filter) = access {
+            check_columns(&filter, &entry)?;
+            filters.push(filter);
+        }
+        if let Some(filter) = request.filter {
+            let types = entry.types();
+            let kind_of = |column: &str| types.get(column).map(|t| t.filter_kind());
+            filter
+                .check_client_columns(&kind_of)
+                .map_err(|err| err.failure(&entry.info.name))?;
+            filters.push(filter);
+        }
+        let filter = (!filters.is_empty()).then(|| Arc::new(RowFilter::all(filters)));
         let closed = Arc::new(AtomicBool::new(false));
         let registration = self.shared.subscribers.subscribe(
             &entry,

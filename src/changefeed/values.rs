@@ -88,6 +88,21 @@ impl ColumnType {
     }
 }
 
+impl ColumnType {
+    /// What a client's filter may compare this column with.
+    pub(crate) fn filter_kind(&self) -> crate::row_filter::FilterKind {
+        use crate::row_filter::FilterKind;
+        match self {
+            Self::Int | Self::Double | Self::Numeric => FilterKind::Number,
+            Self::Text => FilterKind::Text,
+            Self::Timestamp | Self::LocalTimestamp => FilterKind::Timestamp,
+            Self::Date => FilterKind::Date,
+            Self::Bytes | Self::Json => FilterKind::Opaque,
+            Self::Other => FilterKind::Other,
+        }
+    }
+}
+
 /// `numeric(10,2)` → `numeric`, `timestamp(3) with time zone` → `timestamp with time zone`.
 fn without_typmod(name: &str) -> String {
     let mut out = String::with_capacity(name.len());

@@ -70,6 +70,8 @@ pub enum Source {
         table: String,
         /// Whether to stream existing rows first.
         include_initial: bool,
+        /// The client's row filter, as sent (checked where the table is known).
+        filter: Option<pb::Filter>,
     },
     /// A topic.
     Topic {
@@ -221,6 +223,7 @@ fn convert_subscribe(sub: pb::Subscribe) -> Result<Subscribe, Failure> {
             Source::Table {
                 table: feed.table,
                 include_initial: feed.include_initial,
+                filter: feed.filter,
             }
         }
         Some(S::Topic(feed)) => {

@@ -46,6 +46,11 @@ pub(super) fn eval(expr: &Expr<Scalar>, row: &Row) -> bool {
         Expr::IsNull { column, negated } => {
             matches!(column_value(row, column), Value::Null) != *negated
         }
+        Expr::Not(item) => !eval(item, row),
+        Expr::Prefix { column, prefix } => match column_value(row, column) {
+            Value::Text(text) => text.as_bytes().starts_with(prefix.as_bytes()),
+            _ => false,
+        },
     }
 }
 
@@ -89,6 +94,8 @@ fn compare(value: &Value, scalar: &Scalar) -> Option<Ordering> {
         (Value::Timestamp(t), Scalar::Text(s)) => Some(t.cmp(&timestamp(s, true)?)),
         (Value::LocalTimestamp(t), Scalar::Text(s)) => Some(t.cmp(&timestamp(s, false)?)),
         (Value::Date(d), Scalar::Text(s)) => Some(d.cmp(&date(s)?)),
+        (Value::Timestamp(t) | Value::LocalTimestamp(t), Scalar::Micros(s)) => Some(t.cmp(s)),
+        (Value::Date(d), Scalar::Days(s)) => Some(d.cmp(s)),
         _ => None,
     }
 }

@@ -30,6 +30,7 @@
 //! timestamps and dates from their ISO text. bytea and json columns compare unequal to
 //! everything.
 
+mod client;
 mod eval;
 mod parse;
 mod sql;
@@ -39,6 +40,7 @@ use std::fmt;
 use serde_json::Value as Json;
 
 use crate::protocol::Row;
+pub use client::{FilterError, FilterKind};
 pub use sql::{SqlColumn, SqlParam};
 
 /// Where a template's placeholders take their values: a principal's token claims, by name or by
@@ -93,6 +95,14 @@ enum Expr<V> {
         column: String,
         negated: bool,
     },
+    /// The item does not match (two-valued: true where the item is not true, NULLs included).
+    /// Only clients' filters have it.
+    Not(Box<Expr<V>>),
+    /// The column's text starts with these bytes. Only clients' filters have it.
+    Prefix {
+        column: String,
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +130,11 @@ enum Scalar {
     /// A number as written (exact digits).
     Number(String),
     Text(String),
+    /// Microseconds since 1970-01-01 (a client's timestamp value), UTC for timestamptz columns,
+    /// wall-clock for timestamp columns.
+    Micros(i64),
+    /// Days since 1970-01-01 (a client's date value).
+    Days(i32),
 }
 
 /// Why a predicate does not parse, with the byte offset it was found at.
@@ -183,6 +198,17 @@ impl RowFilter {
         }
         Self {
             expr: Expr::Or(filters.into_iter().map(|f| f.expr).collect()),
+        }
+    }
+
+    /// Visible when every one of `filters` is (a client's filter within what its permissions
+    /// grant).
+    pub fn all(mut filters: Vec<RowFilter>) -> Self {
+        if filters.len() == 1 {
+            return filters.remove(0);
+        }
+        Self {
+            expr: Expr::And(filters.into_iter().map(|f| f.expr).collect()),
         }
     }
 
@@ -252,6 +278,11 @@ fn fill(expr: &Expr<Operand>, principal: &impl Claims) -> Result<Expr<Scalar>, U
             column: column.clone(),
             negated: *negated,
         },
+        Expr::Not(item) => Expr::Not(Box::new(fill(item, principal)?)),
+        Expr::Prefix { column, prefix } => Expr::Prefix {
+            column: column.clone(),
+            prefix: prefix.clone(),
+        },
     })
 }
 
@@ -284,9 +315,11 @@ fn collect_columns<'a, V>(expr: &'a Expr<V>, out: &mut Vec<&'a str>) {
                 collect_columns(item, out);
             }
         }
-        Expr::Compare { column, .. } | Expr::In { column, .. } | Expr::IsNull { column, .. } => {
-            out.push(column)
-        }
+        Expr::Not(item) => collect_columns(item, out),
+        Expr::Compare { column, .. }
+        | Expr::In { column, .. }
+        | Expr::IsNull { column, .. }
+        | Expr::Prefix { column, .. } => out.push(column),
     }
 }
 

@@ -107,7 +107,7 @@ fn prefilter(
                     .iter()
                     .map(|v| match v {
                         Scalar::Number(n) | Scalar::Text(n) => n.trim().parse::<i64>().ok(),
-                        Scalar::Bool(_) => None,
+                        Scalar::Bool(_) | Scalar::Micros(_) | Scalar::Days(_) => None,
                     })
                     .collect::<Option<Vec<i64>>>()?;
                 let p = param(SqlParam::Ints(ints), params);
@@ -118,14 +118,16 @@ fn prefilter(
                     .iter()
                     .map(|v| match v {
                         Scalar::Number(t) | Scalar::Text(t) => Some(t.clone()),
-                        Scalar::Bool(_) => None,
+                        Scalar::Bool(_) | Scalar::Micros(_) | Scalar::Days(_) => None,
                     })
                     .collect::<Option<Vec<String>>>()?;
                 let p = param(SqlParam::Texts(texts), params);
                 Some(format!("{} = ANY({p}::text[])", quote(name)))
             }
         },
-        Expr::In { negated: true, .. } => None,
+        // Two-valued NOT differs from SQL's on NULL, and a prefix test is rarely indexed: both
+        // prune nothing (every row they keep is still checked by `matches`).
+        Expr::In { negated: true, .. } | Expr::Not(_) | Expr::Prefix { .. } => None,
         Expr::IsNull {
             column: name,
             negated,

@@ -22,6 +22,7 @@ use crate::protocol::{
     Command, EventBody, Failure, Reply, Source, Subscribe, WelcomeInfo,
 };
 use crate::registry::SubscriberKey;
+use crate::row_filter::RowFilter;
 
 /// One connection's command handler and subscription table.
 pub(super) struct Session {
@@ -276,7 +277,13 @@ impl Session {
             Source::Table {
                 table,
                 include_initial,
+                filter,
             } => {
+                let filter = filter
+                    .as_ref()
+                    .map(RowFilter::from_client)
+                    .transpose()
+                    .map_err(|err| err.failure(table))?;
                 let principal = self.principal()?.clone();
                 let permissions = self.ctx.permissions.clone();
                 let authorize = move |schema: &str, table: &str| {
@@ -289,6 +296,7 @@ impl Session {
                     mailbox: self.mailbox.clone(),
                     resume_from: &subscribe.resume_from,
                     authorize: &authorize,
+                    filter,
                 };
                 self.subscribe_table(request_id, request).await
             }

@@ -99,6 +99,7 @@ pub fn table_feed(subscription_id: u64, table: &str, include_initial: bool) -> s
         source: Some(pb::subscribe::Source::Table(pb::TableFeed {
             table: table.into(),
             include_initial,
+            ..Default::default()
         })),
         resume_from: Default::default(),
     })

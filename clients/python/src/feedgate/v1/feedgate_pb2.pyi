@@ -7,6 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CompareOp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COMPARE_OP_UNSPECIFIED: _ClassVar[CompareOp]
+    COMPARE_OP_EQ: _ClassVar[CompareOp]
+    COMPARE_OP_NE: _ClassVar[CompareOp]
+    COMPARE_OP_LT: _ClassVar[CompareOp]
+    COMPARE_OP_LE: _ClassVar[CompareOp]
+    COMPARE_OP_GT: _ClassVar[CompareOp]
+    COMPARE_OP_GE: _ClassVar[CompareOp]
+
 class StartPosition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     START_POSITION_LATEST: _ClassVar[StartPosition]
@@ -47,6 +57,13 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_SHUTTING_DOWN: _ClassVar[ErrorCode]
     ERROR_CODE_IDLE_TIMEOUT: _ClassVar[ErrorCode]
     ERROR_CODE_SOURCE_RESET: _ClassVar[ErrorCode]
+COMPARE_OP_UNSPECIFIED: CompareOp
+COMPARE_OP_EQ: CompareOp
+COMPARE_OP_NE: CompareOp
+COMPARE_OP_LT: CompareOp
+COMPARE_OP_LE: CompareOp
+COMPARE_OP_GT: CompareOp
+COMPARE_OP_GE: CompareOp
 START_POSITION_LATEST: StartPosition
 START_POSITION_EARLIEST: StartPosition
 START_POSITION_OFFSET: StartPosition
@@ -124,12 +141,78 @@ class Subscribe(_message.Message):
     def __init__(self, subscription_id: _Optional[int] = ..., table: _Optional[_Union[TableFeed, _Mapping]] = ..., topic: _Optional[_Union[TopicFeed, _Mapping]] = ..., resume_from: _Optional[bytes] = ...) -> None: ...
 
 class TableFeed(_message.Message):
-    __slots__ = ("table", "include_initial")
+    __slots__ = ("table", "include_initial", "filter")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_INITIAL_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     table: str
     include_initial: bool
-    def __init__(self, table: _Optional[str] = ..., include_initial: _Optional[bool] = ...) -> None: ...
+    filter: Filter
+    def __init__(self, table: _Optional[str] = ..., include_initial: _Optional[bool] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
+
+class Filter(_message.Message):
+    __slots__ = ("compare", "one_of", "is_null", "prefix", "all_of", "any_of", "negate")
+    COMPARE_FIELD_NUMBER: _ClassVar[int]
+    ONE_OF_FIELD_NUMBER: _ClassVar[int]
+    IS_NULL_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    ALL_OF_FIELD_NUMBER: _ClassVar[int]
+    ANY_OF_FIELD_NUMBER: _ClassVar[int]
+    NEGATE_FIELD_NUMBER: _ClassVar[int]
+    compare: Comparison
+    one_of: OneOf
+    is_null: IsNull
+    prefix: Prefix
+    all_of: Filters
+    any_of: Filters
+    negate: Filter
+    def __init__(self, compare: _Optional[_Union[Comparison, _Mapping]] = ..., one_of: _Optional[_Union[OneOf, _Mapping]] = ..., is_null: _Optional[_Union[IsNull, _Mapping]] = ..., prefix: _Optional[_Union[Prefix, _Mapping]] = ..., all_of: _Optional[_Union[Filters, _Mapping]] = ..., any_of: _Optional[_Union[Filters, _Mapping]] = ..., negate: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
+
+class Filters(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[Filter]
+    def __init__(self, items: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
+
+class Operand(_message.Message):
+    __slots__ = ("column",)
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    def __init__(self, column: _Optional[str] = ...) -> None: ...
+
+class Comparison(_message.Message):
+    __slots__ = ("operand", "op", "value")
+    OPERAND_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    operand: Operand
+    op: CompareOp
+    value: Value
+    def __init__(self, operand: _Optional[_Union[Operand, _Mapping]] = ..., op: _Optional[_Union[CompareOp, str]] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+
+class OneOf(_message.Message):
+    __slots__ = ("operand", "values")
+    OPERAND_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    operand: Operand
+    values: _containers.RepeatedCompositeFieldContainer[Value]
+    def __init__(self, operand: _Optional[_Union[Operand, _Mapping]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+
+class IsNull(_message.Message):
+    __slots__ = ("operand", "negated")
+    OPERAND_FIELD_NUMBER: _ClassVar[int]
+    NEGATED_FIELD_NUMBER: _ClassVar[int]
+    operand: Operand
+    negated: bool
+    def __init__(self, operand: _Optional[_Union[Operand, _Mapping]] = ..., negated: _Optional[bool] = ...) -> None: ...
+
+class Prefix(_message.Message):
+    __slots__ = ("operand", "prefix")
+    OPERAND_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    operand: Operand
+    prefix: str
+    def __init__(self, operand: _Optional[_Union[Operand, _Mapping]] = ..., prefix: _Optional[str] = ...) -> None: ...
 
 class TopicFeed(_message.Message):
     __slots__ = ("topic", "start", "start_offset")

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file feedgate/v1/feedgate.proto.
  */
 export const file_feedgate_v1_feedgate: GenFile = /*@__PURE__*/
-  fileDesc("ChpmZWVkZ2F0ZS92MS9mZWVkZ2F0ZS5wcm90bxILZmVlZGdhdGUudjEiqgIKB1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIjCgVoZWxsbxgCIAEoCzISLmZlZWRnYXRlLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAMgASgLMhYuZmVlZGdhdGUudjEuU3Vic2NyaWJlSAASLwoLdW5zdWJzY3JpYmUYBCABKAsyGC5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZUgAEicKB3B1Ymxpc2gYBSABKAsyFC5mZWVkZ2F0ZS52MS5QdWJsaXNoSAASIQoEcGluZxgGIAEoCzIRLmZlZWRnYXRlLnYxLlBpbmdIABIxCgxhdXRoZW50aWNhdGUYByABKAsyGS5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVIAEIJCgdjb21tYW5kIkUKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SDQoFdG9rZW4YAiABKAkSEwoLY2xpZW50X25hbWUYAyABKAkiHQoMQXV0aGVudGljYXRlEg0KBXRva2VuGAEgASgJIpUBCglTdWJzY3JpYmUSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEEicKBXRhYmxlGAIgASgLMhYuZmVlZGdhdGUudjEuVGFibGVGZWVkSAASJwoFdG9waWMYAyABKAsyFi5mZWVkZ2F0ZS52MS5Ub3BpY0ZlZWRIABITCgtyZXN1bWVfZnJvbRgEIAEoDEIICgZzb3VyY2UiMwoJVGFibGVGZWVkEg0KBXRhYmxlGAEgASgJEhcKD2luY2x1ZGVfaW5pdGlhbBgCIAEoCCJbCglUb3BpY0ZlZWQSDQoFdG9waWMYASABKAkSKQoFc3RhcnQYAiABKA4yGi5mZWVkZ2F0ZS52MS5TdGFydFBvc2l0aW9uEhQKDHN0YXJ0X29mZnNldBgDIAEoAyImCgtVbnN1YnNjcmliZRIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiswEKB1B1Ymxpc2gSDQoFdG9waWMYASABKAkSDwoHcGF5bG9hZBgCIAEoDBILCgNrZXkYAyABKAkSMgoHaGVhZGVycxgEIAMoCzIhLmZlZWRnYXRlLnYxLlB1Ymxpc2guSGVhZGVyc0VudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIGCgRQaW5nImoKDVNlcnZlck1lc3NhZ2USKQoIcmVzcG9uc2UYASABKAsyFS5mZWVkZ2F0ZS52MS5SZXNwb25zZUgAEiMKBWV2ZW50GAIgASgLMhIuZmVlZGdhdGUudjEuRXZlbnRIAEIJCgdtZXNzYWdlIt0CCghSZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEiMKBWVycm9yGAIgASgLMhIuZmVlZGdhdGUudjEuRXJyb3JIABInCgd3ZWxjb21lGAMgASgLMhQuZmVlZGdhdGUudjEuV2VsY29tZUgAEi0KCnN1YnNjcmliZWQYBCABKAsyFy5mZWVkZ2F0ZS52MS5TdWJzY3JpYmVkSAASMQoMdW5zdWJzY3JpYmVkGAUgASgLMhkuZmVlZGdhdGUudjEuVW5zdWJzY3JpYmVkSAASKwoJcHVibGlzaGVkGAYgASgLMhYuZmVlZGdhdGUudjEuUHVibGlzaGVkSAASIQoEcG9uZxgHIAEoCzIRLmZlZWRnYXRlLnYxLlBvbmdIABIzCg1hdXRoZW50aWNhdGVkGAggASgLMhouZmVlZGdhdGUudjEuQXV0aGVudGljYXRlZEgAQggKBnJlc3VsdCKnAQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEhYKDnNlcnZlcl92ZXJzaW9uGAIgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAyABKA0SIwoGbGltaXRzGAQgASgLMhMuZmVlZGdhdGUudjEuTGltaXRzEjEKDWF1dGhlbnRpY2F0ZWQYBSABKAsyGi5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVkIkcKDUF1dGhlbnRpY2F0ZWQSDAoEdXNlchgBIAEoCRINCgVyb2xlcxgCIAMoCRIZChFleHBpcmVzX2F0X21pY3JvcxgDIAEoAyK+AQoGTGltaXRzEhgKEG1heF9tZXNzYWdlX3NpemUYASABKA0SGAoQcGluZ19pbnRlcnZhbF9tcxgCIAEoDRIXCg9pZGxlX3RpbWVvdXRfbXMYAyABKA0SGQoRbWF4X3N1YnNjcmlwdGlvbnMYBCABKA0SFgoOb3V0Ym91bmRfcXVldWUYBSABKA0SHAoUb3V0Ym91bmRfcXVldWVfYnl0ZXMYBiABKA0SFgoObWF4X2ZyYW1lX3NpemUYByABKA0iJQoKU3Vic2NyaWJlZBIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiJwoMVW5zdWJzY3JpYmVkEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBCIrCglQdWJsaXNoZWQSDgoGY3Vyc29yGAEgASgMEg4KBm9mZnNldBgCIAEoAyIiCgRQb25nEhoKEnNlcnZlcl90aW1lX21pY3JvcxgBIAEoAyKVAgoFRXZlbnQSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEEg4KBmN1cnNvchgCIAEoDBIoCgZjaGFuZ2UYAyABKAsyFi5mZWVkZ2F0ZS52MS5Sb3dDaGFuZ2VIABIjCgVyZWFkeRgEIAEoCzISLmZlZWRnYXRlLnYxLlJlYWR5SAASLAoHbWVzc2FnZRgFIAEoCzIZLmZlZWRnYXRlLnYxLlRvcGljTWVzc2FnZUgAEjEKBmNsb3NlZBgGIAEoCzIfLmZlZWRnYXRlLnYxLlN1YnNjcmlwdGlvbkNsb3NlZEgAEisKBnN0YXR1cxgHIAEoCzIZLmZlZWRnYXRlLnYxLlNvdXJjZVN0YXR1c0gAQgYKBGJvZHkiRAoMU291cmNlU3RhdHVzEhEKCWF2YWlsYWJsZRgBIAEoCBIhCgVlcnJvchgCIAEoCzISLmZlZWRnYXRlLnYxLkVycm9yIgcKBVJlYWR5IjcKElN1YnNjcmlwdGlvbkNsb3NlZBIhCgVlcnJvchgBIAEoCzISLmZlZWRnYXRlLnYxLkVycm9yIuEBCgxUb3BpY01lc3NhZ2USDQoFdG9waWMYASABKAkSDwoHcGF5bG9hZBgCIAEoDBILCgNrZXkYAyABKAkSNwoHaGVhZGVycxgEIAMoCzImLmZlZWRnYXRlLnYxLlRvcGljTWVzc2FnZS5IZWFkZXJzRW50cnkSGAoQdGltZXN0YW1wX21pY3JvcxgFIAEoAxIRCglwYXJ0aXRpb24YBiABKAUSDgoGb2Zmc2V0GAcgASgDGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBItoBCglSb3dDaGFuZ2USJQoEa2luZBgBIAEoDjIXLmZlZWRnYXRlLnYxLkNoYW5nZUtpbmQSDQoFdGFibGUYAiABKAkSHQoDa2V5GAMgASgLMhAuZmVlZGdhdGUudjEuUm93EiEKB25ld19yb3cYBCABKAsyEC5mZWVkZ2F0ZS52MS5Sb3cSIQoHb2xkX3JvdxgFIAEoCzIQLmZlZWRnYXRlLnYxLlJvdxIWCg50cmFuc2FjdGlvbl9pZBgGIAEoBBIaChJjb21taXRfdGltZV9taWNyb3MYByABKAMieQoDUm93Ei4KB2NvbHVtbnMYASADKAsyHS5mZWVkZ2F0ZS52MS5Sb3cuQ29sdW1uc0VudHJ5GkIKDENvbHVtbnNFbnRyeRILCgNrZXkYASABKAkSIQoFdmFsdWUYAiABKAsyEi5mZWVkZ2F0ZS52MS5WYWx1ZToCOAEi/wEKBVZhbHVlEiYKBG51bGwYASABKA4yFi5mZWVkZ2F0ZS52MS5OdWxsVmFsdWVIABIOCgRib29sGAIgASgISAASDQoDaW50GAMgASgDSAASEAoGZG91YmxlGAQgASgBSAASDgoEdGV4dBgFIAEoCUgAEg8KBWJ5dGVzGAYgASgMSAASEQoHbnVtZXJpYxgHIAEoCUgAEhoKEHRpbWVzdGFtcF9taWNyb3MYCCABKANIABIgChZsb2NhbF90aW1lc3RhbXBfbWljcm9zGAkgASgDSAASEwoJZGF0ZV9kYXlzGAogASgFSAASDgoEanNvbhgLIAEoCUgAQgYKBGtpbmQiywEKBUVycm9yEiQKBGNvZGUYASABKA4yFi5mZWVkZ2F0ZS52MS5FcnJvckNvZGUSDwoHbWVzc2FnZRgCIAEoCRIRCglyZXRyeWFibGUYAyABKAgSFgoOcmV0cnlfYWZ0ZXJfbXMYBCABKA0SMAoHZGV0YWlscxgFIAMoCzIfLmZlZWRnYXRlLnYxLkVycm9yLkRldGFpbHNFbnRyeRouCgxEZXRhaWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASpiCg1TdGFydFBvc2l0aW9uEhkKFVNUQVJUX1BPU0lUSU9OX0xBVEVTVBAAEhsKF1NUQVJUX1BPU0lUSU9OX0VBUkxJRVNUEAESGQoVU1RBUlRfUE9TSVRJT05fT0ZGU0VUEAIqigEKCkNoYW5nZUtpbmQSGwoXQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIXChNDSEFOR0VfS0lORF9JTklUSUFMEAESFgoSQ0hBTkdFX0tJTkRfSU5TRVJUEAISFgoSQ0hBTkdFX0tJTkRfVVBEQVRFEAMSFgoSQ0hBTkdFX0tJTkRfREVMRVRFEAQqGwoJTnVsbFZhbHVlEg4KCk5VTExfVkFMVUUQACqJBQoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIeChpFUlJPUl9DT0RFX0lOVkFMSURfTUVTU0FHRRABEhkKFUVSUk9SX0NPREVfVkFMSURBVElPThACEh4KGkVSUk9SX0NPREVfVU5LTk9XTl9DT01NQU5EEAMSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBBIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAUSGAoURVJST1JfQ09ERV9OT1RfRk9VTkQQBhIlCiFFUlJPUl9DT0RFX0RVUExJQ0FURV9TVUJTQ1JJUFRJT04QBxIlCiFFUlJPUl9DT0RFX1NVQlNDUklQVElPTl9OT1RfRk9VTkQQCBIdChlFUlJPUl9DT0RFX0xJTUlUX0VYQ0VFREVEEAkSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQChIdChlFUlJPUl9DT0RFX1BVQkxJU0hfRkFJTEVEEAsSIQodRVJST1JfQ09ERV9TT1VSQ0VfVU5BVkFJTEFCTEUQDBIhCh1FUlJPUl9DT0RFX1JFU1VNRV9VTkFWQUlMQUJMRRANEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQDhIrCidFUlJPUl9DT0RFX1VOU1VQUE9SVEVEX1BST1RPQ09MX1ZFUlNJT04QDxIcChhFUlJPUl9DT0RFX1NMT1dfQ09OU1VNRVIQEBIcChhFUlJPUl9DT0RFX1NIVVRUSU5HX0RPV04QERIbChdFUlJPUl9DT0RFX0lETEVfVElNRU9VVBASEhsKF0VSUk9SX0NPREVfU09VUkNFX1JFU0VUEBNCVQoPZGV2LmZlZWRnYXRlLnYxQg1GZWVkZ2F0ZVByb3RvUAFaI2ZlZWRnYXRlLmRldi9mZWVkZ2F0ZS92MTtmZWVkZ2F0ZXYxqgILRmVlZGdhdGUuVjFiBnByb3RvMw");
+  fileDesc("ChpmZWVkZ2F0ZS92MS9mZWVkZ2F0ZS5wcm90bxILZmVlZGdhdGUudjEiqgIKB1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIjCgVoZWxsbxgCIAEoCzISLmZlZWRnYXRlLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAMgASgLMhYuZmVlZGdhdGUudjEuU3Vic2NyaWJlSAASLwoLdW5zdWJzY3JpYmUYBCABKAsyGC5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZUgAEicKB3B1Ymxpc2gYBSABKAsyFC5mZWVkZ2F0ZS52MS5QdWJsaXNoSAASIQoEcGluZxgGIAEoCzIRLmZlZWRnYXRlLnYxLlBpbmdIABIxCgxhdXRoZW50aWNhdGUYByABKAsyGS5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVIAEIJCgdjb21tYW5kIkUKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SDQoFdG9rZW4YAiABKAkSEwoLY2xpZW50X25hbWUYAyABKAkiHQoMQXV0aGVudGljYXRlEg0KBXRva2VuGAEgASgJIpUBCglTdWJzY3JpYmUSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEEicKBXRhYmxlGAIgASgLMhYuZmVlZGdhdGUudjEuVGFibGVGZWVkSAASJwoFdG9waWMYAyABKAsyFi5mZWVkZ2F0ZS52MS5Ub3BpY0ZlZWRIABITCgtyZXN1bWVfZnJvbRgEIAEoDEIICgZzb3VyY2UiWAoJVGFibGVGZWVkEg0KBXRhYmxlGAEgASgJEhcKD2luY2x1ZGVfaW5pdGlhbBgCIAEoCBIjCgZmaWx0ZXIYAyABKAsyEy5mZWVkZ2F0ZS52MS5GaWx0ZXIiqAIKBkZpbHRlchIqCgdjb21wYXJlGAEgASgLMhcuZmVlZGdhdGUudjEuQ29tcGFyaXNvbkgAEiQKBm9uZV9vZhgCIAEoCzISLmZlZWRnYXRlLnYxLk9uZU9mSAASJgoHaXNfbnVsbBgDIAEoCzITLmZlZWRnYXRlLnYxLklzTnVsbEgAEiUKBnByZWZpeBgEIAEoCzITLmZlZWRnYXRlLnYxLlByZWZpeEgAEiYKBmFsbF9vZhgFIAEoCzIULmZlZWRnYXRlLnYxLkZpbHRlcnNIABImCgZhbnlfb2YYBiABKAsyFC5mZWVkZ2F0ZS52MS5GaWx0ZXJzSAASJQoGbmVnYXRlGAcgASgLMhMuZmVlZGdhdGUudjEuRmlsdGVySABCBgoEbm9kZSItCgdGaWx0ZXJzEiIKBWl0ZW1zGAEgAygLMhMuZmVlZGdhdGUudjEuRmlsdGVyIiEKB09wZXJhbmQSEAoGY29sdW1uGAEgASgJSABCBAoCb2YiegoKQ29tcGFyaXNvbhIlCgdvcGVyYW5kGAEgASgLMhQuZmVlZGdhdGUudjEuT3BlcmFuZBIiCgJvcBgCIAEoDjIWLmZlZWRnYXRlLnYxLkNvbXBhcmVPcBIhCgV2YWx1ZRgDIAEoCzISLmZlZWRnYXRlLnYxLlZhbHVlIlIKBU9uZU9mEiUKB29wZXJhbmQYASABKAsyFC5mZWVkZ2F0ZS52MS5PcGVyYW5kEiIKBnZhbHVlcxgCIAMoCzISLmZlZWRnYXRlLnYxLlZhbHVlIkAKBklzTnVsbBIlCgdvcGVyYW5kGAEgASgLMhQuZmVlZGdhdGUudjEuT3BlcmFuZBIPCgduZWdhdGVkGAIgASgIIj8KBlByZWZpeBIlCgdvcGVyYW5kGAEgASgLMhQuZmVlZGdhdGUudjEuT3BlcmFuZBIOCgZwcmVmaXgYAiABKAkiWwoJVG9waWNGZWVkEg0KBXRvcGljGAEgASgJEikKBXN0YXJ0GAIgASgOMhouZmVlZGdhdGUudjEuU3RhcnRQb3NpdGlvbhIUCgxzdGFydF9vZmZzZXQYAyABKAMiJgoLVW5zdWJzY3JpYmUSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEIrMBCgdQdWJsaXNoEg0KBXRvcGljGAEgASgJEg8KB3BheWxvYWQYAiABKAwSCwoDa2V5GAMgASgJEjIKB2hlYWRlcnMYBCADKAsyIS5mZWVkZ2F0ZS52MS5QdWJsaXNoLkhlYWRlcnNFbnRyeRIXCg9pZGVtcG90ZW5jeV9rZXkYBSABKAkaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiBgoEUGluZyJqCg1TZXJ2ZXJNZXNzYWdlEikKCHJlc3BvbnNlGAEgASgLMhUuZmVlZGdhdGUudjEuUmVzcG9uc2VIABIjCgVldmVudBgCIAEoCzISLmZlZWRnYXRlLnYxLkV2ZW50SABCCQoHbWVzc2FnZSLdAgoIUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBIjCgVlcnJvchgCIAEoCzISLmZlZWRnYXRlLnYxLkVycm9ySAASJwoHd2VsY29tZRgDIAEoCzIULmZlZWRnYXRlLnYxLldlbGNvbWVIABItCgpzdWJzY3JpYmVkGAQgASgLMhcuZmVlZGdhdGUudjEuU3Vic2NyaWJlZEgAEjEKDHVuc3Vic2NyaWJlZBgFIAEoCzIZLmZlZWRnYXRlLnYxLlVuc3Vic2NyaWJlZEgAEisKCXB1Ymxpc2hlZBgGIAEoCzIWLmZlZWRnYXRlLnYxLlB1Ymxpc2hlZEgAEiEKBHBvbmcYByABKAsyES5mZWVkZ2F0ZS52MS5Qb25nSAASMwoNYXV0aGVudGljYXRlZBgIIAEoCzIaLmZlZWRnYXRlLnYxLkF1dGhlbnRpY2F0ZWRIAEIICgZyZXN1bHQipwEKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRIWCg5zZXJ2ZXJfdmVyc2lvbhgCIAEoCRIYChBwcm90b2NvbF92ZXJzaW9uGAMgASgNEiMKBmxpbWl0cxgEIAEoCzITLmZlZWRnYXRlLnYxLkxpbWl0cxIxCg1hdXRoZW50aWNhdGVkGAUgASgLMhouZmVlZGdhdGUudjEuQXV0aGVudGljYXRlZCJHCg1BdXRoZW50aWNhdGVkEgwKBHVzZXIYASABKAkSDQoFcm9sZXMYAiADKAkSGQoRZXhwaXJlc19hdF9taWNyb3MYAyABKAMivgEKBkxpbWl0cxIYChBtYXhfbWVzc2FnZV9zaXplGAEgASgNEhgKEHBpbmdfaW50ZXJ2YWxfbXMYAiABKA0SFwoPaWRsZV90aW1lb3V0X21zGAMgASgNEhkKEW1heF9zdWJzY3JpcHRpb25zGAQgASgNEhYKDm91dGJvdW5kX3F1ZXVlGAUgASgNEhwKFG91dGJvdW5kX3F1ZXVlX2J5dGVzGAYgASgNEhYKDm1heF9mcmFtZV9zaXplGAcgASgNIiUKClN1YnNjcmliZWQSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEIicKDFVuc3Vic2NyaWJlZBIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiKwoJUHVibGlzaGVkEg4KBmN1cnNvchgBIAEoDBIOCgZvZmZzZXQYAiABKAMiIgoEUG9uZxIaChJzZXJ2ZXJfdGltZV9taWNyb3MYASABKAMilQIKBUV2ZW50EhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBBIOCgZjdXJzb3IYAiABKAwSKAoGY2hhbmdlGAMgASgLMhYuZmVlZGdhdGUudjEuUm93Q2hhbmdlSAASIwoFcmVhZHkYBCABKAsyEi5mZWVkZ2F0ZS52MS5SZWFkeUgAEiwKB21lc3NhZ2UYBSABKAsyGS5mZWVkZ2F0ZS52MS5Ub3BpY01lc3NhZ2VIABIxCgZjbG9zZWQYBiABKAsyHy5mZWVkZ2F0ZS52MS5TdWJzY3JpcHRpb25DbG9zZWRIABIrCgZzdGF0dXMYByABKAsyGS5mZWVkZ2F0ZS52MS5Tb3VyY2VTdGF0dXNIAEIGCgRib2R5IkQKDFNvdXJjZVN0YXR1cxIRCglhdmFpbGFibGUYASABKAgSIQoFZXJyb3IYAiABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvciIHCgVSZWFkeSI3ChJTdWJzY3JpcHRpb25DbG9zZWQSIQoFZXJyb3IYASABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvciLhAQoMVG9waWNNZXNzYWdlEg0KBXRvcGljGAEgASgJEg8KB3BheWxvYWQYAiABKAwSCwoDa2V5GAMgASgJEjcKB2hlYWRlcnMYBCADKAsyJi5mZWVkZ2F0ZS52MS5Ub3BpY01lc3NhZ2UuSGVhZGVyc0VudHJ5EhgKEHRpbWVzdGFtcF9taWNyb3MYBSABKAMSEQoJcGFydGl0aW9uGAYgASgFEg4KBm9mZnNldBgHIAEoAxouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLaAQoJUm93Q2hhbmdlEiUKBGtpbmQYASABKA4yFy5mZWVkZ2F0ZS52MS5DaGFuZ2VLaW5kEg0KBXRhYmxlGAIgASgJEh0KA2tleRgDIAEoCzIQLmZlZWRnYXRlLnYxLlJvdxIhCgduZXdfcm93GAQgASgLMhAuZmVlZGdhdGUudjEuUm93EiEKB29sZF9yb3cYBSABKAsyEC5mZWVkZ2F0ZS52MS5Sb3cSFgoOdHJhbnNhY3Rpb25faWQYBiABKAQSGgoSY29tbWl0X3RpbWVfbWljcm9zGAcgASgDInkKA1JvdxIuCgdjb2x1bW5zGAEgAygLMh0uZmVlZGdhdGUudjEuUm93LkNvbHVtbnNFbnRyeRpCCgxDb2x1bW5zRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIuZmVlZGdhdGUudjEuVmFsdWU6AjgBIv8BCgVWYWx1ZRImCgRudWxsGAEgASgOMhYuZmVlZGdhdGUudjEuTnVsbFZhbHVlSAASDgoEYm9vbBgCIAEoCEgAEg0KA2ludBgDIAEoA0gAEhAKBmRvdWJsZRgEIAEoAUgAEg4KBHRleHQYBSABKAlIABIPCgVieXRlcxgGIAEoDEgAEhEKB251bWVyaWMYByABKAlIABIaChB0aW1lc3RhbXBfbWljcm9zGAggASgDSAASIAoWbG9jYWxfdGltZXN0YW1wX21pY3JvcxgJIAEoA0gAEhMKCWRhdGVfZGF5cxgKIAEoBUgAEg4KBGpzb24YCyABKAlIAEIGCgRraW5kIssBCgVFcnJvchIkCgRjb2RlGAEgASgOMhYuZmVlZGdhdGUudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSEQoJcmV0cnlhYmxlGAMgASgIEhYKDnJldHJ5X2FmdGVyX21zGAQgASgNEjAKB2RldGFpbHMYBSADKAsyHy5mZWVkZ2F0ZS52MS5FcnJvci5EZXRhaWxzRW50cnkaLgoMRGV0YWlsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqmQEKCUNvbXBhcmVPcBIaChZDT01QQVJFX09QX1VOU1BFQ0lGSUVEEAASEQoNQ09NUEFSRV9PUF9FURABEhEKDUNPTVBBUkVfT1BfTkUQAhIRCg1DT01QQVJFX09QX0xUEAMSEQoNQ09NUEFSRV9PUF9MRRAEEhEKDUNPTVBBUkVfT1BfR1QQBRIRCg1DT01QQVJFX09QX0dFEAYqYgoNU3RhcnRQb3NpdGlvbhIZChVTVEFSVF9QT1NJVElPTl9MQVRFU1QQABIbChdTVEFSVF9QT1NJVElPTl9FQVJMSUVTVBABEhkKFVNUQVJUX1BPU0lUSU9OX09GRlNFVBACKooBCgpDaGFuZ2VLaW5kEhsKF0NIQU5HRV9LSU5EX1VOU1BFQ0lGSUVEEAASFwoTQ0hBTkdFX0tJTkRfSU5JVElBTBABEhYKEkNIQU5HRV9LSU5EX0lOU0VSVBACEhYKEkNIQU5HRV9LSU5EX1VQREFURRADEhYKEkNIQU5HRV9LSU5EX0RFTEVURRAEKhsKCU51bGxWYWx1ZRIOCgpOVUxMX1ZBTFVFEAAqiQUKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHgoaRVJST1JfQ09ERV9JTlZBTElEX01FU1NBR0UQARIZChVFUlJPUl9DT0RFX1ZBTElEQVRJT04QAhIeChpFUlJPUl9DT0RFX1VOS05PV05fQ09NTUFORBADEh4KGkVSUk9SX0NPREVfVU5BVVRIRU5USUNBVEVEEAQSIAocRVJST1JfQ09ERV9QRVJNSVNTSU9OX0RFTklFRBAFEhgKFEVSUk9SX0NPREVfTk9UX0ZPVU5EEAYSJQohRVJST1JfQ09ERV9EVVBMSUNBVEVfU1VCU0NSSVBUSU9OEAcSJQohRVJST1JfQ09ERV9TVUJTQ1JJUFRJT05fTk9UX0ZPVU5EEAgSHQoZRVJST1JfQ09ERV9MSU1JVF9FWENFRURFRBAJEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAoSHQoZRVJST1JfQ09ERV9QVUJMSVNIX0ZBSUxFRBALEiEKHUVSUk9SX0NPREVfU09VUkNFX1VOQVZBSUxBQkxFEAwSIQodRVJST1JfQ09ERV9SRVNVTUVfVU5BVkFJTEFCTEUQDRIXChNFUlJPUl9DT0RFX0lOVEVSTkFMEA4SKwonRVJST1JfQ09ERV9VTlNVUFBPUlRFRF9QUk9UT0NPTF9WRVJTSU9OEA8SHAoYRVJST1JfQ09ERV9TTE9XX0NPTlNVTUVSEBASHAoYRVJST1JfQ09ERV9TSFVUVElOR19ET1dOEBESGwoXRVJST1JfQ09ERV9JRExFX1RJTUVPVVQQEhIbChdFUlJPUl9DT0RFX1NPVVJDRV9SRVNFVBATQlUKD2Rldi5mZWVkZ2F0ZS52MUINRmVlZGdhdGVQcm90b1ABWiNmZWVkZ2F0ZS5kZXYvZmVlZGdhdGUvdjE7ZmVlZGdhdGV2MaoCC0ZlZWRnYXRlLlYxYgZwcm90bzM");
 
 /**
  * One command from the client. `request_id` is chosen by the client, must be non-zero, and is
@@ -205,6 +205,15 @@ export type TableFeed = Message<"feedgate.v1.TableFeed"> & {
    * @generated from field: bool include_initial = 2;
    */
   includeInitial: boolean;
+
+  /**
+   * Only the rows this predicate holds for (ANDed with what the caller's permissions allow):
+   * snapshot rows that match; changes as seen through it (a row moving into it arrives as an
+   * INSERT, out of it as a DELETE). Unset: every row. Operands are columns.
+   *
+   * @generated from field: feedgate.v1.Filter filter = 3;
+   */
+  filter?: Filter | undefined;
 };
 
 /**
@@ -213,6 +222,223 @@ export type TableFeed = Message<"feedgate.v1.TableFeed"> & {
  */
 export const TableFeedSchema: GenMessage<TableFeed> = /*@__PURE__*/
   messageDesc(file_feedgate_v1_feedgate, 4);
+
+/**
+ * A predicate: a tree of comparisons joined by all_of / any_of / negate. Limits: 256 nodes,
+ * depth 16, 1,000 values in a one_of; more answers ERROR_CODE_VALIDATION naming the node.
+ *
+ * @generated from message feedgate.v1.Filter
+ */
+export type Filter = Message<"feedgate.v1.Filter"> & {
+  /**
+   * @generated from oneof feedgate.v1.Filter.node
+   */
+  node: {
+    /**
+     * `operand op value`. Comparing with a NULL column is not true (as in SQL).
+     *
+     * @generated from field: feedgate.v1.Comparison compare = 1;
+     */
+    value: Comparison;
+    case: "compare";
+  } | {
+    /**
+     * The operand equals one of `values` (`IN`).
+     *
+     * @generated from field: feedgate.v1.OneOf one_of = 2;
+     */
+    value: OneOf;
+    case: "oneOf";
+  } | {
+    /**
+     * The operand is NULL (or, `negated`, is not).
+     *
+     * @generated from field: feedgate.v1.IsNull is_null = 3;
+     */
+    value: IsNull;
+    case: "isNull";
+  } | {
+    /**
+     * The operand's text starts with `prefix` (byte-wise; no wildcards to escape).
+     *
+     * @generated from field: feedgate.v1.Prefix prefix = 4;
+     */
+    value: Prefix;
+    case: "prefix";
+  } | {
+    /**
+     * Every item holds (an empty list holds).
+     *
+     * @generated from field: feedgate.v1.Filters all_of = 5;
+     */
+    value: Filters;
+    case: "allOf";
+  } | {
+    /**
+     * At least one item holds (an empty list does not).
+     *
+     * @generated from field: feedgate.v1.Filters any_of = 6;
+     */
+    value: Filters;
+    case: "anyOf";
+  } | {
+    /**
+     * The item does not hold. Two-valued: a comparison that is not true because of a NULL
+     * makes `negate` of it true (unlike SQL's NOT, which stays unknown).
+     *
+     * @generated from field: feedgate.v1.Filter negate = 7;
+     */
+    value: Filter;
+    case: "negate";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message feedgate.v1.Filter.
+ * Use `create(FilterSchema)` to create a new message.
+ */
+export const FilterSchema: GenMessage<Filter> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 5);
+
+/**
+ * @generated from message feedgate.v1.Filters
+ */
+export type Filters = Message<"feedgate.v1.Filters"> & {
+  /**
+   * @generated from field: repeated feedgate.v1.Filter items = 1;
+   */
+  items: Filter[];
+};
+
+/**
+ * Describes the message feedgate.v1.Filters.
+ * Use `create(FiltersSchema)` to create a new message.
+ */
+export const FiltersSchema: GenMessage<Filters> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 6);
+
+/**
+ * What a comparison reads.
+ *
+ * @generated from message feedgate.v1.Operand
+ */
+export type Operand = Message<"feedgate.v1.Operand"> & {
+  /**
+   * @generated from oneof feedgate.v1.Operand.of
+   */
+  of: {
+    /**
+     * A column of the table (tables only).
+     *
+     * @generated from field: string column = 1;
+     */
+    value: string;
+    case: "column";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message feedgate.v1.Operand.
+ * Use `create(OperandSchema)` to create a new message.
+ */
+export const OperandSchema: GenMessage<Operand> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 7);
+
+/**
+ * @generated from message feedgate.v1.Comparison
+ */
+export type Comparison = Message<"feedgate.v1.Comparison"> & {
+  /**
+   * @generated from field: feedgate.v1.Operand operand = 1;
+   */
+  operand?: Operand | undefined;
+
+  /**
+   * @generated from field: feedgate.v1.CompareOp op = 2;
+   */
+  op: CompareOp;
+
+  /**
+   * Of the column's kind (an int or numeric for integer columns, text for text, ...); null,
+   * bytes and json values answer ERROR_CODE_VALIDATION.
+   *
+   * @generated from field: feedgate.v1.Value value = 3;
+   */
+  value?: Value | undefined;
+};
+
+/**
+ * Describes the message feedgate.v1.Comparison.
+ * Use `create(ComparisonSchema)` to create a new message.
+ */
+export const ComparisonSchema: GenMessage<Comparison> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 8);
+
+/**
+ * @generated from message feedgate.v1.OneOf
+ */
+export type OneOf = Message<"feedgate.v1.OneOf"> & {
+  /**
+   * @generated from field: feedgate.v1.Operand operand = 1;
+   */
+  operand?: Operand | undefined;
+
+  /**
+   * @generated from field: repeated feedgate.v1.Value values = 2;
+   */
+  values: Value[];
+};
+
+/**
+ * Describes the message feedgate.v1.OneOf.
+ * Use `create(OneOfSchema)` to create a new message.
+ */
+export const OneOfSchema: GenMessage<OneOf> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 9);
+
+/**
+ * @generated from message feedgate.v1.IsNull
+ */
+export type IsNull = Message<"feedgate.v1.IsNull"> & {
+  /**
+   * @generated from field: feedgate.v1.Operand operand = 1;
+   */
+  operand?: Operand | undefined;
+
+  /**
+   * @generated from field: bool negated = 2;
+   */
+  negated: boolean;
+};
+
+/**
+ * Describes the message feedgate.v1.IsNull.
+ * Use `create(IsNullSchema)` to create a new message.
+ */
+export const IsNullSchema: GenMessage<IsNull> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 10);
+
+/**
+ * @generated from message feedgate.v1.Prefix
+ */
+export type Prefix = Message<"feedgate.v1.Prefix"> & {
+  /**
+   * @generated from field: feedgate.v1.Operand operand = 1;
+   */
+  operand?: Operand | undefined;
+
+  /**
+   * @generated from field: string prefix = 2;
+   */
+  prefix: string;
+};
+
+/**
+ * Describes the message feedgate.v1.Prefix.
+ * Use `create(PrefixSchema)` to create a new message.
+ */
+export const PrefixSchema: GenMessage<Prefix> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 11);
 
 /**
  * A topic: in-process, or backed by a broker (Kafka, RabbitMQ) per the server's routing rules.
@@ -247,7 +473,7 @@ export type TopicFeed = Message<"feedgate.v1.TopicFeed"> & {
  * Use `create(TopicFeedSchema)` to create a new message.
  */
 export const TopicFeedSchema: GenMessage<TopicFeed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 5);
+  messageDesc(file_feedgate_v1_feedgate, 12);
 
 /**
  * @generated from message feedgate.v1.Unsubscribe
@@ -264,7 +490,7 @@ export type Unsubscribe = Message<"feedgate.v1.Unsubscribe"> & {
  * Use `create(UnsubscribeSchema)` to create a new message.
  */
 export const UnsubscribeSchema: GenMessage<Unsubscribe> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 6);
+  messageDesc(file_feedgate_v1_feedgate, 13);
 
 /**
  * Publish a message to a topic. Answered by `Published` once the topic's backend accepted it.
@@ -306,7 +532,7 @@ export type Publish = Message<"feedgate.v1.Publish"> & {
  * Use `create(PublishSchema)` to create a new message.
  */
 export const PublishSchema: GenMessage<Publish> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 7);
+  messageDesc(file_feedgate_v1_feedgate, 14);
 
 /**
  * @generated from message feedgate.v1.Ping
@@ -319,7 +545,7 @@ export type Ping = Message<"feedgate.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 8);
+  messageDesc(file_feedgate_v1_feedgate, 15);
 
 /**
  * Everything the server sends.
@@ -350,7 +576,7 @@ export type ServerMessage = Message<"feedgate.v1.ServerMessage"> & {
  * Use `create(ServerMessageSchema)` to create a new message.
  */
 export const ServerMessageSchema: GenMessage<ServerMessage> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 9);
+  messageDesc(file_feedgate_v1_feedgate, 16);
 
 /**
  * The answer to one `Request`.
@@ -418,7 +644,7 @@ export type Response = Message<"feedgate.v1.Response"> & {
  * Use `create(ResponseSchema)` to create a new message.
  */
 export const ResponseSchema: GenMessage<Response> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 10);
+  messageDesc(file_feedgate_v1_feedgate, 17);
 
 /**
  * @generated from message feedgate.v1.Welcome
@@ -465,7 +691,7 @@ export type Welcome = Message<"feedgate.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 11);
+  messageDesc(file_feedgate_v1_feedgate, 18);
 
 /**
  * Who the connection acts as, and until when.
@@ -501,7 +727,7 @@ export type Authenticated = Message<"feedgate.v1.Authenticated"> & {
  * Use `create(AuthenticatedSchema)` to create a new message.
  */
 export const AuthenticatedSchema: GenMessage<Authenticated> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 12);
+  messageDesc(file_feedgate_v1_feedgate, 19);
 
 /**
  * @generated from message feedgate.v1.Limits
@@ -564,7 +790,7 @@ export type Limits = Message<"feedgate.v1.Limits"> & {
  * Use `create(LimitsSchema)` to create a new message.
  */
 export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 13);
+  messageDesc(file_feedgate_v1_feedgate, 20);
 
 /**
  * @generated from message feedgate.v1.Subscribed
@@ -581,7 +807,7 @@ export type Subscribed = Message<"feedgate.v1.Subscribed"> & {
  * Use `create(SubscribedSchema)` to create a new message.
  */
 export const SubscribedSchema: GenMessage<Subscribed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 14);
+  messageDesc(file_feedgate_v1_feedgate, 21);
 
 /**
  * @generated from message feedgate.v1.Unsubscribed
@@ -598,7 +824,7 @@ export type Unsubscribed = Message<"feedgate.v1.Unsubscribed"> & {
  * Use `create(UnsubscribedSchema)` to create a new message.
  */
 export const UnsubscribedSchema: GenMessage<Unsubscribed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 15);
+  messageDesc(file_feedgate_v1_feedgate, 22);
 
 /**
  * @generated from message feedgate.v1.Published
@@ -624,7 +850,7 @@ export type Published = Message<"feedgate.v1.Published"> & {
  * Use `create(PublishedSchema)` to create a new message.
  */
 export const PublishedSchema: GenMessage<Published> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 16);
+  messageDesc(file_feedgate_v1_feedgate, 23);
 
 /**
  * @generated from message feedgate.v1.Pong
@@ -643,7 +869,7 @@ export type Pong = Message<"feedgate.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 17);
+  messageDesc(file_feedgate_v1_feedgate, 24);
 
 /**
  * Something that happened on a subscription.
@@ -705,7 +931,7 @@ export type Event = Message<"feedgate.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 18);
+  messageDesc(file_feedgate_v1_feedgate, 25);
 
 /**
  * The subscription's source became unavailable (the database is unreachable) or available again.
@@ -733,7 +959,7 @@ export type SourceStatus = Message<"feedgate.v1.SourceStatus"> & {
  * Use `create(SourceStatusSchema)` to create a new message.
  */
 export const SourceStatusSchema: GenMessage<SourceStatus> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 19);
+  messageDesc(file_feedgate_v1_feedgate, 26);
 
 /**
  * The initial state is complete; live events follow. Sent once for every subscription, right
@@ -749,7 +975,7 @@ export type Ready = Message<"feedgate.v1.Ready"> & {
  * Use `create(ReadySchema)` to create a new message.
  */
 export const ReadySchema: GenMessage<Ready> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 20);
+  messageDesc(file_feedgate_v1_feedgate, 27);
 
 /**
  * The server ended the subscription; no event for it follows. The id may be reused.
@@ -768,7 +994,7 @@ export type SubscriptionClosed = Message<"feedgate.v1.SubscriptionClosed"> & {
  * Use `create(SubscriptionClosedSchema)` to create a new message.
  */
 export const SubscriptionClosedSchema: GenMessage<SubscriptionClosed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 21);
+  messageDesc(file_feedgate_v1_feedgate, 28);
 
 /**
  * A message on a topic.
@@ -823,7 +1049,7 @@ export type TopicMessage = Message<"feedgate.v1.TopicMessage"> & {
  * Use `create(TopicMessageSchema)` to create a new message.
  */
 export const TopicMessageSchema: GenMessage<TopicMessage> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 22);
+  messageDesc(file_feedgate_v1_feedgate, 29);
 
 /**
  * One row-level change of a PostgreSQL table.
@@ -884,7 +1110,7 @@ export type RowChange = Message<"feedgate.v1.RowChange"> & {
  * Use `create(RowChangeSchema)` to create a new message.
  */
 export const RowChangeSchema: GenMessage<RowChange> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 23);
+  messageDesc(file_feedgate_v1_feedgate, 30);
 
 /**
  * @generated from message feedgate.v1.Row
@@ -901,7 +1127,7 @@ export type Row = Message<"feedgate.v1.Row"> & {
  * Use `create(RowSchema)` to create a new message.
  */
 export const RowSchema: GenMessage<Row> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 24);
+  messageDesc(file_feedgate_v1_feedgate, 31);
 
 /**
  * A column value that loses nothing.
@@ -1005,7 +1231,7 @@ export type Value = Message<"feedgate.v1.Value"> & {
  * Use `create(ValueSchema)` to create a new message.
  */
 export const ValueSchema: GenMessage<Value> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 25);
+  messageDesc(file_feedgate_v1_feedgate, 32);
 
 /**
  * A coded error. `code` is what programs branch on; `message` is for people.
@@ -1050,7 +1276,53 @@ export type Error = Message<"feedgate.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 26);
+  messageDesc(file_feedgate_v1_feedgate, 33);
+
+/**
+ * @generated from enum feedgate.v1.CompareOp
+ */
+export enum CompareOp {
+  /**
+   * @generated from enum value: COMPARE_OP_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: COMPARE_OP_EQ = 1;
+   */
+  EQ = 1,
+
+  /**
+   * @generated from enum value: COMPARE_OP_NE = 2;
+   */
+  NE = 2,
+
+  /**
+   * @generated from enum value: COMPARE_OP_LT = 3;
+   */
+  LT = 3,
+
+  /**
+   * @generated from enum value: COMPARE_OP_LE = 4;
+   */
+  LE = 4,
+
+  /**
+   * @generated from enum value: COMPARE_OP_GT = 5;
+   */
+  GT = 5,
+
+  /**
+   * @generated from enum value: COMPARE_OP_GE = 6;
+   */
+  GE = 6,
+}
+
+/**
+ * Describes the enum feedgate.v1.CompareOp.
+ */
+export const CompareOpSchema: GenEnum<CompareOp> = /*@__PURE__*/
+  enumDesc(file_feedgate_v1_feedgate, 0);
 
 /**
  * @generated from enum feedgate.v1.StartPosition
@@ -1082,7 +1354,7 @@ export enum StartPosition {
  * Describes the enum feedgate.v1.StartPosition.
  */
 export const StartPositionSchema: GenEnum<StartPosition> = /*@__PURE__*/
-  enumDesc(file_feedgate_v1_feedgate, 0);
+  enumDesc(file_feedgate_v1_feedgate, 1);
 
 /**
  * @generated from enum feedgate.v1.ChangeKind
@@ -1120,7 +1392,7 @@ export enum ChangeKind {
  * Describes the enum feedgate.v1.ChangeKind.
  */
 export const ChangeKindSchema: GenEnum<ChangeKind> = /*@__PURE__*/
-  enumDesc(file_feedgate_v1_feedgate, 1);
+  enumDesc(file_feedgate_v1_feedgate, 2);
 
 /**
  * @generated from enum feedgate.v1.NullValue
@@ -1136,7 +1408,7 @@ export enum NullValue {
  * Describes the enum feedgate.v1.NullValue.
  */
 export const NullValueSchema: GenEnum<NullValue> = /*@__PURE__*/
-  enumDesc(file_feedgate_v1_feedgate, 2);
+  enumDesc(file_feedgate_v1_feedgate, 3);
 
 /**
  * @generated from enum feedgate.v1.ErrorCode
@@ -1286,5 +1558,5 @@ export enum ErrorCode {
  * Describes the enum feedgate.v1.ErrorCode.
  */
 export const ErrorCodeSchema: GenEnum<ErrorCode> = /*@__PURE__*/
-  enumDesc(file_feedgate_v1_feedgate, 3);
+  enumDesc(file_feedgate_v1_feedgate, 4);
 
