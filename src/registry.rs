@@ -174,20 +174,6 @@ impl<S> Registry<S> {
         fanout
     }
 
-    /// Fans one event out to every subscriber of `key`. `encode` runs at most once, under the
-    /// key's lock (so events are queued in the order they were numbered), and only when there
-    /// is at least one subscriber.
-    pub(crate) fn publish(&self, key: &str, encode: impl FnOnce() -> SharedEvent) -> Fanout {
-        let mut encode = Some(encode);
-        let mut event: Option<SharedEvent> = None;
-        self.deliver(key, |_| {
-            if event.is_none() {
-                event = encode.take().map(|encode| encode());
-            }
-            event.clone().map_or(Step::Skip, Step::Deliver)
-        })
-    }
-
     /// Queues one event (encoded once) to every subscriber of every key, e.g. a source status.
     pub(crate) fn broadcast(&self, event: &SharedEvent) -> Fanout {
         self.deliver_all(|_| Step::Deliver(event.clone()))
@@ -409,6 +395,19 @@ impl<S> Drop for Registration<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One event to every subscriber of `key`, encoded at most once and only if someone
+    /// listens (as topic fan-out does, without filters).
+    fn publish(registry: &Registry<()>, encode: impl FnOnce() -> SharedEvent) -> Fanout {
+        let mut encode = Some(encode);
+        let mut event: Option<SharedEvent> = None;
+        registry.deliver("t", |_| {
+            if event.is_none() {
+                event = encode.take().map(|encode| encode());
+            }
+            event.clone().map_or(Step::Skip, Step::Deliver)
+        })
+    }
     use crate::outbound::{mailbox, Closer, QueueLimits};
     use crate::protocol::{share_event, EventBody};
     use tokio_util::sync::CancellationToken;
@@ -433,7 +432,7 @@ mod tests {
         let _ra = registry.subscribe("t", key(1, 10), a, (), || {});
         let _rb = registry.subscribe("t", key(2, 20), b, (), || {});
         let mut encoded = 0;
-        let fanout = registry.publish("t", || {
+        let fanout = publish(&registry, || {
             encoded += 1;
             ready()
         });
@@ -452,7 +451,7 @@ mod tests {
     #[tokio::test]
     async fn nobody_listening_means_no_encoding_and_dropping_unsubscribes() {
         let registry = Registry::default();
-        let fanout = registry.publish("t", || panic!("must not encode"));
+        let fanout = publish(&registry, || panic!("must not encode"));
         assert_eq!(fanout.delivered, 0);
         let shutdown = CancellationToken::new();
         let (a, _rx) = mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown));
@@ -460,7 +459,7 @@ mod tests {
         assert_eq!((registry.subscriptions(), registry.keys()), (1, 1));
         drop(registration);
         assert_eq!((registry.subscriptions(), registry.keys()), (0, 0));
-        registry.publish("t", || panic!("must not encode after unsubscribe"));
+        publish(&registry, || panic!("must not encode after unsubscribe"));
     }
 
     #[tokio::test]
@@ -472,7 +471,7 @@ mod tests {
         let (fast, mut fast_rx) = mailbox(QueueLimits::new(100, 1 << 20), Closer::new(&shutdown));
         let _rs = registry.subscribe("t", key(1, 1), slow, (), || {});
         let _rf = registry.subscribe("t", key(2, 1), fast, (), || {});
-        let dropped: usize = (0..5).map(|_| registry.publish("t", ready).dropped).sum();
+        let dropped: usize = (0..5).map(|_| publish(&registry, ready).dropped).sum();
         assert_eq!(dropped, 1);
         assert_eq!(registry.dropped(), 1, "counted for /v1/stats");
         assert!(slow_closer.is_closed());
@@ -494,7 +493,7 @@ mod tests {
             let frame = Outbound::Frame(bytes::Bytes::from_static(b"hello"));
             announcer.try_deliver(frame).expect("room");
         });
-        registry.publish("t", ready);
+        publish(&registry, ready);
         assert!(matches!(rx.try_recv(), Some(Outbound::Frame(_))));
         assert!(matches!(rx.try_recv(), Some(Outbound::Event { .. })));
     }

@@ -217,7 +217,7 @@ async fn repeated_broker_restarts_under_two_nodes_neither_crash_nor_stall_them()
         source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
             topic: topic.into(),
             start: pb::StartPosition::Earliest as i32,
-            start_offset: 0,
+            ..Default::default()
         })),
         resume_from: Default::default(),
     });

@@ -150,7 +150,7 @@ pub async fn subscribe(proto: Proto, ws: &mut Ws, source: &Source) -> Result<()>
                 Source::TopicFromEarliest(topic) => pb::subscribe::Source::Topic(pb::TopicFeed {
                     topic: topic.clone(),
                     start: pb::StartPosition::Earliest as i32,
-                    start_offset: 0,
+                    ..Default::default()
                 }),
                 Source::Table(table) => pb::subscribe::Source::Table(pb::TableFeed {
                     table: table.clone(),

@@ -174,7 +174,11 @@ fn encode(request: &Request, headers: std::collections::HashMap<String, String>)
                     include_initial: *include_initial,
                     filter: filter.clone(),
                 }),
-                Source::Topic { topic, start } => {
+                Source::Topic {
+                    topic,
+                    start,
+                    filter,
+                } => {
                     let (start, start_offset) = match start {
                         StartPosition::Latest => (0, 0),
                         StartPosition::Earliest => (1, 0),
@@ -184,6 +188,7 @@ fn encode(request: &Request, headers: std::collections::HashMap<String, String>)
                         topic: topic.clone(),
                         start,
                         start_offset,
+                        filter: filter.clone(),
                     })
                 }
             }),

@@ -132,6 +132,7 @@ fn subscribe(u: &mut Unstructured<'_>) -> Result<pb::Subscribe> {
                 topic: topic(u)?,
                 start,
                 start_offset,
+                ..Default::default()
             }))
         }
     };

@@ -461,7 +461,12 @@ impl Oracle {
         } else {
             match &subscribe.source {
                 Source::Table { .. } => Err(Code::SourceUnavailable),
-                Source::Topic { topic, start } => {
+                Source::Topic {
+                    topic,
+                    start,
+                    filter,
+                } => {
+                    assert!(filter.is_none(), "the generator sends no topic filters");
                     if error == Some(Code::PermissionDenied) && self.rules {
                         return;
                     }

@@ -43,7 +43,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{cannot_start_there, ReadyAt, TopicRegistration, TopicState};
+use super::{admitted, cannot_start_there, fan_out, ReadyAt, TopicRegistration, TopicState};
 use super::{Consumers, Receipt, TopicSubscribe};
 use crate::config::KafkaConfig;
 use crate::cursor::{encode_kafka_positions, Cursor};
@@ -51,6 +51,7 @@ use crate::protocol::{
     now_micros, share_event, Code, EventBody, Failure, StartPosition, TopicMessage,
 };
 use crate::registry::Registry;
+use crate::row_filter::MessageFilter;
 use crate::source::{Availability, Health};
 
 /// How long metadata and watermark requests may take.
@@ -100,6 +101,9 @@ struct Feed {
     /// A consumer of one EARLIEST/OFFSET subscriber: it waits for room in that subscriber's
     /// queue (backpressure) instead of closing it as a slow consumer.
     private: bool,
+    /// A private feed's subscriber's filter (a shared feed's subscribers each have theirs in
+    /// the registry).
+    filter: Option<Arc<MessageFilter>>,
 }
 
 /// librdkafka reports "all brokers down" through the client context, not through consuming.
@@ -271,7 +275,7 @@ impl KafkaBroker {
             &key,
             request.subscriber,
             request.mailbox,
-            TopicState::default(),
+            TopicState::new(request.filter.clone()),
             || announce(ReadyAt::Now(position)),
         );
         if let Some((consumer, positions)) = opened {
@@ -282,6 +286,7 @@ impl KafkaBroker {
                 topic: request.topic.to_owned(),
                 positions,
                 private,
+                filter: request.filter.clone(),
             };
             let task_stop = stop.clone();
             self.shared
@@ -402,9 +407,11 @@ impl KafkaBroker {
                         if feed.private {
                             // One reader replaying history: wait for it rather than overflow
                             // its queue (the broker keeps the rest).
-                            self.registry().publish_waiting(&feed.key, encode).await;
+                            if admitted(feed.filter.as_deref(), &message) {
+                                self.registry().publish_waiting(&feed.key, encode).await;
+                            }
                         } else {
-                            self.registry().publish(&feed.key, encode);
+                            fan_out(self.registry(), &feed.key, &message, encode);
                             self.shared.set_position(&feed.key, position);
                         }
                     }

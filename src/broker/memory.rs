@@ -36,18 +36,20 @@ use crate::protocol::{
     TopicMessage,
 };
 use crate::registry::{Registry, Step, SubscriberKey, Visit};
+use crate::row_filter::{Inspected, MessageFilter};
 use history::Histories;
 
 /// Live messages a catching-up subscriber may have buffered for it; past it, its connection is
 /// closed as a slow consumer (4008), as when its outbound queue is full.
 const CATCH_UP_BUFFER: usize = 1024;
 
-/// What fan-out keeps for one topic subscription: while it catches up on kept messages, the live
-/// ones published meanwhile. Only in-process topics catch up; every other topic subscriber is
-/// live from the start.
+/// What fan-out keeps for one topic subscription: its filter, and, while it catches up on kept
+/// messages, the live ones published meanwhile. Only in-process topics catch up; every other
+/// topic subscriber is live from the start.
 #[derive(Default)]
 pub struct TopicState {
     catching_up: Option<Box<CatchUp>>,
+    filter: Option<Arc<MessageFilter>>,
 }
 
 #[derive(Default)]
@@ -57,10 +59,26 @@ struct CatchUp {
 }
 
 impl TopicState {
-    fn catching_up() -> Self {
+    /// A live subscriber's state, with its filter.
+    pub(crate) fn new(filter: Option<Arc<MessageFilter>>) -> Self {
+        Self {
+            catching_up: None,
+            filter,
+        }
+    }
+
+    fn catching_up(filter: Option<Arc<MessageFilter>>) -> Self {
         Self {
             catching_up: Some(Box::default()),
+            filter,
         }
+    }
+
+    /// Whether this subscriber's filter lets `message` through (no filter: every message).
+    pub(crate) fn admits(&self, message: &Inspected<'_>) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|filter| filter.matches(message))
     }
 
     /// What this subscriber gets of a live `event`: the event, or (catching up) a place in its
@@ -184,7 +202,7 @@ impl MemoryBroker {
             request.topic,
             request.subscriber,
             request.mailbox,
-            TopicState::default(),
+            TopicState::new(request.filter),
             || announce(ReadyAt::Now(position)),
         )
     }
@@ -205,7 +223,14 @@ impl MemoryBroker {
         from: i64,
         announce: impl FnOnce(ReadyAt),
     ) -> TopicRegistration {
-        let replay = kept.since(from);
+        let mut replay = kept.since(from);
+        if let Some(filter) = &request.filter {
+            replay.retain(|event| {
+                event
+                    .topic_message()
+                    .is_some_and(|message| filter.matches(&Inspected::new(&message)))
+            });
+        }
         // Under `kept`'s lock, which numbering takes: every message after this position is
         // either in `replay` or will reach the subscriber's buffer.
         let position = self.position();
@@ -214,7 +239,7 @@ impl MemoryBroker {
             request.topic,
             request.subscriber,
             request.mailbox,
-            TopicState::catching_up(),
+            TopicState::catching_up(request.filter.clone()),
             || announce(ReadyAt::AfterReplay),
         );
         let catch_up = run_catch_up(
@@ -313,7 +338,11 @@ impl MemoryBroker {
         if kept.is_none() {
             histories.forget(offset);
         }
+        let inspected = Inspected::new(message);
         self.registry.deliver(&message.topic, |subscriber| {
+            if !subscriber.state.admits(&inspected) {
+                return Step::Skip;
+            }
             let event =
                 event.get_or_insert_with(|| share_event(&cursor, EventBody::Message(message)));
             subscriber.state.step(event)
@@ -448,6 +477,7 @@ mod tests {
             mailbox: mb,
             resume_from: cursor,
             start,
+            filter: None,
         }
     }
 

@@ -18,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{BackendKind, TopicRule};
 use crate::outbound::Mailbox;
+use crate::protocol::SharedEvent;
 use crate::protocol::{Code, Failure, StartPosition, TopicMessage};
-use crate::registry::{Registration, Registry, SubscriberKey};
+use crate::registry::{Fanout, Registration, Registry, Step, SubscriberKey};
+use crate::row_filter::{Inspected, MessageFilter};
 use crate::source::Availability;
 pub use memory::TopicState;
 
@@ -62,6 +64,8 @@ pub struct TopicSubscribe<'a> {
     pub resume_from: &'a [u8],
     /// Where to start (Kafka and in-process topics serve `Earliest` and `Offset`).
     pub start: StartPosition,
+    /// The client's filter: only the messages it admits reach this subscriber.
+    pub filter: Option<Arc<MessageFilter>>,
 }
 
 /// The keys a broker backend consumes on this node, each with the token that stops its consumer.
@@ -98,6 +102,29 @@ impl Consumers {
         forget();
         true
     }
+}
+
+/// Fans a broker's `message` out to the subscribers of `key` whose filter admits it; encoded
+/// (by `encode`) once, and only if someone gets it.
+pub(crate) fn fan_out(
+    registry: &Registry<TopicState>,
+    key: &str,
+    message: &TopicMessage,
+    encode: impl Fn() -> SharedEvent,
+) -> Fanout {
+    let inspected = Inspected::new(message);
+    let mut event = None;
+    registry.deliver(key, |subscriber| {
+        if !subscriber.state.admits(&inspected) {
+            return Step::Skip;
+        }
+        subscriber.state.step(event.get_or_insert_with(&encode))
+    })
+}
+
+/// Whether a one-subscriber (private) feed's `filter` lets `message` through.
+pub(crate) fn admitted(filter: Option<&MessageFilter>, message: &TopicMessage) -> bool {
+    filter.is_none_or(|filter| filter.matches(&Inspected::new(message)))
 }
 
 /// RabbitMQ topics bound to queues do not resume from a cursor (a queue has no positions);

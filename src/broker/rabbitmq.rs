@@ -46,11 +46,12 @@ use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Consumers, Receipt, TopicSubscribe};
+use super::{admitted, fan_out, Consumers, Receipt, TopicSubscribe};
 use super::{ReadyAt, TopicRegistration, TopicState};
 use crate::config::RabbitConfig;
 use crate::protocol::{now_micros, share_event, Code, EventBody, Failure, TopicMessage};
 use crate::registry::{Registry, Step};
+use crate::row_filter::MessageFilter;
 use crate::source::{Availability, Health};
 use stream::{Mark, Start};
 
@@ -104,6 +105,8 @@ struct StreamFeed {
     last: Option<Mark>,
     /// One subscriber's own consumer (waits for room) rather than a shared `LATEST` one.
     private: bool,
+    /// A private feed's subscriber's filter.
+    filter: Option<Arc<MessageFilter>>,
 }
 
 impl StreamFeed {
@@ -116,7 +119,11 @@ impl StreamFeed {
 /// What a delivery loop reads: a queue of its own, or a stream.
 enum Reading {
     Queue,
-    Stream { topic: String, private: bool },
+    Stream {
+        topic: String,
+        /// One subscriber's own consumer, with that subscriber's filter.
+        private: Option<Option<Arc<MessageFilter>>>,
+    },
 }
 
 impl RabbitBroker {
@@ -180,7 +187,7 @@ impl RabbitBroker {
             request.topic,
             request.subscriber,
             request.mailbox,
-            TopicState::default(),
+            TopicState::new(request.filter),
             || announce(ReadyAt::Now(Bytes::new())),
         );
         drop(consumers);
@@ -215,6 +222,7 @@ impl RabbitBroker {
                 _ => None,
             },
             private,
+            filter: request.filter.clone().filter(|_| private),
         };
         // A private consumer is opened (and its resume checked, which may take a while) before
         // the lock: nobody else can want its key.
@@ -236,18 +244,19 @@ impl RabbitBroker {
             .and_then(|feed| feed.last)
             .map(|mark| mark.cursor(topic))
             .unwrap_or_default();
+        let filter = request.filter;
         let registration = self.shared.registry.subscribe(
             &key,
             request.subscriber,
             request.mailbox,
-            TopicState::default(),
+            TopicState::new(filter.clone()),
             || announce(ReadyAt::Now(position)),
         );
         if let Some((consumer, channel)) = opened {
             let stop = self.shared.shutdown.child_token();
             let reading = Reading::Stream {
                 topic: topic.to_owned(),
-                private,
+                private: private.then_some(filter),
             };
             self.spawn_delivery(consumer, channel, &key, reading, &stop);
             consumers.insert(key, stop);
@@ -458,19 +467,26 @@ impl RabbitBroker {
             let mut message = topic_message(&delivery);
             match &reading {
                 Reading::Queue => {
-                    registry.publish(key, || share_event(&[], EventBody::Message(&message)));
+                    fan_out(registry, key, &message, || {
+                        share_event(&[], EventBody::Message(&message))
+                    });
                 }
                 Reading::Stream { topic, private } => {
                     let mark = Mark::of(&delivery);
                     message.offset = mark.map_or(0, |mark| mark.offset);
                     let cursor = mark.map(|mark| mark.cursor(topic)).unwrap_or_default();
                     let encode = || share_event(&cursor, EventBody::Message(&message));
-                    if *private {
+                    match private {
                         // One reader replaying the stream: wait for it rather than overflow its
                         // queue (unacknowledged, the rest stays in the stream).
-                        registry.publish_waiting(key, encode).await;
-                    } else {
-                        registry.publish(key, encode);
+                        Some(filter) => {
+                            if admitted(filter.as_deref(), &message) {
+                                registry.publish_waiting(key, encode).await;
+                            }
+                        }
+                        None => {
+                            fan_out(registry, key, &message, encode);
+                        }
                     }
                     if let (Some(mark), Some(feed)) = (mark, self.lock_streams().get_mut(key)) {
                         feed.last = Some(mark);
@@ -599,7 +615,7 @@ impl RabbitBroker {
                 Ok((consumer, channel)) => {
                     let reading = Reading::Stream {
                         topic: feed.topic,
-                        private: feed.private,
+                        private: feed.private.then_some(feed.filter),
                     };
                     self.spawn_delivery(consumer, channel, &key, reading, &stop);
                     consumers.insert(key, stop);

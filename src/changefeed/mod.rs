@@ -260,7 +260,7 @@ impl Changefeed {
             let kind_of = |column: &str| types.get(column).map(|t| t.filter_kind());
             filter
                 .check_client_columns(&kind_of)
-                .map_err(|err| err.failure(&entry.info.name))?;
+                .map_err(|err| err.failure("table", &entry.info.name))?;
             filters.push(filter);
         }
         let filter = (!filters.is_empty()).then(|| Arc::new(RowFilter::all(filters)));

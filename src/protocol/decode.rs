@@ -77,6 +77,8 @@ pub enum Source {
     Topic {
         /// Syntactically valid topic name.
         topic: String,
+        /// The client's message filter, as sent.
+        filter: Option<pb::Filter>,
         /// Where to start.
         start: StartPosition,
     },
@@ -241,6 +243,7 @@ fn convert_subscribe(sub: pb::Subscribe) -> Result<Subscribe, Failure> {
             };
             Source::Topic {
                 topic: feed.topic,
+                filter: feed.filter,
                 start,
             }
         }
@@ -361,6 +364,7 @@ mod tests {
                 subscription_id: 3,
                 source: Source::Topic {
                     topic: "orders".into(),
+                    filter: None,
                     start: StartPosition::Latest,
                 },
                 resume_from: Bytes::new(),

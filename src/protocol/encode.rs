@@ -104,6 +104,26 @@ impl SharedEvent {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The topic message this event carries, decoded again (a filtered replay of kept
+    /// messages); `None` for another kind of event.
+    pub fn topic_message(&self) -> Option<TopicMessage> {
+        let event = pb::Event::decode(self.0.clone()).ok()?;
+        let Some(pb::event::Body::Message(message)) = event.body else {
+            return None;
+        };
+        let mut headers: Vec<(String, String)> = message.headers.into_iter().collect();
+        headers.sort();
+        Some(TopicMessage {
+            topic: message.topic,
+            payload: message.payload,
+            key: message.key,
+            headers,
+            timestamp_micros: message.timestamp_micros,
+            partition: message.partition,
+            offset: message.offset,
+        })
+    }
 }
 
 /// Encodes a complete `ServerMessage { response }` frame.

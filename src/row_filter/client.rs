@@ -30,10 +30,11 @@ pub struct FilterError {
 }
 
 impl FilterError {
-    /// The answer to the subscription to `table`: `VALIDATION`, naming the part at fault.
-    pub fn failure(&self, table: &str) -> Failure {
+    /// The answer to the subscription to `name` (a `table` or `topic`, as `source` says):
+    /// `VALIDATION`, naming the part at fault.
+    pub fn failure(&self, source: &'static str, name: &str) -> Failure {
         Failure::new(Code::Validation, self.to_string())
-            .detail("table", table)
+            .detail(source, name)
             .detail("filter", &self.at)
     }
 }
@@ -56,12 +57,32 @@ pub enum FilterKind {
     Opaque,
 }
 
+/// Reads an operand as the name its evaluator looks up, or says why it does not apply.
+pub(super) type Operands = dyn Fn(&pb::operand::Of) -> Result<String, String>;
+
+/// A table filter's operands: columns.
+fn columns(operand: &pb::operand::Of) -> Result<String, String> {
+    match operand {
+        pb::operand::Of::Column(name) if !name.is_empty() => Ok(name.clone()),
+        _ => Err("a table filter's operand must name a column".into()),
+    }
+}
+
+/// Builds a client's filter tree, its operands read by `operands`.
+pub(super) fn build_tree(
+    filter: &pb::Filter,
+    operands: &Operands,
+) -> Result<Expr<Scalar>, FilterError> {
+    let mut nodes = 0;
+    build(filter, "filter", 1, &mut nodes, operands)
+}
+
 impl RowFilter {
     /// Builds a client's filter, or says which node is at fault.
     pub fn from_client(filter: &pb::Filter) -> Result<Self, FilterError> {
-        let mut nodes = 0;
-        let expr = build(filter, "filter", 1, &mut nodes)?;
-        Ok(Self { expr })
+        Ok(Self {
+            expr: build_tree(filter, &columns)?,
+        })
     }
 
     /// Checks a client's filter against the table: `kind_of` gives a column's kind, `None` for
@@ -79,7 +100,9 @@ fn build(
     at: &str,
     depth: usize,
     nodes: &mut usize,
+    operands: &Operands,
 ) -> Result<Expr<Scalar>, FilterError> {
+    let column = |operand: Option<&pb::Operand>, at: &str| column(operand, at, operands);
     use pb::filter::Node;
     *nodes += 1;
     let refuse = |reason: String| FilterError {
@@ -148,13 +171,26 @@ fn build(
             column: column(prefix.operand.as_ref(), &format!("{at}.prefix"))?,
             prefix: prefix.prefix.clone(),
         },
-        Node::AllOf(all) => Expr::And(items(&all.items, &format!("{at}.all_of"), depth, nodes)?),
-        Node::AnyOf(any) => Expr::Or(items(&any.items, &format!("{at}.any_of"), depth, nodes)?),
+        Node::AllOf(all) => Expr::And(items(
+            &all.items,
+            &format!("{at}.all_of"),
+            depth,
+            nodes,
+            operands,
+        )?),
+        Node::AnyOf(any) => Expr::Or(items(
+            &any.items,
+            &format!("{at}.any_of"),
+            depth,
+            nodes,
+            operands,
+        )?),
         Node::Negate(item) => Expr::Not(Box::new(build(
             item,
             &format!("{at}.negate"),
             depth + 1,
             nodes,
+            operands,
         )?)),
     })
 }
@@ -164,21 +200,27 @@ fn items(
     at: &str,
     depth: usize,
     nodes: &mut usize,
+    operands: &Operands,
 ) -> Result<Vec<Expr<Scalar>>, FilterError> {
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| build(item, &format!("{at}[{i}]"), depth + 1, nodes))
+        .map(|(i, item)| build(item, &format!("{at}[{i}]"), depth + 1, nodes, operands))
         .collect()
 }
 
-fn column(operand: Option<&pb::Operand>, at: &str) -> Result<String, FilterError> {
+fn column(
+    operand: Option<&pb::Operand>,
+    at: &str,
+    operands: &Operands,
+) -> Result<String, FilterError> {
+    let refuse = |reason: String| FilterError {
+        at: format!("{at}.operand"),
+        reason,
+    };
     match operand.and_then(|operand| operand.of.as_ref()) {
-        Some(pb::operand::Of::Column(name)) if !name.is_empty() => Ok(name.clone()),
-        _ => Err(FilterError {
-            at: format!("{at}.operand"),
-            reason: "a table filter's operand must name a column".into(),
-        }),
+        Some(of) => operands(of).map_err(refuse),
+        None => Err(refuse("no operand".into())),
     }
 }
 

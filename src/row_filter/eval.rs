@@ -1,4 +1,5 @@
-//! Evaluating a filled filter on a row, with SQL's NULL rules and PostgreSQL's orderings.
+//! Evaluating a filled filter on a row (or a topic message), with SQL's NULL rules and
+//! PostgreSQL's orderings.
 
 use std::cmp::Ordering;
 
@@ -6,12 +7,25 @@ use super::{Expr, Op, Scalar};
 use crate::protocol::datetime::{date, timestamp};
 use crate::protocol::{Row, Value};
 
-pub(super) fn eval(expr: &Expr<Scalar>, row: &Row) -> bool {
+/// Where a filter's operands take their values: a row's columns (one value each, NULL when
+/// absent), or a message's parts (none when absent, several for a JSON list).
+pub(super) trait Lookup {
+    /// Whether `test` holds for any value of `operand` (false when it has none).
+    fn any(&self, operand: &str, test: &mut dyn FnMut(&Value) -> bool) -> bool;
+}
+
+impl Lookup for Row {
+    fn any(&self, operand: &str, test: &mut dyn FnMut(&Value) -> bool) -> bool {
+        test(column_value(self, operand))
+    }
+}
+
+pub(super) fn eval(expr: &Expr<Scalar>, values: &dyn Lookup) -> bool {
     match expr {
-        Expr::And(items) => items.iter().all(|e| eval(e, row)),
-        Expr::Or(items) => items.iter().any(|e| eval(e, row)),
-        Expr::Compare { column, op, value } => {
-            let Some(ordering) = compare(column_value(row, column), value) else {
+        Expr::And(items) => items.iter().all(|e| eval(e, values)),
+        Expr::Or(items) => items.iter().any(|e| eval(e, values)),
+        Expr::Compare { column, op, value } => values.any(column, &mut |found| {
+            let Some(ordering) = compare(found, value) else {
                 return false;
             };
             match op {
@@ -22,19 +36,18 @@ pub(super) fn eval(expr: &Expr<Scalar>, row: &Row) -> bool {
                 Op::Gt => ordering == Ordering::Greater,
                 Op::Ge => ordering != Ordering::Less,
             }
-        }
+        }),
         Expr::In {
             column,
-            values,
+            values: items,
             negated,
-        } => {
-            let value = column_value(row, column);
+        } => values.any(column, &mut |value| {
             if matches!(value, Value::Null) {
                 return false;
             }
             // As in SQL: `x NOT IN (...)` is true only when x compares unequal to every item.
             let mut unknown = false;
-            for item in values {
+            for item in items {
                 match compare(value, item) {
                     Some(Ordering::Equal) => return !negated,
                     Some(_) => {}
@@ -42,15 +55,15 @@ pub(super) fn eval(expr: &Expr<Scalar>, row: &Row) -> bool {
                 }
             }
             *negated && !unknown
-        }
-        Expr::IsNull { column, negated } => {
-            matches!(column_value(row, column), Value::Null) != *negated
-        }
-        Expr::Not(item) => !eval(item, row),
-        Expr::Prefix { column, prefix } => match column_value(row, column) {
+        }),
+        Expr::IsNull { column, negated } => values.any(column, &mut |value| {
+            matches!(value, Value::Null) != *negated
+        }),
+        Expr::Not(item) => !eval(item, values),
+        Expr::Prefix { column, prefix } => values.any(column, &mut |value| match value {
             Value::Text(text) => text.as_bytes().starts_with(prefix.as_bytes()),
             _ => false,
-        },
+        }),
     }
 }
 

@@ -1,5 +1,10 @@
-//! Row-level rules: which rows of a table a principal may see. Pure: no I/O, and nothing of
-//! where the claims come from (`auth` implements [`Claims`] for its principals).
+//! Row-level rules: which rows of a table a principal may see, and which rows or topic messages
+//! a client asked for. Pure: no I/O, and nothing of where the claims come from (`auth`
+//! implements [`Claims`] for its principals).
+//!
+//! Clients' filters (`TableFeed.filter`, `TopicFeed.filter`) are the same tree, built from the
+//! protocol's `Filter` message ([`RowFilter::from_client`], [`MessageFilter::from_client`]) and
+//! evaluated by the same evaluator, whose operands read a row's columns or a message's parts.
 //!
 //! A permission rule may bind its tables to a predicate, written in the configuration file with
 //! claim placeholders (`tenant_id = {claims.tenant_id}`). The predicate is parsed once at start-up
@@ -32,6 +37,7 @@
 
 mod client;
 mod eval;
+mod message;
 mod parse;
 mod sql;
 
@@ -41,6 +47,7 @@ use serde_json::Value as Json;
 
 use crate::protocol::Row;
 pub use client::{FilterError, FilterKind};
+pub use message::{Inspected, MessageFilter};
 pub use sql::{SqlColumn, SqlParam};
 
 /// Where a template's placeholders take their values: a principal's token claims, by name or by

@@ -6,6 +6,7 @@
 //! `Ready`, then events, and nothing published after the client saw `Subscribed` is missed.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tracing::debug;
@@ -22,7 +23,7 @@ use crate::protocol::{
     Command, EventBody, Failure, Reply, Source, Subscribe, WelcomeInfo,
 };
 use crate::registry::SubscriberKey;
-use crate::row_filter::RowFilter;
+use crate::row_filter::{MessageFilter, RowFilter};
 
 /// One connection's command handler and subscription table.
 pub(super) struct Session {
@@ -263,14 +264,24 @@ impl Session {
             subscription_id: id,
         };
         match &subscribe.source {
-            Source::Topic { topic, start } => {
+            Source::Topic {
+                topic,
+                filter,
+                start,
+            } => {
                 self.permit(Action::SubscribeTopic(topic))?;
+                let filter = filter
+                    .as_ref()
+                    .map(|filter| MessageFilter::from_client(filter).map(Arc::new))
+                    .transpose()
+                    .map_err(|err| err.failure("topic", topic))?;
                 let request = TopicSubscribe {
                     topic,
                     subscriber,
                     mailbox: self.mailbox.clone(),
                     resume_from: &subscribe.resume_from,
                     start: *start,
+                    filter,
                 };
                 self.subscribe_topic(request_id, request).await
             }
@@ -283,7 +294,7 @@ impl Session {
                     .as_ref()
                     .map(RowFilter::from_client)
                     .transpose()
-                    .map_err(|err| err.failure(table))?;
+                    .map_err(|err| err.failure("table", table))?;
                 let principal = self.principal()?.clone();
                 let permissions = self.ctx.permissions.clone();
                 let authorize = move |schema: &str, table: &str| {

@@ -288,6 +288,7 @@ pub fn topic_feed_from(
             topic: topic.into(),
             start: start as i32,
             start_offset: offset,
+            ..Default::default()
         })),
         resume_from: resume_from.clone(),
     })

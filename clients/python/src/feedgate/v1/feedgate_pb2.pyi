@@ -175,10 +175,16 @@ class Filters(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Filter, _Mapping]]] = ...) -> None: ...
 
 class Operand(_message.Message):
-    __slots__ = ("column",)
+    __slots__ = ("column", "path", "key", "header")
     COLUMN_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
     column: str
-    def __init__(self, column: _Optional[str] = ...) -> None: ...
+    path: str
+    key: bool
+    header: str
+    def __init__(self, column: _Optional[str] = ..., path: _Optional[str] = ..., key: _Optional[bool] = ..., header: _Optional[str] = ...) -> None: ...
 
 class Comparison(_message.Message):
     __slots__ = ("operand", "op", "value")
@@ -215,14 +221,16 @@ class Prefix(_message.Message):
     def __init__(self, operand: _Optional[_Union[Operand, _Mapping]] = ..., prefix: _Optional[str] = ...) -> None: ...
 
 class TopicFeed(_message.Message):
-    __slots__ = ("topic", "start", "start_offset")
+    __slots__ = ("topic", "start", "start_offset", "filter")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     START_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     topic: str
     start: StartPosition
     start_offset: int
-    def __init__(self, topic: _Optional[str] = ..., start: _Optional[_Union[StartPosition, str]] = ..., start_offset: _Optional[int] = ...) -> None: ...
+    filter: Filter
+    def __init__(self, topic: _Optional[str] = ..., start: _Optional[_Union[StartPosition, str]] = ..., start_offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
 
 class Unsubscribe(_message.Message):
     __slots__ = ("subscription_id",)
