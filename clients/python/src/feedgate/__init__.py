@@ -13,6 +13,7 @@ the feedgate repository.
 
 from .client import DEFAULT_QUEUE_SIZE, Client, connect
 from .errors import ConnectionClosedError, ErrorCode, FeedgateError
+from .filters import Filter, all_of, any_of, col, header, key, path
 from .reconnect import ReconnectOptions
 from .state import ConnectionState
 from .subscription import Subscription
@@ -27,12 +28,19 @@ __all__ = [
     "ConnectionState",
     "ErrorCode",
     "FeedgateError",
+    "Filter",
     "MaterializedView",
     "ReconnectOptions",
     "Subscription",
     "ViewChange",
+    "all_of",
+    "any_of",
+    "col",
     "connect",
+    "header",
+    "key",
     "key_of",
+    "path",
     "pb",
     "row_to_dict",
     "value_to_python",

@@ -20,6 +20,7 @@ from typing import Any
 
 from .connection import Connection, Endpoint, dial
 from .errors import ConnectionClosedError, ErrorCode, FeedgateError
+from .filters import Filter
 from .reconnect import ReconnectOptions, TokenSource, reconnect_options, reconnects_after
 from .resume import Resumer
 from .state import ConnectionState, StateCallback, StateSignal
@@ -101,13 +102,18 @@ class Client:
         table: str,
         *,
         include_initial: bool = False,
+        filter: Filter | None = None,
         resume_from: bytes = b"",
         on_event: EventCallback | None = None,
         queue_size: int | None = None,
     ) -> Subscription:
         """Subscribes to a PostgreSQL table's changes ("schema.table" or "table"). With
-        `include_initial`, every existing row arrives as an INITIAL change before `Ready`."""
+        `include_initial`, every existing row arrives as an INITIAL change before `Ready`. With
+        a `filter` (`feedgate.col(...)`), only matching rows: rows moving into it arrive as
+        INSERTs, out of it as DELETEs."""
         feed = pb.TableFeed(table=table, include_initial=include_initial)
+        if filter is not None:
+            feed.filter.CopyFrom(filter.message)
         return await self._subscribe({"table": feed}, resume_from, on_event, queue_size)
 
     async def subscribe_topic(
@@ -115,6 +121,7 @@ class Client:
         topic: str,
         *,
         start: str | int = "latest",
+        filter: Filter | None = None,
         resume_from: bytes = b"",
         on_event: EventCallback | None = None,
         queue_size: int | None = None,
@@ -123,6 +130,8 @@ class Client:
         "earliest", or an int offset (Kafka and in-process topics serve all three, in-process
         ones from the messages the server still keeps; RabbitMQ topics only "latest")."""
         feed = pb.TopicFeed(topic=topic)
+        if filter is not None:  # feedgate.path(...), key(), header(...)
+            feed.filter.CopyFrom(filter.message)
         if start == "earliest":
             feed.start = pb.START_POSITION_EARLIEST
         elif isinstance(start, int) and not isinstance(start, bool):
@@ -160,12 +169,15 @@ class Client:
         self,
         table: str,
         *,
+        filter: Filter | None = None,
         on_change: ChangeCallback | None = None,
         on_reset: ResetCallback | None = None,
     ) -> MaterializedView:
-        """A live dict of `table`'s rows keyed by primary key (see `feedgate.view`); await
-        `view.wait_ready()` before reading it."""
-        return await materialized_view(self, table, on_change=on_change, on_reset=on_reset)
+        """A live dict of `table`'s rows keyed by primary key (with a `filter`: exactly the
+        matching rows; see `feedgate.view`); await `view.wait_ready()` before reading it."""
+        return await materialized_view(
+            self, table, filter=filter, on_change=on_change, on_reset=on_reset
+        )
 
     async def authenticate(self, token: str) -> pb.Authenticated:
         """Authenticates with `token`, or refreshes the connection's token before it expires (same

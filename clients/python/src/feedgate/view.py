@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .errors import ErrorCode, FeedgateError
+from .filters import Filter
 from .v1 import feedgate_pb2 as pb
 from .values import key_of, row_to_dict
 
@@ -108,9 +109,12 @@ class MaterializedView:
         table: str,
         on_change: ChangeCallback | None,
         on_reset: ResetCallback | None = None,
+        filter: Filter | None = None,
     ) -> None:
         self._client = client
         self.table = table
+        #: The rows the view holds: those this filter matches (None: all).
+        self.filter = filter
         #: The table's rows by primary key: empty until the first snapshot is complete, then
         #: always a complete state (stale while `ready` is clear). Read it, don't write it; it
         #: is the same dict for the view's life.
@@ -134,7 +138,10 @@ class MaterializedView:
         """Subscribes from a fresh snapshot, received into a new dict."""
         feed = _Feed()
         subscription = await self._client.subscribe_table(
-            self.table, include_initial=True, on_event=lambda event: self._apply(feed, event)
+            self.table,
+            include_initial=True,
+            filter=self.filter,
+            on_event=lambda event: self._apply(feed, event),
         )
         self._subscription = subscription
         if self._stopped:  # close() while subscribing
@@ -265,11 +272,12 @@ async def materialized_view(
     client: Client,
     table: str,
     *,
+    filter: Filter | None = None,
     on_change: ChangeCallback | None = None,
     on_reset: ResetCallback | None = None,
 ) -> MaterializedView:
     """Subscribes to `table` with its initial rows and returns the view (not yet ready: await
     `view.wait_ready()`)."""
-    view = MaterializedView(client, table, on_change, on_reset)
+    view = MaterializedView(client, table, on_change, on_reset, filter)
     await view._start()
     return view
