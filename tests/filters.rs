@@ -53,6 +53,7 @@ fn filtered(id: u64, include_initial: bool, filter: pb::Filter, cursor: &Bytes) 
             table: "orders".into(),
             include_initial,
             filter: Some(filter),
+            ..Default::default()
         })),
         resume_from: cursor.clone(),
     })
@@ -493,4 +494,79 @@ async fn kafka_and_rabbitmq_topic_filters_hold_for_shared_and_private_consumers(
     for topic in &kafka_topics {
         support::kafka::delete_topic(&bootstrap, topic).await;
     }
+}
+
+#[tokio::test]
+async fn a_projection_sends_only_the_asked_columns_and_skips_updates_of_the_others() {
+    let (db, server) = start_orders().await;
+    let mut client = Client::connect(server.local_addr()).await;
+    let projected = |id: u64, columns: &[&str], filter: Option<pb::Filter>| {
+        Command::Subscribe(pb::Subscribe {
+            subscription_id: id,
+            source: Some(pb::subscribe::Source::Table(pb::TableFeed {
+                table: "orders".into(),
+                include_initial: true,
+                filter,
+                columns: columns.iter().map(|c| c.to_string()).collect(),
+            })),
+            resume_from: Bytes::new(),
+        })
+    };
+    let error = client
+        .expect_error(
+            projected(1, &["status", "nope"], None),
+            ErrorCode::Validation,
+        )
+        .await;
+    assert!(
+        error.message.contains("no column nope"),
+        "{}",
+        error.message
+    );
+    // Open orders of account 1, status only: the filter reads a column the rows do not carry.
+    let account_1 = compare("account", pb::CompareOp::Eq, Kind::Int(1));
+    let response = client
+        .request(projected(1, &["status"], Some(account_1)))
+        .await;
+    assert!(
+        matches!(response.result, Some(pb::response::Result::Subscribed(_))),
+        "{response:?}"
+    );
+    let mut initial = 0;
+    loop {
+        let event = client.recv_event().await;
+        let Some(pb::event::Body::Change(change)) = event.body else {
+            break; // Ready
+        };
+        let row = columns(&change.new_row);
+        assert_eq!(
+            row.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["id", "status"],
+            "the key's column and the asked ones"
+        );
+        initial += 1;
+    }
+    assert_eq!(initial, 15, "account 1 has ids 1, 5, ..., 57");
+    db.execute("UPDATE orders SET amount = amount + 1 WHERE id = 5")
+        .await; // not asked for
+    db.execute("UPDATE orders SET status = 'x' WHERE id = 9")
+        .await;
+    db.execute("DELETE FROM orders WHERE id = 13").await;
+    let update = client.recv_event().await;
+    let Some(pb::event::Body::Change(change)) = update.body else {
+        panic!("expected a change, got {update:?}");
+    };
+    assert_eq!(change.kind(), pb::ChangeKind::Update);
+    assert_eq!(
+        columns(&change.key)["id"],
+        "9",
+        "the amount-only update of 5 is not sent"
+    );
+    assert_eq!(columns(&change.new_row)["status"], "x");
+    assert_eq!(columns(&change.old_row).len(), 2);
+    let delete = client.recv_event().await;
+    assert_eq!(said(&delete), "DELETE 13");
+    client.barrier().await;
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
 }

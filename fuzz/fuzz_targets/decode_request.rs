@@ -169,10 +169,12 @@ fn encode(request: &Request, headers: std::collections::HashMap<String, String>)
                     table,
                     include_initial,
                     filter,
+                    columns,
                 } => pb::subscribe::Source::Table(pb::TableFeed {
                     table: table.clone(),
                     include_initial: *include_initial,
                     filter: filter.clone(),
+                    columns: columns.clone(),
                 }),
                 Source::Topic {
                     topic,

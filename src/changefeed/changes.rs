@@ -52,13 +52,6 @@ pub(crate) enum View {
     Delete,
 }
 
-impl View {
-    /// Index into per-view caches.
-    pub(crate) fn index(self) -> usize {
-        self as usize
-    }
-}
-
 /// What a subscriber with `filter` sees of `change`; `None` when nothing (the row was invisible
 /// before and after). An update that moved the row across the filter's boundary becomes an
 /// insert or a delete, so the subscriber's copy of its visible rows stays right.
@@ -75,6 +68,44 @@ pub(crate) fn view_through(filter: &RowFilter, change: &RowChange) -> Option<Vie
             (true, false) => Some(View::Delete),
             (false, false) => None,
         },
+    }
+}
+
+/// The columns a subscriber asked for (`TableFeed.columns`), with the primary key's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Projection {
+    /// Sorted, without duplicates.
+    columns: Vec<String>,
+}
+
+impl Projection {
+    /// `asked` and the key columns.
+    pub(crate) fn new(asked: &[String], key_columns: &[String]) -> Self {
+        let mut columns: Vec<String> = asked.iter().chain(key_columns).cloned().collect();
+        columns.sort_unstable();
+        columns.dedup();
+        Self { columns }
+    }
+
+    fn row(&self, row: &Row) -> Row {
+        row.iter()
+            .filter(|(name, _)| self.columns.binary_search(name).is_ok())
+            .cloned()
+            .collect()
+    }
+
+    /// `change` with only these columns; `None` for an update that changed none of them.
+    pub(crate) fn apply(&self, change: &RowChange) -> Option<RowChange> {
+        let new_row = change.new_row.as_ref().map(|row| self.row(row));
+        let old_row = change.old_row.as_ref().map(|row| self.row(row));
+        if change.kind == ChangeKind::Update && new_row == old_row {
+            return None;
+        }
+        Some(RowChange {
+            new_row,
+            old_row,
+            ..change.clone()
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use std::cell::LazyCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::changes::{apply_view, view_through, View};
+use super::changes::{apply_view, view_through, Projection, View};
 use super::snapshot::Snapshot;
 use super::tables::TableEntry;
 use crate::outbound::Mailbox;
@@ -25,8 +25,10 @@ use crate::row_filter::RowFilter;
 
 /// What fan-out keeps for one table subscription besides its key and mailbox.
 pub(crate) struct TableState {
-    /// The rows it may see, when a row-level rule limits them.
+    /// The rows it may see, when a row-level rule or its own filter limits them.
     filter: Option<Arc<RowFilter>>,
+    /// The columns it asked for, when it did.
+    projection: Option<Arc<Projection>>,
     fence: Fence,
     /// Set when the server ends the subscription, so its session frees the id.
     closed: Arc<AtomicBool>,
@@ -85,12 +87,14 @@ impl Subscribers {
         table: &TableEntry,
         key: SubscriberKey,
         mailbox: Mailbox,
-        filter: Option<Arc<RowFilter>>,
+        lens: (Option<Arc<RowFilter>>, Option<Arc<Projection>>),
         closed: Arc<AtomicBool>,
         announce: impl FnOnce(),
     ) -> Registration<TableState> {
+        let (filter, projection) = lens;
         let state = TableState {
             filter,
+            projection,
             closed,
             fence: Fence::Pending {
                 buffer: Vec::new(),
@@ -145,7 +149,8 @@ impl Subscribers {
 
     /// Fans one change of `table` out. `build` runs at most once, only if some subscriber may
     /// take the change, and each form of it (as it happened, or as the insert or delete a row
-    /// filter makes of an update) is encoded at most once, with `cursor`.
+    /// filter makes of an update, with all columns or a projection's) is encoded at most once,
+    /// with `cursor`.
     pub(crate) fn fan_out(
         &self,
         table: &TableEntry,
@@ -155,7 +160,7 @@ impl Subscribers {
     ) -> Fanout {
         let mut change = Lazy {
             change: LazyCell::new(build),
-            events: Default::default(),
+            events: Vec::new(),
             cursor,
             key_columns: &table.info.key_columns,
         };
@@ -220,8 +225,11 @@ fn step<F: FnOnce() -> RowChange>(
             None => return Step::Skip, // it never sees this row
         },
     };
+    let Some(event) = change.event(view, state.projection.as_ref()) else {
+        return Step::Skip; // an update of columns it did not ask for
+    };
     match &mut state.fence {
-        Fence::Live { .. } => Step::Deliver(change.event(view)),
+        Fence::Live { .. } => Step::Deliver(event),
         Fence::Pending {
             buffer, overflowed, ..
         } => {
@@ -229,7 +237,7 @@ fn step<F: FnOnce() -> RowChange>(
                 *overflowed = true;
                 *buffer = Vec::new();
             } else {
-                buffer.push((xid, change.event(view)));
+                buffer.push((xid, event));
             }
             Step::Skip
         }
@@ -239,8 +247,9 @@ fn step<F: FnOnce() -> RowChange>(
 /// A change being fanned out, built and encoded on first need.
 struct Lazy<'a, F> {
     change: LazyCell<RowChange, F>,
-    /// Encoded once per view, by [`View::index`].
-    events: [Option<SharedEvent>; 3],
+    /// Encoded once per view and projection (by value: subscribers asking for the same columns
+    /// share an encoding); `None`: the projection leaves nothing to send.
+    events: Vec<(View, Option<Arc<Projection>>, Option<SharedEvent>)>,
     cursor: &'a [u8],
     key_columns: &'a [String],
 }
@@ -250,21 +259,29 @@ impl<F: FnOnce() -> RowChange> Lazy<'_, F> {
         LazyCell::force(&self.change)
     }
 
-    fn event(&mut self, view: View) -> SharedEvent {
-        if let Some(event) = &self.events[view.index()] {
+    fn event(&mut self, view: View, projection: Option<&Arc<Projection>>) -> Option<SharedEvent> {
+        if let Some((_, _, event)) = self
+            .events
+            .iter()
+            .find(|(v, p, _)| *v == view && p.as_ref() == projection)
+        {
             return event.clone();
         }
         let cursor = self.cursor;
         let key_columns = self.key_columns;
         let change = self.get();
-        let event = match view {
-            View::Original => share_event(cursor, EventBody::Change(change)),
-            _ => share_event(
-                cursor,
-                EventBody::Change(&apply_view(change, view, key_columns)),
-            ),
+        let viewed = match view {
+            View::Original => None,
+            _ => Some(apply_view(change, view, key_columns)),
         };
-        self.events[view.index()] = Some(event.clone());
+        let change = viewed.as_ref().unwrap_or(change);
+        let event = match projection {
+            None => Some(share_event(cursor, EventBody::Change(change))),
+            Some(projection) => projection
+                .apply(change)
+                .map(|projected| share_event(cursor, EventBody::Change(&projected))),
+        };
+        self.events.push((view, projection.cloned(), event.clone()));
         event
     }
 }
@@ -350,7 +367,8 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (mb, mut rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
         let (table, subscribers) = entry(10);
-        let _registration = subscribers.subscribe(&table, key(1), mb, None, Arc::default(), || {});
+        let _registration =
+            subscribers.subscribe(&table, key(1), mb, (None, None), Arc::default(), || {});
         subscribers.fan_out(&table, 5, b"c", event);
         subscribers.fan_out(&table, 12, b"c", event);
         let since = Snapshot::parse("10:13:").expect("snapshot"); // 5 and 12 visible, 13+ not
@@ -378,7 +396,8 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (mb, _rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
         let (table, subscribers) = entry(2);
-        let _registration = subscribers.subscribe(&table, key(1), mb, None, Arc::default(), || {});
+        let _registration =
+            subscribers.subscribe(&table, key(1), mb, (None, None), Arc::default(), || {});
         for xid in 20..25 {
             subscribers.fan_out(&table, xid, b"c", event);
         }
@@ -407,7 +426,7 @@ mod tests {
             &table,
             key(1),
             mb,
-            Some(Arc::new(filter)),
+            (Some(Arc::new(filter)), None),
             Arc::default(),
             || {},
         );

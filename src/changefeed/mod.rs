@@ -44,6 +44,7 @@ use crate::protocol::{Code, Failure};
 use crate::registry::SubscriberKey;
 use crate::row_filter::RowFilter;
 use crate::source::{Availability, Health};
+use changes::Projection;
 use fence::Subscribers;
 use refusals::Refusals;
 use resume::Resume;
@@ -146,6 +147,8 @@ pub struct TableSubscribe<'a> {
     /// The client's own row filter (ANDed with what `authorize` allows), already well formed;
     /// checked here against the table's columns.
     pub filter: Option<RowFilter>,
+    /// The columns it asked for (empty: all); checked here against the table's.
+    pub columns: &'a [String],
 }
 
 /// The sessions' handle to the changefeed. Cheap to clone.
@@ -264,12 +267,16 @@ impl Changefeed {
             filters.push(filter);
         }
         let filter = (!filters.is_empty()).then(|| Arc::new(RowFilter::all(filters)));
+        let projection = match request.columns {
+            [] => None,
+            asked => Some(Arc::new(projection(asked, &entry)?)),
+        };
         let closed = Arc::new(AtomicBool::new(false));
         let registration = self.shared.subscribers.subscribe(
             &entry,
             request.subscriber,
             request.mailbox.clone(),
-            filter.clone(),
+            (filter.clone(), projection.clone()),
             closed.clone(),
             announce,
         );
@@ -281,6 +288,7 @@ impl Changefeed {
             pool: self.shared.pool.clone(),
             include_initial: request.include_initial,
             filter,
+            projection,
             closed,
             resume,
             turns: self.shared.snapshots.clone(),
@@ -314,6 +322,21 @@ impl Changefeed {
     pub fn dropped(&self) -> u64 {
         self.shared.subscribers.dropped()
     }
+}
+
+/// The columns a subscriber asked for, all of them the table's (else `VALIDATION`).
+fn projection(asked: &[String], entry: &tables::TableEntry) -> Result<Projection, Failure> {
+    let types = entry.types();
+    if let Some(missing) = asked.iter().find(|column| !types.contains_key(*column)) {
+        let table = &entry.info.name;
+        return Err(Failure::new(
+            Code::Validation,
+            format!("columns: table {table} has no column {missing}"),
+        )
+        .detail("table", table)
+        .detail("column", missing));
+    }
+    Ok(Projection::new(asked, &entry.info.key_columns))
 }
 
 /// Refuses a row filter that names a column the table lacks: it would hide every row, which is

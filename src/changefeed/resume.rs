@@ -14,7 +14,7 @@
 use futures_util::TryStreamExt;
 use sqlx::{PgConnection, PgPool, Row as _};
 
-use super::changes::{apply_view, row_change_from_json, view_through, View};
+use super::changes::{apply_view, row_change_from_json, view_through, Projection, View};
 use super::reader::LoggedOp;
 use super::snapshot::Snapshot;
 use super::subscription::{truncated, unreadable_change};
@@ -134,6 +134,7 @@ impl Resume {
 pub(crate) struct Target<'a> {
     pub(crate) entry: &'a TableEntry,
     pub(crate) filter: Option<&'a RowFilter>,
+    pub(crate) projection: Option<&'a Projection>,
     pub(crate) mailbox: &'a Mailbox,
     pub(crate) subscription_id: u64,
 }
@@ -191,6 +192,12 @@ pub(crate) async fn catch_up(
         };
         if view != View::Original {
             change = apply_view(&change, view, &info.key_columns);
+        }
+        if let Some(projection) = target.projection {
+            match projection.apply(&change) {
+                Some(projected) => change = projected,
+                None => continue, // an update of columns it did not ask for
+            }
         }
         let then = resume.position.then.iter().map(|(s, n)| (s, *n));
         let cursor = encode_table_feed(

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::changes::{row_change_from_json, view_through};
+use super::changes::{row_change_from_json, view_through, Projection};
 use super::fence::{Drain, Subscribers, TableState};
 use super::resume::{catch_up, Resume, Target};
 use super::schema::unavailable;
@@ -99,8 +99,10 @@ pub(super) struct Start {
     pub(super) mailbox: Mailbox,
     pub(super) pool: PgPool,
     pub(super) include_initial: bool,
-    /// The rows it may see, when a row-level rule limits them.
+    /// The rows it may see, when a row-level rule or its own filter limits them.
     pub(super) filter: Option<Arc<RowFilter>>,
+    /// The columns it asked for, when it did.
+    pub(super) projection: Option<Arc<Projection>>,
     /// Set when the server ends the subscription.
     pub(super) closed: Arc<AtomicBool>,
     /// Where to resume from, instead of the initial rows.
@@ -188,6 +190,7 @@ impl Start {
             let target = Target {
                 entry: &self.entry,
                 filter: self.filter.as_deref(),
+                projection: self.projection.as_deref(),
                 mailbox: &self.mailbox,
                 subscription_id: self.key.subscription_id,
             };
@@ -233,6 +236,10 @@ impl Start {
                         continue; // a row it may not see
                     }
                 }
+                let change = match &self.projection {
+                    Some(projection) => projection.apply(&change).unwrap_or(change),
+                    None => change,
+                };
                 let frame = encode_event(self.key.subscription_id, &[], EventBody::Change(&change));
                 if self.mailbox.send(Outbound::Frame(frame)).await.is_err() {
                     return Ok(since);

@@ -72,6 +72,8 @@ pub enum Source {
         include_initial: bool,
         /// The client's row filter, as sent (checked where the table is known).
         filter: Option<pb::Filter>,
+        /// The columns it asked for (empty: all; checked where the table is known).
+        columns: Vec<String>,
     },
     /// A topic.
     Topic {
@@ -226,6 +228,7 @@ fn convert_subscribe(sub: pb::Subscribe) -> Result<Subscribe, Failure> {
                 table: feed.table,
                 include_initial: feed.include_initial,
                 filter: feed.filter,
+                columns: feed.columns,
             }
         }
         Some(S::Topic(feed)) => {

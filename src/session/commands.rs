@@ -289,6 +289,7 @@ impl Session {
                 table,
                 include_initial,
                 filter,
+                columns,
             } => {
                 let filter = filter
                     .as_ref()
@@ -308,6 +309,7 @@ impl Session {
                     resume_from: &subscribe.resume_from,
                     authorize: &authorize,
                     filter,
+                    columns,
                 };
                 self.subscribe_table(request_id, request).await
             }

@@ -104,3 +104,18 @@ async def test_a_filter_the_server_cannot_use_is_refused_and_the_connection_stay
     subscription = await client.subscribe_table(table, filter=col("id").one_of([1, 2]))
     await client.ping()
     await subscription.unsubscribe()
+
+
+async def test_a_view_with_columns_holds_only_those_and_skips_other_updates(client, db, table):
+    await db.execute(f"INSERT INTO {table} (id, name, price) VALUES (1, 'a', 1), (2, 'b', 2)")
+    changes: list[str] = []
+    view = await client.materialized_view(
+        table, columns=["name"], on_change=lambda kind, *_: changes.append(kind)
+    )
+    await view.wait_ready()
+    assert view.rows == {1: {"id": 1, "name": "a"}, 2: {"id": 2, "name": "b"}}
+    await db.execute(f"UPDATE {table} SET price = 10 WHERE id = 1")  # not a column it holds
+    await db.execute(f"UPDATE {table} SET name = 'c' WHERE id = 2")
+    await wait_until(lambda: view.rows[2]["name"] == "c")
+    assert changes.count("update") == 1
+    await view.close()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from typing import Any
 
 from .connection import Connection, Endpoint, dial
@@ -103,6 +103,7 @@ class Client:
         *,
         include_initial: bool = False,
         filter: Filter | None = None,
+        columns: Sequence[str] = (),
         resume_from: bytes = b"",
         on_event: EventCallback | None = None,
         queue_size: int | None = None,
@@ -110,8 +111,9 @@ class Client:
         """Subscribes to a PostgreSQL table's changes ("schema.table" or "table"). With
         `include_initial`, every existing row arrives as an INITIAL change before `Ready`. With
         a `filter` (`feedgate.col(...)`), only matching rows: rows moving into it arrive as
-        INSERTs, out of it as DELETEs."""
-        feed = pb.TableFeed(table=table, include_initial=include_initial)
+        INSERTs, out of it as DELETEs. With `columns`, rows carry only those (and the primary
+        key's), and updates that change none of them are not sent."""
+        feed = pb.TableFeed(table=table, include_initial=include_initial, columns=list(columns))
         if filter is not None:
             feed.filter.CopyFrom(filter.message)
         return await self._subscribe({"table": feed}, resume_from, on_event, queue_size)
@@ -170,13 +172,14 @@ class Client:
         table: str,
         *,
         filter: Filter | None = None,
+        columns: Sequence[str] = (),
         on_change: ChangeCallback | None = None,
         on_reset: ResetCallback | None = None,
     ) -> MaterializedView:
         """A live dict of `table`'s rows keyed by primary key (with a `filter`: exactly the
         matching rows; see `feedgate.view`); await `view.wait_ready()` before reading it."""
         return await materialized_view(
-            self, table, filter=filter, on_change=on_change, on_reset=on_reset
+            self, table, filter=filter, columns=columns, on_change=on_change, on_reset=on_reset
         )
 
     async def authenticate(self, token: str) -> pb.Authenticated:

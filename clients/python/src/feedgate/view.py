@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -110,11 +110,14 @@ class MaterializedView:
         on_change: ChangeCallback | None,
         on_reset: ResetCallback | None = None,
         filter: Filter | None = None,
+        columns: Sequence[str] = (),
     ) -> None:
         self._client = client
         self.table = table
         #: The rows the view holds: those this filter matches (None: all).
         self.filter = filter
+        #: The columns its rows hold, with the primary key's (empty: all).
+        self.columns = tuple(columns)
         #: The table's rows by primary key: empty until the first snapshot is complete, then
         #: always a complete state (stale while `ready` is clear). Read it, don't write it; it
         #: is the same dict for the view's life.
@@ -141,6 +144,7 @@ class MaterializedView:
             self.table,
             include_initial=True,
             filter=self.filter,
+            columns=self.columns,
             on_event=lambda event: self._apply(feed, event),
         )
         self._subscription = subscription
@@ -273,11 +277,12 @@ async def materialized_view(
     table: str,
     *,
     filter: Filter | None = None,
+    columns: Sequence[str] = (),
     on_change: ChangeCallback | None = None,
     on_reset: ResetCallback | None = None,
 ) -> MaterializedView:
     """Subscribes to `table` with its initial rows and returns the view (not yet ready: await
     `view.wait_ready()`)."""
-    view = MaterializedView(client, table, on_change, on_reset, filter)
+    view = MaterializedView(client, table, on_change, on_reset, filter, columns)
     await view._start()
     return view

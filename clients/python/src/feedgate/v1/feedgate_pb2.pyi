@@ -141,14 +141,16 @@ class Subscribe(_message.Message):
     def __init__(self, subscription_id: _Optional[int] = ..., table: _Optional[_Union[TableFeed, _Mapping]] = ..., topic: _Optional[_Union[TopicFeed, _Mapping]] = ..., resume_from: _Optional[bytes] = ...) -> None: ...
 
 class TableFeed(_message.Message):
-    __slots__ = ("table", "include_initial", "filter")
+    __slots__ = ("table", "include_initial", "filter", "columns")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_INITIAL_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     table: str
     include_initial: bool
     filter: Filter
-    def __init__(self, table: _Optional[str] = ..., include_initial: _Optional[bool] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, table: _Optional[str] = ..., include_initial: _Optional[bool] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("compare", "one_of", "is_null", "prefix", "all_of", "any_of", "negate")
