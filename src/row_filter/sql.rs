@@ -57,6 +57,8 @@ fn prefilter(
                 .collect();
             (!parts.is_empty()).then(|| format!("({})", parts.join(" AND ")))
         }
+        // An empty OR holds for no row (a client's empty `any_of`): `()` is not SQL.
+        Expr::Or(items) if items.is_empty() => Some("FALSE".into()),
         Expr::Or(items) => {
             let mut parts = Vec::with_capacity(items.len());
             let before = params.len();

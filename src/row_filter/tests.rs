@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 
 use super::eval::decimal_cmp;
 use super::*;
-use crate::protocol::Value;
+use crate::protocol::{pb, Value};
 
 fn principal(claims: Json) -> serde_json::Map<String, Json> {
     claims.as_object().expect("object").clone()
@@ -252,4 +252,21 @@ fn sql_prefilters_translate_only_what_they_can_match_exactly() {
         sql("\"we\"\"ird\" = 'x'", json!({})).0,
         "r.\"we\"\"ird\" = $1::text"
     );
+}
+
+#[test]
+fn an_empty_any_of_prefilters_as_false_and_an_empty_all_of_as_nothing() {
+    let empty = |node: pb::filter::Node| {
+        RowFilter::from_client(&pb::Filter { node: Some(node) })
+            .expect("valid")
+            .sql_prefilter(&|_| Some(SqlColumn::Integer))
+            .0
+    };
+    assert_eq!(empty(pb::filter::Node::AnyOf(pb::Filters::default())), "FALSE");
+    assert_eq!(empty(pb::filter::Node::AllOf(pb::Filters::default())), "TRUE");
+    let any_none = RowFilter::from_client(&pb::Filter {
+        node: Some(pb::filter::Node::AnyOf(pb::Filters::default())),
+    })
+    .expect("valid");
+    assert!(!any_none.matches(&row(&[("a", Value::Int(1))])));
 }
