@@ -25,6 +25,19 @@ export {
   type WebSocketConstructor,
 } from "./client.js";
 export { codeName, ConnectionClosedError, ErrorCode, FeedgateError } from "./errors.js";
+export {
+  allOf,
+  anyOf,
+  col,
+  Filter,
+  type FilterValue,
+  header,
+  key,
+  type Numeric,
+  numeric,
+  Operand,
+  path,
+} from "./filters.js";
 export { type Json, type JsValue, type Key, keyOf, rowToObject, valueToJs } from "./values.js";
 export {
   type ChangeCallback,
