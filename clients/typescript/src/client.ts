@@ -1,13 +1,14 @@
 /**
  * The client: requests as Promises, events routed to subscriptions by `subscription_id`, over
- * one WebSocket at a time; when that one drops, the client dials a new one by itself (backoff
- * with jitter), says `Hello` again and subscribes every subscription again under its id from its
- * last cursor, so that each one's stream continues as if nothing happened.
+ * one WebSocket at a time; when that one drops, a new one (see `link.ts`) on which the client
+ * subscribes every subscription again under its id from its last cursor, so that each one's
+ * stream continues as if nothing happened. Requests made meanwhile wait for it.
  *
  * Works with the standard `WebSocket` API: browsers, Node 22+, Deno, Bun; on Node 20 pass
  * `{ WebSocket }` from the `ws` package or run node with `--experimental-websocket`. The protocol
  * is described in docs/protocol.md. One socket's requests and frames live in `connection.ts`,
- * the reconnect rules in `reconnect.ts`, a subscription's own state in `subscription.ts`.
+ * the connection state and reconnect loop in `link.ts`, the reconnect rules in `reconnect.ts`,
+ * a subscription's own state in `subscription.ts`.
  */
 
 import {
@@ -19,16 +20,14 @@ import {
   type Welcome,
 } from "./gen/feedgate/v1/feedgate_pb.js";
 import { type Command, Connection, type WebSocketConstructor } from "./connection.js";
-import { ConnectionClosedError, ErrorCode, FeedgateError } from "./errors.js";
+import { ErrorCode, FeedgateError } from "./errors.js";
+import { Link, type LinkSettings } from "./link.js";
 import {
   backoffDelay,
   type ConnectionState,
   DEFAULT_RECONNECT,
   type ReconnectOptions,
-  type ReconnectPolicy,
   reconnectPolicy,
-  reconnectsAfter,
-  resolveToken,
   type StateChangeCallback,
   type TokenSource,
 } from "./reconnect.js";
@@ -103,30 +102,8 @@ interface Waiting {
 
 /** A connection to a feedgate server; create it with `await Client.connect(url)`. */
 export class Client {
-  /** The server's `Welcome` (session id, server version, limits) on the current connection. */
-  welcome: Welcome | undefined;
-
-  readonly #url: string;
-  readonly #Impl: WebSocketConstructor;
-  readonly #token: TokenSource | undefined;
-  readonly #clientName: string;
-  readonly #connectTimeoutMs: number;
+  readonly #link: Link;
   readonly #queueSize: number;
-  /** Undefined when reconnecting is off. */
-  readonly #policy: ReconnectPolicy | undefined;
-  #state: ConnectionState = "connecting";
-  readonly #listeners = new Set<StateChangeCallback>();
-  /** The socket in use: open, or being set up by an attempt to (re)connect. */
-  #connection: Connection | undefined;
-  /** Why the client closed; undefined until it does. */
-  #closedError: FeedgateError | undefined;
-  /** Resolves when the last socket has closed, once the client has. */
-  #socketClosed: Promise<void> = Promise.resolve();
-  /** Failed attempts to reconnect in a row (the backoff's attempt number). */
-  #attempt = 0;
-  /** The drop that started the current reconnect. */
-  #dropped: ConnectionClosedError | undefined;
-  #attemptTimer: ReturnType<typeof setTimeout> | undefined;
   /** Requests made while not open, in order. */
   #waiting: Waiting[] = [];
   #nextSubscriptionId = 1n;
@@ -134,14 +111,27 @@ export class Client {
   readonly #subscriptions = new Map<bigint, Subscription>();
 
   private constructor(url: string, Impl: WebSocketConstructor, options: ConnectOptions) {
-    this.#url = url;
-    this.#Impl = Impl;
-    this.#token = options.token;
-    this.#clientName = options.clientName ?? "";
-    this.#connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     this.#queueSize = options.queueSize ?? DEFAULT_QUEUE_SIZE;
-    this.#policy = reconnectPolicy(options.reconnect);
-    if (options.onStateChange !== undefined) this.#listeners.add(options.onStateChange);
+    const settings: LinkSettings = {
+      url,
+      WebSocket: Impl,
+      token: options.token,
+      clientName: options.clientName ?? "",
+      connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      policy: reconnectPolicy(options.reconnect),
+    };
+    this.#link = new Link(settings, {
+      onEvent: (event) => this.#route(event),
+      resume: (connection) => this.#resubscribeAll(connection),
+      opened: (connection) => {
+        for (const waiting of this.#waiting.splice(0)) waiting.send(connection);
+      },
+      closed: (error, closed) => {
+        for (const waiting of this.#waiting.splice(0)) waiting.fail(closed);
+        for (const subscription of [...this.#subscriptions.values()]) this.end(subscription, error);
+      },
+    });
+    if (options.onStateChange !== undefined) this.#link.onStateChange(options.onStateChange);
   }
 
   /**
@@ -157,27 +147,23 @@ export class Client {
       );
     }
     const client = new Client(url, Impl, options);
-    client.#emit("connecting", undefined);
-    try {
-      await client.#dial();
-    } catch (error) {
-      client.#finish(asFeedgateError(error));
-      await client.#socketClosed;
-      throw error;
-    }
-    client.#setState("open", undefined);
+    await client.#link.start();
     return client;
+  }
+
+  /** The server's `Welcome` (session id, server version, limits) on the current connection. */
+  get welcome(): Welcome | undefined {
+    return this.#link.welcome;
   }
 
   /** "connecting", "open", "reconnecting" or "closed". */
   get state(): ConnectionState {
-    return this.#state;
+    return this.#link.state;
   }
 
   /** Calls `callback(state, error)` on every state change; returns a function that stops it. */
   onStateChange(callback: StateChangeCallback): () => void {
-    this.#listeners.add(callback);
-    return () => this.#listeners.delete(callback);
+    return this.#link.onStateChange(callback);
   }
 
   /** Sends `Hello` (protocol version 1) and returns the `Welcome`. `connect` already did, and
@@ -187,8 +173,8 @@ export class Client {
       case: "hello",
       value: { protocolVersion: 1, token, clientName },
     });
-    if (response.result.case === "welcome") this.welcome = response.result.value;
-    return this.welcome as Welcome;
+    if (response.result.case === "welcome") this.#link.welcome = response.result.value;
+    return this.#link.welcome as Welcome;
   }
 
   /** Subscribes to a PostgreSQL table's changes ("schema.table" or "table"). */
@@ -260,8 +246,7 @@ export class Client {
   /** Closes the connection for good: state "closed", subscriptions end (iteration stops
    * without an error), pending and waiting requests reject with `ConnectionClosedError`. */
   async close(): Promise<void> {
-    this.#finish(undefined);
-    await this.#socketClosed;
+    await this.#link.close();
   }
 
   /** @internal */
@@ -294,7 +279,7 @@ export class Client {
 
   /** @internal Ends `subscription` on the server if the current one holds it, then here. */
   async unsubscribe(subscription: Subscription): Promise<void> {
-    const connection = this.#connection;
+    const connection = this.#link.current;
     if (connection !== undefined && subscription.server === connection) {
       try {
         await connection.request({ case: "unsubscribe", value: { subscriptionId: subscription.id } });
@@ -330,12 +315,12 @@ export class Client {
   /** @internal How long to wait before retrying a request refused with `error` for the
    * `attempt`-th time in a row (0-based): the backoff, or the server's advice if longer. */
   retryDelay(attempt: number, error: FeedgateError): number {
-    return Math.max(error.retryAfterMs, backoffDelay(this.#policy ?? DEFAULT_RECONNECT, attempt));
+    return Math.max(error.retryAfterMs, backoffDelay(this.#link.policy ?? DEFAULT_RECONNECT, attempt));
   }
 
   /** Ends a subscription on this side with a client-made error, and on the server. */
   #fail(subscription: Subscription, error: FeedgateError): void {
-    const connection = this.#connection;
+    const connection = this.#link.current;
     const onServer = connection !== undefined && subscription.server === connection;
     this.end(subscription, error);
     if (onServer) {
@@ -344,103 +329,13 @@ export class Client {
   }
 
   #whenOpen<T>(send: (connection: Connection) => Promise<T>): Promise<T> {
-    if (this.#closedError !== undefined) return Promise.reject(this.#closedError);
-    if (this.#state === "open" && this.#connection !== undefined) return send(this.#connection);
+    const closed = this.#link.closedError;
+    if (closed !== undefined) return Promise.reject(closed);
+    const connection = this.#link.connection;
+    if (connection !== undefined) return send(connection);
     return new Promise<T>((resolve, reject) => {
       this.#waiting.push({ send: (connection) => send(connection).then(resolve, reject), fail: reject });
     });
-  }
-
-  /** One attempt to connect: a token, a socket, `Hello` and its `Welcome`, within the connect
-   * timeout. Leaves the socket in `#connection`; rejects with why the attempt failed. */
-  async #dial(): Promise<void> {
-    const deadline = Date.now() + this.#connectTimeoutMs;
-    const token = await resolveToken(this.#token);
-    const connection = await Connection.open(this.#Impl, this.#url, this.#connectTimeoutMs, {
-      onEvent: (event) => this.#route(event),
-      onLost: (lost, error) => this.#lost(lost, error),
-    });
-    if (this.#closedError !== undefined) {
-      // close() was called while the socket opened.
-      void connection.close(this.#closedError);
-      throw this.#closedError;
-    }
-    this.#connection = connection;
-    const timer = setTimeout(
-      () => connection.abort(new ConnectionClosedError(1006, `no Welcome within ${this.#connectTimeoutMs} ms`)),
-      Math.max(0, deadline - Date.now()),
-    );
-    try {
-      const response = await connection.request({
-        case: "hello",
-        value: { protocolVersion: 1, token, clientName: this.#clientName },
-      });
-      if (response.result.case === "welcome") this.welcome = response.result.value;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** The socket in use ended by itself (not by `close()`). */
-  #lost(connection: Connection, error: FeedgateError): void {
-    if (connection !== this.#connection) return;
-    this.#connection = undefined;
-    for (const subscription of this.#subscriptions.values()) {
-      clearTimeout(subscription.retryTimer);
-      subscription.retryTimer = undefined;
-    }
-    // While connecting or reconnecting, the attempt sees its requests fail and decides.
-    if (this.#state !== "open") return;
-    if (this.#policy === undefined || !reconnectsAfter(error)) {
-      this.#finish(error);
-      return;
-    }
-    this.#attempt = 0;
-    // reconnectsAfter() holds: a close, not this client's decode failure.
-    this.#dropped = error as ConnectionClosedError;
-    this.#setState("reconnecting", error);
-    this.#scheduleAttempt(error);
-  }
-
-  /** Waits before the next attempt, or closes the client once `maxAttempts` failed in a row
-   * (`last` is the latest failure). */
-  #scheduleAttempt(last: FeedgateError): void {
-    const policy = this.#policy as ReconnectPolicy; // only called while reconnecting is on
-    if (policy.maxAttempts !== undefined && this.#attempt >= policy.maxAttempts) {
-      const closeCode = this.#dropped?.closeCode ?? 1006;
-      const reason = `gave up reconnecting after ${this.#attempt} attempts; the last: ${last.message}`;
-      this.#finish(new ConnectionClosedError(closeCode, reason));
-      return;
-    }
-    this.#attemptTimer = setTimeout(() => void this.#reconnect(), backoffDelay(policy, this.#attempt));
-  }
-
-  /** One attempt to reconnect: dial, resubscribe, then open (and send what waited). */
-  async #reconnect(): Promise<void> {
-    this.#attemptTimer = undefined;
-    try {
-      await this.#dial();
-      await this.#resubscribeAll();
-      if (this.#connection === undefined) throw new ConnectionClosedError(1006, "lost while resubscribing");
-    } catch (error) {
-      if (this.#closedError !== undefined) return; // closed meanwhile
-      const connection = this.#connection;
-      this.#connection = undefined;
-      const cause = asFeedgateError(error);
-      if (connection !== undefined) void connection.close(cause, "reconnect attempt failed");
-      if (!reconnectsAfter(error)) {
-        this.#finish(cause);
-        return;
-      }
-      this.#attempt += 1;
-      this.#scheduleAttempt(cause);
-      return;
-    }
-    if (this.#closedError !== undefined) return;
-    this.#attempt = 0;
-    this.#setState("open", undefined);
-    const connection = this.#connection;
-    for (const waiting of this.#waiting.splice(0)) waiting.send(connection);
   }
 
   /**
@@ -448,8 +343,7 @@ export class Client {
    * cursor; resolves once the server answered each (a refusal ends or retries that one
    * subscription), rejects if the connection drops first.
    */
-  async #resubscribeAll(): Promise<void> {
-    const connection = this.#connection as Connection; // #dial left it there
+  async #resubscribeAll(connection: Connection): Promise<void> {
     const answers: Promise<void>[] = [];
     for (const subscription of [...this.#subscriptions.values()]) {
       if (!subscription.established) continue; // its own Subscribe is waiting in #waiting
@@ -478,7 +372,7 @@ export class Client {
    * else the subscription ends with it. */
   #refused(connection: Connection, subscription: Subscription, error: FeedgateError): void {
     if (subscription.isClosed) return;
-    const maxAttempts = this.#policy?.maxAttempts;
+    const maxAttempts = this.#link.policy?.maxAttempts;
     if (!error.retryable || (maxAttempts !== undefined && subscription.retries + 1 >= maxAttempts)) {
       this.end(subscription, error);
       return;
@@ -486,7 +380,7 @@ export class Client {
     const delay = this.retryDelay(subscription.retries++, error);
     subscription.retryTimer = setTimeout(() => {
       subscription.retryTimer = undefined;
-      if (subscription.isClosed || this.#connection !== connection) return;
+      if (subscription.isClosed || this.#link.current !== connection) return;
       // A drop meanwhile: the next connection subscribes it again.
       this.#resubscribe(connection, subscription).catch(() => undefined);
     }, delay);
@@ -507,38 +401,6 @@ export class Client {
       this.#fail(subscription, new FeedgateError(ErrorCode.INTERNAL, `the onEvent callback threw: ${String(error)}`));
     }
   }
-
-  /** Closes for good: with `error` when the server, the network or giving up ended the client,
-   * without one when the application called `close()`. */
-  #finish(error: FeedgateError | undefined): void {
-    if (this.#closedError !== undefined) return;
-    clearTimeout(this.#attemptTimer);
-    this.#attemptTimer = undefined;
-    const closed = error ?? new ConnectionClosedError(1000, "closed by the application");
-    this.#closedError = closed;
-    const connection = this.#connection;
-    this.#connection = undefined;
-    if (connection !== undefined) this.#socketClosed = connection.close(closed);
-    for (const waiting of this.#waiting.splice(0)) waiting.fail(closed);
-    for (const subscription of [...this.#subscriptions.values()]) this.end(subscription, error);
-    this.#setState("closed", error);
-  }
-
-  #setState(state: ConnectionState, error: FeedgateError | undefined): void {
-    if (state === this.#state) return;
-    this.#state = state;
-    this.#emit(state, error);
-  }
-
-  #emit(state: ConnectionState, error: FeedgateError | undefined): void {
-    for (const listener of [...this.#listeners]) {
-      try {
-        listener(state, error);
-      } catch (thrown) {
-        report("an onStateChange callback threw", thrown);
-      }
-    }
-  }
 }
 
 /** The client-made end of a subscription that had no position when its connection dropped. */
@@ -549,19 +411,6 @@ function noPosition(subscription: Subscription): FeedgateError {
       "yet: during a table's initial rows, or a source whose events carry none); subscribe again",
     { retryable: true, details: { subscription_id: subscription.id.toString() } },
   );
-}
-
-/** An application callback's exception: reported as an event listener's would be (the
- * browser's `reportError`; `console.error` where there is none), and the client carries on. */
-function report(what: string, error: unknown): void {
-  const reportError = (globalThis as { reportError?: (error: unknown) => void }).reportError;
-  if (reportError !== undefined) reportError(error);
-  else console.error(`feedgate: ${what}:`, error);
-}
-
-function asFeedgateError(error: unknown): FeedgateError {
-  if (error instanceof FeedgateError) return error;
-  return new FeedgateError(ErrorCode.UNSPECIFIED, `cannot connect: ${String(error)}`, { retryable: true });
 }
 
 function unexpected(response: Response): FeedgateError {
