@@ -2,6 +2,7 @@
 // connections; the client must carry its subscriptions across, each event once and in order.
 import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
+import { rmSync } from "node:fs";
 import { after, before, test } from "node:test";
 import pg from "pg";
 
@@ -34,13 +35,14 @@ import {
 const FAST = { initialDelayMs: 20, maxDelayMs: 200 };
 
 let env: Environment;
+let config: string | undefined;
 const proxies: Proxy[] = [];
 const clients: Client[] = [];
 
 before(async () => {
   // Room for every message a publisher sends while a subscriber is cut off: a resume must not
   // fail because the history moved on (that answer has tests of its own on the server's side).
-  const config = configFile("[memory]\nhistory_size = 1000000\nhistory_bytes = 268435456\n");
+  config = configFile("[memory]\nhistory_size = 1000000\nhistory_bytes = 268435456\n");
   env = await environment({ extra: ["--config", config] });
 });
 
@@ -48,6 +50,7 @@ after(async () => {
   for (const client of clients) await client.close();
   for (const proxy of proxies) await proxy.close();
   await env?.close();
+  if (config !== undefined) rmSync(config, { force: true });
 });
 
 async function proxy(target = env.server.addr): Promise<Proxy> {
