@@ -1,26 +1,38 @@
 /**
- * The client: one WebSocket, requests correlated by `request_id` (a Promise per request), events
- * routed to subscriptions by `subscription_id` (an async iterator or a callback per
- * subscription). Works with the standard `WebSocket` API: browsers, Node 22+, Deno, Bun; on Node
- * 20 pass `{ WebSocket }` from the `ws` package or run node with `--experimental-websocket`.
- * The protocol is described in docs/protocol.md; this module adds nothing to it.
+ * The client: requests as Promises, events routed to subscriptions by `subscription_id`, over
+ * one WebSocket at a time; when that one drops, a new one (see `link.ts`) on which the client
+ * subscribes every subscription again under its id from its last cursor, so that each one's
+ * stream continues as if nothing happened. Requests made meanwhile wait for it.
+ *
+ * Works with the standard `WebSocket` API: browsers, Node 22+, Deno, Bun; on Node 20 pass
+ * `{ WebSocket }` from the `ws` package or run node with `--experimental-websocket`. The protocol
+ * is described in docs/protocol.md. One socket's requests and frames live in `connection.ts`,
+ * the connection state and reconnect loop in `link.ts`, the reconnect rules in `reconnect.ts`,
+ * a subscription's own state in `subscription.ts`.
  */
 
-import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import {
   type Authenticated,
   type Event as FeedEvent,
   type Published,
-  RequestSchema,
   type Response,
-  type ServerMessage,
-  ServerMessageSchema,
   StartPosition,
-  type SubscribeSchema,
   type Welcome,
 } from "./gen/feedgate/v1/feedgate_pb.js";
-import { ConnectionClosedError, ErrorCode, FeedgateError } from "./errors.js";
-import { type ChangeCallback, MaterializedView } from "./view.js";
+import { type Command, Connection, type WebSocketConstructor } from "./connection.js";
+import { ErrorCode, FeedgateError } from "./errors.js";
+import { Link, type LinkSettings } from "./link.js";
+import {
+  backoffDelay,
+  type ConnectionState,
+  DEFAULT_RECONNECT,
+  type ReconnectOptions,
+  reconnectPolicy,
+  type StateChangeCallback,
+  type TokenSource,
+} from "./reconnect.js";
+import { type EventCallback, type Source, Subscription } from "./subscription.js";
+import { MaterializedView, type ViewOptions } from "./view.js";
 
 /**
  * Events an async-iterated subscription holds before its consumer reads them. When it is full
@@ -30,23 +42,29 @@ import { type ChangeCallback, MaterializedView } from "./view.js";
  */
 export const DEFAULT_QUEUE_SIZE = 10_000;
 
-/** A constructor with the standard `WebSocket` API (the browser's, Node 22's, or `ws`). */
-export type WebSocketConstructor = new (url: string) => WebSocket;
+/** How long one attempt to connect may take, from dialling to the server's `Welcome`. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
 export interface ConnectOptions {
-  /** Bearer token sent in `Hello`, for servers that require authentication. */
-  token?: string;
+  /** Bearer token sent in `Hello`, for servers that require authentication; a function is
+   * called before every connection's `Hello` (the first and each reconnect). */
+  token?: TokenSource;
   /** Free-form name for the server's logs, e.g. "dashboard/1.4". */
   clientName?: string;
   /** The WebSocket implementation; default `globalThis.WebSocket`. */
   WebSocket?: WebSocketConstructor;
   /** Per-subscription bound of the async-iterator queue (default 10,000 events). */
   queueSize?: number;
-  /** Give up opening the connection after this long (default 10 s). */
+  /** Give up an attempt to connect (opening the WebSocket and the `Welcome`) after this long
+   * (default 10 s). */
   connectTimeoutMs?: number;
+  /** Reconnect after a dropped connection: `true` (default) with the default backoff, `false`
+   * (a drop closes the client and ends its subscriptions with `ConnectionClosedError`), or
+   * the backoff's options. */
+  reconnect?: boolean | ReconnectOptions;
+  /** Called on every change of `client.state` (first with "connecting"). */
+  onStateChange?: StateChangeCallback;
 }
-
-export type EventCallback = (event: FeedEvent) => void;
 
 export interface SubscribeOptions {
   /** Resume after this cursor (from `Event.cursor`); sources that cannot answer RESUME_UNAVAILABLE. */
@@ -76,168 +94,50 @@ export interface PublishOptions {
   idempotencyKey?: string;
 }
 
-type Command = MessageInitShape<typeof RequestSchema>["command"];
-type Source = MessageInitShape<typeof SubscribeSchema>["source"];
-
-interface Pending {
-  resolve: (response: Response) => void;
-  reject: (error: FeedgateError) => void;
-}
-
-/**
- * One subscription. Iterate it with `for await` to receive its `Event`s (ready, changes,
- * messages, source status); iteration ends after `unsubscribe()` and throws `FeedgateError`
- * when the server ends the subscription or the connection is lost. Created with `onEvent`, it
- * delivers to that callback instead.
- */
-export class Subscription implements AsyncIterable<FeedEvent> {
-  /** The id this client chose; every event for this subscription carries it. */
-  readonly id: bigint;
-  /** Resolves when `Ready` arrived (the initial rows, if any, are all delivered); rejects if
-   * the subscription ended first. */
-  readonly ready: Promise<void>;
-  /** Resolves when the subscription has ended, with its error (undefined after unsubscribe). */
-  readonly closed: Promise<FeedgateError | undefined>;
-  /** The cursor of the last event with a position, for `resumeFrom`. */
-  lastCursor: Uint8Array = new Uint8Array();
-
-  private readonly client: Client;
-  private readonly onEvent: EventCallback | undefined;
-  private readonly queueSize: number;
-  private queue: (FeedEvent | undefined)[] = [];
-  private head = 0;
-  private waiter: (() => void) | undefined;
-  private ended = false;
-  private failure: FeedgateError | undefined;
-  private markReady!: () => void;
-  private failReady!: (error: FeedgateError) => void;
-  private markClosed!: (error: FeedgateError | undefined) => void;
-
-  /** @internal */
-  constructor(client: Client, id: bigint, onEvent: EventCallback | undefined, queueSize: number) {
-    this.client = client;
-    this.id = id;
-    this.onEvent = onEvent;
-    this.queueSize = queueSize;
-    this.ready = new Promise<void>((resolve, reject) => {
-      this.markReady = resolve;
-      this.failReady = reject;
-    });
-    this.ready.catch(() => undefined); // nobody has to await it
-    this.closed = new Promise((resolve) => (this.markClosed = resolve));
-  }
-
-  /** Whether the subscription has ended (no further events will arrive). */
-  get isClosed(): boolean {
-    return this.ended;
-  }
-
-  /** Why the server or the connection ended it; undefined while open or after unsubscribe. */
-  get error(): FeedgateError | undefined {
-    return this.failure;
-  }
-
-  /** Ends the subscription; events queued before the server's `Unsubscribed` are still
-   * yielded, none after it. */
-  async unsubscribe(): Promise<void> {
-    if (this.ended) return;
-    await this.client.request({
-      case: "unsubscribe",
-      value: { subscriptionId: this.id },
-    });
-    this.client.end(this, undefined);
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<FeedEvent> {
-    if (this.onEvent !== undefined) {
-      throw new TypeError("this subscription delivers to its onEvent callback");
-    }
-    for (;;) {
-      while (this.head < this.queue.length) {
-        const event = this.queue[this.head] as FeedEvent;
-        this.queue[this.head++] = undefined;
-        if (this.head > 1024 && this.head * 2 > this.queue.length) {
-          this.queue = this.queue.slice(this.head);
-          this.head = 0;
-        }
-        yield event;
-      }
-      if (this.ended) {
-        if (this.failure !== undefined) throw this.failure;
-        return;
-      }
-      await new Promise<void>((resolve) => (this.waiter = resolve));
-    }
-  }
-
-  /** @internal Called by the client's message handler. */
-  deliver(event: FeedEvent): void {
-    if (event.cursor.length > 0) this.lastCursor = event.cursor;
-    if (event.body.case === "ready") this.markReady();
-    if (this.onEvent !== undefined) {
-      this.onEvent(event);
-      return;
-    }
-    if (this.queue.length - this.head >= this.queueSize) {
-      this.client.overflow(this, this.queueSize);
-      return;
-    }
-    this.queue.push(event);
-    this.wake();
-  }
-
-  /** @internal */
-  finish(error: FeedgateError | undefined): void {
-    if (this.ended) return;
-    this.ended = true;
-    this.failure = error;
-    this.failReady(error ?? new FeedgateError(ErrorCode.UNSPECIFIED, "unsubscribed before ready"));
-    this.markClosed(error);
-    this.wake();
-  }
-
-  private wake(): void {
-    const waiter = this.waiter;
-    this.waiter = undefined;
-    waiter?.();
-  }
+/** A request made while the client is not open: sent when it is, failed if it closes. */
+interface Waiting {
+  send: (connection: Connection) => void;
+  fail: (error: FeedgateError) => void;
 }
 
 /** A connection to a feedgate server; create it with `await Client.connect(url)`. */
 export class Client {
-  /** The server's `Welcome` (session id, server version, limits). */
-  welcome: Welcome | undefined;
+  readonly #link: Link;
+  readonly #queueSize: number;
+  /** Requests made while not open, in order. */
+  #waiting: Waiting[] = [];
+  #nextSubscriptionId = 1n;
+  /** Every active subscription, in id order (ids only grow). */
+  readonly #subscriptions = new Map<bigint, Subscription>();
 
-  private readonly ws: WebSocket;
-  private readonly queueSize: number;
-  private nextRequestId = 1n;
-  private nextSubscriptionId = 1n;
-  private readonly pending = new Map<bigint, Pending>();
-  private readonly subscriptions = new Map<bigint, Subscription>();
-  private closedError: FeedgateError | undefined;
-  private closing = false;
-  private readonly closedPromise: Promise<void>;
-
-  private constructor(ws: WebSocket, queueSize: number) {
-    this.ws = ws;
-    this.queueSize = queueSize;
-    let closed!: () => void;
-    this.closedPromise = new Promise((resolve) => (closed = resolve));
-    ws.addEventListener("message", (message) => this.onMessage(message.data));
-    ws.addEventListener("close", (close) => {
-      this.shut(undefined, close.code, close.reason);
-      closed();
+  private constructor(url: string, Impl: WebSocketConstructor, options: ConnectOptions) {
+    this.#queueSize = options.queueSize ?? DEFAULT_QUEUE_SIZE;
+    const settings: LinkSettings = {
+      url,
+      WebSocket: Impl,
+      token: options.token,
+      clientName: options.clientName ?? "",
+      connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      policy: reconnectPolicy(options.reconnect),
+    };
+    this.#link = new Link(settings, {
+      onEvent: (event) => this.#route(event),
+      resume: (connection) => this.#resubscribeAll(connection),
+      opened: (connection) => {
+        for (const waiting of this.#waiting.splice(0)) waiting.send(connection);
+      },
+      closed: (error, closed) => {
+        for (const waiting of this.#waiting.splice(0)) waiting.fail(closed);
+        for (const subscription of [...this.#subscriptions.values()]) this.end(subscription, error);
+      },
     });
-    // Some implementations report a dropped connection with "error" alone.
-    ws.addEventListener("error", () => {
-      if (ws.readyState === 3 /* CLOSED */) {
-        this.shut(undefined, 1006, "connection failed");
-        closed();
-      }
-    });
+    if (options.onStateChange !== undefined) this.#link.onStateChange(options.onStateChange);
   }
 
-  /** Opens a connection to `ws://host:port/v1/ws` and says `Hello` (with the token, if any). */
+  /**
+   * Opens a connection to `ws://host:port/v1/ws` and says `Hello` (with the token, if any).
+   * This first connection is not retried: it rejects as it fails.
+   */
   static async connect(url: string, options: ConnectOptions = {}): Promise<Client> {
     const Impl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (Impl === undefined) {
@@ -246,58 +146,41 @@ export class Client {
           "or run Node 22+ (Node 20: --experimental-websocket)",
       );
     }
-    const ws = new Impl(url);
-    ws.binaryType = "arraybuffer";
-    const timeoutMs = options.connectTimeoutMs ?? 10_000;
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        ws.close();
-        reject(new ConnectionClosedError(1006, `no connection after ${timeoutMs} ms`));
-      }, timeoutMs);
-      ws.addEventListener("open", () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      ws.addEventListener("close", (close) => {
-        clearTimeout(timer);
-        reject(new ConnectionClosedError(close.code, close.reason || `cannot connect to ${url}`));
-      });
-      // Some implementations report a failed connection with "error" alone.
-      ws.addEventListener("error", () => {
-        clearTimeout(timer);
-        reject(new ConnectionClosedError(1006, `cannot connect to ${url}`));
-      });
-    });
-    const client = new Client(ws, options.queueSize ?? DEFAULT_QUEUE_SIZE);
-    try {
-      await client.hello(options.token ?? "", options.clientName ?? "");
-    } catch (error) {
-      await client.close();
-      throw error;
-    }
+    const client = new Client(url, Impl, options);
+    await client.#link.start();
     return client;
   }
 
-  /** Sends `Hello` (protocol version 1) and returns the `Welcome`. `connect` already did. */
+  /** The server's `Welcome` (session id, server version, limits) on the current connection. */
+  get welcome(): Welcome | undefined {
+    return this.#link.welcome;
+  }
+
+  /** "connecting", "open", "reconnecting" or "closed". */
+  get state(): ConnectionState {
+    return this.#link.state;
+  }
+
+  /** Calls `callback(state, error)` on every state change; returns a function that stops it. */
+  onStateChange(callback: StateChangeCallback): () => void {
+    return this.#link.onStateChange(callback);
+  }
+
+  /** Sends `Hello` (protocol version 1) and returns the `Welcome`. `connect` already did, and
+   * every reconnect does again. */
   async hello(token = "", clientName = ""): Promise<Welcome> {
     const response = await this.request({
       case: "hello",
       value: { protocolVersion: 1, token, clientName },
     });
-    this.welcome = (response.result.value as Welcome | undefined) ?? this.welcome;
-    return this.welcome as Welcome;
+    if (response.result.case === "welcome") this.#link.welcome = response.result.value;
+    return this.#link.welcome as Welcome;
   }
 
   /** Subscribes to a PostgreSQL table's changes ("schema.table" or "table"). */
   subscribeTable(table: string, options: TableOptions = {}): Promise<Subscription> {
     return this.subscribe(
-      {
-        case: "table",
-        value: {
-          table,
-          includeInitial: options.includeInitial ?? false,
-        },
-      },
+      { case: "table", value: { table, includeInitial: options.includeInitial ?? false } },
       options,
     );
   }
@@ -315,21 +198,13 @@ export class Client {
     } else if (start !== "latest") {
       return Promise.reject(new TypeError(`start must be "latest", "earliest" or an offset`));
     }
-    return this.subscribe(
-      {
-        case: "topic",
-        value: { topic, start: position, startOffset: offset },
-      },
-      options,
-    );
+    return this.subscribe({ case: "topic", value: { topic, start: position, startOffset: offset } }, options);
   }
 
-  /** Publishes to a topic; resolves once its backend accepted the message. */
-  async publish(
-    topic: string,
-    payload: Uint8Array | string,
-    options: PublishOptions = {},
-  ): Promise<Published> {
+  /** Publishes to a topic; resolves once its backend accepted the message. A publish in flight
+   * when the connection drops rejects (retryable) and is not sent again: it may have been
+   * accepted. */
+  async publish(topic: string, payload: Uint8Array | string, options: PublishOptions = {}): Promise<Published> {
     const response = await this.request({
       case: "publish",
       value: {
@@ -340,15 +215,18 @@ export class Client {
         idempotencyKey: options.idempotencyKey ?? "",
       },
     });
-    return response.result.value as Published;
+    if (response.result.case !== "published") throw unexpected(response);
+    return response.result.value;
   }
 
   /** Authenticates with `token`, or refreshes the connection's token before it expires (same
    * user and tenant); resolves to who the connection is and until when. A refused token rejects
-   * with a `FeedgateError` (UNAUTHENTICATED) and changes nothing. */
+   * with a `FeedgateError` (UNAUTHENTICATED) and changes nothing. A reconnect authenticates with
+   * `ConnectOptions.token`, not with this one. */
   async authenticate(token: string): Promise<Authenticated> {
     const response = await this.request({ case: "authenticate", value: { token } });
-    return response.result.value as Authenticated;
+    if (response.result.case !== "authenticated") throw unexpected(response);
+    return response.result.value;
   }
 
   /** A round trip; resolves to the server's clock (µs since the epoch). Every event queued for
@@ -359,145 +237,182 @@ export class Client {
   }
 
   /** A live `Map` of `table`'s rows keyed by primary key; `await view.waitReady()` first. */
-  async materializedView(
-    table: string,
-    options: { onChange?: ChangeCallback } = {},
-  ): Promise<MaterializedView> {
-    const view = new MaterializedView(this, table, options.onChange);
+  async materializedView(table: string, options: ViewOptions = {}): Promise<MaterializedView> {
+    const view = new MaterializedView(this, table, options);
     await view.start();
     return view;
   }
 
-  /** Closes the connection: subscriptions end (iteration stops without an error), pending
-   * requests reject with `ConnectionClosedError`. */
+  /** Closes the connection for good: state "closed", subscriptions end (iteration stops
+   * without an error), pending and waiting requests reject with `ConnectionClosedError`. */
   async close(): Promise<void> {
-    this.closing = true;
-    if (this.ws.readyState !== 3 /* CLOSED */) this.ws.close(1000, "client closed");
-    await this.closedPromise;
+    await this.#link.close();
   }
 
   /** @internal */
   async subscribe(source: Source, options: SubscribeOptions): Promise<Subscription> {
-    const id = this.nextSubscriptionId++;
-    const subscription = new Subscription(
-      this,
-      id,
-      options.onEvent,
-      options.queueSize ?? this.queueSize,
-    );
+    const id = this.#nextSubscriptionId++;
+    const queueSize = options.queueSize ?? this.#queueSize;
+    const subscription = new Subscription(this, id, source, options.resumeFrom, options.onEvent, queueSize);
     // Registered before the request leaves: events can follow `Subscribed` at once.
-    this.subscriptions.set(id, subscription);
+    this.#subscriptions.set(id, subscription);
     try {
-      await this.request({
-        case: "subscribe",
-        value: {
-          subscriptionId: id,
-          source,
-          resumeFrom: options.resumeFrom ?? new Uint8Array(),
-        },
+      await this.#whenOpen((connection) => {
+        subscription.server = connection;
+        return connection.request(subscription.subscribeCommand());
       });
     } catch (error) {
-      this.subscriptions.delete(id);
+      subscription.server = undefined;
+      this.end(subscription, undefined);
       throw error;
     }
+    subscription.established = true;
     return subscription;
   }
 
-  /** @internal Sends one request; resolves with its response, rejects with its error. */
+  /** @internal Sends one request once the client is open; resolves with its response, rejects
+   * with its error, or with `ConnectionClosedError` if the connection drops before it is
+   * answered (retryable) or the client closes first. */
   request(command: Command): Promise<Response> {
-    if (this.closedError !== undefined) return Promise.reject(this.closedError);
-    const requestId = this.nextRequestId++;
-    const response = new Promise<Response>((resolve, reject) => {
-      this.pending.set(requestId, { resolve, reject });
-    });
-    try {
-      this.ws.send(toBinary(RequestSchema, create(RequestSchema, { requestId, command })));
-    } catch (error) {
-      this.pending.delete(requestId);
-      return Promise.reject(new ConnectionClosedError(1006, `cannot send: ${String(error)}`));
+    return this.#whenOpen((connection) => connection.request(command));
+  }
+
+  /** @internal Ends `subscription` on the server if the current one holds it, then here. */
+  async unsubscribe(subscription: Subscription): Promise<void> {
+    const connection = this.#link.current;
+    if (connection !== undefined && subscription.server === connection) {
+      try {
+        await connection.request({ case: "unsubscribe", value: { subscriptionId: subscription.id } });
+      } catch (error) {
+        // A connection that dropped meanwhile took the subscription with it.
+        if (connection.lost === undefined) throw error;
+      }
     }
-    return response.then((answer) => {
-      if (answer.result.case === "error") throw FeedgateError.fromMessage(answer.result.value);
-      return answer;
-    });
+    this.end(subscription, undefined);
   }
 
   /** @internal */
   end(subscription: Subscription, error: FeedgateError | undefined): void {
-    if (this.subscriptions.get(subscription.id) === subscription) {
-      this.subscriptions.delete(subscription.id);
+    if (this.#subscriptions.get(subscription.id) === subscription) {
+      this.#subscriptions.delete(subscription.id);
     }
     subscription.finish(error);
   }
 
   /** @internal */
   overflow(subscription: Subscription, queueSize: number): void {
-    this.fail(
+    this.#fail(
       subscription,
-      ErrorCode.SLOW_CONSUMER,
-      `client-side queue of ${queueSize} events is full: the subscription was not read fast ` +
-        "enough and has been ended",
-      true,
+      new FeedgateError(
+        ErrorCode.SLOW_CONSUMER,
+        `client-side queue of ${queueSize} events is full: the subscription was not read fast ` +
+          "enough and has been ended",
+        { retryable: true, details: { subscription_id: subscription.id.toString() } },
+      ),
     );
   }
 
-  /** Ends a subscription on this side with a client-made error, and on the server. */
-  private fail(subscription: Subscription, code: ErrorCode, message: string, retryable: boolean): void {
-    const details = { subscription_id: subscription.id.toString() };
-    this.end(subscription, new FeedgateError(code, message, { retryable, details }));
-    this.request({
-      case: "unsubscribe",
-      value: { subscriptionId: subscription.id },
-    }).catch(() => undefined);
+  /** @internal How long to wait before retrying a request refused with `error` for the
+   * `attempt`-th time in a row (0-based): the backoff, or the server's advice if longer. */
+  retryDelay(attempt: number, error: FeedgateError): number {
+    return Math.max(error.retryAfterMs, backoffDelay(this.#link.policy ?? DEFAULT_RECONNECT, attempt));
   }
 
-  private onMessage(data: unknown): void {
-    let message: ServerMessage;
+  /** Ends a subscription on this side with a client-made error, and on the server. */
+  #fail(subscription: Subscription, error: FeedgateError): void {
+    const connection = this.#link.current;
+    const onServer = connection !== undefined && subscription.server === connection;
+    this.end(subscription, error);
+    if (onServer) {
+      connection.request({ case: "unsubscribe", value: { subscriptionId: subscription.id } }).catch(() => undefined);
+    }
+  }
+
+  #whenOpen<T>(send: (connection: Connection) => Promise<T>): Promise<T> {
+    const closed = this.#link.closedError;
+    if (closed !== undefined) return Promise.reject(closed);
+    const connection = this.#link.connection;
+    if (connection !== undefined) return send(connection);
+    return new Promise<T>((resolve, reject) => {
+      this.#waiting.push({ send: (connection) => send(connection).then(resolve, reject), fail: reject });
+    });
+  }
+
+  /**
+   * Subscribes every established subscription again, in id order, under its id, from its last
+   * cursor; resolves once the server answered each (a refusal ends or retries that one
+   * subscription), rejects if the connection drops first.
+   */
+  async #resubscribeAll(connection: Connection): Promise<void> {
+    const answers: Promise<void>[] = [];
+    for (const subscription of [...this.#subscriptions.values()]) {
+      if (!subscription.established) continue; // its own Subscribe is waiting in #waiting
+      if (subscription.lastCursor.length === 0) {
+        this.end(subscription, noPosition(subscription));
+        continue;
+      }
+      answers.push(this.#resubscribe(connection, subscription));
+    }
+    await Promise.all(answers);
+  }
+
+  async #resubscribe(connection: Connection, subscription: Subscription): Promise<void> {
+    subscription.server = connection;
     try {
-      if (!(data instanceof ArrayBuffer)) throw new TypeError("the server sent a text frame");
-      message = fromBinary(ServerMessageSchema, new Uint8Array(data));
+      await connection.request(subscription.subscribeCommand());
+      subscription.retries = 0;
     } catch (error) {
-      // A frame this client cannot read: the stream can no longer be trusted.
-      this.shut(
-        new FeedgateError(ErrorCode.INVALID_MESSAGE, `undecodable server message: ${String(error)}`),
-        1002,
-        "",
-      );
-      this.ws.close(4002, "undecodable server message");
+      if (connection.lost !== undefined || !(error instanceof FeedgateError)) throw error;
+      subscription.server = undefined;
+      this.#refused(connection, subscription, error);
+    }
+  }
+
+  /** A resubscribe answered with `error`: retried later on the same connection if retryable,
+   * else the subscription ends with it. */
+  #refused(connection: Connection, subscription: Subscription, error: FeedgateError): void {
+    if (subscription.isClosed) return;
+    const maxAttempts = this.#link.policy?.maxAttempts;
+    if (!error.retryable || (maxAttempts !== undefined && subscription.retries + 1 >= maxAttempts)) {
+      this.end(subscription, error);
       return;
     }
-    if (message.message.case === "response") {
-      const response = message.message.value;
-      const pending = this.pending.get(response.requestId);
-      if (pending !== undefined) {
-        this.pending.delete(response.requestId);
-        pending.resolve(response);
-      }
-    } else if (message.message.case === "event") {
-      const event = message.message.value;
-      const subscription = this.subscriptions.get(event.subscriptionId);
-      if (subscription === undefined) return; // ended here already (overflow)
-      if (event.body.case === "closed") {
-        this.end(subscription, FeedgateError.fromMessage(event.body.value.error));
-        return;
-      }
-      try {
-        subscription.deliver(event);
-      } catch (error) {
-        // The subscriber's callback threw: end that subscription only.
-        this.fail(subscription, ErrorCode.INTERNAL, `the onEvent callback threw: ${String(error)}`, false);
-      }
-    }
+    const delay = this.retryDelay(subscription.retries++, error);
+    subscription.retryTimer = setTimeout(() => {
+      subscription.retryTimer = undefined;
+      if (subscription.isClosed || this.#link.current !== connection) return;
+      // A drop meanwhile: the next connection subscribes it again.
+      this.#resubscribe(connection, subscription).catch(() => undefined);
+    }, delay);
   }
 
-  private shut(failure: FeedgateError | undefined, code: number, reason: string): void {
-    if (this.closedError !== undefined) return;
-    const closed = failure ?? new ConnectionClosedError(code, reason);
-    this.closedError = closed;
-    for (const pending of this.pending.values()) pending.reject(closed);
-    this.pending.clear();
-    for (const subscription of [...this.subscriptions.values()]) {
-      this.end(subscription, this.closing && failure === undefined ? undefined : closed);
+  #route(event: FeedEvent): void {
+    const subscription = this.#subscriptions.get(event.subscriptionId);
+    if (subscription === undefined) return; // ended here already (overflow, unsubscribe)
+    if (event.body.case === "closed") {
+      subscription.server = undefined;
+      this.end(subscription, FeedgateError.fromMessage(event.body.value.error));
+      return;
+    }
+    try {
+      subscription.deliver(event);
+    } catch (error) {
+      // The subscriber's callback threw: end that subscription only.
+      this.#fail(subscription, new FeedgateError(ErrorCode.INTERNAL, `the onEvent callback threw: ${String(error)}`));
     }
   }
+}
+
+/** The client-made end of a subscription that had no position when its connection dropped. */
+function noPosition(subscription: Subscription): FeedgateError {
+  return new FeedgateError(
+    ErrorCode.RESUME_UNAVAILABLE,
+    "the connection dropped before the subscription had a position to resume from (no cursor " +
+      "yet: during a table's initial rows, or a source whose events carry none); subscribe again",
+    { retryable: true, details: { subscription_id: subscription.id.toString() } },
+  );
+}
+
+function unexpected(response: Response): FeedgateError {
+  return new FeedgateError(ErrorCode.UNSPECIFIED, `unexpected answer: ${response.result.case ?? "none"}`);
 }

@@ -15,15 +15,24 @@
 export {
   Client,
   type ConnectOptions,
+  DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_QUEUE_SIZE,
-  type EventCallback,
   type PublishOptions,
   type SubscribeOptions,
-  Subscription,
   type TableOptions,
   type TopicOptions,
-  type WebSocketConstructor,
 } from "./client.js";
+export type { WebSocketConstructor } from "./connection.js";
+export {
+  backoffDelay,
+  type ConnectionState,
+  DEFAULT_RECONNECT,
+  type ReconnectOptions,
+  type ReconnectPolicy,
+  type StateChangeCallback,
+  type TokenSource,
+} from "./reconnect.js";
+export { type EventCallback, Subscription } from "./subscription.js";
 export { codeName, ConnectionClosedError, ErrorCode, FeedgateError } from "./errors.js";
 export {
   allOf,
@@ -43,7 +52,9 @@ export {
   type ChangeCallback,
   type ChangeKindName,
   MaterializedView,
+  type ResetCallback,
   type ViewChange,
+  type ViewOptions,
 } from "./view.js";
 export {
   ChangeKind,

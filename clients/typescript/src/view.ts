@@ -2,18 +2,22 @@
  * A live materialized view of one table: a `Map` keyed by primary key, kept current from the
  * table's INITIAL / INSERT / UPDATE / DELETE events.
  *
- * The view subscribes with `includeInitial`, so it first fills from the snapshot; `isReady`
- * turns true (and `waitReady()` resolves) when the snapshot is complete and the view is live.
- * Events are applied as they arrive (no queue of its own). When the server resets the source
- * (`SOURCE_RESET`: the table was truncated) the view clears itself, is not ready, and subscribes
- * again to rebuild; any other end of the subscription is kept in `error`, and `waitReady()`
- * rejects with it.
+ * The view subscribes with `includeInitial`. A snapshot (the first, and every rebuild) fills a
+ * map of its own; at its `Ready` the view's `rows` take its contents in one step, so `rows` is
+ * only ever empty (before the first `Ready`) or a complete state of the table, never a partial
+ * or mixed one. Then changes are applied as they arrive (no queue of its own). Reconnects are
+ * the client's business: the subscription resumes and the rows stay. When the subscription
+ * cannot continue (`RESUME_UNAVAILABLE`: cut before it had a position, or too far behind;
+ * `SOURCE_RESET`: the table was truncated) the view rebuilds from a fresh snapshot while the old
+ * rows stay readable, swaps at the new `Ready` and calls `onReset` once. Any other end of the
+ * subscription is kept in `error`, and `waitReady()` rejects with it.
  */
 
-import { ChangeKind, type Event as FeedEvent, type Row } from "./gen/feedgate/v1/feedgate_pb.js";
-import { ErrorCode, type FeedgateError } from "./errors.js";
+import { ChangeKind, type Event as FeedEvent, type Row, type RowChange } from "./gen/feedgate/v1/feedgate_pb.js";
+import { ErrorCode, FeedgateError } from "./errors.js";
 import { type JsValue, type Key, keyOf, rowToObject } from "./values.js";
-import type { Client, Subscription } from "./client.js";
+import type { Client } from "./client.js";
+import type { Subscription } from "./subscription.js";
 
 export type ChangeKindName = "initial" | "insert" | "update" | "delete";
 
@@ -37,13 +41,25 @@ export interface ViewChange {
 }
 
 /** Called after every change the view applies; `row` is undefined for a delete, and `change`
- * holds the rest of what the event carried. */
+ * holds the rest of what the event carried. The first snapshot's rows are reported as they
+ * arrive (kind "initial"; `rows` shows them from `Ready` on); a rebuild's are not: `onReset`
+ * says `rows` was replaced. */
 export type ChangeCallback = (
   kind: ChangeKindName,
   key: Key,
   row: Record<string, JsValue> | undefined,
   change: ViewChange,
 ) => void;
+
+/** Called once per rebuild, right after `rows` took the new snapshot's contents, with why the
+ * view had to rebuild (`RESUME_UNAVAILABLE` or `SOURCE_RESET`). Recompute anything derived
+ * from `rows` here. */
+export type ResetCallback = (reason: FeedgateError) => void;
+
+export interface ViewOptions {
+  onChange?: ChangeCallback;
+  onReset?: ResetCallback;
+}
 
 const KINDS: Partial<Record<ChangeKind, ChangeKindName>> = {
   [ChangeKind.INITIAL]: "initial",
@@ -52,36 +68,56 @@ const KINDS: Partial<Record<ChangeKind, ChangeKindName>> = {
   [ChangeKind.DELETE]: "delete",
 };
 
+/** Ends of the view's subscription after which a fresh snapshot restores it. */
+const REBUILD_AFTER: ReadonlySet<ErrorCode> = new Set([ErrorCode.RESUME_UNAVAILABLE, ErrorCode.SOURCE_RESET]);
+
+/** One subscription of the view: its snapshot fills `staging` until its `Ready`. */
+interface Feed {
+  staging: Map<Key, Record<string, JsValue>>;
+  live: boolean;
+}
+
 export class MaterializedView {
   readonly table: string;
-  /** The table's rows by primary key (see `keyOf`); read it, don't write it. */
+  /** The table's rows by primary key (see `keyOf`); read it, don't write it. The same `Map`
+   * for the view's whole life. */
   readonly rows = new Map<Key, Record<string, JsValue>>();
   /** Why the view stopped following the table; undefined while it follows. */
   error: FeedgateError | undefined;
-  /** Number of times the view was rebuilt after a SOURCE_RESET. */
+  /** Number of rebuilds completed (each one called `onReset`). */
   resets = 0;
-  /** True while the view holds the complete, live state of the table. */
+  /** True while `rows` is the complete, live state of the table; false before the first
+   * snapshot completed and during a rebuild (when `rows` still holds the old state). */
   isReady = false;
 
   private readonly client: Client;
   private readonly onChange: ChangeCallback | undefined;
+  private readonly onReset: ResetCallback | undefined;
   private subscription: Subscription | undefined;
   private waiters: { resolve: () => void; reject: (error: FeedgateError) => void }[] = [];
   private stopped = false;
+  /** Why the snapshot being filled is a rebuild; undefined for the first one. */
+  private rebuilding: FeedgateError | undefined;
 
   /** @internal Use `client.materializedView(table)`. */
-  constructor(client: Client, table: string, onChange: ChangeCallback | undefined) {
+  constructor(client: Client, table: string, options: ViewOptions) {
     this.client = client;
     this.table = table;
-    this.onChange = onChange;
+    this.onChange = options.onChange;
+    this.onReset = options.onReset;
   }
 
-  /** @internal */
+  /** @internal Subscribes (with a snapshot); rejects if the server refuses. */
   async start(): Promise<void> {
+    const feed: Feed = { staging: new Map(), live: false };
     const subscription = await this.client.subscribeTable(this.table, {
       includeInitial: true,
-      onEvent: (event) => this.apply(event),
+      onEvent: (event) => this.apply(feed, event),
     });
+    if (this.stopped) {
+      await subscription.unsubscribe();
+      return;
+    }
     this.subscription = subscription;
     void subscription.closed.then((error) => this.ended(error));
   }
@@ -108,33 +144,16 @@ export class MaterializedView {
     await this.subscription?.unsubscribe();
   }
 
-  private apply(event: FeedEvent): void {
+  private apply(feed: Feed, event: FeedEvent): void {
     if (event.body.case === "ready") {
-      this.isReady = true;
-      for (const waiter of this.waiters.splice(0)) waiter.resolve();
+      if (!feed.live) this.swap(feed);
       return;
     }
     if (event.body.case !== "change") return;
     const change = event.body.value;
-    const key = keyOf(change.key);
-    let row: Record<string, JsValue> | undefined;
-    if (change.kind === ChangeKind.DELETE) {
-      this.rows.delete(key);
-    } else {
-      if (change.kind === ChangeKind.UPDATE && change.oldRow !== undefined) {
-        // An update may change the primary key: drop the row under its old key.
-        const oldKey: Row["columns"] = {};
-        for (const name of Object.keys(change.key?.columns ?? {})) {
-          const value = change.oldRow.columns[name];
-          if (value !== undefined) oldKey[name] = value;
-        }
-        const previous = keyOf({ ...change.oldRow, columns: oldKey });
-        if (previous !== key) this.rows.delete(previous);
-      }
-      row = rowToObject(change.newRow);
-      this.rows.set(key, row);
-    }
-    if (this.onChange === undefined) return;
+    const target = feed.live ? this.rows : feed.staging;
+    const [key, row] = applyChange(target, change);
+    if (this.onChange === undefined || (!feed.live && this.rebuilding !== undefined)) return;
     const kind = KINDS[change.kind] ?? "update";
     const micros = change.commitTimeMicros;
     this.onChange(kind, key, row, {
@@ -149,20 +168,82 @@ export class MaterializedView {
     });
   }
 
+  /** A snapshot is complete: `rows` takes its contents at once, and the view is live. */
+  private swap(feed: Feed): void {
+    this.rows.clear();
+    for (const [key, row] of feed.staging) this.rows.set(key, row);
+    feed.staging.clear();
+    feed.live = true;
+    this.isReady = true;
+    const reason = this.rebuilding;
+    this.rebuilding = undefined;
+    for (const waiter of this.waiters.splice(0)) waiter.resolve();
+    if (reason !== undefined) {
+      this.resets += 1;
+      this.onReset?.(reason);
+    }
+  }
+
   private ended(error: FeedgateError | undefined): void {
     if (this.stopped || error === undefined) return;
-    if (error.code === ErrorCode.SOURCE_RESET) {
-      this.isReady = false;
-      this.rows.clear();
-      this.resets += 1;
-      this.start().catch((failure: FeedgateError) => this.fail(failure));
+    if (!REBUILD_AFTER.has(error.code)) {
+      this.fail(error);
       return;
     }
-    this.fail(error);
+    this.isReady = false;
+    this.rebuilding ??= error;
+    void this.rebuild();
+  }
+
+  /** Subscribes again with a snapshot, retrying what the server or a reconnect says may work
+   * later (SOURCE_UNAVAILABLE after a server restart, a connection that dropped meanwhile). */
+  private async rebuild(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.stopped) return;
+      try {
+        await this.start();
+        return;
+      } catch (error) {
+        const failure =
+          error instanceof FeedgateError
+            ? error
+            : new FeedgateError(ErrorCode.UNSPECIFIED, `cannot rebuild the view: ${String(error)}`);
+        if (!failure.retryable || this.client.state === "closed") {
+          this.fail(failure);
+          return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, this.client.retryDelay(attempt, failure)));
+      }
+    }
   }
 
   private fail(error: FeedgateError): void {
     this.error = error;
     for (const waiter of this.waiters.splice(0)) waiter.reject(error);
   }
+}
+
+/** Applies one change to `rows`; returns its key and the row after it (undefined: deleted). */
+function applyChange(
+  rows: Map<Key, Record<string, JsValue>>,
+  change: RowChange,
+): [Key, Record<string, JsValue> | undefined] {
+  const key = keyOf(change.key);
+  if (change.kind === ChangeKind.DELETE) {
+    rows.delete(key);
+    return [key, undefined];
+  }
+  if (change.kind === ChangeKind.UPDATE && change.oldRow !== undefined) {
+    // An update may change the primary key: drop the row under its old key.
+    const oldKey: Row["columns"] = {};
+    for (const name of Object.keys(change.key?.columns ?? {})) {
+      const value = change.oldRow.columns[name];
+      if (value !== undefined) oldKey[name] = value;
+    }
+    const previous = keyOf({ ...change.oldRow, columns: oldKey });
+    if (previous !== key) rows.delete(previous);
+  }
+  const row = rowToObject(change.newRow);
+  rows.set(key, row);
+  return [key, row];
 }

@@ -99,7 +99,8 @@ test("a slow iterator is ended, not silently skipped", async () => {
 
 test("server shutdown fails subscriptions with a retryable code", async () => {
   const server = await startServer(t.env.server.databaseUrl);
-  const doomed = await Client.connect(server.url);
+  // Without reconnecting, the close itself reaches the application.
+  const doomed = await Client.connect(server.url, { reconnect: false });
   const subscription = await doomed.subscribeTopic("going.away");
   await nextEvent(subscription);
   await stopServer(server);

@@ -8,7 +8,8 @@
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before } from "node:test";
@@ -61,15 +62,24 @@ function feedgateBin(): string {
   return path;
 }
 
+export interface ServerOptions {
+  /** Let clients in without a token (default true). */
+  anonymous?: boolean;
+  /** More command-line arguments. */
+  extra?: string[];
+  /** The address to listen on (default 127.0.0.1:0, a free port); a restarted server takes its
+   * predecessor's `addr`. */
+  listen?: string;
+  /** Resolve once the changefeed reader is connected (default true); false: once listening. */
+  waitForDatabase?: boolean;
+}
+
 /** Starts `feedgate serve` on a free port; resolves once its changefeed reader is connected. */
-export async function startServer(
-  databaseUrl: string,
-  options: { anonymous?: boolean; extra?: string[] } = {},
-): Promise<Server> {
+export async function startServer(databaseUrl: string, options: ServerOptions = {}): Promise<Server> {
   const access = options.anonymous === false ? [] : ["--allow-anonymous"];
   const child = spawn(
     feedgateBin(),
-    ["serve", "--listen", "127.0.0.1:0", ...access, "--requests-per-second", "0",
+    ["serve", "--listen", options.listen ?? "127.0.0.1:0", ...access, "--requests-per-second", "0",
       "--database-url", databaseUrl,
       "--max-subscriptions", String(MAX_SUBSCRIPTIONS), ...(options.extra ?? [])],
     { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FEEDGATE_LOG: "info,sqlx=warn" } },
@@ -96,18 +106,47 @@ export async function startServer(
       reject(new Error(`feedgate exited with ${code}:\n${log.join("\n")}`));
     });
   });
-  const deadline = Date.now() + 30_000;
+  const server = { url: `ws://${addr}/v1/ws`, addr, databaseUrl, log, process: child };
+  if (options.waitForDatabase === false) return server;
+  await waitForDatabase(server);
+  return server;
+}
+
+/** What the server's `/v1/stats` says of its database: "connected", "unavailable", ... */
+export async function databaseStatus(server: Server): Promise<string | undefined> {
+  const stats = (await (await fetch(`http://${server.addr}/v1/stats`)).json()) as { database?: string };
+  return stats.database;
+}
+
+/** Resolves once the server's changefeed reader is connected. */
+export async function waitForDatabase(server: Server, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const stats = (await (await fetch(`http://${addr}/v1/stats`)).json()) as { database?: string };
-    if (stats.database === "connected") break;
-    if (Date.now() > deadline) throw new Error(`the changefeed reader never connected:\n${log.join("\n")}`);
+    if ((await databaseStatus(server)) === "connected") return;
+    if (Date.now() > deadline) {
+      throw new Error(`the changefeed reader never connected:\n${server.log.join("\n")}`);
+    }
     await sleep(20);
   }
-  return { url: `ws://${addr}/v1/ws`, addr, databaseUrl, log, process: child };
+}
+
+/** Kills the server with SIGKILL (no shutdown: connections just drop) and waits for its end. */
+export async function killServer(server: Server): Promise<void> {
+  if (server.process.exitCode !== null || server.process.signalCode !== null) return;
+  const exited = new Promise((resolve) => server.process.once("exit", resolve));
+  server.process.kill("SIGKILL");
+  await exited;
+}
+
+/** A TOML configuration file for `--config` (in the system's temporary directory). */
+export function configFile(toml: string): string {
+  const path = join(tmpdir(), `feedgate-test-${randomBytes(6).toString("hex")}.toml`);
+  writeFileSync(path, toml);
+  return path;
 }
 
 export async function stopServer(server: Server): Promise<void> {
-  if (server.process.exitCode !== null) return;
+  if (server.process.exitCode !== null || server.process.signalCode !== null) return;
   const exited = new Promise((resolve) => server.process.once("exit", resolve));
   server.process.kill("SIGTERM");
   const timer = setTimeout(() => server.process.kill("SIGKILL"), 15_000);
@@ -141,6 +180,22 @@ export async function nextEvent(subscription: Subscription, timeoutMs = 10_000):
 
 const iterators = new WeakMap<Subscription, AsyncIterator<Event>>();
 
+/** `promise`'s outcome, or a rejection naming `what` after `timeoutMs`. */
+export async function within<T>(promise: Promise<T>, what: string, timeoutMs = 20_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A per-test bound for tests that wait on reconnects, so that a hang fails the test. */
+export const TEST_TIMEOUT = { timeout: 120_000 };
+
 /** Polls `predicate` until it holds, failing after `timeoutMs`. */
 export async function waitUntil(predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -164,9 +219,11 @@ export async function createTable(db: pg.Client): Promise<string> {
 }
 
 /** A server with a database of its own, for one test file; `close()` stops and drops both. */
-export async function environment(): Promise<{ server: Server; db: pg.Client; close: () => Promise<void> }> {
+export async function environment(
+  options: ServerOptions = {},
+): Promise<{ server: Server; db: pg.Client; close: () => Promise<void> }> {
   const databaseUrl = await createDatabase();
-  const server = await startServer(databaseUrl);
+  const server = await startServer(databaseUrl, options);
   const db = new pg.Client({ connectionString: databaseUrl });
   await db.connect();
   return {
