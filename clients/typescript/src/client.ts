@@ -21,6 +21,7 @@ import {
 } from "./gen/feedgate/v1/feedgate_pb.js";
 import { type Command, Connection, type WebSocketConstructor } from "./connection.js";
 import { ErrorCode, FeedgateError } from "./errors.js";
+import type { Filter } from "./filters.js";
 import { Link, type LinkSettings } from "./link.js";
 import {
   backoffDelay,
@@ -78,6 +79,11 @@ export interface SubscribeOptions {
 export interface TableOptions extends SubscribeOptions {
   /** Send every existing row as an INITIAL change before `Ready`. */
   includeInitial?: boolean;
+  /** Only the rows this filter matches (`col(...)` builders): rows moving into it arrive as
+   * INSERTs, out of it as DELETEs. */
+  filter?: Filter;
+  /** Only these columns (and the primary key's) in rows; updates of other columns are not sent. */
+  columns?: string[];
 }
 
 export interface TopicOptions extends SubscribeOptions {
@@ -85,6 +91,8 @@ export interface TopicOptions extends SubscribeOptions {
    * and in-process topics serve all three (in-process ones from the messages the server still
    * keeps); RabbitMQ topics only "latest". */
   start?: "latest" | "earliest" | number | bigint;
+  /** Only the messages this filter matches (`path(...)`, `key()`, `header(...)` builders). */
+  filter?: Filter;
 }
 
 export interface PublishOptions {
@@ -179,10 +187,13 @@ export class Client {
 
   /** Subscribes to a PostgreSQL table's changes ("schema.table" or "table"). */
   subscribeTable(table: string, options: TableOptions = {}): Promise<Subscription> {
-    return this.subscribe(
-      { case: "table", value: { table, includeInitial: options.includeInitial ?? false } },
-      options,
-    );
+    const feed = {
+      table,
+      includeInitial: options.includeInitial ?? false,
+      filter: options.filter?.message,
+      columns: options.columns ?? [],
+    };
+    return this.subscribe({ case: "table", value: feed }, options);
   }
 
   /** Subscribes to a topic. */
@@ -198,7 +209,8 @@ export class Client {
     } else if (start !== "latest") {
       return Promise.reject(new TypeError(`start must be "latest", "earliest" or an offset`));
     }
-    return this.subscribe({ case: "topic", value: { topic, start: position, startOffset: offset } }, options);
+    const feed = { topic, start: position, startOffset: offset, filter: options.filter?.message };
+    return this.subscribe({ case: "topic", value: feed }, options);
   }
 
   /** Publishes to a topic; resolves once its backend accepted the message. A publish in flight

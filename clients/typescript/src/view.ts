@@ -15,6 +15,7 @@
 
 import { ChangeKind, type Event as FeedEvent, type Row, type RowChange } from "./gen/feedgate/v1/feedgate_pb.js";
 import { ErrorCode, FeedgateError } from "./errors.js";
+import type { Filter } from "./filters.js";
 import { type JsValue, type Key, keyOf, rowToObject } from "./values.js";
 import type { Client } from "./client.js";
 import type { Subscription } from "./subscription.js";
@@ -59,6 +60,10 @@ export type ResetCallback = (reason: FeedgateError) => void;
 export interface ViewOptions {
   onChange?: ChangeCallback;
   onReset?: ResetCallback;
+  /** Hold only the rows this filter matches (`col(...)` builders). */
+  filter?: Filter;
+  /** Hold only these columns (and the primary key's). */
+  columns?: string[];
 }
 
 const KINDS: Partial<Record<ChangeKind, ChangeKindName>> = {
@@ -93,6 +98,8 @@ export class MaterializedView {
   private readonly client: Client;
   private readonly onChange: ChangeCallback | undefined;
   private readonly onReset: ResetCallback | undefined;
+  private readonly filter: Filter | undefined;
+  private readonly columns: string[] | undefined;
   private subscription: Subscription | undefined;
   private waiters: { resolve: () => void; reject: (error: FeedgateError) => void }[] = [];
   private stopped = false;
@@ -105,6 +112,8 @@ export class MaterializedView {
     this.table = table;
     this.onChange = options.onChange;
     this.onReset = options.onReset;
+    this.filter = options.filter;
+    this.columns = options.columns;
   }
 
   /** @internal Subscribes (with a snapshot); rejects if the server refuses. */
@@ -112,6 +121,8 @@ export class MaterializedView {
     const feed: Feed = { staging: new Map(), live: false };
     const subscription = await this.client.subscribeTable(this.table, {
       includeInitial: true,
+      filter: this.filter,
+      columns: this.columns,
       onEvent: (event) => this.apply(feed, event),
     });
     if (this.stopped) {
