@@ -262,8 +262,14 @@ fn an_empty_any_of_prefilters_as_false_and_an_empty_all_of_as_nothing() {
             .sql_prefilter(&|_| Some(SqlColumn::Integer))
             .0
     };
-    assert_eq!(empty(pb::filter::Node::AnyOf(pb::Filters::default())), "FALSE");
-    assert_eq!(empty(pb::filter::Node::AllOf(pb::Filters::default())), "TRUE");
+    assert_eq!(
+        empty(pb::filter::Node::AnyOf(pb::Filters::default())),
+        "FALSE"
+    );
+    assert_eq!(
+        empty(pb::filter::Node::AllOf(pb::Filters::default())),
+        "TRUE"
+    );
     let any_none = RowFilter::from_client(&pb::Filter {
         node: Some(pb::filter::Node::AnyOf(pb::Filters::default())),
     })
