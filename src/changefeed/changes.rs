@@ -109,6 +109,29 @@ impl Projection {
     }
 }
 
+/// What one subscriber sees of a change, outside fan-out (which caches each form's encoding
+/// itself): through its row filter, then with its columns. `None`: nothing (a row it may not
+/// see, or an update of columns it did not ask for).
+pub(crate) fn seen(
+    change: RowChange,
+    filter: Option<&RowFilter>,
+    projection: Option<&Projection>,
+    key_columns: &[String],
+) -> Option<RowChange> {
+    let view = match filter {
+        None => View::Original,
+        Some(filter) => view_through(filter, &change)?,
+    };
+    let change = match view {
+        View::Original => change,
+        _ => apply_view(&change, view, key_columns),
+    };
+    match projection {
+        None => Some(change),
+        Some(projection) => projection.apply(&change),
+    }
+}
+
 /// `change` as `view` presents it.
 pub(crate) fn apply_view(change: &RowChange, view: View, key_columns: &[String]) -> RowChange {
     let mut out = change.clone();

@@ -14,7 +14,7 @@
 use futures_util::TryStreamExt;
 use sqlx::{PgConnection, PgPool, Row as _};
 
-use super::changes::{apply_view, row_change_from_json, view_through, Projection, View};
+use super::changes::{row_change_from_json, seen, Projection};
 use super::reader::LoggedOp;
 use super::snapshot::Snapshot;
 use super::subscription::{truncated, unreadable_change};
@@ -183,22 +183,9 @@ pub(crate) async fn catch_up(
             .parse()
             .map_err(|_| unreadable_change(&info.name, &ChangefeedError::BadXid(xid)))?;
         change.commit_time_micros = row.try_get("logged_micros").map_err(db)?;
-        let view = match target.filter {
-            None => View::Original,
-            Some(filter) => match view_through(filter, &change) {
-                Some(view) => view,
-                None => continue, // a row it may not see
-            },
+        let Some(change) = seen(change, target.filter, target.projection, &info.key_columns) else {
+            continue; // a row it may not see, or an update of columns it did not ask for
         };
-        if view != View::Original {
-            change = apply_view(&change, view, &info.key_columns);
-        }
-        if let Some(projection) = target.projection {
-            match projection.apply(&change) {
-                Some(projected) => change = projected,
-                None => continue, // an update of columns it did not ask for
-            }
-        }
         let then = resume.position.then.iter().map(|(s, n)| (s, *n));
         let cursor = encode_table_feed(
             info.oid,

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::changes::{row_change_from_json, view_through, Projection};
+use super::changes::{row_change_from_json, seen, Projection};
 use super::fence::{Drain, Subscribers, TableState};
 use super::resume::{catch_up, Resume, Target};
 use super::schema::unavailable;
@@ -231,14 +231,11 @@ impl Start {
                 let types = self.entry.types();
                 let change =
                     row_change_from_json(ChangeKind::Initial, info, &types, None, Some(json));
-                if let Some(filter) = &self.filter {
-                    if view_through(filter, &change).is_none() {
-                        continue; // a row it may not see
-                    }
-                }
-                let change = match &self.projection {
-                    Some(projection) => projection.apply(&change).unwrap_or(change),
-                    None => change,
+                // An INITIAL row is seen whole or not at all (a projection keeps every one).
+                let filter = self.filter.as_deref();
+                let projection = self.projection.as_deref();
+                let Some(change) = seen(change, filter, projection, &info.key_columns) else {
+                    continue; // a row it may not see
                 };
                 let frame = encode_event(self.key.subscription_id, &[], EventBody::Change(&change));
                 if self.mailbox.send(Outbound::Frame(frame)).await.is_err() {
