@@ -363,17 +363,9 @@ async fn read_ticks(
     got: &mut BTreeMap<u64, Vec<u32>>,
 ) {
     while answers > 0 || messages > 0 || readies > 0 {
-        let event = match client.recv().await.expect("a message") {
-            Received::Response(response) => {
-                assert!(
-                    matches!(response.result, Some(pb::response::Result::Subscribed(_))),
-                    "{response:?}"
-                );
-                answers -= 1;
-                continue;
-            }
-            Received::Event(event) => event,
-            Received::Close(close) => panic!("closed: {close:?}"),
+        let Some(event) = client.recv_event_or_subscribed().await else {
+            answers -= 1;
+            continue;
         };
         let Some(pb::event::Body::Message(message)) = event.body else {
             assert!(
@@ -477,17 +469,7 @@ async fn kafka_and_rabbitmq_topic_filters_hold_for_shared_and_private_consumers(
     topic_filters_hold(addr, "rabbit.ticks", pb::StartPosition::Latest).await;
     topic_filters_hold(addr, "kept.ticks", pb::StartPosition::Latest).await;
     topic_filters_hold(addr, "kept.ticks2", pb::StartPosition::Earliest).await;
-    let amqp = support::rabbit::Amqp::connect(&exchange).await;
-    for topic in ["kept.ticks", "kept.ticks2"] {
-        let _ = amqp
-            .channel
-            .queue_delete(
-                format!("{exchange}.stream.{topic}").as_str().into(),
-                lapin::options::QueueDeleteOptions::default(),
-            )
-            .await;
-    }
-    amqp.delete_exchange().await;
+    support::rabbit::delete_streams(&exchange, &["kept.ticks", "kept.ticks2"]).await;
     // Deleted once nothing consumes them (librdkafka crashes fetching a topic deleted under
     // it on tansu: docs/brokers.md).
     server.shutdown().await.expect("shutdown");

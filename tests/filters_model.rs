@@ -273,16 +273,8 @@ async fn run(seed: u64) {
             let mut ready = BTreeSet::new();
             let mut last = false;
             while !(last && ready.len() == 2) {
-                let event = match client.recv().await.expect("a message") {
-                    Received::Event(event) => event,
-                    Received::Response(response) => {
-                        assert!(
-                            matches!(response.result, Some(pb::response::Result::Subscribed(_))),
-                            "subscriber {i}: {response:?}"
-                        );
-                        continue;
-                    }
-                    Received::Close(close) => panic!("subscriber {i}: closed {close:?}"),
+                let Some(event) = client.recv_event_or_subscribed().await else {
+                    continue;
                 };
                 match (event.subscription_id, event.body) {
                     (id, Some(pb::event::Body::Ready(_))) => {

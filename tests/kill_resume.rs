@@ -190,18 +190,9 @@ stream_prefix = "{exchange}.stream."
     let none = Bytes::new();
     let latest = pb::StartPosition::Latest;
     for (id, topic) in [(1, kafka_topic.as_str()), (2, "kept.kill")] {
-        let response = client
-            .request(topic_feed_from(id, topic, latest, 0, &none))
+        client
+            .subscribed_then_ready(topic_feed_from(id, topic, latest, 0, &none))
             .await;
-        assert!(
-            matches!(response.result, Some(pb::response::Result::Subscribed(_))),
-            "{response:?}"
-        );
-        let ready = client.recv_event().await;
-        assert!(
-            matches!(ready.body, Some(pb::event::Body::Ready(_))),
-            "{ready:?}"
-        );
     }
     // The stream exists once subscribed: the AMQP publisher's messages are kept from here on.
     let amqp = support::rabbit::Amqp::connect(&exchange).await;
@@ -220,7 +211,6 @@ stream_prefix = "{exchange}.stream."
             amqp.publish("kept.kill", payload.as_bytes(), None).await;
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        amqp
     });
 
     let mut got: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
@@ -244,7 +234,7 @@ stream_prefix = "{exchange}.stream."
             .send(topic_feed_from(id, topic, latest, 0, &cursors[&id]))
             .await;
     }
-    let amqp = writers.await.expect("writers");
+    writers.await.expect("writers");
     read_messages(&mut client, &mut got, &mut cursors, |got| {
         got.values().all(|seen| seen.len() >= MESSAGES)
     })
@@ -269,14 +259,7 @@ stream_prefix = "{exchange}.stream."
     }
     kafka.sort_unstable();
     assert_eq!(kafka, (0..MESSAGES).collect::<Vec<_>>(), "the Kafka topic");
-    let _ = amqp
-        .channel
-        .queue_delete(
-            format!("{exchange}.stream.kept.kill").as_str().into(),
-            lapin::options::QueueDeleteOptions::default(),
-        )
-        .await;
-    amqp.delete_exchange().await;
+    support::rabbit::delete_streams(&exchange, &["kept.kill"]).await;
     support::kafka::delete_topic(&bootstrap, &kafka_topic).await;
 }
 
@@ -289,16 +272,8 @@ async fn read_messages(
     done: impl Fn(&BTreeMap<u64, Vec<usize>>) -> bool,
 ) {
     while !done(got) {
-        let event = match client.recv().await.expect("a message") {
-            Received::Event(event) => event,
-            Received::Response(response) => {
-                assert!(
-                    matches!(response.result, Some(pb::response::Result::Subscribed(_))),
-                    "{response:?}"
-                );
-                continue;
-            }
-            Received::Close(close) => panic!("closed: {close:?}"),
+        let Some(event) = client.recv_event_or_subscribed().await else {
+            continue;
         };
         match event.body {
             Some(pb::event::Body::Message(message)) => {

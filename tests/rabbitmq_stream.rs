@@ -11,8 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use feedgate::config::{BackendKind, Config, TopicRule};
 use feedgate::protocol::pb;
-use lapin::options::QueueDeleteOptions;
-use support::rabbit::{config, exchange, wait_rabbit_connected, Amqp};
+use support::rabbit::{config, delete_streams, exchange, wait_rabbit_connected, Amqp};
 use support::*;
 
 /// `rabbit.#` queue topics as in tests/rabbitmq.rs, and `kept.#` topics each in a stream.
@@ -28,21 +27,6 @@ fn stream_config(exchange: &str) -> Config {
         },
     );
     config
-}
-
-/// Deletes the streams the test's topics made (they are durable), then the exchange.
-async fn clean_up(exchange: &str, topics: &[&str]) {
-    let amqp = Amqp::connect(exchange).await;
-    for topic in topics {
-        let _ = amqp
-            .channel
-            .queue_delete(
-                format!("{exchange}.stream.{topic}").as_str().into(),
-                QueueDeleteOptions::default(),
-            )
-            .await;
-    }
-    amqp.delete_exchange().await;
 }
 
 /// Reads `count` messages of `subscription_id`: (payload, offset, cursor) each.
@@ -86,20 +70,8 @@ async fn subscribe(
     offset: i64,
     resume_from: &Bytes,
 ) -> Bytes {
-    let response = client
-        .request(topic_feed_from(id, topic, start, offset, resume_from))
-        .await;
-    assert!(
-        matches!(response.result, Some(pb::response::Result::Subscribed(_))),
-        "{response:?}"
-    );
-    let ready = client.recv_event().await;
-    assert_eq!(ready.subscription_id, id);
-    assert!(
-        matches!(ready.body, Some(pb::event::Body::Ready(_))),
-        "{ready:?}"
-    );
-    ready.cursor
+    let command = topic_feed_from(id, topic, start, offset, resume_from);
+    client.subscribed_then_ready(command).await.cursor
 }
 
 /// Subscribes to `topic` resuming from `cursor`, expects RESUME_UNAVAILABLE; returns its message.
@@ -191,7 +163,7 @@ async fn a_stream_topic_keeps_messages_and_serves_earliest_an_offset_and_a_resum
         "each subscriber gets the live message once"
     );
     client.barrier().await;
-    clean_up(&exchange, &["kept.prices"]).await;
+    delete_streams(&exchange, &["kept.prices"]).await;
     server.shutdown().await.expect("shutdown");
 }
 
@@ -219,7 +191,7 @@ async fn a_latest_subscribers_ready_names_the_position_it_starts_after() {
     subscribe(&mut client, 3, "kept.ticks", latest, 0, &ready).await;
     assert_eq!(payloads(&messages(&mut client, 3, 1).await), ["t2"]);
     client.barrier().await;
-    clean_up(&exchange, &["kept.ticks"]).await;
+    delete_streams(&exchange, &["kept.ticks"]).await;
     server.shutdown().await.expect("shutdown");
 }
 
@@ -251,7 +223,7 @@ async fn a_cursor_from_one_node_resumes_on_another_with_each_message_once() {
     let expected: Vec<String> = (0..40).map(|n| format!("o{n}")).collect();
     assert_eq!(all, expected.iter().map(String::as_str).collect::<Vec<_>>());
     on_b.barrier().await;
-    clean_up(&exchange, &["kept.orders"]).await;
+    delete_streams(&exchange, &["kept.orders"]).await;
     b.shutdown().await.expect("shutdown");
 }
 
@@ -334,7 +306,7 @@ async fn positions_a_stream_cannot_resume_from_are_refused_and_the_connection_st
     client.barrier().await;
     publisher.publish("kept.b", b"b1").await;
     assert_eq!(payloads(&messages(&mut client, 2, 1).await), ["b1"]);
-    clean_up(&exchange, &["kept.a", "kept.b"]).await;
+    delete_streams(&exchange, &["kept.a", "kept.b"]).await;
     server.shutdown().await.expect("shutdown");
 }
 
@@ -383,7 +355,7 @@ async fn a_stream_feed_goes_on_after_the_rabbitmq_connection_is_cut_with_nothing
         got, published,
         "every message once, in order, across the reconnect"
     );
-    clean_up(&exchange, &["kept.cut"]).await;
+    delete_streams(&exchange, &["kept.cut"]).await;
     server.shutdown().await.expect("shutdown");
 }
 

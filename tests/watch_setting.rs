@@ -3,7 +3,6 @@
 
 mod support;
 
-use feedgate::protocol::pb;
 use support::db::{config_for, table_feed, wait_connected, TestDb};
 use support::*;
 
@@ -69,7 +68,9 @@ async fn a_configured_table_that_cannot_be_watched_tells_its_subscribers_why() {
     assert_eq!(err.details["reason"], "no_such_table", "{}", err.message);
 
     // The refusals did not keep the good table from being watched.
-    subscribed_and_ready(&mut client, 2, "orders").await;
+    client
+        .subscribed_then_ready(table_feed(2, "orders", false))
+        .await;
 
     // Once the operator fixes the table and watches it, subscriptions work.
     db.execute(
@@ -77,21 +78,9 @@ async fn a_configured_table_that_cannot_be_watched_tells_its_subscribers_why() {
          SELECT feedgate.watch('public.pgbench_history');",
     )
     .await;
-    subscribed_and_ready(&mut client, 3, "pgbench_history").await;
+    client
+        .subscribed_then_ready(table_feed(3, "pgbench_history", false))
+        .await;
     server.shutdown().await.expect("shutdown");
     db.drop_db().await;
-}
-
-/// Subscribes to `table` (no initial rows) and expects `Subscribed`, then `Ready`.
-async fn subscribed_and_ready(client: &mut Client, id: u64, table: &str) {
-    let response = client.request(table_feed(id, table, false)).await;
-    assert!(
-        matches!(response.result, Some(pb::response::Result::Subscribed(_))),
-        "{response:?}"
-    );
-    let ready = client.recv_event().await;
-    assert!(
-        matches!(ready.body, Some(pb::event::Body::Ready(_))),
-        "{ready:?}"
-    );
 }

@@ -190,7 +190,20 @@ impl Client {
 
     /// Subscribes to a topic and checks Subscribed then Ready.
     pub async fn subscribe_topic(&mut self, subscription_id: u64, topic: &str) {
-        let response = self.request(subscribe_topic(subscription_id, topic)).await;
+        self.subscribed_then_ready(subscribe_topic(subscription_id, topic))
+            .await;
+    }
+
+    /// Sends a `Subscribe` with no initial rows, checks that `Subscribed` (for its id) then
+    /// `Ready` follow, and returns the `Ready` event (its cursor is the subscription's start).
+    pub async fn subscribed_then_ready(&mut self, subscribe: Command) -> pb::Event {
+        let Command::Subscribe(pb::Subscribe {
+            subscription_id, ..
+        }) = subscribe
+        else {
+            panic!("subscribed_then_ready takes a Subscribe, not {subscribe:?}");
+        };
+        let response = self.request(subscribe).await;
         match response.result {
             Some(pb::response::Result::Subscribed(s)) => {
                 assert_eq!(s.subscription_id, subscription_id)
@@ -199,7 +212,28 @@ impl Client {
         }
         let ready = self.recv_event().await;
         assert_eq!(ready.subscription_id, subscription_id);
-        assert!(matches!(ready.body, Some(pb::event::Body::Ready(_))));
+        assert!(
+            matches!(ready.body, Some(pb::event::Body::Ready(_))),
+            "{ready:?}"
+        );
+        ready
+    }
+
+    /// The next event, or `None` for a `Subscribed` answer (checked): for subscribes sent
+    /// with [`send`](Self::send), whose events may come before later ones' answers. A close
+    /// fails the test.
+    pub async fn recv_event_or_subscribed(&mut self) -> Option<pb::Event> {
+        match self.recv().await.expect("a message") {
+            Received::Event(event) => Some(event),
+            Received::Response(response) => {
+                assert!(
+                    matches!(response.result, Some(pb::response::Result::Subscribed(_))),
+                    "{response:?}"
+                );
+                None
+            }
+            Received::Close(close) => panic!("closed: {close:?}"),
+        }
     }
 
     /// Publishes and returns the Published result.

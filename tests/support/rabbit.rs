@@ -195,6 +195,22 @@ impl Amqp {
     }
 }
 
+/// Deletes the streams of `topics` (durable: they outlive the test) that a server with
+/// [`config`]'s stream prefix for `exchange` declared, then the exchange.
+pub async fn delete_streams(exchange: &str, topics: &[&str]) {
+    let amqp = Amqp::connect(exchange).await;
+    for topic in topics {
+        let _ = amqp
+            .channel
+            .queue_delete(
+                format!("{exchange}.stream.{topic}").as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    amqp.delete_exchange().await;
+}
+
 /// Runs `rabbitmqctl` on this machine's RabbitMQ (tests that stop and start it live in test
 /// binaries of their own).
 pub fn rabbitmqctl(args: &[&str]) {
