@@ -179,8 +179,9 @@ impl<S> Registry<S> {
         self.deliver_all(|_| Step::Deliver(event.clone()))
     }
 
-    /// Like [`publish`](Self::publish), but waits for room in each subscriber's queue instead
-    /// of closing a full one as a slow consumer. For sources that can wait for their reader, such
+    /// Queues one event to each subscriber of `key` whose state it `wants` (encoded once, and
+    /// only if one does), waiting for room in each queue instead of closing a full one as a
+    /// slow consumer. For sources that can wait for their reader, such
     /// as a Kafka consumer replaying history for one subscriber; never for shared fan-out, where
     /// one slow reader would hold up the others. A subscriber that leaves while this waits gets
     /// nothing (checked under the key's lock, so nothing follows its `Unsubscribed`). Cancel
@@ -188,6 +189,7 @@ impl<S> Registry<S> {
     pub(crate) async fn publish_waiting(
         &self,
         key: &str,
+        wants: impl Fn(&S) -> bool,
         encode: impl FnOnce() -> SharedEvent,
     ) -> usize {
         let Some(entry) = self.entry(key) else {
@@ -198,6 +200,7 @@ impl<S> Registry<S> {
             entry
                 .subscribers
                 .iter()
+                .filter(|s| wants(&s.state))
                 .map(|s| (s.key, s.mailbox.clone()))
                 .collect()
         };

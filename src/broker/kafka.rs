@@ -43,7 +43,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{admitted, cannot_start_there, fan_out, ReadyAt, TopicRegistration, TopicState};
+use super::TopicState;
+use super::{cannot_start_there, fan_out, fan_out_waiting, ReadyAt, TopicRegistration};
 use super::{Consumers, Receipt, TopicSubscribe};
 use crate::config::KafkaConfig;
 use crate::cursor::{encode_kafka_positions, Cursor};
@@ -51,7 +52,6 @@ use crate::protocol::{
     now_micros, share_event, Code, EventBody, Failure, StartPosition, TopicMessage,
 };
 use crate::registry::Registry;
-use crate::row_filter::MessageFilter;
 use crate::source::{Availability, Health};
 
 /// How long metadata and watermark requests may take.
@@ -101,9 +101,6 @@ struct Feed {
     /// A consumer of one EARLIEST/OFFSET subscriber: it waits for room in that subscriber's
     /// queue (backpressure) instead of closing it as a slow consumer.
     private: bool,
-    /// A private feed's subscriber's filter (a shared feed's subscribers each have theirs in
-    /// the registry).
-    filter: Option<Arc<MessageFilter>>,
 }
 
 /// librdkafka reports "all brokers down" through the client context, not through consuming.
@@ -286,7 +283,6 @@ impl KafkaBroker {
                 topic: request.topic.to_owned(),
                 positions,
                 private,
-                filter: request.filter.clone(),
             };
             let task_stop = stop.clone();
             self.shared
@@ -407,9 +403,7 @@ impl KafkaBroker {
                         if feed.private {
                             // One reader replaying history: wait for it rather than overflow
                             // its queue (the broker keeps the rest).
-                            if admitted(feed.filter.as_deref(), &message) {
-                                self.registry().publish_waiting(&feed.key, encode).await;
-                            }
+                            fan_out_waiting(self.registry(), &feed.key, &message, encode).await;
                         } else {
                             fan_out(self.registry(), &feed.key, &message, encode);
                             self.shared.set_position(&feed.key, position);

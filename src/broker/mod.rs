@@ -122,9 +122,18 @@ pub(crate) fn fan_out(
     })
 }
 
-/// Whether a one-subscriber (private) feed's `filter` lets `message` through.
-pub(crate) fn admitted(filter: Option<&MessageFilter>, message: &TopicMessage) -> bool {
-    filter.is_none_or(|filter| filter.matches(&Inspected::new(message)))
+/// [`fan_out`] for a one-subscriber (private) feed replaying history: waits for room in the
+/// subscriber's queue instead of overflowing it (the broker keeps the rest).
+pub(crate) async fn fan_out_waiting(
+    registry: &Registry<TopicState>,
+    key: &str,
+    message: &TopicMessage,
+    encode: impl FnOnce() -> SharedEvent,
+) -> usize {
+    let inspected = Inspected::new(message);
+    registry
+        .publish_waiting(key, |state| state.admits(&inspected), encode)
+        .await
 }
 
 /// RabbitMQ topics bound to queues do not resume from a cursor (a queue has no positions);

@@ -46,12 +46,11 @@ use tokio::time::{sleep, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{admitted, fan_out, Consumers, Receipt, TopicSubscribe};
+use super::{fan_out, fan_out_waiting, Consumers, Receipt, TopicSubscribe};
 use super::{ReadyAt, TopicRegistration, TopicState};
 use crate::config::RabbitConfig;
 use crate::protocol::{now_micros, share_event, Code, EventBody, Failure, TopicMessage};
 use crate::registry::{Registry, Step};
-use crate::row_filter::MessageFilter;
 use crate::source::{Availability, Health};
 use stream::{Mark, Start};
 
@@ -105,8 +104,6 @@ struct StreamFeed {
     last: Option<Mark>,
     /// One subscriber's own consumer (waits for room) rather than a shared `LATEST` one.
     private: bool,
-    /// A private feed's subscriber's filter.
-    filter: Option<Arc<MessageFilter>>,
 }
 
 impl StreamFeed {
@@ -121,8 +118,8 @@ enum Reading {
     Queue,
     Stream {
         topic: String,
-        /// One subscriber's own consumer, with that subscriber's filter.
-        private: Option<Option<Arc<MessageFilter>>>,
+        /// One subscriber's own consumer (waits for room in its queue).
+        private: bool,
     },
 }
 
@@ -222,7 +219,6 @@ impl RabbitBroker {
                 _ => None,
             },
             private,
-            filter: request.filter.clone().filter(|_| private),
         };
         // A private consumer is opened (and its resume checked, which may take a while) before
         // the lock: nobody else can want its key.
@@ -244,19 +240,18 @@ impl RabbitBroker {
             .and_then(|feed| feed.last)
             .map(|mark| mark.cursor(topic))
             .unwrap_or_default();
-        let filter = request.filter;
         let registration = self.shared.registry.subscribe(
             &key,
             request.subscriber,
             request.mailbox,
-            TopicState::new(filter.clone()),
+            TopicState::new(request.filter),
             || announce(ReadyAt::Now(position)),
         );
         if let Some((consumer, channel)) = opened {
             let stop = self.shared.shutdown.child_token();
             let reading = Reading::Stream {
                 topic: topic.to_owned(),
-                private: private.then_some(filter),
+                private,
             };
             self.spawn_delivery(consumer, channel, &key, reading, &stop);
             consumers.insert(key, stop);
@@ -476,17 +471,12 @@ impl RabbitBroker {
                     message.offset = mark.map_or(0, |mark| mark.offset);
                     let cursor = mark.map(|mark| mark.cursor(topic)).unwrap_or_default();
                     let encode = || share_event(&cursor, EventBody::Message(&message));
-                    match private {
+                    if *private {
                         // One reader replaying the stream: wait for it rather than overflow its
                         // queue (unacknowledged, the rest stays in the stream).
-                        Some(filter) => {
-                            if admitted(filter.as_deref(), &message) {
-                                registry.publish_waiting(key, encode).await;
-                            }
-                        }
-                        None => {
-                            fan_out(registry, key, &message, encode);
-                        }
+                        fan_out_waiting(registry, key, &message, encode).await;
+                    } else {
+                        fan_out(registry, key, &message, encode);
                     }
                     if let (Some(mark), Some(feed)) = (mark, self.lock_streams().get_mut(key)) {
                         feed.last = Some(mark);
@@ -615,7 +605,7 @@ impl RabbitBroker {
                 Ok((consumer, channel)) => {
                     let reading = Reading::Stream {
                         topic: feed.topic,
-                        private: feed.private.then_some(feed.filter),
+                        private: feed.private,
                     };
                     self.spawn_delivery(consumer, channel, &key, reading, &stop);
                     consumers.insert(key, stop);
