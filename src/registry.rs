@@ -10,6 +10,11 @@
 //! removed at once and counted; its connection is closed as a slow consumer by the mailbox, so
 //! nobody is ever skipped silently.
 //!
+//! Routes: a subscriber may be routed by values its filter requires of a field (a column's `=` or
+//! `in`: [`Route`]). A delivery that says which routes an event concerns
+//! ([`Registry::deliver_routed`]) visits only the subscribers routed there and those with no
+//! route, so its cost grows with the subscribers it may concern, not with all of the key's.
+//!
 //! Ordering: subscribing runs a caller's closure under the key's lock, after the subscriber is
 //! added; whatever it queues (`Subscribed`, `Ready`) precedes every event fanned out later.
 //! Events of one key reach each subscriber in delivery order.
@@ -20,11 +25,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use indexmap::IndexSet;
+use slab::Slab;
+
 mod delivery;
+pub(crate) mod squash;
 
 use crate::outbound::{Mailbox, Outbound};
 use crate::protocol::SharedEvent;
-use delivery::deliver;
+use delivery::deliver_one;
 pub(crate) use delivery::{Fanout, Step, Subscriber, Visit};
 
 /// Identifies one subscription: the connection and the client's subscription id.
@@ -36,8 +45,39 @@ pub struct SubscriberKey {
     pub subscription_id: u64,
 }
 
+/// A value a subscriber's filter requires of one field: only events whose field holds it (before
+/// or after a change) can concern the subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Route {
+    /// The field (a column's name).
+    pub(crate) field: Arc<str>,
+    /// The value, in a form whose equality is the filter's.
+    pub(crate) value: RouteValue,
+}
+
+/// A routed value: integers and text, the kinds whose equality is exact.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum RouteValue {
+    Int(i64),
+    Text(Box<str>),
+}
+
+/// One subscriber and the routes it is indexed under (none: every delivery visits it).
+struct Slot<S> {
+    subscriber: Subscriber<S>,
+    routes: Box<[Route]>,
+}
+
 struct Entry<S> {
-    subscribers: Vec<Subscriber<S>>,
+    subscribers: Slab<Slot<S>>,
+    /// Subscription -> its slot.
+    slots: HashMap<SubscriberKey, usize>,
+    /// Route -> the slots of the subscribers routed there.
+    routed: HashMap<Route, IndexSet<usize>>,
+    /// The slots of subscribers without routes.
+    unrouted: IndexSet<usize>,
+    /// The fields some subscriber is routed by, with how many routes name each.
+    fields: Vec<(Arc<str>, usize)>,
 }
 
 /// One key's entry, locked on its own so that deliveries to different keys do not contend.
@@ -46,8 +86,80 @@ type SharedEntry<S> = Arc<Mutex<Entry<S>>>;
 impl<S> Default for Entry<S> {
     fn default() -> Self {
         Self {
-            subscribers: Vec::new(),
+            subscribers: Slab::new(),
+            slots: HashMap::new(),
+            routed: HashMap::new(),
+            unrouted: IndexSet::new(),
+            fields: Vec::new(),
         }
+    }
+}
+
+impl<S> Entry<S> {
+    fn insert(&mut self, subscriber: Subscriber<S>, routes: Vec<Route>) {
+        let key = subscriber.key;
+        let routes = routes.into_boxed_slice();
+        let slot = self.subscribers.vacant_key();
+        if routes.is_empty() {
+            self.unrouted.insert(slot);
+        }
+        for route in routes.iter() {
+            self.routed.entry(route.clone()).or_default().insert(slot);
+            match self.fields.iter_mut().find(|(f, _)| *f == route.field) {
+                Some((_, count)) => *count += 1,
+                None => self.fields.push((route.field.clone(), 1)),
+            }
+        }
+        self.subscribers.insert(Slot { subscriber, routes });
+        // Sessions refuse a subscription id in use, so a key is never here twice.
+        self.slots.insert(key, slot);
+    }
+
+    fn remove(&mut self, slot: usize) -> Subscriber<S> {
+        let Slot { subscriber, routes } = self.subscribers.remove(slot);
+        if self.slots.get(&subscriber.key) == Some(&slot) {
+            self.slots.remove(&subscriber.key);
+        }
+        if routes.is_empty() {
+            self.unrouted.swap_remove(&slot);
+        }
+        for route in routes.iter() {
+            if let Some(slots) = self.routed.get_mut(route) {
+                slots.swap_remove(&slot);
+                if slots.is_empty() {
+                    self.routed.remove(route);
+                }
+            }
+            if let Some(at) = self.fields.iter().position(|(f, _)| *f == route.field) {
+                self.fields[at].1 -= 1;
+                if self.fields[at].1 == 0 {
+                    self.fields.swap_remove(at);
+                }
+            }
+        }
+        subscriber
+    }
+
+    fn slot_of(&self, key: SubscriberKey) -> Option<usize> {
+        self.slots.get(&key).copied()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.subscribers.is_empty()
+    }
+
+    /// The slots a delivery with `routes` visits, in slot order: the subscribers routed there
+    /// and those without routes.
+    fn targets(&self, routes: &[Route]) -> Vec<usize> {
+        let mut slots: Vec<usize> = self.unrouted.iter().copied().collect();
+        for route in routes {
+            if let Some(routed) = self.routed.get(route) {
+                slots.extend(routed.iter().copied());
+            }
+        }
+        slots.sort_unstable();
+        slots.dedup();
+        slots
     }
 }
 
@@ -97,6 +209,19 @@ impl<S> Registry<S> {
         state: S,
         announce: impl FnOnce(),
     ) -> Registration<S> {
+        self.subscribe_routed(key, subscriber, mailbox, (state, Vec::new()), announce)
+    }
+
+    /// [`subscribe`](Self::subscribe), indexed under `routes`: the values its filter requires
+    /// of one field (an `in` gives several). No routes: every delivery visits it.
+    pub(crate) fn subscribe_routed(
+        &self,
+        key: &str,
+        subscriber: SubscriberKey,
+        mailbox: Mailbox,
+        (state, routes): (S, Vec<Route>),
+        announce: impl FnOnce(),
+    ) -> Registration<S> {
         let key: Arc<str> = Arc::from(key);
         let mut keys = self
             .shared
@@ -105,11 +230,12 @@ impl<S> Registry<S> {
             .unwrap_or_else(PoisonError::into_inner);
         let entry = keys.entry(key.clone()).or_default();
         let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
-        entry.subscribers.push(Subscriber {
+        let added = Subscriber {
             key: subscriber,
             mailbox,
             state,
-        });
+        };
+        entry.insert(added, routes);
         self.shared.subscriptions.fetch_add(1, Ordering::Relaxed);
         announce();
         drop(entry);
@@ -130,7 +256,24 @@ impl<S> Registry<S> {
         step: impl FnMut(&mut Subscriber<S>) -> Step,
     ) -> Fanout {
         match self.entry(key) {
-            Some(entry) => self.deliver_to(key, &entry, step),
+            Some(entry) => self.deliver_to(key, &entry, |_| None, step),
+            None => Fanout::default(),
+        }
+    }
+
+    /// [`deliver`](Self::deliver) to the subscribers the event may concern: `probe` is given
+    /// the fields subscribers of `key` are routed by (only when some are) and answers the
+    /// event's routes, the values it holds in those fields (before and after, for a change);
+    /// `step` then runs for the subscribers routed there and those without routes. `None` from
+    /// `probe` (it cannot tell) visits every subscriber.
+    pub(crate) fn deliver_routed(
+        &self,
+        key: &str,
+        probe: impl FnOnce(&[Arc<str>]) -> Option<Vec<Route>>,
+        step: impl FnMut(&mut Subscriber<S>) -> Step,
+    ) -> Fanout {
+        match self.entry(key) {
+            Some(entry) => self.deliver_to(key, &entry, probe, step),
             None => Fanout::default(),
         }
     }
@@ -148,7 +291,7 @@ impl<S> Registry<S> {
             .collect();
         let mut total = Fanout::default();
         for (key, entry) in entries {
-            let fanout = self.deliver_to(&key, &entry, &mut step);
+            let fanout = self.deliver_to(&key, &entry, |_| None, &mut step);
             total.delivered += fanout.delivered;
             total.dropped += fanout.dropped;
             total.ended += fanout.ended;
@@ -156,17 +299,45 @@ impl<S> Registry<S> {
         total
     }
 
-    /// [`deliver`] under `entry`'s lock; counts what it removed and forgets the key once empty.
+    /// Delivers under `entry`'s lock to the targets `probe` leaves (see
+    /// [`deliver_routed`](Self::deliver_routed)); counts what it removed and forgets the key
+    /// once empty.
     fn deliver_to(
         &self,
         key: &str,
         entry: &Mutex<Entry<S>>,
-        step: impl FnMut(&mut Subscriber<S>) -> Step,
+        probe: impl FnOnce(&[Arc<str>]) -> Option<Vec<Route>>,
+        mut step: impl FnMut(&mut Subscriber<S>) -> Step,
     ) -> Fanout {
         let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
-        let fanout = deliver(&mut entry.subscribers, step);
+        let routes = match entry.fields.as_slice() {
+            [] => None,
+            fields => probe(fields),
+        };
+        let mut fanout = Fanout::default();
+        let mut removed = Vec::new();
+        match routes {
+            None => {
+                for (slot, Slot { subscriber, .. }) in entry.subscribers.iter_mut() {
+                    if !deliver_one(subscriber, step(subscriber), &mut fanout) {
+                        removed.push(slot);
+                    }
+                }
+            }
+            Some(routes) => {
+                for slot in entry.targets(&routes) {
+                    let subscriber = &mut entry.subscribers[slot].subscriber;
+                    if !deliver_one(subscriber, step(subscriber), &mut fanout) {
+                        removed.push(slot);
+                    }
+                }
+            }
+        }
+        for slot in removed {
+            entry.remove(slot);
+        }
         self.count(fanout);
-        let now_empty = entry.subscribers.is_empty();
+        let now_empty = entry.is_empty();
         drop(entry);
         if now_empty && fanout.dropped + fanout.ended > 0 {
             self.forget_if_empty(key);
@@ -200,6 +371,7 @@ impl<S> Registry<S> {
             entry
                 .subscribers
                 .iter()
+                .map(|(_, slot)| &slot.subscriber)
                 .filter(|s| wants(&s.state))
                 .map(|s| (s.key, s.mailbox.clone()))
                 .collect()
@@ -242,7 +414,7 @@ impl<S> Registry<S> {
             return false;
         };
         let entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
-        if !entry.subscribers.iter().any(|s| s.key == subscriber) {
+        if entry.slot_of(subscriber).is_none() {
             return false;
         }
         permit.send(item);
@@ -259,13 +431,13 @@ impl<S> Registry<S> {
     ) -> Option<R> {
         let entry = self.entry(key)?;
         let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
-        let index = entry.subscribers.iter().position(|s| s.key == subscriber)?;
-        match visit(&mut entry.subscribers[index].state) {
+        let slot = entry.slot_of(subscriber)?;
+        match visit(&mut entry.subscribers[slot].subscriber.state) {
             Visit::Keep(answer) => Some(answer),
             Visit::Remove(answer) => {
-                entry.subscribers.swap_remove(index);
+                entry.remove(slot);
                 self.shared.subscriptions.fetch_sub(1, Ordering::Relaxed);
-                let now_empty = entry.subscribers.is_empty();
+                let now_empty = entry.is_empty();
                 drop(entry);
                 if now_empty {
                     self.forget_if_empty(key);
@@ -273,6 +445,31 @@ impl<S> Registry<S> {
                 Some(answer)
             }
         }
+    }
+
+    /// Delivers to one subscriber of `key` what `step` makes of its state, under the key's lock
+    /// (a squash window's end, say), by the one delivery rule. `None` when it is not subscribed.
+    pub(crate) fn deliver_to_one(
+        &self,
+        key: &str,
+        subscriber: SubscriberKey,
+        step: impl FnOnce(&mut S) -> Step,
+    ) -> Option<Fanout> {
+        let entry = self.entry(key)?;
+        let mut entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = entry.slot_of(subscriber)?;
+        let mut fanout = Fanout::default();
+        let found = &mut entry.subscribers[slot].subscriber;
+        if !deliver_one(found, step(&mut found.state), &mut fanout) {
+            entry.remove(slot);
+        }
+        self.count(fanout);
+        let now_empty = entry.is_empty();
+        drop(entry);
+        if now_empty && fanout.dropped + fanout.ended > 0 {
+            self.forget_if_empty(key);
+        }
+        Some(fanout)
     }
 
     /// Removes one subscriber (unsubscribe, connection closed, failure); nothing if it is gone.
@@ -317,7 +514,6 @@ impl<S> Registry<S> {
             !entry
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .subscribers
                 .is_empty()
         })
     }
@@ -357,7 +553,6 @@ impl<S> Registry<S> {
             entry
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .subscribers
                 .is_empty()
         });
         if empty {
@@ -379,6 +574,24 @@ impl<S> std::fmt::Debug for Registration<S> {
             .field("key", &self.key)
             .field("subscriber", &self.subscriber)
             .finish()
+    }
+}
+
+impl<S: squash::Squashing> Registration<S> {
+    /// Starts ending this subscriber's squash windows on time, when its state has one (see
+    /// [`squash`]); the task ends when the subscriber goes.
+    pub(crate) fn start_squash(&self) {
+        let wake = self
+            .registry
+            .visit(&self.key, self.subscriber, |state| Visit::Keep(state.wake()));
+        if let Some(Some(wake)) = wake {
+            tokio::spawn(squash::flusher(
+                self.registry.clone(),
+                self.key.clone(),
+                self.subscriber,
+                wake,
+            ));
+        }
     }
 }
 
@@ -517,5 +730,63 @@ mod tests {
         registry.visit("t", key(1, 1), |_| Visit::Remove(()));
         assert_eq!((registry.subscriptions(), registry.keys()), (0, 0));
         assert_eq!(registry.visit("t", key(1, 1), |_| Visit::Keep(())), None);
+    }
+
+    fn route(value: i64) -> Route {
+        Route {
+            field: Arc::from("x"),
+            value: RouteValue::Int(value),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_routed_delivery_visits_the_subscribers_routed_there_and_the_unrouted() {
+        let registry: Registry<&'static str> = Registry::default();
+        let shutdown = CancellationToken::new();
+        let mb = || mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown)).0;
+        let a = registry.subscribe_routed("t", key(1, 1), mb(), ("a", vec![route(1)]), || {});
+        let b = registry.subscribe_routed(
+            "t",
+            key(2, 1),
+            mb(),
+            ("b", vec![route(2), route(3)]),
+            || {},
+        );
+        let _c = registry.subscribe("t", key(3, 1), mb(), "c", || {});
+        let visited = |probe: Option<Vec<Route>>| {
+            let mut seen = Vec::new();
+            registry.deliver_routed(
+                "t",
+                |fields| {
+                    assert_eq!(fields, [Arc::<str>::from("x")]);
+                    probe
+                },
+                |subscriber| {
+                    seen.push(subscriber.state);
+                    Step::Skip
+                },
+            );
+            seen.sort_unstable();
+            seen
+        };
+        assert_eq!(visited(Some(vec![route(1)])), ["a", "c"]);
+        assert_eq!(visited(Some(vec![route(3), route(1)])), ["a", "b", "c"]);
+        assert_eq!(visited(Some(vec![route(9)])), ["c"]);
+        assert_eq!(visited(None), ["a", "b", "c"], "a probe that cannot tell");
+        assert_eq!(visited(Some(vec![route(2)])), ["b", "c"]);
+        drop(b);
+        assert_eq!(visited(Some(vec![route(2)])), ["c"]);
+        drop(a);
+        let mut seen = Vec::new();
+        registry.deliver_routed(
+            "t",
+            |_| panic!("nobody is routed: no probe"),
+            |subscriber| {
+                seen.push(subscriber.state);
+                Step::Skip
+            },
+        );
+        assert_eq!(seen, ["c"]);
+        assert_eq!(registry.visit("t", key(3, 1), |s| Visit::Keep(*s)), Some("c"));
     }
 }

@@ -490,6 +490,7 @@ async fn a_projection_sends_only_the_asked_columns_and_skips_updates_of_the_othe
                 include_initial: true,
                 filter,
                 columns: columns.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
             })),
             resume_from: Bytes::new(),
         })

@@ -162,6 +162,7 @@ fn encode(request: &Request, headers: std::collections::HashMap<String, String>)
             subscription_id,
             source,
             resume_from,
+            squash,
         }) => C::Subscribe(pb::Subscribe {
             subscription_id: *subscription_id,
             source: Some(match source {
@@ -175,6 +176,7 @@ fn encode(request: &Request, headers: std::collections::HashMap<String, String>)
                     include_initial: *include_initial,
                     filter: filter.clone(),
                     columns: columns.clone(),
+                    min_interval_ms: squash.map_or(0, |d| d.as_millis() as u32),
                 }),
                 Source::Topic {
                     topic,
@@ -191,6 +193,7 @@ fn encode(request: &Request, headers: std::collections::HashMap<String, String>)
                         start,
                         start_offset,
                         filter: filter.clone(),
+                        min_interval_ms: squash.map_or(0, |d| d.as_millis() as u32),
                     })
                 }
             }),

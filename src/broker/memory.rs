@@ -20,10 +20,11 @@ mod history;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -35,6 +36,7 @@ use crate::protocol::{
     encode_event, now_micros, share_event, Code, EventBody, Failure, SharedEvent, StartPosition,
     TopicMessage,
 };
+use crate::registry::squash::{batch, Offer, Squashing, Window, HELD_LIMIT};
 use crate::registry::{Registry, Step, SubscriberKey, Visit};
 use crate::row_filter::{Inspected, MessageFilter};
 use history::Histories;
@@ -43,13 +45,14 @@ use history::Histories;
 /// closed as a slow consumer (4008), as when its outbound queue is full.
 const CATCH_UP_BUFFER: usize = 1024;
 
-/// What fan-out keeps for one topic subscription: its filter, and, while it catches up on kept
-/// messages, the live ones published meanwhile. Only in-process topics catch up; every other
-/// topic subscriber is live from the start.
+/// What fan-out keeps for one topic subscription: its filter, its squash window when it asked
+/// for one, and, while it catches up on kept messages, the live ones published meanwhile. Only
+/// in-process topics catch up; every other topic subscriber is live from the start.
 #[derive(Default)]
 pub struct TopicState {
     catching_up: Option<Box<CatchUp>>,
     filter: Option<Arc<MessageFilter>>,
+    squash: Option<Box<Window<SharedEvent>>>,
 }
 
 #[derive(Default)]
@@ -59,18 +62,19 @@ struct CatchUp {
 }
 
 impl TopicState {
-    /// A live subscriber's state, with its filter.
-    pub(crate) fn new(filter: Option<Arc<MessageFilter>>) -> Self {
+    /// A live subscriber's state, with its filter and squash interval.
+    pub(crate) fn new(filter: Option<Arc<MessageFilter>>, squash: Option<Duration>) -> Self {
         Self {
             catching_up: None,
             filter,
+            squash: squash.map(|interval| Box::new(Window::new(interval, HELD_LIMIT))),
         }
     }
 
-    fn catching_up(filter: Option<Arc<MessageFilter>>) -> Self {
+    fn catching_up(filter: Option<Arc<MessageFilter>>, squash: Option<Duration>) -> Self {
         Self {
             catching_up: Some(Box::default()),
-            filter,
+            ..Self::new(filter, squash)
         }
     }
 
@@ -81,19 +85,44 @@ impl TopicState {
             .is_none_or(|filter| filter.matches(message))
     }
 
-    /// What this subscriber gets of a live `event`: the event, or (catching up) a place in its
-    /// buffer.
-    pub(crate) fn step(&mut self, event: &SharedEvent) -> Step {
-        let Some(catch_up) = &mut self.catching_up else {
+    /// What this subscriber gets of a live `event` of a message with `key` (empty: none): the
+    /// event, a place in its squash window, or (catching up) a place in its buffer.
+    pub(crate) fn step(&mut self, event: &SharedEvent, key: &str) -> Step {
+        if let Some(catch_up) = &mut self.catching_up {
+            if catch_up.buffer.len() >= CATCH_UP_BUFFER {
+                catch_up.overflowed = true;
+                catch_up.buffer = Vec::new();
+            } else if !catch_up.overflowed {
+                catch_up.buffer.push(event.clone());
+            }
+            return Step::Skip;
+        }
+        let Some(window) = &mut self.squash else {
             return Step::Deliver(event.clone());
         };
-        if catch_up.buffer.len() >= CATCH_UP_BUFFER {
-            catch_up.overflowed = true;
-            catch_up.buffer = Vec::new();
-        } else if !catch_up.overflowed {
-            catch_up.buffer.push(event.clone());
+        let key = (!key.is_empty()).then_some(key.as_bytes());
+        match window.offer(key, event.clone(), |_, newer| Some(newer)) {
+            Offer::Now(event) => Step::Deliver(event),
+            Offer::Held => Step::Skip,
+            Offer::Early(events) => batch(events),
         }
-        Step::Skip
+    }
+}
+
+impl Squashing for TopicState {
+    fn wake(&self) -> Option<Arc<Notify>> {
+        self.squash.as_ref().map(|window| window.wake())
+    }
+
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.squash.as_ref().and_then(|window| window.deadline())
+    }
+
+    fn end(&mut self, now: tokio::time::Instant) -> Step {
+        match &mut self.squash {
+            Some(window) => batch(window.end(now)),
+            None => Step::Skip,
+        }
     }
 }
 
@@ -202,7 +231,7 @@ impl MemoryBroker {
             request.topic,
             request.subscriber,
             request.mailbox,
-            TopicState::new(request.filter),
+            TopicState::new(request.filter, request.squash),
             || announce(ReadyAt::Now(position)),
         )
     }
@@ -239,7 +268,7 @@ impl MemoryBroker {
             request.topic,
             request.subscriber,
             request.mailbox,
-            TopicState::catching_up(request.filter.clone()),
+            TopicState::catching_up(request.filter.clone(), request.squash),
             || announce(ReadyAt::AfterReplay),
         );
         let catch_up = run_catch_up(
@@ -345,7 +374,7 @@ impl MemoryBroker {
             }
             let event =
                 event.get_or_insert_with(|| share_event(&cursor, EventBody::Message(message)));
-            subscriber.state.step(event)
+            subscriber.state.step(event, &message.key)
         });
         if let (Some(kept), Some(event)) = (kept, event) {
             kept.keep(offset, event, histories.settings());
@@ -478,6 +507,7 @@ mod tests {
             resume_from: cursor,
             start,
             filter: None,
+            squash: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub(crate) mod rabbitmq;
 pub mod route;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +67,8 @@ pub struct TopicSubscribe<'a> {
     pub start: StartPosition,
     /// The client's filter: only the messages it admits reach this subscriber.
     pub filter: Option<Arc<MessageFilter>>,
+    /// Squash: at most one message per key per this interval (`TopicFeed.min_interval_ms`).
+    pub squash: Option<Duration>,
 }
 
 /// The keys a broker backend consumes on this node, each with the token that stops its consumer.
@@ -118,7 +121,9 @@ pub(crate) fn fan_out(
         if !subscriber.state.admits(&inspected) {
             return Step::Skip;
         }
-        subscriber.state.step(event.get_or_insert_with(&encode))
+        subscriber
+            .state
+            .step(event.get_or_insert_with(&encode), &message.key)
     })
 }
 
@@ -215,7 +220,7 @@ impl Topics {
             )
             .detail("topic", request.topic));
         }
-        match self.backend(rule, request.topic)? {
+        let registration = match self.backend(rule, request.topic)? {
             Backend::Memory(memory) => memory.subscribe(request, announce),
             Backend::Rabbitmq(rabbit) if rule.is_some_and(|r| r.stream) => {
                 rabbit.subscribe_stream(request, announce).await
@@ -226,7 +231,9 @@ impl Topics {
                 rabbit.subscribe(request, announce).await
             }
             Backend::Kafka(kafka) => kafka.subscribe(request, announce).await,
-        }
+        }?;
+        registration.start_squash();
+        Ok(registration)
     }
 
     /// Publishes; returns once the backend accepted the message.

@@ -10,18 +10,32 @@
 //! contains it), and switches the subscription to **live** under the table's lock, after which
 //! the reader delivers directly, still dropping changes visible in that snapshot. A buffer that
 //! overflows marks the subscription failed; its task ends it with a coded `SubscriptionClosed`.
+//!
+//! A subscriber whose row filter requires a column to equal one of a few values is routed by
+//! them in the registry ([`Route`]), and a change is offered only to the subscribers routed by
+//! the values its old and new row hold, and to those without a route: its cost grows with the
+//! subscribers it may concern, not with the table's.
 
-use std::cell::LazyCell;
+use std::cell::{LazyCell, RefCell};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::changes::{apply_view, view_through, Projection, View};
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::changes::{apply_view, seen, view_through, Projection, View};
 use super::snapshot::Snapshot;
 use super::tables::TableEntry;
 use crate::outbound::Mailbox;
-use crate::protocol::{share_event, EventBody, Failure, RowChange, SharedEvent};
-use crate::registry::{Fanout, Registration, Registry, Step, Subscriber, SubscriberKey, Visit};
-use crate::row_filter::RowFilter;
+use crate::protocol::{
+    share_event, ChangeKind, EventBody, Failure, Row, RowChange, SharedEvent, Value,
+};
+use crate::registry::squash::{batch, Offer, Squashing, Window, HELD_LIMIT};
+use crate::registry::{
+    Fanout, Registration, Registry, Route, RouteValue, Step, Subscriber, SubscriberKey, Visit,
+};
+use crate::row_filter::{Required, RowFilter};
 
 /// What fan-out keeps for one table subscription besides its key and mailbox.
 pub(crate) struct TableState {
@@ -32,6 +46,79 @@ pub(crate) struct TableState {
     fence: Fence,
     /// Set when the server ends the subscription, so its session frees the id.
     closed: Arc<AtomicBool>,
+    /// Its squash window, when it asked for one (live changes only).
+    squash: Option<Box<Window<Held>>>,
+}
+
+/// A change a squash window holds: as this subscriber sees it, with its encoding (kept while
+/// nothing collapsed into it) and cursor.
+struct Held {
+    change: RowChange,
+    event: SharedEvent,
+    cursor: Bytes,
+    collapsed: bool,
+}
+
+impl Held {
+    fn encode(self) -> SharedEvent {
+        match self.collapsed {
+            false => self.event,
+            true => share_event(&self.cursor, EventBody::Change(&self.change)),
+        }
+    }
+}
+
+/// One row's two changes in a window as one: the kind the pair amounts to, `old_row` as the
+/// subscriber had the row before both, `new_row` the latest, `newer`'s cursor. `None` when they
+/// cancel out (an insert then a delete, or updates that end where they began).
+fn collapse(older: Held, newer: Held) -> Option<Held> {
+    use ChangeKind::{Delete, Insert, Update};
+    let kind = match (older.change.kind, newer.change.kind) {
+        (Insert, Update) => Insert,
+        (Insert, Delete) => return None,
+        (Update, Update) | (Delete, Insert) => Update,
+        (Update, Delete) => Delete,
+        _ => return Some(newer), // no other pair follows itself for one row
+    };
+    let old_row = match kind {
+        Insert => None,
+        _ => older.change.old_row,
+    };
+    let new_row = match kind {
+        Delete => None,
+        _ => newer.change.new_row,
+    };
+    if kind == Update && old_row == new_row {
+        return None;
+    }
+    Some(Held {
+        change: RowChange {
+            kind,
+            old_row,
+            new_row,
+            ..newer.change
+        },
+        event: newer.event,
+        cursor: newer.cursor,
+        collapsed: true,
+    })
+}
+
+impl Squashing for TableState {
+    fn wake(&self) -> Option<Arc<Notify>> {
+        self.squash.as_ref().map(|window| window.wake())
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.squash.as_ref().and_then(|window| window.deadline())
+    }
+
+    fn end(&mut self, now: Instant) -> Step {
+        match &mut self.squash {
+            Some(window) => batch(window.end(now).into_iter().map(Held::encode).collect()),
+            None => Step::Skip,
+        }
+    }
 }
 
 /// Where a subscription stands relative to its snapshot.
@@ -63,19 +150,32 @@ pub(crate) enum Drain {
     Gone,
 }
 
+/// How a subscriber sees its table: the rows it may see (when a row-level rule or its own
+/// filter limits them), the columns it asked for, and its squash interval.
+#[derive(Default)]
+pub(crate) struct Lens {
+    pub(crate) filter: Option<Arc<RowFilter>>,
+    pub(crate) projection: Option<Arc<Projection>>,
+    pub(crate) squash: Option<std::time::Duration>,
+}
+
 /// Every table subscription of the node, and the table side of fan-out. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Subscribers {
     registry: Registry<TableState>,
     /// How many changes a pending subscription may buffer (`changefeed.snapshot_buffer`).
     buffer_limit: usize,
+    /// Whether subscribers are routed by their filters' required values
+    /// (`changefeed.filter_index`).
+    index: bool,
 }
 
 impl Subscribers {
-    pub(crate) fn new(buffer_limit: usize) -> Self {
+    pub(crate) fn new(buffer_limit: usize, index: bool) -> Self {
         Self {
             registry: Registry::default(),
             buffer_limit,
+            index,
         }
     }
 
@@ -87,11 +187,19 @@ impl Subscribers {
         table: &TableEntry,
         key: SubscriberKey,
         mailbox: Mailbox,
-        lens: (Option<Arc<RowFilter>>, Option<Arc<Projection>>),
+        lens: Lens,
         closed: Arc<AtomicBool>,
         announce: impl FnOnce(),
     ) -> Registration<TableState> {
-        let (filter, projection) = lens;
+        let Lens {
+            filter,
+            projection,
+            squash,
+        } = lens;
+        let routes = match &filter {
+            Some(filter) if self.index => routes(filter),
+            _ => Vec::new(),
+        };
         let state = TableState {
             filter,
             projection,
@@ -101,9 +209,10 @@ impl Subscribers {
                 overflowed: false,
                 reset: None,
             },
+            squash: squash.map(|interval| Box::new(Window::new(interval, HELD_LIMIT))),
         };
         self.registry
-            .subscribe(&table.key, key, mailbox, state, announce)
+            .subscribe_routed(&table.key, key, mailbox, (state, routes), announce)
     }
 
     /// Removes a subscriber (failure); nothing if it is gone already.
@@ -158,16 +267,18 @@ impl Subscribers {
         cursor: &[u8],
         build: impl FnOnce() -> RowChange,
     ) -> Fanout {
-        let mut change = Lazy {
+        let change = Lazy {
             change: LazyCell::new(build),
-            events: Vec::new(),
+            events: RefCell::new(Vec::new()),
             cursor,
             key_columns: &table.info.key_columns,
         };
         let limit = self.buffer_limit;
-        self.registry.deliver(&table.key, |subscriber| {
-            step(subscriber, xid, limit, &mut change)
-        })
+        self.registry.deliver_routed(
+            &table.key,
+            |fields| probe(fields, change.get()),
+            |subscriber| step(subscriber, xid, limit, &change),
+        )
     }
 
     /// `table` was reset by transaction `xid` (truncated, or it logged a change that cannot be
@@ -202,13 +313,64 @@ impl Subscribers {
     }
 }
 
+/// The routes a subscriber with `filter` is indexed under: the values its filter requires of
+/// one column (none when it requires none).
+fn routes(filter: &RowFilter) -> Vec<Route> {
+    let Some((column, values)) = filter.required() else {
+        return Vec::new();
+    };
+    let field: Arc<str> = Arc::from(column);
+    let mut routes: Vec<Route> = values
+        .into_iter()
+        .map(|value| Route {
+            field: field.clone(),
+            value: match value {
+                Required::Int(n) => RouteValue::Int(n),
+                Required::Text(text) => RouteValue::Text(text.into()),
+            },
+        })
+        .collect();
+    routes.sort_unstable();
+    routes.dedup();
+    routes
+}
+
+/// The routes `change` concerns: the values its old and new row hold in `fields`. `None` (offer
+/// it to every subscriber) when a row holds a value of another kind there, which a routed
+/// subscriber's filter might still find equal (the column's type changed, say).
+fn probe(fields: &[Arc<str>], change: &RowChange) -> Option<Vec<Route>> {
+    let mut routes = Vec::with_capacity(fields.len() * 2);
+    for row in [&change.old_row, &change.new_row].into_iter().flatten() {
+        for field in fields {
+            let value = match column(row, field) {
+                None | Some(Value::Null) => continue, // equal to nothing
+                Some(Value::Int(n)) => RouteValue::Int(*n),
+                Some(Value::Text(text)) => RouteValue::Text(text.as_str().into()),
+                Some(_) => return None,
+            };
+            routes.push(Route {
+                field: field.clone(),
+                value,
+            });
+        }
+    }
+    Some(routes)
+}
+
+/// `row`'s value of `name` (rows are sorted by column name).
+fn column<'a>(row: &'a Row, name: &str) -> Option<&'a Value> {
+    row.binary_search_by(|(column, _)| column.as_str().cmp(name))
+        .ok()
+        .map(|i| &row[i].1)
+}
+
 /// What one subscriber gets of one change: nothing (its snapshot has it, or its filter hides
 /// the row), a place in its pending buffer, or the change in the form its filter makes of it.
 fn step<F: FnOnce() -> RowChange>(
     subscriber: &mut Subscriber<TableState>,
     xid: u64,
     limit: usize,
-    change: &mut Lazy<'_, F>,
+    change: &Lazy<'_, F>,
 ) -> Step {
     let state = &mut subscriber.state;
     match &state.fence {
@@ -229,7 +391,29 @@ fn step<F: FnOnce() -> RowChange>(
         return Step::Skip; // an update of columns it did not ask for
     };
     match &mut state.fence {
-        Fence::Live { .. } => Step::Deliver(event),
+        Fence::Live { .. } => match &mut state.squash {
+            None => Step::Deliver(event),
+            Some(window) => {
+                let filter = state.filter.as_deref();
+                let projection = state.projection.as_deref();
+                let Some(form) = seen(change.get().clone(), filter, projection, change.key_columns)
+                else {
+                    return Step::Skip; // as above: not reached
+                };
+                let key = format!("{:?}", form.key);
+                let held = Held {
+                    change: form,
+                    event,
+                    cursor: Bytes::copy_from_slice(change.cursor),
+                    collapsed: false,
+                };
+                match window.offer(Some(key.as_bytes()), held, collapse) {
+                    Offer::Now(held) => Step::Deliver(held.event),
+                    Offer::Held => Step::Skip,
+                    Offer::Early(held) => batch(held.into_iter().map(Held::encode).collect()),
+                }
+            }
+        },
         Fence::Pending {
             buffer, overflowed, ..
         } => {
@@ -249,7 +433,7 @@ struct Lazy<'a, F> {
     change: LazyCell<RowChange, F>,
     /// Encoded once per view and projection (by value: subscribers asking for the same columns
     /// share an encoding); `None`: the projection leaves nothing to send.
-    events: Vec<(View, Option<Arc<Projection>>, Option<SharedEvent>)>,
+    events: RefCell<Vec<(View, Option<Arc<Projection>>, Option<SharedEvent>)>>,
     cursor: &'a [u8],
     key_columns: &'a [String],
 }
@@ -259,9 +443,10 @@ impl<F: FnOnce() -> RowChange> Lazy<'_, F> {
         LazyCell::force(&self.change)
     }
 
-    fn event(&mut self, view: View, projection: Option<&Arc<Projection>>) -> Option<SharedEvent> {
+    fn event(&self, view: View, projection: Option<&Arc<Projection>>) -> Option<SharedEvent> {
         if let Some((_, _, event)) = self
             .events
+            .borrow()
             .iter()
             .find(|(v, p, _)| *v == view && p.as_ref() == projection)
         {
@@ -281,7 +466,9 @@ impl<F: FnOnce() -> RowChange> Lazy<'_, F> {
                 .apply(change)
                 .map(|projected| share_event(cursor, EventBody::Change(&projected))),
         };
-        self.events.push((view, projection.cloned(), event.clone()));
+        self.events
+            .borrow_mut()
+            .push((view, projection.cloned(), event.clone()));
         event
     }
 }
@@ -309,7 +496,7 @@ mod tests {
         };
         (
             TableEntry::new(info, HashMap::new()),
-            Subscribers::new(limit),
+            Subscribers::new(limit, true),
         )
     }
 
@@ -368,7 +555,7 @@ mod tests {
         let (mb, mut rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
         let (table, subscribers) = entry(10);
         let _registration =
-            subscribers.subscribe(&table, key(1), mb, (None, None), Arc::default(), || {});
+            subscribers.subscribe(&table, key(1), mb, Lens::default(), Arc::default(), || {});
         subscribers.fan_out(&table, 5, b"c", event);
         subscribers.fan_out(&table, 12, b"c", event);
         let since = Snapshot::parse("10:13:").expect("snapshot"); // 5 and 12 visible, 13+ not
@@ -397,7 +584,7 @@ mod tests {
         let (mb, _rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
         let (table, subscribers) = entry(2);
         let _registration =
-            subscribers.subscribe(&table, key(1), mb, (None, None), Arc::default(), || {});
+            subscribers.subscribe(&table, key(1), mb, Lens::default(), Arc::default(), || {});
         for xid in 20..25 {
             subscribers.fan_out(&table, xid, b"c", event);
         }
@@ -426,7 +613,10 @@ mod tests {
             &table,
             key(1),
             mb,
-            (Some(Arc::new(filter)), None),
+            Lens {
+                filter: Some(Arc::new(filter)),
+                ..Lens::default()
+            },
             Arc::default(),
             || {},
         );
@@ -459,5 +649,60 @@ mod tests {
         assert!(got[2].new_row.is_none() && got[2].old_row.is_some());
         let key = got[2].key.as_ref().expect("key");
         assert_eq!(key.columns.len(), 1, "the delete names the row's key");
+    }
+
+    #[tokio::test]
+    async fn routed_subscribers_get_the_changes_of_their_values_only_and_moves_between_them() {
+        let shutdown = CancellationToken::new();
+        let (table, subscribers) = entry(10);
+        let since = Snapshot::parse("10:10:").expect("snapshot");
+        let mut inboxes = Vec::new();
+        let mut registrations = Vec::new();
+        for (id, text) in [(1, "tenant = 7"), (2, "tenant in (8, 9)"), (3, "tenant > 7")] {
+            let (mb, rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
+            let filter = FilterTemplate::parse(text)
+                .expect("parses")
+                .fill(&Principal::anonymous())
+                .expect("fills");
+            registrations.push(subscribers.subscribe(
+                &table,
+                key(id),
+                mb,
+                Lens {
+                    filter: Some(Arc::new(filter)),
+                    ..Lens::default()
+                },
+                Arc::default(),
+                || {},
+            ));
+            assert!(matches!(
+                subscribers.drain(&table, key(id), &since),
+                Drain::Live
+            ));
+            inboxes.push(rx);
+        }
+        let steps = [
+            change(ChangeKind::Insert, None, Some(7)),    // 1
+            change(ChangeKind::Update, Some(7), Some(8)), // 1: DELETE, 2: INSERT, 3: INSERT
+            change(ChangeKind::Update, Some(8), Some(5)), // 2: DELETE, 3: DELETE
+            change(ChangeKind::Insert, None, Some(6)),    // nobody
+            change(ChangeKind::Delete, Some(9), None),    // 2, 3
+        ];
+        for (xid, step) in (20..).zip(steps) {
+            subscribers.fan_out(&table, xid, b"c", || step);
+        }
+        use pb::ChangeKind as K;
+        let kinds: Vec<Vec<K>> = inboxes
+            .iter_mut()
+            .map(|rx| received(rx).iter().map(|c| c.kind()).collect())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                vec![K::Insert, K::Delete],
+                vec![K::Insert, K::Delete, K::Delete],
+                vec![K::Insert, K::Delete, K::Delete],
+            ]
+        );
     }
 }

@@ -45,7 +45,7 @@ use crate::registry::SubscriberKey;
 use crate::row_filter::RowFilter;
 use crate::source::{Availability, Health};
 use changes::Projection;
-use fence::Subscribers;
+use fence::{Lens, Subscribers};
 use refusals::Refusals;
 use resume::Resume;
 use tables::Tables;
@@ -149,6 +149,8 @@ pub struct TableSubscribe<'a> {
     pub filter: Option<RowFilter>,
     /// The columns it asked for (empty: all); checked here against the table's.
     pub columns: &'a [String],
+    /// Squash: at most one change per row per this interval (`TableFeed.min_interval_ms`).
+    pub squash: Option<Duration>,
 }
 
 /// The sessions' handle to the changefeed. Cheap to clone.
@@ -192,7 +194,10 @@ impl Changefeed {
             .max_connections(settings.tuning.pool_size)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(settings.connect.clone().application_name("feedgate"));
-        let subscribers = Subscribers::new(settings.tuning.snapshot_buffer);
+        let subscribers = Subscribers::new(
+            settings.tuning.snapshot_buffer,
+            settings.tuning.filter_index,
+        );
         let turns = (settings.tuning.pool_size as usize)
             .saturating_sub(1)
             .max(1);
@@ -272,14 +277,20 @@ impl Changefeed {
             asked => Some(Arc::new(projection(asked, &entry)?)),
         };
         let closed = Arc::new(AtomicBool::new(false));
+        let lens = Lens {
+            filter: filter.clone(),
+            projection: projection.clone(),
+            squash: request.squash,
+        };
         let registration = self.shared.subscribers.subscribe(
             &entry,
             request.subscriber,
             request.mailbox.clone(),
-            (filter.clone(), projection.clone()),
+            lens,
             closed.clone(),
             announce,
         );
+        registration.start_squash();
         let start = subscription::Start {
             entry,
             subscribers: self.shared.subscribers.clone(),

@@ -59,6 +59,8 @@ pub struct Subscribe {
     pub source: Source,
     /// A cursor to resume after; empty for "from now".
     pub resume_from: Bytes,
+    /// Squash: at most one event per key per this interval (the feed's `min_interval_ms`).
+    pub squash: Option<std::time::Duration>,
 }
 
 /// What a subscription listens to.
@@ -218,9 +220,25 @@ fn convert_command(command: pb::request::Command) -> Result<Command, Failure> {
     })
 }
 
+/// The longest squash interval a subscription may ask for.
+pub const MAX_SQUASH_MS: u32 = 60_000;
+
 fn convert_subscribe(sub: pb::Subscribe) -> Result<Subscribe, Failure> {
     use pb::subscribe::Source as S;
     let subscription_id = nonzero_subscription(sub.subscription_id)?;
+    let min_interval_ms = match &sub.source {
+        Some(S::Table(feed)) => feed.min_interval_ms,
+        Some(S::Topic(feed)) => feed.min_interval_ms,
+        None => 0,
+    };
+    if min_interval_ms > MAX_SQUASH_MS {
+        return Err(Failure::validation(format!(
+            "min_interval_ms is at most {MAX_SQUASH_MS} (got {min_interval_ms})"
+        ))
+        .detail("min_interval_ms", min_interval_ms));
+    }
+    let squash = (min_interval_ms > 0)
+        .then(|| std::time::Duration::from_millis(min_interval_ms.into()));
     let source = match sub.source {
         Some(S::Table(feed)) => {
             check_name("table", &feed.table)?;
@@ -260,6 +278,7 @@ fn convert_subscribe(sub: pb::Subscribe) -> Result<Subscribe, Failure> {
         subscription_id,
         source,
         resume_from: sub.resume_from,
+        squash,
     })
 }
 
@@ -371,8 +390,34 @@ mod tests {
                     start: StartPosition::Latest,
                 },
                 resume_from: Bytes::new(),
+                squash: None,
             })
         );
+    }
+
+    #[test]
+    fn min_interval_is_a_squash_of_at_most_a_minute() {
+        let with = |ms| {
+            let mut request = subscribe_topic(3, "orders");
+            if let Some(pb::request::Command::Subscribe(sub)) = &mut request.command {
+                if let Some(pb::subscribe::Source::Topic(feed)) = &mut sub.source {
+                    feed.min_interval_ms = ms;
+                }
+            }
+            decode_request(&encode(request))
+        };
+        let Ok(request) = with(250) else {
+            panic!("250 ms is valid");
+        };
+        let Command::Subscribe(sub) = request.command else {
+            panic!("a subscribe");
+        };
+        assert_eq!(sub.squash, Some(std::time::Duration::from_millis(250)));
+        let Err(rejection) = with(MAX_SQUASH_MS + 1) else {
+            panic!("too long");
+        };
+        assert_eq!(rejection.failure.code, Code::Validation);
+        assert!(rejection.failure.message.contains("min_interval_ms"));
     }
 
     #[test]

@@ -173,8 +173,19 @@ pub fn share_event(cursor: &[u8], body: EventBody<'_>) -> SharedEvent {
         subscription_id: 0,
         cursor: Bytes::copy_from_slice(cursor),
         body: Some(body),
+        more: false,
     };
     SharedEvent(Bytes::from(event.encode_to_vec()))
+}
+
+/// `event` with `more` set (`Event.more`: more events of its batch follow). Copies its bytes.
+pub fn with_more(event: &SharedEvent) -> SharedEvent {
+    // Field 8 (more), wire type 0 (varint), true.
+    const MORE: [u8; 2] = [8 << 3, 1];
+    let mut bytes = BytesMut::with_capacity(event.0.len() + MORE.len());
+    bytes.put_slice(&event.0);
+    bytes.put_slice(&MORE);
+    SharedEvent(bytes.freeze())
 }
 
 /// Frames a shared event for one subscriber: `ServerMessage.event` key and length, the
@@ -279,12 +290,30 @@ mod tests {
                     subscription_id: id,
                     cursor: Bytes::from_static(b"cur"),
                     body: Some(pb::event::Body::Message(topic_message(&message))),
+                    more: false,
                 })),
             };
             assert_eq!(decode(&framed), direct, "subscription id {id}");
             // Same length as prost's own encoding: the prefix is minimal.
             assert_eq!(framed.len(), direct.encoded_len());
         }
+    }
+
+    #[test]
+    fn with_more_sets_more_and_keeps_the_rest() {
+        let message = sample();
+        let shared = share_event(b"cur", EventBody::Message(&message));
+        let framed = frame_shared(7, &with_more(&shared));
+        let Some(pb::server_message::Message::Event(event)) = decode(&framed).message else {
+            panic!("an event");
+        };
+        assert!(event.more);
+        assert_eq!(event.cursor, Bytes::from_static(b"cur"));
+        assert_eq!(event.subscription_id, 7);
+        assert_eq!(
+            event.body,
+            Some(pb::event::Body::Message(topic_message(&message)))
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The one delivery function every fan-out goes through, and what it works with: a
+//! The one delivery rule every fan-out goes through, and what it works with: a
 //! [`Subscriber`], what the source wants done with it ([`Step`]), and what was done ([`Fanout`]).
 //! The registry holds the locks and counts; this holds the rule.
 
@@ -22,6 +22,8 @@ pub(crate) enum Step {
     Skip,
     /// Queue this event. A subscriber whose queue is full or gone is removed (a drop).
     Deliver(SharedEvent),
+    /// Queue these events, in order (a squash window's); as `Deliver` if one does not fit.
+    Several(Vec<SharedEvent>),
     /// Queue this event, the subscription's last (the source ends it, e.g. a table reset), and
     /// remove the subscriber. Counted as ended when queued, as dropped when not.
     End(SharedEvent),
@@ -46,32 +48,35 @@ pub(crate) enum Visit<R> {
     Remove(R),
 }
 
-/// The one delivery function: asks `step` what each subscriber gets, queues it without waiting,
-/// and removes the subscribers it could not queue to (full or closed) or that `step` ended.
-pub(super) fn deliver<S>(
-    subscribers: &mut Vec<Subscriber<S>>,
-    mut step: impl FnMut(&mut Subscriber<S>) -> Step,
-) -> Fanout {
-    let mut fanout = Fanout::default();
-    subscribers.retain_mut(|subscriber| {
-        let (event, last) = match step(subscriber) {
-            Step::Skip => return true,
-            Step::Deliver(event) => (event, false),
-            Step::End(event) => (event, true),
-        };
+/// The one delivery rule: queues what `step` gave one subscriber without waiting, counts it in
+/// `fanout`, and answers whether the subscriber stays (not when its queue was full or closed,
+/// nor when `step` ended it).
+pub(super) fn deliver_one<S>(
+    subscriber: &mut Subscriber<S>,
+    step: Step,
+    fanout: &mut Fanout,
+) -> bool {
+    let id = subscriber.key.subscription_id;
+    let queue = |event| {
         let item = Outbound::Event {
-            subscription_id: subscriber.key.subscription_id,
+            subscription_id: id,
             event,
         };
-        let queued = subscriber.mailbox.try_deliver(item).is_ok();
-        match (queued, last) {
-            (true, false) => fanout.delivered += 1,
-            (true, true) => fanout.ended += 1,
-            (false, _) => fanout.dropped += 1,
-        }
-        queued && !last
-    });
-    fanout
+        subscriber.mailbox.try_deliver(item).is_ok()
+    };
+    let (queued, last) = match step {
+        Step::Skip => return true,
+        Step::Deliver(event) => (queue(event), false),
+        Step::Several(events) if events.is_empty() => return true,
+        Step::Several(events) => (events.into_iter().all(queue), false),
+        Step::End(event) => (queue(event), true),
+    };
+    match (queued, last) {
+        (true, false) => fanout.delivered += 1,
+        (true, true) => fanout.ended += 1,
+        (false, _) => fanout.dropped += 1,
+    }
+    queued && !last
 }
 
 #[cfg(test)]
@@ -83,6 +88,19 @@ mod tests {
 
     fn ready() -> SharedEvent {
         share_event(b"", EventBody::Ready)
+    }
+
+    /// The rule over a list, as the registry applies it to a key's subscribers.
+    fn deliver<S>(
+        subscribers: &mut Vec<Subscriber<S>>,
+        mut step: impl FnMut(&mut Subscriber<S>) -> Step,
+    ) -> Fanout {
+        let mut fanout = Fanout::default();
+        subscribers.retain_mut(|subscriber| {
+            let step = step(subscriber);
+            deliver_one(subscriber, step, &mut fanout)
+        });
+        fanout
     }
 
     fn subscriber(

@@ -67,6 +67,24 @@ pub(super) fn eval(expr: &Expr<Scalar>, values: &dyn Lookup) -> bool {
     }
 }
 
+/// The row values that [`compare`] finds equal to `scalar`, when they can be listed exactly:
+/// an integer and its text as written, or just the text; `None` for anything else (a
+/// decimal, which equals integers written otherwise, or a boolean, a timestamp or a date).
+pub(super) fn equal_forms(scalar: &Scalar) -> Option<Vec<super::Required>> {
+    use super::Required;
+    let (Scalar::Text(text) | Scalar::Number(text)) = scalar else {
+        return None;
+    };
+    let trimmed = text.trim();
+    if let Ok(n) = trimmed.parse::<i64>() {
+        return Some(vec![Required::Int(n), Required::Text(text.clone())]);
+    }
+    if trimmed.parse::<f64>().is_ok() || Decimal::parse(trimmed).is_some() {
+        return None; // a number an integer column may equal, written otherwise ("42.0")
+    }
+    Some(vec![Required::Text(text.clone())])
+}
+
 /// The row's value of `column`; a column the row lacks reads as NULL.
 fn column_value<'a>(row: &'a Row, column: &str) -> &'a Value {
     const NULL: &Value = &Value::Null;

@@ -224,6 +224,20 @@ impl RowFilter {
         eval::eval(&self.expr, row)
     }
 
+    /// A column the predicate requires to equal one of a few values (a top-level `=` or `in`
+    /// whose values compare exactly: integers and text), with those values in every form a
+    /// row's value can take to equal them; the one with the fewest values when there are
+    /// several. `None`: no such column (the predicate must be asked of every row).
+    pub fn required(&self) -> Option<(&str, Vec<Required>)> {
+        let mut best: Option<(&str, Vec<Required>)> = None;
+        for (column, values) in conjuncts(&self.expr).filter_map(required_by) {
+            if best.as_ref().is_none_or(|(_, b)| values.len() < b.len()) {
+                best = Some((column, values));
+            }
+        }
+        best
+    }
+
     /// The columns the predicate reads.
     pub fn columns(&self) -> Vec<&str> {
         let mut out = Vec::new();
@@ -232,6 +246,46 @@ impl RowFilter {
         out.dedup();
         out
     }
+}
+
+/// A value a row's column may hold to equal what a filter requires (see [`RowFilter::required`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Required {
+    /// An integer column's value.
+    Int(i64),
+    /// A text column's value.
+    Text(String),
+}
+
+/// The items of `expr`'s top-level `and`s (`expr` itself when it is not one).
+fn conjuncts<V>(expr: &Expr<V>) -> Box<dyn Iterator<Item = &Expr<V>> + '_> {
+    match expr {
+        Expr::And(items) => Box::new(items.iter().flat_map(conjuncts)),
+        Expr::Or(items) if items.len() == 1 => conjuncts(&items[0]),
+        other => Box::new(std::iter::once(other)),
+    }
+}
+
+/// The column and values an `=` or `in` requires, when each value compares exactly.
+fn required_by(expr: &Expr<Scalar>) -> Option<(&str, Vec<Required>)> {
+    let (column, values) = match expr {
+        Expr::Compare {
+            column,
+            op: Op::Eq,
+            value,
+        } => (column, std::slice::from_ref(value)),
+        Expr::In {
+            column,
+            values,
+            negated: false,
+        } => (column, values.as_slice()),
+        _ => return None,
+    };
+    let mut out = Vec::with_capacity(values.len() * 2);
+    for value in values {
+        out.extend(eval::equal_forms(value)?);
+    }
+    Some((column, out))
 }
 
 fn fill(expr: &Expr<Operand>, principal: &impl Claims) -> Result<Expr<Scalar>, Unfilled> {

@@ -276,3 +276,86 @@ fn an_empty_any_of_prefilters_as_false_and_an_empty_all_of_as_nothing() {
     .expect("valid");
     assert!(!any_none.matches(&row(&[("a", Value::Int(1))])));
 }
+
+/// The form [`RowFilter::required`] lists a row value under, if any.
+fn required_form(value: &Value) -> Option<Required> {
+    match value {
+        Value::Int(n) => Some(Required::Int(*n)),
+        Value::Text(t) => Some(Required::Text(t.clone())),
+        _ => None,
+    }
+}
+
+#[test]
+fn required_values_list_every_row_value_the_filter_finds_equal() {
+    let literals = [
+        "'42'", "' 42'", "'042'", "'+42'", "'42.0'", "'4.2e1'", "'abc'", "''", "'-7'",
+        "'9223372036854775808'", "'NaN'", "'true'", "42", "-7", "42.0", "0",
+    ];
+    let values = [
+        Value::Int(42),
+        Value::Int(-7),
+        Value::Int(0),
+        Value::Text("42".into()),
+        Value::Text(" 42".into()),
+        Value::Text("042".into()),
+        Value::Text("abc".into()),
+        Value::Text(String::new()),
+        Value::Text("42.0".into()),
+        Value::Numeric("42".into()),
+        Value::Null,
+    ];
+    let mut routed = 0;
+    for literal in literals {
+        for text in [format!("c = {literal}"), format!("c in ({literal}, 'zz') and d = 1")] {
+            let f = filter(&text, json!({}));
+            let required = f.required();
+            if let Some((column, _)) = &required {
+                assert!(*column == "c" || *column == "d", "{text}: {column}");
+                routed += 1;
+            }
+            for value in &values {
+                let r = row(&[("c", value.clone()), ("d", Value::Int(1))]);
+                if !f.matches(&r) {
+                    continue;
+                }
+                let Some((column, forms)) = &required else {
+                    continue; // asked of every row
+                };
+                let held = if *column == "c" { value } else { &Value::Int(1) };
+                let form = required_form(held);
+                assert!(
+                    form.as_ref().is_some_and(|form| forms.contains(form)),
+                    "{text} matches {value:?}, but routes only {forms:?}"
+                );
+            }
+        }
+    }
+    assert!(routed > 20, "most of these are routed: {routed}");
+}
+
+#[test]
+fn required_takes_the_narrowest_top_level_equality_and_nothing_under_or_or_not() {
+    let f = filter("a in (1, 2, 3) and (b = 'x' and c > 1)", json!({}));
+    let (column, forms) = f.required().expect("routed");
+    assert_eq!(column, "b");
+    assert_eq!(forms, [Required::Text("x".into())]);
+    for text in [
+        "a = 1 or b = 2",
+        "a != 1",
+        "a not in (1, 2)",
+        "a > 1",
+        "a = 1.5",
+        "a is null",
+        "a = true",
+    ] {
+        assert_eq!(filter(text, json!({})).required(), None, "{text}");
+    }
+    let all = RowFilter::all(vec![
+        filter("tenant = {claims.t}", json!({"t": 7})),
+        filter("status in ('open', 'held')", json!({})),
+    ]);
+    let (column, forms) = all.required().expect("routed");
+    assert_eq!(column, "tenant");
+    assert_eq!(forms, [Required::Int(7), Required::Text("7".into())]);
+}

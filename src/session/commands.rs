@@ -282,6 +282,7 @@ impl Session {
                     resume_from: &subscribe.resume_from,
                     start: *start,
                     filter,
+                    squash: subscribe.squash,
                 };
                 self.subscribe_topic(request_id, request).await
             }
@@ -310,6 +311,7 @@ impl Session {
                     authorize: &authorize,
                     filter,
                     columns,
+                    squash: subscribe.squash,
                 };
                 self.subscribe_table(request_id, request).await
             }
