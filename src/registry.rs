@@ -76,8 +76,10 @@ struct Entry<S> {
     routed: HashMap<Route, IndexSet<usize>>,
     /// The slots of subscribers without routes.
     unrouted: IndexSet<usize>,
-    /// The fields some subscriber is routed by, with how many routes name each.
-    fields: Vec<(Arc<str>, usize)>,
+    /// The fields some subscriber is routed by...
+    fields: Vec<Arc<str>>,
+    /// ...and how many routes name each.
+    field_routes: Vec<usize>,
 }
 
 /// One key's entry, locked on its own so that deliveries to different keys do not contend.
@@ -91,6 +93,7 @@ impl<S> Default for Entry<S> {
             routed: HashMap::new(),
             unrouted: IndexSet::new(),
             fields: Vec::new(),
+            field_routes: Vec::new(),
         }
     }
 }
@@ -105,9 +108,12 @@ impl<S> Entry<S> {
         }
         for route in routes.iter() {
             self.routed.entry(route.clone()).or_default().insert(slot);
-            match self.fields.iter_mut().find(|(f, _)| *f == route.field) {
-                Some((_, count)) => *count += 1,
-                None => self.fields.push((route.field.clone(), 1)),
+            match self.fields.iter().position(|f| *f == route.field) {
+                Some(at) => self.field_routes[at] += 1,
+                None => {
+                    self.fields.push(route.field.clone());
+                    self.field_routes.push(1);
+                }
             }
         }
         self.subscribers.insert(Slot { subscriber, routes });
@@ -130,10 +136,11 @@ impl<S> Entry<S> {
                     self.routed.remove(route);
                 }
             }
-            if let Some(at) = self.fields.iter().position(|(f, _)| *f == route.field) {
-                self.fields[at].1 -= 1;
-                if self.fields[at].1 == 0 {
+            if let Some(at) = self.fields.iter().position(|f| *f == route.field) {
+                self.field_routes[at] -= 1;
+                if self.field_routes[at] == 0 {
                     self.fields.swap_remove(at);
+                    self.field_routes.swap_remove(at);
                 }
             }
         }
@@ -319,7 +326,8 @@ impl<S> Registry<S> {
         match routes {
             None => {
                 for (slot, Slot { subscriber, .. }) in entry.subscribers.iter_mut() {
-                    if !deliver_one(subscriber, step(subscriber), &mut fanout) {
+                    let step = step(subscriber);
+                    if !deliver_one(subscriber, step, &mut fanout) {
                         removed.push(slot);
                     }
                 }
@@ -327,7 +335,8 @@ impl<S> Registry<S> {
             Some(routes) => {
                 for slot in entry.targets(&routes) {
                     let subscriber = &mut entry.subscribers[slot].subscriber;
-                    if !deliver_one(subscriber, step(subscriber), &mut fanout) {
+                    let step = step(subscriber);
+                    if !deliver_one(subscriber, step, &mut fanout) {
                         removed.push(slot);
                     }
                 }
@@ -460,7 +469,8 @@ impl<S> Registry<S> {
         let slot = entry.slot_of(subscriber)?;
         let mut fanout = Fanout::default();
         let found = &mut entry.subscribers[slot].subscriber;
-        if !deliver_one(found, step(&mut found.state), &mut fanout) {
+        let step = step(&mut found.state);
+        if !deliver_one(found, step, &mut fanout) {
             entry.remove(slot);
         }
         self.count(fanout);
@@ -574,24 +584,6 @@ impl<S> std::fmt::Debug for Registration<S> {
             .field("key", &self.key)
             .field("subscriber", &self.subscriber)
             .finish()
-    }
-}
-
-impl<S: squash::Squashing> Registration<S> {
-    /// Starts ending this subscriber's squash windows on time, when its state has one (see
-    /// [`squash`]); the task ends when the subscriber goes.
-    pub(crate) fn start_squash(&self) {
-        let wake = self
-            .registry
-            .visit(&self.key, self.subscriber, |state| Visit::Keep(state.wake()));
-        if let Some(Some(wake)) = wake {
-            tokio::spawn(squash::flusher(
-                self.registry.clone(),
-                self.key.clone(),
-                self.subscriber,
-                wake,
-            ));
-        }
     }
 }
 
@@ -745,13 +737,8 @@ mod tests {
         let shutdown = CancellationToken::new();
         let mb = || mailbox(QueueLimits::new(8, 1 << 20), Closer::new(&shutdown)).0;
         let a = registry.subscribe_routed("t", key(1, 1), mb(), ("a", vec![route(1)]), || {});
-        let b = registry.subscribe_routed(
-            "t",
-            key(2, 1),
-            mb(),
-            ("b", vec![route(2), route(3)]),
-            || {},
-        );
+        let b =
+            registry.subscribe_routed("t", key(2, 1), mb(), ("b", vec![route(2), route(3)]), || {});
         let _c = registry.subscribe("t", key(3, 1), mb(), "c", || {});
         let visited = |probe: Option<Vec<Route>>| {
             let mut seen = Vec::new();
@@ -787,6 +774,9 @@ mod tests {
             },
         );
         assert_eq!(seen, ["c"]);
-        assert_eq!(registry.visit("t", key(3, 1), |s| Visit::Keep(*s)), Some("c"));
+        assert_eq!(
+            registry.visit("t", key(3, 1), |s| Visit::Keep(*s)),
+            Some("c")
+        );
     }
 }

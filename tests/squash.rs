@@ -133,12 +133,16 @@ async fn a_squashed_table_feed_collapses_each_rows_changes_and_resumes_from_a_ba
     let mut events = Vec::new();
     let mut got = Vec::new();
     let mut after_first = None;
-    while got.last().is_none_or(|last: &String| last.ends_with("more") || got.len() < 2) {
+    while got
+        .last()
+        .is_none_or(|last: &String| last.ends_with("more") || got.len() < 2)
+    {
         let event = squashed.recv_event().await;
         let Some(pb::event::Body::Change(change)) = &event.body else {
             panic!("expected a change, got {event:?}");
         };
-        view.apply(change).expect("a squashed change keeps the view exact");
+        view.apply(change)
+            .expect("a squashed change keeps the view exact");
         after_first.get_or_insert_with(|| view.rows.clone());
         got.push(said(&event));
         events.push(event);
@@ -198,8 +202,18 @@ async fn a_squashed_table_feed_collapses_each_rows_changes_and_resumes_from_a_ba
     assert_eq!(
         caught_up,
         [
-            "UPDATE 1", "UPDATE 1", "INSERT 100", "UPDATE 100", "INSERT 101", "DELETE 101",
-            "UPDATE 2", "DELETE 2", "DELETE 3", "INSERT 3", "DELETE 4", "INSERT 4",
+            "UPDATE 1",
+            "UPDATE 1",
+            "INSERT 100",
+            "UPDATE 100",
+            "INSERT 101",
+            "DELETE 101",
+            "UPDATE 2",
+            "DELETE 2",
+            "DELETE 3",
+            "INSERT 3",
+            "DELETE 4",
+            "INSERT 4",
         ],
         "a resume's catch-up is not squashed"
     );
@@ -250,7 +264,9 @@ async fn publish_keyed(client: &mut Client, topic: &str, messages: &[(&str, &str
 async fn topic_squash_holds(addr: std::net::SocketAddr, topic: &str) {
     let mut subscriber = Client::connect(addr).await;
     let mut publisher = Client::connect(addr).await;
-    subscriber.subscribed_then_ready(squashed_topic(1, topic)).await;
+    subscriber
+        .subscribed_then_ready(squashed_topic(1, topic))
+        .await;
     publish_keyed(
         &mut publisher,
         topic,
@@ -265,7 +281,11 @@ async fn topic_squash_holds(addr: std::net::SocketAddr, topic: &str) {
     )
     .await;
     let mut got = Vec::new();
-    while got.len() < 2 || got.last().is_some_and(|last: &String| last.ends_with("more")) {
+    while got.len() < 2
+        || got
+            .last()
+            .is_some_and(|last: &String| last.ends_with("more"))
+    {
         let event = subscriber.recv_event().await;
         let Some(pb::event::Body::Message(message)) = &event.body else {
             panic!("expected a message, got {event:?}");
@@ -306,7 +326,11 @@ async fn squashed_topic_feeds_keep_the_latest_per_key_and_every_unkeyed_message(
         feed.min_interval_ms = 60_001;
     }
     let error = client.expect_error(too_long, ErrorCode::Validation).await;
-    assert!(error.message.contains("min_interval_ms"), "{}", error.message);
+    assert!(
+        error.message.contains("min_interval_ms"),
+        "{}",
+        error.message
+    );
     client.barrier().await;
     server.shutdown().await.expect("shutdown");
     support::kafka::delete_topic(&bootstrap, &kafka_topic).await;

@@ -272,7 +272,7 @@ impl KafkaBroker {
             &key,
             request.subscriber,
             request.mailbox,
-            TopicState::new(request.filter.clone()),
+            TopicState::new(request.filter.clone(), request.squash),
             || announce(ReadyAt::Now(position)),
         );
         if let Some((consumer, positions)) = opened {

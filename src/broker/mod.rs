@@ -232,7 +232,7 @@ impl Topics {
             }
             Backend::Kafka(kafka) => kafka.subscribe(request, announce).await,
         }?;
-        registration.start_squash();
+        crate::registry::squash::start(&registration);
         Ok(registration)
     }
 

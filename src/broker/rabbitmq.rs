@@ -184,7 +184,7 @@ impl RabbitBroker {
             request.topic,
             request.subscriber,
             request.mailbox,
-            TopicState::new(request.filter),
+            TopicState::new(request.filter, request.squash),
             || announce(ReadyAt::Now(Bytes::new())),
         );
         drop(consumers);
@@ -244,7 +244,7 @@ impl RabbitBroker {
             &key,
             request.subscriber,
             request.mailbox,
-            TopicState::new(request.filter),
+            TopicState::new(request.filter, request.squash),
             || announce(ReadyAt::Now(position)),
         );
         if let Some((consumer, channel)) = opened {

@@ -428,12 +428,15 @@ fn step<F: FnOnce() -> RowChange>(
     }
 }
 
+/// One form of a change (its view, its projection) and its encoding (`None`: nothing to send).
+type Form = (View, Option<Arc<Projection>>, Option<SharedEvent>);
+
 /// A change being fanned out, built and encoded on first need.
 struct Lazy<'a, F> {
     change: LazyCell<RowChange, F>,
     /// Encoded once per view and projection (by value: subscribers asking for the same columns
     /// share an encoding); `None`: the projection leaves nothing to send.
-    events: RefCell<Vec<(View, Option<Arc<Projection>>, Option<SharedEvent>)>>,
+    events: RefCell<Vec<Form>>,
     cursor: &'a [u8],
     key_columns: &'a [String],
 }
@@ -658,7 +661,11 @@ mod tests {
         let since = Snapshot::parse("10:10:").expect("snapshot");
         let mut inboxes = Vec::new();
         let mut registrations = Vec::new();
-        for (id, text) in [(1, "tenant = 7"), (2, "tenant in (8, 9)"), (3, "tenant > 7")] {
+        for (id, text) in [
+            (1, "tenant = 7"),
+            (2, "tenant in (8, 9)"),
+            (3, "tenant > 7"),
+        ] {
             let (mb, rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
             let filter = FilterTemplate::parse(text)
                 .expect("parses")

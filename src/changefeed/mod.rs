@@ -290,7 +290,7 @@ impl Changefeed {
             closed.clone(),
             announce,
         );
-        registration.start_squash();
+        crate::registry::squash::start(&registration);
         let start = subscription::Start {
             entry,
             subscribers: self.shared.subscribers.clone(),

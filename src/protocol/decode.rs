@@ -237,8 +237,8 @@ fn convert_subscribe(sub: pb::Subscribe) -> Result<Subscribe, Failure> {
         ))
         .detail("min_interval_ms", min_interval_ms));
     }
-    let squash = (min_interval_ms > 0)
-        .then(|| std::time::Duration::from_millis(min_interval_ms.into()));
+    let squash =
+        (min_interval_ms > 0).then(|| std::time::Duration::from_millis(min_interval_ms.into()));
     let source = match sub.source {
         Some(S::Table(feed)) => {
             check_name("table", &feed.table)?;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{Registry, Step, SubscriberKey, Visit};
+use super::{Registration, Registry, Step, SubscriberKey, Visit};
 use crate::protocol::{with_more, SharedEvent};
 
 /// Keys a window holds at most before it is sent early.
@@ -169,9 +169,27 @@ pub(crate) trait Squashing: Send + 'static {
     fn end(&mut self, now: Instant) -> Step;
 }
 
+/// Starts ending the windows of `registration`'s subscriber on time, when its state has one;
+/// the task ends when the subscriber goes.
+pub(crate) fn start<S: Squashing>(registration: &Registration<S>) {
+    let wake = registration
+        .registry
+        .visit(&registration.key, registration.subscriber, |state| {
+            Visit::Keep(state.wake())
+        });
+    if let Some(Some(wake)) = wake {
+        tokio::spawn(flusher(
+            registration.registry.clone(),
+            registration.key.clone(),
+            registration.subscriber,
+            wake,
+        ));
+    }
+}
+
 /// Ends one subscriber's windows on time: waits for a window to open, sleeps until its end,
 /// and queues what it held, under the key's lock; until the subscriber is gone. Spawned per
-/// squashing subscriber ([`super::Registration::start_squash`]).
+/// squashing subscriber ([`start`]).
 pub(crate) async fn flusher<S: Squashing>(
     registry: Registry<S>,
     key: Arc<str>,
@@ -181,7 +199,8 @@ pub(crate) async fn flusher<S: Squashing>(
     loop {
         wake.notified().await;
         loop {
-            let Some(open) = registry.visit(&key, subscriber, |state| Visit::Keep(state.deadline()))
+            let Some(open) =
+                registry.visit(&key, subscriber, |state| Visit::Keep(state.deadline()))
             else {
                 return; // unsubscribed
             };
@@ -189,7 +208,8 @@ pub(crate) async fn flusher<S: Squashing>(
                 break; // idle: wait for the next window
             };
             tokio::time::sleep_until(until).await;
-            let ended = registry.deliver_to_one(&key, subscriber, |state| state.end(Instant::now()));
+            let ended =
+                registry.deliver_to_one(&key, subscriber, |state| state.end(Instant::now()));
             if ended.is_none_or(|fanout| fanout.dropped > 0) {
                 return; // gone
             }
@@ -208,32 +228,59 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_first_goes_at_once_then_each_key_once_per_window_in_latest_order() {
         let mut window = Window::new(Duration::from_millis(100), 100);
-        assert!(matches!(window.offer(Some(b"a"), "a1", keep_newer), Offer::Now("a1")));
+        assert!(matches!(
+            window.offer(Some(b"a"), "a1", keep_newer),
+            Offer::Now("a1")
+        ));
         let deadline = window.deadline().expect("open");
         for (key, value) in [(&b"a"[..], "a2"), (b"b", "b1"), (b"a", "a3")] {
-            assert!(matches!(window.offer(Some(key), value, keep_newer), Offer::Held));
+            assert!(matches!(
+                window.offer(Some(key), value, keep_newer),
+                Offer::Held
+            ));
         }
         assert!(matches!(window.offer(None, "u1", keep_newer), Offer::Held));
         assert!(matches!(window.offer(None, "u2", keep_newer), Offer::Held));
-        assert!(window.end(deadline - Duration::from_millis(1)).is_empty(), "not due");
+        assert!(
+            window.end(deadline - Duration::from_millis(1)).is_empty(),
+            "not due"
+        );
         assert_eq!(window.end(deadline), ["b1", "a3", "u1", "u2"]);
         let next = window.deadline().expect("the next window opened");
         assert_eq!(next, deadline + Duration::from_millis(100));
-        assert!(matches!(window.offer(Some(b"a"), "a4", keep_newer), Offer::Held));
+        assert!(matches!(
+            window.offer(Some(b"a"), "a4", keep_newer),
+            Offer::Held
+        ));
         assert_eq!(window.end(next), ["a4"]);
         let last = window.deadline().expect("open again");
         assert!(window.end(last).is_empty());
         assert_eq!(window.deadline(), None, "idle after an empty window");
-        assert!(matches!(window.offer(Some(b"a"), "a5", keep_newer), Offer::Now("a5")));
+        assert!(matches!(
+            window.offer(Some(b"a"), "a5", keep_newer),
+            Offer::Now("a5")
+        ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn collapsing_to_nothing_drops_the_key_and_a_full_window_goes_early() {
         let mut window = Window::new(Duration::from_millis(100), 3);
-        assert!(matches!(window.offer(Some(b"x"), "x", keep_newer), Offer::Now(_)));
-        assert!(matches!(window.offer(Some(b"a"), "a", keep_newer), Offer::Held));
-        assert!(matches!(window.offer(Some(b"a"), "gone", |_, _| None), Offer::Held));
-        assert!(matches!(window.offer(Some(b"b"), "b", keep_newer), Offer::Held));
+        assert!(matches!(
+            window.offer(Some(b"x"), "x", keep_newer),
+            Offer::Now(_)
+        ));
+        assert!(matches!(
+            window.offer(Some(b"a"), "a", keep_newer),
+            Offer::Held
+        ));
+        assert!(matches!(
+            window.offer(Some(b"a"), "gone", |_, _| None),
+            Offer::Held
+        ));
+        assert!(matches!(
+            window.offer(Some(b"b"), "b", keep_newer),
+            Offer::Held
+        ));
         assert!(matches!(window.offer(None, "u", keep_newer), Offer::Held));
         match window.offer(Some(b"c"), "c", keep_newer) {
             Offer::Early(events) => assert_eq!(events, ["b", "u", "c"]),
