@@ -9,16 +9,17 @@ use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use crate::systems::Proto;
+use crate::systems::System;
 use crate::Row;
 
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
-fn color(proto: Proto) -> RGBColor {
-    match proto {
-        Proto::Feedgate => RGBColor(0x1f, 0x77, 0xb4),
-        Proto::Nats => RGBColor(0x2c, 0xa0, 0x2c),
-        Proto::Python => RGBColor(0xd6, 0x27, 0x28),
+fn color(system: System) -> RGBColor {
+    match system {
+        System::Feedgate => RGBColor(0x1f, 0x77, 0xb4),
+        System::FeedgateNoIndex => RGBColor(0x9e, 0xc6, 0xe3),
+        System::Nats => RGBColor(0x2c, 0xa0, 0x2c),
+        System::Python => RGBColor(0xd6, 0x27, 0x28),
     }
 }
 
@@ -42,16 +43,16 @@ pub fn render(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
 
     let mut fanout = Vec::new();
-    for proto in [Proto::Feedgate, Proto::Nats, Proto::Python] {
+    for system in [System::Feedgate, System::Nats, System::Python] {
         let points: Vec<(f64, f64)> = rows
             .iter()
             .filter(|r| r.chart == Some("fanout"))
-            .filter_map(|r| Some((r.x?, crate::value_of(r, proto)?)))
+            .filter_map(|r| Some((r.x?, crate::value_of(r, system)?)))
             .collect();
         if !points.is_empty() {
             fanout.push(Line {
-                label: proto.name().into(),
-                color: color(proto),
+                label: system.name().into(),
+                color: color(system),
                 width: 3,
                 points,
             });
@@ -71,19 +72,19 @@ pub fn render(rows: &[Row], dir: &Path) -> Result<Vec<PathBuf>> {
     }
 
     let mut latency = Vec::new();
-    for proto in [Proto::Feedgate, Proto::Python] {
+    for system in [System::Feedgate, System::Python] {
         for (figure, width) in [("p50", 1), ("p99", 3), ("p99.9", 2)] {
             let points: Vec<(f64, f64)> = rows
                 .iter()
                 .filter(|r| {
                     r.chart == Some("commit") && r.figure.starts_with(&format!("{figure} "))
                 })
-                .filter_map(|r| Some((r.x?, crate::value_of(r, proto)?)))
+                .filter_map(|r| Some((r.x?, crate::value_of(r, system)?)))
                 .collect();
             if !points.is_empty() {
                 latency.push(Line {
-                    label: format!("{} {figure}", proto.name()),
-                    color: color(proto),
+                    label: format!("{} {figure}", system.name()),
+                    color: color(system),
                     width,
                     points,
                 });

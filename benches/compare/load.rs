@@ -17,6 +17,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use feedgate::protocol::{now_micros, pb};
 
+use crate::ranges::{self, KeyRanges};
 use crate::systems::Proto;
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -65,13 +66,44 @@ pub async fn connect_from(url: &str, bind: Option<Ipv4Addr>) -> Result<Ws> {
     }
 }
 
-/// What a subscription is to.
+/// What a connection's subscriptions are to.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub enum Source {
     Topic(String),
     /// A topic from its earliest record (feedgate's Kafka topics).
     TopicFromEarliest(String),
     Table(String),
+    /// Several subscriptions to one table per connection, each filtered to a range of keys;
+    /// which ranges depends on the connection's place in its group.
+    Ranges(KeyRanges),
+}
+
+/// What each receiver of a group is to receive, known once the load is over.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum Expected {
+    /// Not known yet: the load is still running.
+    Unknown,
+    /// The same count for every connection (each subscriber sees every message or row).
+    Each(u64),
+    /// Connection n's count at index n (n counted across the whole group, worker processes
+    /// included); connections past the end expect nothing.
+    PerConnection(Vec<u64>),
+}
+
+impl Expected {
+    /// What connection `connection` is to receive (`u64::MAX` while unknown).
+    pub fn of(&self, connection: usize) -> u64 {
+        match self {
+            Expected::Unknown => u64::MAX,
+            Expected::Each(count) => *count,
+            Expected::PerConnection(counts) => counts.get(connection).copied().unwrap_or(0),
+        }
+    }
+
+    /// What the first `connections` connections are to receive in all.
+    pub fn total(&self, connections: usize) -> u64 {
+        (0..connections).map(|n| self.of(n)).sum()
+    }
 }
 
 fn request(request_id: u64, command: pb::request::Command) -> Message {
@@ -85,7 +117,7 @@ fn request(request_id: u64, command: pb::request::Command) -> Message {
 }
 
 /// feedgate's `Subscribe` request; the request id is the subscription id.
-fn subscribe_request(subscription_id: u64, source: pb::subscribe::Source) -> Message {
+pub fn subscribe_request(subscription_id: u64, source: pb::subscribe::Source) -> Message {
     resume_request(subscription_id, source, Default::default())
 }
 
@@ -137,9 +169,14 @@ pub async fn table_until_ready(
     }
 }
 
-/// Subscribes and returns once the system confirmed it (feedgate: `Ready`; NATS: the PONG after
-/// SUB; Python: `subscribed`).
-pub async fn subscribe(proto: Proto, ws: &mut Ws, source: &Source) -> Result<()> {
+/// Subscribes connection `connection` of its group and returns once the system confirmed it
+/// (feedgate: `Ready`; NATS: the PONG after SUB; Python: `subscribed`).
+pub async fn subscribe(
+    proto: Proto,
+    ws: &mut Ws,
+    source: &Source,
+    connection: usize,
+) -> Result<()> {
     match proto {
         Proto::Feedgate => {
             let source = match source {
@@ -157,6 +194,9 @@ pub async fn subscribe(proto: Proto, ws: &mut Ws, source: &Source) -> Result<()>
                     include_initial: false,
                     ..Default::default()
                 }),
+                Source::Ranges(plan) => {
+                    return ranges::subscribe(proto, ws, plan, connection).await
+                }
             };
             ws.send(subscribe_request(1, source)).await?;
             loop {
@@ -197,6 +237,9 @@ pub async fn subscribe(proto: Proto, ws: &mut Ws, source: &Source) -> Result<()>
                 Source::Topic(topic) => format!("{{\"op\":\"subscribe\",\"topic\":\"{topic}\"}}"),
                 Source::Table(table) => format!("{{\"op\":\"subscribe\",\"table\":\"{table}\"}}"),
                 Source::TopicFromEarliest(_) => bail!("the Python peer keeps no history"),
+                Source::Ranges(plan) => {
+                    return ranges::subscribe(proto, ws, plan, connection).await
+                }
             };
             ws.send(Message::text(text)).await?;
             loop {
@@ -212,9 +255,9 @@ pub async fn subscribe(proto: Proto, ws: &mut Ws, source: &Source) -> Result<()>
 /// Subscribes to `count` topics `{prefix}.0`, `{prefix}.1`, ... pipelined, and returns once
 /// the system confirmed them all.
 pub async fn subscribe_many(proto: Proto, ws: &mut Ws, prefix: &str, count: u64) -> Result<()> {
-    for n in 0..count {
+    let frames = (0..count).map(|n| {
         let topic = format!("{prefix}.{n}");
-        let frame = match proto {
+        match proto {
             Proto::Feedgate => subscribe_request(
                 n + 1,
                 pb::subscribe::Source::Topic(pb::TopicFeed {
@@ -226,7 +269,15 @@ pub async fn subscribe_many(proto: Proto, ws: &mut Ws, prefix: &str, count: u64)
             Proto::Python => {
                 Message::text(format!("{{\"op\":\"subscribe\",\"topic\":\"{topic}\"}}"))
             }
-        };
+        }
+    });
+    subscribe_all(proto, ws, frames.collect()).await
+}
+
+/// Sends these subscribe requests pipelined, and returns once the system confirmed them all.
+pub async fn subscribe_all(proto: Proto, ws: &mut Ws, requests: Vec<Message>) -> Result<()> {
+    let count = requests.len() as u64;
+    for frame in requests {
         ws.feed(frame).await?;
     }
     if proto == Proto::Nats {
@@ -279,7 +330,7 @@ pub async fn initial_rows_beside(
     topic: Option<&str>,
 ) -> Result<(u64, Vec<u64>)> {
     if let Some(topic) = topic {
-        subscribe(Proto::Feedgate, ws, &Source::Topic(topic.to_owned())).await?;
+        subscribe(Proto::Feedgate, ws, &Source::Topic(topic.to_owned()), 0).await?;
     }
     let source = pb::subscribe::Source::Table(pb::TableFeed {
         table: table.into(),
@@ -383,13 +434,14 @@ pub struct Received {
     pub error: Option<String>,
 }
 
-/// Receives until `expected` deliveries arrived or none arrived for `idle`, recording each
-/// delivery's latency (now − the timestamp it carries) in `histogram`.
-/// `expected` may be raised while receiving (the count is known once the load is over).
+/// Receives until the deliveries `expected` has for `connection` arrived or none arrived for
+/// `idle`, recording each delivery's latency (now − the timestamp it carries) in `histogram`.
+/// `expected` changes while receiving (the count is known once the load is over).
 pub async fn receive(
     proto: Proto,
     ws: &mut Ws,
-    expected: &mut tokio::sync::watch::Receiver<u64>,
+    expected: &mut tokio::sync::watch::Receiver<Expected>,
+    connection: usize,
     idle: Duration,
     histogram: &mut Histogram<u64>,
 ) -> Received {
@@ -400,7 +452,7 @@ pub async fn receive(
     };
     let mut nats = NatsParser::default();
     let mut stamps = Vec::new();
-    while received.deliveries < *expected.borrow_and_update() {
+    while received.deliveries < expected.borrow_and_update().of(connection) {
         // Both branches are cancel safe: a stream's next() and a watch's changed().
         let frame = tokio::select! {
             next = tokio::time::timeout(idle, next_binary(ws)) => match next {

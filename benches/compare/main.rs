@@ -5,15 +5,18 @@
 //! Systems: feedgate (release build), nats-server with its WebSocket listener (a Go fan-out
 //! ceiling), and the Python peer in `bench/peers/python` (FastAPI + uvicorn + asyncpg
 //! LISTEN/NOTIFY: what teams write today). Scenarios: fan-out, commit to client, cost to the
-//! database, memory per idle connection and per subscription, initial snapshot against COPY
-//! (docs/benchmarks.md says what each measures).
+//! database, memory per idle connection and per subscription, initial snapshot against COPY,
+//! filtered table subscribers with feedgate's filter index on and off (docs/benchmarks.md says
+//! what each measures).
 //!
-//! Run through `bench/run [--quick|--full] [--only fanout,commit,sustain,cost,memory,snapshot,kafka,resume]`, which installs
+//! Run through `bench/run [--quick|--full] [--only fanout,commit,sustain,cost,memory,snapshot,kafka,resume,filtered]`, which installs
 //! and starts what is needed; directly: `cargo bench --bench compare -- --quick`.
 
 mod chart;
+mod filtered;
 mod kafka;
 mod load;
+mod ranges;
 mod scenarios;
 mod systems;
 mod worker;
@@ -24,7 +27,7 @@ use anyhow::{Context, Result};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 
-use systems::{Proto, Running};
+use systems::{Proto, Running, System};
 
 struct Args {
     full: bool,
@@ -71,7 +74,7 @@ pub struct Row {
     /// Whether more is better (deliveries/s) or less (latency, bytes).
     pub higher_is_better: bool,
     /// The figure per system.
-    pub values: Vec<(Proto, f64)>,
+    pub values: Vec<(System, f64)>,
     /// The chart this figure is a point of, and its x (connections, rows/s).
     pub chart: Option<&'static str>,
     /// This figure's x on that chart.
@@ -202,10 +205,10 @@ async fn scenarios(
                 let figures = scenarios::fanout(system, connections, messages, rate).await?;
                 rate_row
                     .values
-                    .push((system.proto, figures.deliveries_per_second));
-                p99_row.values.push((system.proto, figures.latency.p99_ms));
+                    .push((system.system, figures.deliveries_per_second));
+                p99_row.values.push((system.system, figures.latency.p99_ms));
                 let percent = 100.0 * figures.deliveries as f64 / figures.expected.max(1) as f64;
-                share.values.push((system.proto, percent));
+                share.values.push((system.system, percent));
                 details.insert(
                     format!("{scenario} / {}", system.proto.name()),
                     serde_json::to_value(&figures)?,
@@ -234,12 +237,12 @@ async fn scenarios(
                 let figures =
                     scenarios::commit_to_client(system, &mut db, database_url, 100, rate, seconds)
                         .await?;
-                p50.values.push((system.proto, figures.latency.p50_ms));
-                p99.values.push((system.proto, figures.latency.p99_ms));
-                p999.values.push((system.proto, figures.latency.p999_ms));
+                p50.values.push((system.system, figures.latency.p50_ms));
+                p99.values.push((system.system, figures.latency.p99_ms));
+                p999.values.push((system.system, figures.latency.p999_ms));
                 achieved
                     .values
-                    .push((system.proto, figures.sent as f64 / seconds));
+                    .push((system.system, figures.sent as f64 / seconds));
                 details.insert(
                     format!("{scenario} / {}", system.proto.name()),
                     serde_json::to_value(&figures)?,
@@ -278,7 +281,7 @@ async fn scenarios(
                 sustained = rate;
                 rate *= 2.0;
             }
-            best.values.push((system.proto, sustained));
+            best.values.push((system.system, sustained));
             details.insert(
                 format!("{scenario} / {}", system.proto.name()),
                 json!(steps),
@@ -295,7 +298,7 @@ async fn scenarios(
         for system in [&feedgate, &python] {
             eprintln!("{scenario}: {}", system.proto.name());
             let figures = scenarios::db_cost(system, &mut db, database_url, 8, seconds).await?;
-            ratio.values.push((system.proto, figures.ratio));
+            ratio.values.push((system.system, figures.ratio));
             details.insert(
                 format!("{scenario} / {}", system.proto.name()),
                 serde_json::to_value(&figures)?,
@@ -329,10 +332,10 @@ async fn scenarios(
             eprintln!("{scenario}: {}", system.proto.name());
             let figures = scenarios::idle_memory(system, connections, subscribed, 100).await?;
             per.values
-                .push((system.proto, figures.bytes_per_connection));
+                .push((system.system, figures.bytes_per_connection));
             per_sub
                 .values
-                .push((system.proto, figures.bytes_per_subscription));
+                .push((system.system, figures.bytes_per_subscription));
             details.insert(
                 format!("{scenario} / {}", system.proto.name()),
                 serde_json::to_value(&figures)?,
@@ -351,9 +354,9 @@ async fn scenarios(
         let figures = kafka::kafka_to_client(&bootstrap, records, 100).await?;
         let mut rate = row(&scenario, "deliveries/s (raw consumer: records/s)", true);
         rate.values
-            .push((Proto::Feedgate, figures.deliveries_per_second));
+            .push((System::Feedgate, figures.deliveries_per_second));
         let mut ratio = row(&scenario, "÷ raw librdkafka records/s", true);
-        ratio.values.push((Proto::Feedgate, figures.ratio));
+        ratio.values.push((System::Feedgate, figures.ratio));
         details.insert(scenario.clone(), serde_json::to_value(&figures)?);
         rows.extend([rate, ratio]);
     }
@@ -369,19 +372,20 @@ async fn scenarios(
             eprintln!("{scenario}: feedgate and psql COPY");
             let figures = scenarios::snapshot(&mut db, database_url, size).await?;
             let mut rate = row(&scenario, "rows/s", true);
-            rate.values.push((Proto::Feedgate, figures.rows_per_second));
+            rate.values
+                .push((System::Feedgate, figures.rows_per_second));
             let mut ratio = row(&scenario, "÷ COPY rows/s", true);
-            ratio.values.push((Proto::Feedgate, figures.ratio));
+            ratio.values.push((System::Feedgate, figures.ratio));
             let mut peak = row(&scenario, "peak RSS growth (KiB)", false);
             let growth = figures.peak_rss_kib.saturating_sub(figures.rss_before_kib);
-            peak.values.push((Proto::Feedgate, growth as f64));
+            peak.values.push((System::Feedgate, growth as f64));
             let live = &figures.beside_live;
             let mut beside = row(&scenario, "rows/s beside a live topic (20 msg/s)", true);
-            beside.values.push((Proto::Feedgate, live.rows_per_second));
+            beside.values.push((System::Feedgate, live.rows_per_second));
             let mut latency = row(&scenario, "live message max latency during it (ms)", false);
             latency
                 .values
-                .push((Proto::Feedgate, live.message_latency_max_ms));
+                .push((System::Feedgate, live.message_latency_max_ms));
             details.insert(scenario.clone(), serde_json::to_value(&figures)?);
             rows.extend([rate, ratio, peak, beside, latency]);
         }
@@ -400,15 +404,20 @@ async fn scenarios(
         let mut resumed = row(&scenario, "seconds to all Ready, resuming", false);
         resumed
             .values
-            .push((Proto::Feedgate, figures.resume_seconds));
+            .push((System::Feedgate, figures.resume_seconds));
         let mut fresh = row(
             &scenario,
             "seconds to all Ready, fresh include_initial",
             false,
         );
-        fresh.values.push((Proto::Feedgate, figures.fresh_seconds));
+        fresh.values.push((System::Feedgate, figures.fresh_seconds));
         details.insert(scenario.clone(), serde_json::to_value(&figures)?);
         rows.extend([resumed, fresh]);
+    }
+    if wants("filtered") {
+        let (filtered, more) = filtered::run(args.full, &mut db, database_url).await?;
+        rows.extend(filtered);
+        details.extend(more);
     }
     Ok((rows, Value::Object(details)))
 }
@@ -421,10 +430,8 @@ fn rows_of(report: &Value) -> Option<Vec<Row>> {
             .as_object()?
             .iter()
             .filter_map(|(name, v)| {
-                let proto = [Proto::Feedgate, Proto::Nats, Proto::Python]
-                    .into_iter()
-                    .find(|p| p.name() == name)?;
-                Some((proto, v.as_f64()?))
+                let system = System::ALL.into_iter().find(|s| s.name() == name)?;
+                Some((system, v.as_f64()?))
             })
             .collect();
         rows.push(Row {
@@ -454,38 +461,48 @@ fn row(scenario: &str, figure: &str, higher_is_better: bool) -> Row {
     }
 }
 
-/// The figure `row` has for `proto`, if that system ran it.
-pub fn value_of(row: &Row, proto: Proto) -> Option<f64> {
+/// The figure `row` has for `system`, if that system ran it.
+pub fn value_of(row: &Row, system: System) -> Option<f64> {
     row.values
         .iter()
-        .find(|(p, _)| *p == proto)
+        .find(|(s, _)| *s == system)
         .map(|(_, v)| *v)
 }
 
+/// The table: feedgate, nats and python always; other columns (feedgate with a feature off)
+/// only when a row has a figure for them.
 fn print_table(rows: &[Row]) {
-    println!(
-        "\n| scenario | figure | feedgate | nats | python | feedgate vs nats | feedgate vs python |"
-    );
-    println!("|---|---|---|---|---|---|---|");
+    let columns: Vec<System> = System::ALL
+        .into_iter()
+        .filter(|&s| s != System::FeedgateNoIndex || rows.iter().any(|r| value_of(r, s).is_some()))
+        .collect();
+    let others = || columns.iter().filter(|&&s| s != System::Feedgate);
+    let mut header = String::from("| scenario | figure |");
+    for system in &columns {
+        header += &format!(" {} |", system.name());
+    }
+    for system in others() {
+        header += &format!(" feedgate vs {} |", system.name());
+    }
+    println!("\n{header}");
+    println!("|---|---|{}", "---|".repeat(columns.len() * 2 - 1));
     for row in rows {
-        let cell = |p| value_of(row, p).map_or("—".to_string(), format_value);
-        let ratio = |p| match (value_of(row, Proto::Feedgate), value_of(row, p)) {
+        let cell = |s| value_of(row, s).map_or("—".to_string(), format_value);
+        let ratio = |s| match (value_of(row, System::Feedgate), value_of(row, s)) {
             (Some(f), Some(o)) if f > 0.0 && o > 0.0 => {
                 let r = if row.higher_is_better { f / o } else { o / f };
                 format!("{r:.2}×")
             }
             _ => "—".into(),
         };
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            row.scenario,
-            row.figure,
-            cell(Proto::Feedgate),
-            cell(Proto::Nats),
-            cell(Proto::Python),
-            ratio(Proto::Nats),
-            ratio(Proto::Python)
-        );
+        let mut line = format!("| {} | {} |", row.scenario, row.figure);
+        for &system in &columns {
+            line += &format!(" {} |", cell(system));
+        }
+        for &system in others() {
+            line += &format!(" {} |", ratio(system));
+        }
+        println!("{line}");
     }
     println!("\n(ratios: how many times better feedgate is; below 1× it is worse)");
 }

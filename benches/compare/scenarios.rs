@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use feedgate::protocol::now_micros;
 
-use crate::load::{self, Source};
+use crate::load::{self, Expected, Source};
 use crate::systems::{Proto, Running};
 use crate::worker;
 
@@ -54,41 +54,48 @@ pub struct Delivery {
     pub failed: usize,
 }
 
-/// Opens `connections` subscribers to `source`; each receives `expected()` deliveries (known
-/// once the load is over) or gives up after IDLE without one. Up to [`worker::per_process`] run
-/// in this process; the rest in worker processes of that many each, from 127.0.0.2, 127.0.0.3...
-struct Subscribers {
+/// Opens `connections` subscribers to `source`; each receives what the [`Expected`] given to
+/// `finish` has for it (known once the load is over) or gives up after IDLE without a delivery.
+/// Up to [`worker::per_process`] run in this process; the rest in worker processes of that many
+/// each, from 127.0.0.2, 127.0.0.3...
+pub struct Subscribers {
     tasks: JoinSet<Result<(load::Received, Histogram<u64>)>>,
     workers: JoinSet<Result<worker::Part>>,
-    expected: tokio::sync::watch::Sender<u64>,
+    expected: tokio::sync::watch::Sender<Expected>,
+    connections: usize,
 }
 
-async fn subscribers(running: &Running, connections: usize, source: Source) -> Result<Subscribers> {
+pub async fn subscribers(
+    running: &Running,
+    connections: usize,
+    source: Source,
+) -> Result<Subscribers> {
     let (ready_tx, mut ready_rx) = mpsc::channel(connections.max(1));
-    let (expected, expected_rx) = tokio::sync::watch::channel(u64::MAX);
-    let spec = |connections, bind| worker::Spec {
+    let (expected, expected_rx) = tokio::sync::watch::channel(Expected::Unknown);
+    let spec = |first, connections, bind| worker::Spec {
         url: running.url.clone(),
         proto: running.proto,
         source: source.clone(),
+        first,
         connections,
         bind,
         idle_ms: IDLE.as_millis() as u64,
     };
     let per_process = worker::per_process();
     let here = connections.min(per_process);
-    let tasks = worker::spawn(&spec(here, None), &ready_tx, &expected_rx);
+    let tasks = worker::spawn(&spec(0, here, None), &ready_tx, &expected_rx);
     let mut workers = JoinSet::new();
-    let mut rest = connections - here;
+    let mut first = here;
     let mut host = 2;
-    while rest > 0 {
-        let n = rest.min(per_process);
+    while first < connections {
+        let n = (connections - first).min(per_process);
         let bind = Some(std::net::Ipv4Addr::new(127, 0, 0, host));
         workers.spawn(worker::run(
-            spec(n, bind),
+            spec(first, n, bind),
             ready_tx.clone(),
             expected_rx.clone(),
         ));
-        (rest, host) = (rest - n, host + 1);
+        (first, host) = (first + n, host + 1);
     }
     drop(ready_tx);
     for _ in 0..connections {
@@ -100,21 +107,22 @@ async fn subscribers(running: &Running, connections: usize, source: Source) -> R
         tasks,
         workers,
         expected,
+        connections,
     })
 }
 
 impl Subscribers {
-    /// `per_subscriber`: what each subscriber receives once the load is over; `start_us`: when
-    /// the load began (wall clock, µs).
-    async fn finish(
+    /// `expected`: what each subscriber receives once the load is over; `start_us`: when the
+    /// load began (wall clock, µs).
+    pub async fn finish(
         mut self,
         sent: u64,
-        per_subscriber: u64,
-        connections: usize,
+        expected: Expected,
         start_us: i64,
     ) -> Result<Delivery> {
-        let _ = self.expected.send(per_subscriber);
-        let expected = per_subscriber * connections as u64;
+        let connections = self.connections;
+        let total = expected.total(connections);
+        let _ = self.expected.send(expected);
         let mut parts = vec![worker::collect(&mut self.tasks).await?];
         while let Some(part) = self.workers.join_next().await {
             parts.push(part??);
@@ -132,7 +140,7 @@ impl Subscribers {
             connections,
             sent,
             deliveries,
-            expected,
+            expected: total,
             seconds,
             deliveries_per_second: deliveries as f64 / seconds,
             latency: Latency::of(&histogram),
@@ -161,7 +169,7 @@ pub async fn fanout(
         rate,
     )
     .await?;
-    let result = subs.finish(sent, sent, connections, start).await;
+    let result = subs.finish(sent, Expected::Each(sent), start).await;
     drop(publisher);
     result
 }
@@ -176,7 +184,7 @@ pub async fn from_earliest(
     let start = now_micros();
     let source = Source::TopicFromEarliest(topic.to_string());
     let subs = subscribers(running, connections, source).await?;
-    subs.finish(records, records, connections, start).await
+    subs.finish(records, Expected::Each(records), start).await
 }
 
 /// The table every commit-to-client run writes: a timestamp column the subscribers read.
@@ -203,8 +211,6 @@ pub async fn watch(db: &mut PgConnection, proto: Proto, table: &str) -> Result<(
     Ok(())
 }
 
-/// Writers insert single-row transactions into `table` for `seconds` (paced to `rate` rows/s in
-/// total when given); returns the rows written.
 /// Rows per transaction for a paced write load: one up to 1,000 rows/s, then one more per
 /// 1,000 rows/s (8 synchronous-commit writers sharing 2 cores with the server and 100
 /// subscribers reach about 2,400 single-row transactions per second).
@@ -212,25 +218,38 @@ pub fn rows_per_transaction(rate: f64) -> u64 {
     (rate / 1000.0).ceil().max(1.0) as u64
 }
 
+/// `writers` writers insert into `table` for `seconds`: single-row transactions as fast as they
+/// go, or, paced to `rate` rows/s in total, [`rows_per_transaction`] rows each; returns the rows
+/// written. Each row's `sent_us` is the writer's clock just before its INSERT; with `random_key`
+/// (column, keys), that column also gets a random key in 1..=keys, drawn by the database.
 pub async fn write(
     database_url: &str,
     table: &str,
+    random_key: Option<(&str, u32)>,
     writers: usize,
     seconds: f64,
     rate: Option<f64>,
 ) -> Result<u64> {
+    let (key_column, key_value) = match random_key {
+        Some((column, keys)) => (
+            format!(", {column}"),
+            format!(", 1 + floor(random() * {keys})::int"),
+        ),
+        None => (String::new(), String::new()),
+    };
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let mut tasks = JoinSet::new();
+    // Paced writers put more rows in one transaction once single-row commits cannot reach the
+    // rate on these cores.
+    let batch = rate.map_or(1, rows_per_transaction);
+    let sql = format!(
+        "INSERT INTO {table} (sent_us, body{key_column}) \
+         SELECT $1, 'x'{key_value} FROM generate_series(1, {batch})"
+    );
     for _ in 0..writers {
-        let (url, table) = (database_url.to_string(), table.to_string());
+        let (url, sql) = (database_url.to_string(), sql.clone());
         tasks.spawn(async move {
             let mut db = PgConnection::connect(&url).await?;
-            // Paced writers put up to ROWS_PER_TRANSACTION_LIMIT rows in one transaction once
-            // single-row commits cannot reach the rate on these cores.
-            let batch = rate.map_or(1, rows_per_transaction);
-            let sql = format!(
-                "INSERT INTO {table} (sent_us, body) SELECT $1, 'x' FROM generate_series(1, {batch})"
-            );
             let start = Instant::now();
             let mut rows = 0u64;
             while Instant::now() < deadline {
@@ -270,8 +289,8 @@ pub async fn commit_to_client(
     let source = Source::Table(format!("public.{table}"));
     let subs = subscribers(running, connections, source).await?;
     let start = now_micros();
-    let rows = write(database_url, &table, 8, seconds, Some(rate)).await?;
-    subs.finish(rows, rows, connections, start).await
+    let rows = write(database_url, &table, None, 8, seconds, Some(rate)).await?;
+    subs.finish(rows, Expected::Each(rows), start).await
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -300,10 +319,12 @@ pub async fn db_cost(
     create_table(db, watched).await?;
     watch(db, running.proto, watched).await?;
     let subs = subscribers(running, 1, Source::Table(format!("public.{watched}"))).await?;
-    let plain_rows = write(database_url, plain, writers, seconds, None).await?;
+    let plain_rows = write(database_url, plain, None, writers, seconds, None).await?;
     let start = now_micros();
-    let watched_rows = write(database_url, watched, writers, seconds, None).await?;
-    let _ = subs.finish(watched_rows, watched_rows, 1, start).await?;
+    let watched_rows = write(database_url, watched, None, writers, seconds, None).await?;
+    let _ = subs
+        .finish(watched_rows, Expected::Each(watched_rows), start)
+        .await?;
     let (plain_tps, watched_tps) = (plain_rows as f64 / seconds, watched_rows as f64 / seconds);
     Ok(Cost {
         writers,

@@ -28,9 +28,42 @@ impl Proto {
     }
 }
 
+/// A column of the results: a system as it ran. feedgate appears twice when a scenario compares
+/// it with one of its features switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum System {
+    Feedgate,
+    /// feedgate with `changefeed.filter_index = false`: every subscriber's filter is asked about
+    /// every change (the `filtered` scenario's comparison).
+    FeedgateNoIndex,
+    Nats,
+    Python,
+}
+
+impl System {
+    /// Every column, in the table's order.
+    pub const ALL: [System; 4] = [
+        System::Feedgate,
+        System::FeedgateNoIndex,
+        System::Nats,
+        System::Python,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Feedgate => "feedgate",
+            System::FeedgateNoIndex => "feedgate, no index",
+            System::Nats => "nats",
+            System::Python => "python",
+        }
+    }
+}
+
 /// A running system.
 pub struct Running {
     pub proto: Proto,
+    /// Its column in the results.
+    pub system: System,
     /// The WebSocket URL clients connect to.
     pub url: String,
     child: Child,
@@ -120,6 +153,17 @@ pub fn feedgate(database_url: Option<&str>) -> Result<Running> {
     feedgate_with(database_url, None)
 }
 
+/// feedgate with its changefeed's filter index on or off (`changefeed.filter_index`, given in
+/// a configuration file either way), in the column of that name.
+pub fn feedgate_filter_index(database_url: &str, on: bool) -> Result<Running> {
+    let toml = format!("[changefeed]\nfilter_index = {on}\n");
+    let mut running = feedgate_with(Some(database_url), Some(&toml))?;
+    if !on {
+        running.system = System::FeedgateNoIndex;
+    }
+    Ok(running)
+}
+
 /// feedgate with a configuration file of this TOML (topic routing, brokers).
 pub fn feedgate_with(database_url: Option<&str>, toml: Option<&str>) -> Result<Running> {
     let port = free_port()?;
@@ -148,6 +192,7 @@ pub fn feedgate_with(database_url: Option<&str>, toml: Option<&str>) -> Result<R
     wait_listening(port, &mut child, "feedgate")?;
     let running = Running {
         proto: Proto::Feedgate,
+        system: System::Feedgate,
         url: format!("ws://127.0.0.1:{port}/v1/ws"),
         child,
         _dir: dir,
@@ -198,6 +243,7 @@ pub fn nats() -> Result<Running> {
     wait_listening(ws_port, &mut child, "nats-server")?;
     Ok(Running {
         proto: Proto::Nats,
+        system: System::Nats,
         url: format!("ws://127.0.0.1:{ws_port}"),
         child,
         _dir: Some(dir),
@@ -224,6 +270,7 @@ pub fn python(database_url: &str) -> Result<Running> {
     wait_listening(port, &mut child, "the Python peer")?;
     Ok(Running {
         proto: Proto::Python,
+        system: System::Python,
         url: format!("ws://127.0.0.1:{port}/ws"),
         child,
         _dir: None,

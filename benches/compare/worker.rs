@@ -5,8 +5,8 @@
 //! process and address stop near 15,000 connections.
 //!
 //! The parent writes one JSON line (a [`Spec`]) to the worker's stdin; the worker connects and
-//! subscribes, prints `ready <n>`, reads the number of deliveries each subscriber should expect
-//! (known once the load is over) as one more line, receives, and prints one JSON [`Part`].
+//! subscribes, prints `ready <n>`, reads what each subscriber should receive (an [`Expected`],
+//! known once the load is over) as one more JSON line, receives, and prints one JSON [`Part`].
 //! Times cross the process boundary as wall-clock microseconds (same machine, same clock).
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,7 +21,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::load::{self, Source};
+use crate::load::{self, Expected, Source};
 use crate::systems::Proto;
 
 /// Connections one process opens before the rest go to worker processes: 5,000, or
@@ -40,6 +40,9 @@ pub struct Spec {
     pub url: String,
     pub proto: Proto,
     pub source: Source,
+    /// The group's index of the first of these connections (a [`Source::Ranges`] subscribes
+    /// connection n to its own ranges; [`Expected`] counts by it).
+    pub first: usize,
     pub connections: usize,
     /// The loopback address its connections come from.
     pub bind: Option<Ipv4Addr>,
@@ -78,7 +81,7 @@ fn pairs(histogram: &Histogram<u64>) -> Vec<(u64, u64)> {
 pub async fn main() -> Result<()> {
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let spec: Spec = serde_json::from_str(&stdin.next_line().await?.context("no spec")?)?;
-    let (expected_tx, expected_rx) = watch::channel(u64::MAX);
+    let (expected_tx, expected_rx) = watch::channel(Expected::Unknown);
     let (ready_tx, mut ready_rx) = mpsc::channel(spec.connections.max(1));
     let mut tasks = spawn(&spec, &ready_tx, &expected_rx);
     drop(ready_tx);
@@ -91,12 +94,8 @@ pub async fn main() -> Result<()> {
         .write_all(format!("ready {ready}\n").as_bytes())
         .await?;
     stdout.flush().await?;
-    let expected: u64 = stdin
-        .next_line()
-        .await?
-        .context("no expected count")?
-        .trim()
-        .parse()?;
+    let expected: Expected =
+        serde_json::from_str(&stdin.next_line().await?.context("no expected count")?)?;
     let _ = expected_tx.send(expected);
     let part = collect(&mut tasks).await?;
     stdout
@@ -107,16 +106,17 @@ pub async fn main() -> Result<()> {
 }
 
 /// Starts `spec.connections` subscribers in this process; each sends `()` on `ready` once
-/// subscribed (or gives up), then receives until the count in `expected` or `idle_ms` of silence.
+/// subscribed (or gives up), then receives until its count in `expected` or `idle_ms` of
+/// silence.
 pub fn spawn(
     spec: &Spec,
     ready: &mpsc::Sender<()>,
-    expected: &watch::Receiver<u64>,
+    expected: &watch::Receiver<Expected>,
 ) -> JoinSet<Result<(load::Received, Histogram<u64>)>> {
     let gate = Arc::new(Semaphore::new(64));
     let idle = Duration::from_millis(spec.idle_ms);
     let mut tasks = JoinSet::new();
-    for _ in 0..spec.connections {
+    for connection in spec.first..spec.first + spec.connections {
         let (url, proto, source, gate, ready, mut expected, bind) = (
             spec.url.clone(),
             spec.proto,
@@ -130,7 +130,7 @@ pub fn spawn(
             let subscribed = async {
                 let _permit = gate.acquire_owned().await?;
                 let mut ws = load::connect_from(&url, bind).await?;
-                load::subscribe(proto, &mut ws, &source).await?;
+                load::subscribe(proto, &mut ws, &source, connection).await?;
                 anyhow::Ok(ws)
             }
             .await;
@@ -139,7 +139,15 @@ pub fn spawn(
             drop(ready);
             let mut ws = subscribed?;
             let mut histogram = load::histogram();
-            let received = load::receive(proto, &mut ws, &mut expected, idle, &mut histogram).await;
+            let received = load::receive(
+                proto,
+                &mut ws,
+                &mut expected,
+                connection,
+                idle,
+                &mut histogram,
+            )
+            .await;
             Ok((received, histogram))
         });
     }
@@ -176,7 +184,7 @@ pub async fn collect(
 pub async fn run(
     spec: Spec,
     ready: mpsc::Sender<()>,
-    mut expected: watch::Receiver<u64>,
+    mut expected: watch::Receiver<Expected>,
 ) -> Result<Part> {
     let connections = spec.connections;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
@@ -200,11 +208,11 @@ pub async fn run(
         let _ = ready.send(()).await;
     }
     drop(ready);
-    while *expected.borrow_and_update() == u64::MAX {
+    while matches!(*expected.borrow_and_update(), Expected::Unknown) {
         expected.changed().await?;
     }
-    let count = *expected.borrow();
-    stdin.write_all(format!("{count}\n").as_bytes()).await?;
+    let line = serde_json::to_string(&*expected.borrow())?;
+    stdin.write_all(format!("{line}\n").as_bytes()).await?;
     stdin.flush().await?;
     let line = stdout
         .next_line()

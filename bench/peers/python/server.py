@@ -7,6 +7,8 @@ It is not part of feedgate; `benches/compare` runs it side by side with feedgate
 
 Protocol (JSON text frames):
   -> {"op": "subscribe", "topic": "t"} | {"op": "subscribe", "table": "public.t"}
+     a table subscription may take "filter": {"column": "c", "gte": 1, "lt": 100}: only rows
+     whose integer column c is in [gte, lt). Each change asks every subscription of its table.
   <- {"op": "subscribed"}
   -> {"op": "publish", "topic": "t", "payload": "..."}     <- {"op": "published"}
   <- {"op": "message", "topic": "t", "payload": "..."}
@@ -58,7 +60,7 @@ async def lifespan(app: FastAPI):
 
 app = FastAPI(lifespan=lifespan)
 topics: dict[str, set["Connection"]] = defaultdict(set)
-tables: dict[str, set["Connection"]] = defaultdict(set)
+tables: dict[str, set["Subscription"]] = defaultdict(set)
 
 
 class Connection:
@@ -79,11 +81,31 @@ class Connection:
         await self.ws.close(code=4008, reason="slow consumer")
 
 
+class Subscription:
+    """One table subscription: the rows it wants (an integer column's range, or every row)."""
+
+    __slots__ = ("connection", "column", "gte", "lt")
+
+    def __init__(self, connection: Connection, spec: dict | None) -> None:
+        self.connection = connection
+        self.column = spec["column"] if spec else None
+        self.gte = spec["gte"] if spec else 0
+        self.lt = spec["lt"] if spec else 0
+
+    def wants(self, row: dict) -> bool:
+        if self.column is None:
+            return True
+        value = row.get(self.column)
+        return value is not None and self.gte <= value < self.lt
+
+
 def on_notify(_conn, _pid, _channel, payload: str) -> None:
     change = json.loads(payload)
     text = json.dumps({"op": "change", **change})
-    for connection in tables.get(change["table"], ()):
-        connection.offer(text)
+    row = change["row"]
+    for subscription in tables.get(change["table"], ()):
+        if subscription.wants(row):
+            subscription.connection.offer(text)
 
 
 @app.websocket("/ws")
@@ -91,14 +113,18 @@ async def websocket(ws: WebSocket) -> None:
     await ws.accept()
     connection = Connection(ws)
     writer = asyncio.create_task(connection.writer())
-    subscribed: list[set[Connection]] = []
+    subscribed: list[tuple[set, Connection | Subscription]] = []
     try:
         while True:
             request = json.loads(await ws.receive_text())
             if request["op"] == "subscribe":
-                group = topics[request["topic"]] if "topic" in request else tables[request["table"]]
-                group.add(connection)
-                subscribed.append(group)
+                if "topic" in request:
+                    subscribed.append((topics[request["topic"]], connection))
+                else:
+                    subscription = Subscription(connection, request.get("filter"))
+                    subscribed.append((tables[request["table"]], subscription))
+                group, member = subscribed[-1]
+                group.add(member)
                 connection.offer('{"op": "subscribed"}')
             elif request["op"] == "publish":
                 text = json.dumps(
@@ -110,8 +136,8 @@ async def websocket(ws: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        for group in subscribed:
-            group.discard(connection)
+        for group, member in subscribed:
+            group.discard(member)
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await writer
