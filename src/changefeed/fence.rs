@@ -17,8 +17,9 @@
 //! subscribers it may concern, not with the table's.
 
 use std::cell::{LazyCell, RefCell};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -163,6 +164,9 @@ pub(crate) struct Lens {
 #[derive(Clone)]
 pub(crate) struct Subscribers {
     registry: Registry<TableState>,
+    /// One copy of each row filter in use, so that subscribers with equal filters share it and
+    /// fan-out asks it once per change ([`Subscribers::share`]).
+    filters: Arc<Mutex<HashMap<RowFilter, Weak<RowFilter>>>>,
     /// How many changes a pending subscription may buffer (`changefeed.snapshot_buffer`).
     buffer_limit: usize,
     /// Whether subscribers are routed by their filters' required values
@@ -174,9 +178,25 @@ impl Subscribers {
     pub(crate) fn new(buffer_limit: usize, index: bool) -> Self {
         Self {
             registry: Registry::default(),
+            filters: Arc::default(),
             buffer_limit,
             index,
         }
+    }
+
+    /// The copy of `filter` subscribers already share, or `filter`, now shared. Forgets the
+    /// filters nobody uses any more as it goes (when the map has doubled since).
+    pub(crate) fn share(&self, filter: RowFilter) -> Arc<RowFilter> {
+        let mut filters = self.filters.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(shared) = filters.get(&filter).and_then(Weak::upgrade) {
+            return shared;
+        }
+        if filters.len() >= 64 && filters.len().is_power_of_two() {
+            filters.retain(|_, used| used.strong_count() > 0);
+        }
+        let shared = Arc::new(filter.clone());
+        filters.insert(filter, Arc::downgrade(&shared));
+        shared
     }
 
     /// Adds a pending subscriber of `table` that sees the rows `filter` lets through (all
@@ -269,6 +289,7 @@ impl Subscribers {
     ) -> Fanout {
         let change = Lazy {
             change: LazyCell::new(build),
+            views: RefCell::default(),
             events: RefCell::new(Vec::new()),
             cursor,
             key_columns: &table.info.key_columns,
@@ -382,7 +403,7 @@ fn step<F: FnOnce() -> RowChange>(
     }
     let view = match &state.filter {
         None => View::Original,
-        Some(filter) => match view_through(filter, change.get()) {
+        Some(filter) => match change.view(filter) {
             Some(view) => view,
             None => return Step::Skip, // it never sees this row
         },
@@ -434,6 +455,9 @@ type Form = (View, Option<Arc<Projection>>, Option<SharedEvent>);
 /// A change being fanned out, built and encoded on first need.
 struct Lazy<'a, F> {
     change: LazyCell<RowChange, F>,
+    /// What each row filter makes of it, by the filter's address: subscribers sharing a filter
+    /// ([`Subscribers::share`]) ask it once.
+    views: RefCell<HashMap<*const RowFilter, Option<View>>>,
     /// Encoded once per view and projection (by value: subscribers asking for the same columns
     /// share an encoding); `None`: the projection leaves nothing to send.
     events: RefCell<Vec<Form>>,
@@ -444,6 +468,19 @@ struct Lazy<'a, F> {
 impl<F: FnOnce() -> RowChange> Lazy<'_, F> {
     fn get(&self) -> &RowChange {
         LazyCell::force(&self.change)
+    }
+
+    fn view(&self, filter: &Arc<RowFilter>) -> Option<View> {
+        if Arc::strong_count(filter) == 1 {
+            return view_through(filter, self.get()); // nobody else has it: nothing to share
+        }
+        let address = Arc::as_ptr(filter);
+        if let Some(view) = self.views.borrow().get(&address) {
+            return *view;
+        }
+        let view = view_through(filter, self.get());
+        self.views.borrow_mut().insert(address, view);
+        view
     }
 
     fn event(&self, view: View, projection: Option<&Arc<Projection>>) -> Option<SharedEvent> {
@@ -711,5 +748,27 @@ mod tests {
                 vec![K::Insert, K::Delete, K::Delete],
             ]
         );
+    }
+
+    #[test]
+    fn equal_filters_are_shared_and_forgotten_once_unused() {
+        let (_, subscribers) = entry(10);
+        let parse = |text: &str| {
+            FilterTemplate::parse(text)
+                .expect("parses")
+                .fill(&Principal::anonymous())
+                .expect("fills")
+        };
+        let a = subscribers.share(parse("tenant = 7"));
+        let b = subscribers.share(parse("tenant = 7"));
+        let c = subscribers.share(parse("tenant = 8"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+        drop((a, b, c));
+        for n in 0..200 {
+            drop(subscribers.share(parse(&format!("tenant = {n}"))));
+        }
+        let kept = subscribers.filters.lock().expect("lock").len();
+        assert!(kept < 200, "unused filters are forgotten: {kept} kept");
     }
 }

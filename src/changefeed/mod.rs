@@ -271,7 +271,8 @@ impl Changefeed {
                 .map_err(|err| err.failure("table", &entry.info.name))?;
             filters.push(filter);
         }
-        let filter = (!filters.is_empty()).then(|| Arc::new(RowFilter::all(filters)));
+        let filter =
+            (!filters.is_empty()).then(|| self.shared.subscribers.share(RowFilter::all(filters)));
         let projection = match request.columns {
             [] => None,
             asked => Some(Arc::new(projection(asked, &entry)?)),

@@ -79,12 +79,12 @@ pub struct FilterTemplate {
 }
 
 /// A predicate filled for one principal: what its subscriptions to a table may see.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RowFilter {
     expr: Expr<Scalar>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Expr<V> {
     And(Vec<Expr<V>>),
     Or(Vec<Expr<V>>),
@@ -112,7 +112,7 @@ enum Expr<V> {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Op {
     Eq,
     Ne,
@@ -131,7 +131,7 @@ enum Operand {
 }
 
 /// A filled value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Scalar {
     Bool(bool),
     /// A number as written (exact digits).
