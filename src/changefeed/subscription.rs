@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -176,13 +177,16 @@ impl Start {
             .acquire()
             .await
             .map_err(|_| unavailable(&"the changefeed is shutting down"))?;
-        let mut tx = self.pool.begin().await.map_err(|e| unavailable(&e))?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
+        let mut tx = Snapshotting {
+            conn: self.pool.acquire().await.map_err(|e| unavailable(&e))?,
+            ended: false,
+        };
+        sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx.conn)
             .await
             .map_err(|e| unavailable(&e))?;
         let text: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *tx.conn)
             .await
             .map_err(|e| unavailable(&e))?;
         let since = Snapshot::parse(&text).map_err(|e| unavailable(&e))?;
@@ -194,7 +198,7 @@ impl Start {
                 mailbox: &self.mailbox,
                 subscription_id: self.key.subscription_id,
             };
-            catch_up(&mut tx, resume, &since, target).await?;
+            catch_up(&mut tx.conn, resume, &since, target).await?;
         } else if self.include_initial {
             let info = &self.entry.info;
             // sql_name is regclass::text from the database: quoted, never client text. `r.*`
@@ -226,7 +230,7 @@ impl Start {
                     SqlParam::Texts(v) => query.bind(v),
                 };
             }
-            let mut rows = query.fetch(&mut *tx);
+            let mut rows = query.fetch(&mut *tx.conn);
             while let Some(json) = rows.try_next().await.map_err(|e| unavailable(&e))? {
                 let types = self.entry.types();
                 let change =
@@ -243,8 +247,31 @@ impl Start {
                 }
             }
         }
-        tx.commit().await.map_err(|e| unavailable(&e))?;
+        sqlx::query("COMMIT")
+            .execute(&mut *tx.conn)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        tx.ended = true;
         Ok(since)
+    }
+}
+
+/// A pooled connection in a subscription's snapshot transaction. The task can be cancelled at any
+/// await (an unsubscribe), and a connection left inside the transaction, or in the middle of its
+/// `BEGIN`, must not go back to the pool (the next snapshot's `BEGIN` would fail: sqlx's own
+/// `Pool::begin` is not cancel safe, launchbadge/sqlx#4393): unless the transaction ended, the
+/// connection is closed instead.
+struct Snapshotting {
+    conn: PoolConnection<Postgres>,
+    /// `COMMIT` went through: the connection may be reused.
+    ended: bool,
+}
+
+impl Drop for Snapshotting {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.conn.close_on_drop();
+        }
     }
 }
 
