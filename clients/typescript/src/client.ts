@@ -84,6 +84,10 @@ export interface TableOptions extends SubscribeOptions {
   filter?: Filter;
   /** Only these columns (and the primary key's) in rows; updates of other columns are not sent. */
   columns?: string[];
+  /** Squash: at most one event per row per this many milliseconds (1 to 60,000; default 0:
+   * every change). A row's changes within the interval collapse into one, delivered with the
+   * interval's others as one batch. */
+  minIntervalMs?: number;
 }
 
 export interface TopicOptions extends SubscribeOptions {
@@ -93,6 +97,10 @@ export interface TopicOptions extends SubscribeOptions {
   start?: "latest" | "earliest" | number | bigint;
   /** Only the messages this filter matches (`path(...)`, `key()`, `header(...)` builders). */
   filter?: Filter;
+  /** Squash: at most one message per key per this many milliseconds (1 to 60,000; default 0:
+   * every message), the latest; messages without a key are all kept. Delivered as one batch
+   * per interval. */
+  minIntervalMs?: number;
 }
 
 export interface PublishOptions {
@@ -186,18 +194,19 @@ export class Client {
   }
 
   /** Subscribes to a PostgreSQL table's changes ("schema.table" or "table"). */
-  subscribeTable(table: string, options: TableOptions = {}): Promise<Subscription> {
+  async subscribeTable(table: string, options: TableOptions = {}): Promise<Subscription> {
     const feed = {
       table,
       includeInitial: options.includeInitial ?? false,
       filter: options.filter?.message,
       columns: options.columns ?? [],
+      minIntervalMs: minInterval(options.minIntervalMs),
     };
     return this.subscribe({ case: "table", value: feed }, options);
   }
 
   /** Subscribes to a topic. */
-  subscribeTopic(topic: string, options: TopicOptions = {}): Promise<Subscription> {
+  async subscribeTopic(topic: string, options: TopicOptions = {}): Promise<Subscription> {
     const start = options.start ?? "latest";
     let position = StartPosition.LATEST;
     let offset = 0n;
@@ -207,9 +216,15 @@ export class Client {
       position = StartPosition.OFFSET;
       offset = BigInt(start);
     } else if (start !== "latest") {
-      return Promise.reject(new TypeError(`start must be "latest", "earliest" or an offset`));
+      throw new TypeError(`start must be "latest", "earliest" or an offset`);
     }
-    const feed = { topic, start: position, startOffset: offset, filter: options.filter?.message };
+    const feed = {
+      topic,
+      start: position,
+      startOffset: offset,
+      filter: options.filter?.message,
+      minIntervalMs: minInterval(options.minIntervalMs),
+    };
     return this.subscribe({ case: "topic", value: feed }, options);
   }
 
@@ -313,7 +328,7 @@ export class Client {
 
   /** @internal */
   overflow(subscription: Subscription, queueSize: number): void {
-    this.#fail(
+    this.fail(
       subscription,
       new FeedgateError(
         ErrorCode.SLOW_CONSUMER,
@@ -330,8 +345,8 @@ export class Client {
     return Math.max(error.retryAfterMs, backoffDelay(this.#link.policy ?? DEFAULT_RECONNECT, attempt));
   }
 
-  /** Ends a subscription on this side with a client-made error, and on the server. */
-  #fail(subscription: Subscription, error: FeedgateError): void {
+  /** @internal Ends a subscription on this side with a client-made error, and on the server. */
+  fail(subscription: Subscription, error: FeedgateError): void {
     const connection = this.#link.current;
     const onServer = connection !== undefined && subscription.server === connection;
     this.end(subscription, error);
@@ -371,7 +386,7 @@ export class Client {
   async #resubscribe(connection: Connection, subscription: Subscription): Promise<void> {
     subscription.server = connection;
     try {
-      await connection.request(subscription.subscribeCommand());
+      await connection.request(subscription.resumeCommand());
       subscription.retries = 0;
     } catch (error) {
       if (connection.lost !== undefined || !(error instanceof FeedgateError)) throw error;
@@ -410,9 +425,22 @@ export class Client {
       subscription.deliver(event);
     } catch (error) {
       // The subscriber's callback threw: end that subscription only.
-      this.#fail(subscription, new FeedgateError(ErrorCode.INTERNAL, `the onEvent callback threw: ${String(error)}`));
+      this.fail(subscription, new FeedgateError(ErrorCode.INTERNAL, `the onEvent callback threw: ${String(error)}`));
     }
   }
+}
+
+/** The largest `uint32`, the type of `min_interval_ms`. */
+const MAX_UINT32 = 0xffff_ffff;
+
+/** `minIntervalMs` as the protocol carries it (a `uint32`, 0 when not set); throws `RangeError`
+ * for what it cannot carry. Above 60,000 the server answers VALIDATION. */
+function minInterval(value: number | undefined): number {
+  const ms = value ?? 0;
+  if (!(Number.isInteger(ms) && ms >= 0 && ms <= MAX_UINT32)) {
+    throw new RangeError(`minIntervalMs must be a whole number of milliseconds (0 to 60,000), not ${ms}`);
+  }
+  return ms;
 }
 
 /** The client-made end of a subscription that had no position when its connection dropped. */

@@ -6,11 +6,13 @@
  * subscribes it again under the same id from `lastCursor`, and the stream continues as if
  * nothing happened (the server's second `Ready` is not delivered). This module keeps what that
  * takes (the feed as requested, the last cursor, whether `Ready` was delivered); `client.ts`
- * decides when to resubscribe.
+ * decides when to resubscribe. A squashing subscription's batches (`Event.more`) are delivered
+ * whole, once their last event is in (`batch.ts`), and only a batch's end moves `lastCursor`.
  */
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { Event as FeedEvent, SubscribeSchema } from "./gen/feedgate/v1/feedgate_pb.js";
+import { Batch } from "./batch.js";
 import { ErrorCode, FeedgateError } from "./errors.js";
 import type { Client } from "./client.js";
 import type { Command } from "./connection.js";
@@ -37,8 +39,9 @@ export class Subscription implements AsyncIterable<FeedEvent> {
   readonly ready: Promise<void>;
   /** Resolves when the subscription has ended, with its error (undefined after unsubscribe). */
   readonly closed: Promise<FeedgateError | undefined>;
-  /** The newest non-empty cursor of its events (`Ready`'s included), or the `resumeFrom` it was
-   * created with until one arrives: where a reconnect resumes it. */
+  /** The newest non-empty cursor of its events (`Ready`'s included) that ended their batch, or
+   * the `resumeFrom` it was created with until one arrives: where a reconnect resumes it. The
+   * events of a squashed batch but its last (those with `more`) do not move it. */
   lastCursor: Uint8Array;
 
   /** @internal The feed as the application requested it, subscribed again on reconnects. */
@@ -59,6 +62,8 @@ export class Subscription implements AsyncIterable<FeedEvent> {
   private readonly queueSize: number;
   private queue: (FeedEvent | undefined)[] = [];
   private head = 0;
+  /** The received part of a squashed batch, held until its last event. */
+  private readonly batch = new Batch();
   private waiter: (() => void) | undefined;
   private ended = false;
   private failure: FeedgateError | undefined;
@@ -117,6 +122,13 @@ export class Subscription implements AsyncIterable<FeedEvent> {
     };
   }
 
+  /** @internal The Subscribe command that resumes this subscription on a new connection. The
+   * part of a batch the old connection delivered is dropped: the resume sends it again. */
+  resumeCommand(): Command {
+    this.batch.drop();
+    return this.subscribeCommand();
+  }
+
   async *[Symbol.asyncIterator](): AsyncIterator<FeedEvent> {
     if (this.onEvent !== undefined) {
       throw new TypeError("this subscription delivers to its onEvent callback");
@@ -139,30 +151,47 @@ export class Subscription implements AsyncIterable<FeedEvent> {
     }
   }
 
-  /** @internal Called by the client for each event of this subscription. */
+  /** @internal Called by the client for each event of this subscription; held while it
+   * continues a batch. */
   deliver(event: FeedEvent): void {
-    if (event.cursor.length > 0) this.lastCursor = event.cursor;
+    let events: FeedEvent[];
+    try {
+      events = this.batch.add(event);
+    } catch (error) {
+      if (!(error instanceof FeedgateError)) throw error;
+      this.client.fail(this, error); // a batch longer than any squash window
+      return;
+    }
+    const last = events[events.length - 1];
+    if (last === undefined) return;
+    if (last.cursor.length > 0) this.lastCursor = last.cursor;
+    const onEvent = this.onEvent;
+    if (onEvent !== undefined) {
+      for (const each of events) this.deliverOne(each, onEvent);
+      return;
+    }
+    if (this.queue.length - this.head + events.length > this.queueSize) {
+      this.client.overflow(this, this.queueSize); // a batch is queued whole or not at all
+      return;
+    }
+    for (const each of events) this.deliverOne(each, (queued) => this.queue.push(queued));
+    this.wake();
+  }
+
+  private deliverOne(event: FeedEvent, to: (event: FeedEvent) => void): void {
     if (event.body.case === "ready") {
       // A resumed subscription gets Ready again once caught up: the application saw it already.
       if (this.readySeen) return;
       this.readySeen = true;
       this.markReady();
     }
-    if (this.onEvent !== undefined) {
-      this.onEvent(event);
-      return;
-    }
-    if (this.queue.length - this.head >= this.queueSize) {
-      this.client.overflow(this, this.queueSize);
-      return;
-    }
-    this.queue.push(event);
-    this.wake();
+    to(event);
   }
 
   /** @internal */
   finish(error: FeedgateError | undefined): void {
     if (this.ended) return;
+    this.batch.drop();
     this.ended = true;
     this.failure = error;
     clearTimeout(this.retryTimer);

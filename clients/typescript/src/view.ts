@@ -5,12 +5,14 @@
  * The view subscribes with `includeInitial`. A snapshot (the first, and every rebuild) fills a
  * map of its own; at its `Ready` the view's `rows` take its contents in one step, so `rows` is
  * only ever empty (before the first `Ready`) or a complete state of the table, never a partial
- * or mixed one. Then changes are applied as they arrive (no queue of its own). Reconnects are
- * the client's business: the subscription resumes and the rows stay. When the subscription
- * cannot continue (`RESUME_UNAVAILABLE`: cut before it had a position, or too far behind;
- * `SOURCE_RESET`: the table was truncated) the view rebuilds from a fresh snapshot while the old
- * rows stay readable, swaps at the new `Ready` and calls `onReset` once. Any other end of the
- * subscription is kept in `error`, and `waitReady()` rejects with it.
+ * or mixed one. Then changes are applied as they arrive (no queue of its own); a squashed batch
+ * (`minIntervalMs`) arrives whole and is applied in one step, `onChange` called for its changes
+ * once all of them are in `rows`. Reconnects are the client's business: the subscription resumes
+ * and the rows stay. When the subscription cannot continue (`RESUME_UNAVAILABLE`: cut before it
+ * had a position, or too far behind; `SOURCE_RESET`: the table was truncated) the view rebuilds
+ * from a fresh snapshot while the old rows stay readable, swaps at the new `Ready` and calls
+ * `onReset` once. Any other end of the subscription is kept in `error`, and `waitReady()`
+ * rejects with it.
  */
 
 import { ChangeKind, type Event as FeedEvent, type Row, type RowChange } from "./gen/feedgate/v1/feedgate_pb.js";
@@ -37,14 +39,18 @@ export interface ViewChange {
   commitTimeMicros: bigint;
   /** The writing transaction's id (`xid8`); changes with the same id were one transaction. */
   transactionId: bigint;
-  /** The event's cursor (resume a subscription after it). */
+  /** The event's cursor (resume a subscription after it; of a squashed batch, only the last
+   * change's, the one without `more`). */
   cursor: Uint8Array;
+  /** More changes of the same squashed batch follow (`Event.more`). A batch is applied as a
+   * whole before `onChange` is called for each of its changes. */
+  more: boolean;
 }
 
-/** Called after every change the view applies; `row` is undefined for a delete, and `change`
- * holds the rest of what the event carried. The first snapshot's rows are reported as they
- * arrive (kind "initial"; `rows` shows them from `Ready` on); a rebuild's are not: `onReset`
- * says `rows` was replaced. */
+/** Called after every change the view applies (a squashed batch's once all of it is applied);
+ * `row` is undefined for a delete, and `change` holds the rest of what the event carried. The
+ * first snapshot's rows are reported as they arrive (kind "initial"; `rows` shows them from
+ * `Ready` on); a rebuild's are not: `onReset` says `rows` was replaced. */
 export type ChangeCallback = (
   kind: ChangeKindName,
   key: Key,
@@ -64,6 +70,9 @@ export interface ViewOptions {
   filter?: Filter;
   /** Hold only these columns (and the primary key's). */
   columns?: string[];
+  /** Squash: apply at most one change per row per this many milliseconds (1 to 60,000; default
+   * 0: every change), a row's changes within the interval collapsed into one. */
+  minIntervalMs?: number;
 }
 
 const KINDS: Partial<Record<ChangeKind, ChangeKindName>> = {
@@ -100,6 +109,9 @@ export class MaterializedView {
   private readonly onReset: ResetCallback | undefined;
   private readonly filter: Filter | undefined;
   private readonly columns: string[] | undefined;
+  private readonly minIntervalMs: number | undefined;
+  /** The `onChange` calls of the batch being applied, made at its last change. */
+  private notices: Parameters<ChangeCallback>[] = [];
   private subscription: Subscription | undefined;
   private waiters: { resolve: () => void; reject: (error: FeedgateError) => void }[] = [];
   private stopped = false;
@@ -114,6 +126,7 @@ export class MaterializedView {
     this.onReset = options.onReset;
     this.filter = options.filter;
     this.columns = options.columns;
+    this.minIntervalMs = options.minIntervalMs;
   }
 
   /** @internal Subscribes (with a snapshot); rejects if the server refuses. */
@@ -123,6 +136,7 @@ export class MaterializedView {
       includeInitial: true,
       filter: this.filter,
       columns: this.columns,
+      minIntervalMs: this.minIntervalMs,
       onEvent: (event) => this.apply(feed, event),
     });
     if (this.stopped) {
@@ -167,7 +181,7 @@ export class MaterializedView {
     if (this.onChange === undefined || (!feed.live && this.rebuilding !== undefined)) return;
     const kind = KINDS[change.kind] ?? "update";
     const micros = change.commitTimeMicros;
-    this.onChange(kind, key, row, {
+    const details: ViewChange = {
       kind,
       key,
       row,
@@ -176,7 +190,19 @@ export class MaterializedView {
       commitTimeMicros: micros,
       transactionId: change.transactionId,
       cursor: event.cursor,
-    });
+      more: event.more,
+    };
+    this.notify(event.more, [kind, key, row, details]);
+  }
+
+  /** Calls `onChange` with `notice`, or, while its batch goes on (`more`), once the batch's
+   * last change is applied too. */
+  private notify(more: boolean, notice: Parameters<ChangeCallback>): void {
+    this.notices.push(notice);
+    if (more) return;
+    const notices = this.notices;
+    this.notices = [];
+    for (const args of notices) this.onChange?.(...args);
   }
 
   /** A snapshot is complete: `rows` takes its contents at once, and the view is live. */

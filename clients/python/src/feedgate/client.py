@@ -104,6 +104,7 @@ class Client:
         include_initial: bool = False,
         filter: Filter | None = None,
         columns: Sequence[str] = (),
+        min_interval_ms: int = 0,
         resume_from: bytes = b"",
         on_event: EventCallback | None = None,
         queue_size: int | None = None,
@@ -112,8 +113,15 @@ class Client:
         `include_initial`, every existing row arrives as an INITIAL change before `Ready`. With
         a `filter` (`feedgate.col(...)`), only matching rows: rows moving into it arrive as
         INSERTs, out of it as DELETEs. With `columns`, rows carry only those (and the primary
-        key's), and updates that change none of them are not sent."""
-        feed = pb.TableFeed(table=table, include_initial=include_initial, columns=list(columns))
+        key's), and updates that change none of them are not sent. With `min_interval_ms`
+        (1 to 60,000), at most one event per row per interval: a row's changes within it
+        collapse into one, delivered with the interval's others as one batch."""
+        feed = pb.TableFeed(
+            table=table,
+            include_initial=include_initial,
+            columns=list(columns),
+            min_interval_ms=min_interval_ms,
+        )
         if filter is not None:
             feed.filter.CopyFrom(filter.message)
         return await self._subscribe({"table": feed}, resume_from, on_event, queue_size)
@@ -124,14 +132,17 @@ class Client:
         *,
         start: str | int = "latest",
         filter: Filter | None = None,
+        min_interval_ms: int = 0,
         resume_from: bytes = b"",
         on_event: EventCallback | None = None,
         queue_size: int | None = None,
     ) -> Subscription:
         """Subscribes to a topic. `start`: "latest" (what is published after this returns),
         "earliest", or an int offset (Kafka and in-process topics serve all three, in-process
-        ones from the messages the server still keeps; RabbitMQ topics only "latest")."""
-        feed = pb.TopicFeed(topic=topic)
+        ones from the messages the server still keeps; RabbitMQ topics only "latest"). With
+        `min_interval_ms` (1 to 60,000), at most one message per key per interval (the
+        latest; messages without a key are all kept), delivered as one batch per interval."""
+        feed = pb.TopicFeed(topic=topic, min_interval_ms=min_interval_ms)
         if filter is not None:  # feedgate.path(...), key(), header(...)
             feed.filter.CopyFrom(filter.message)
         if start == "earliest":
@@ -173,13 +184,21 @@ class Client:
         *,
         filter: Filter | None = None,
         columns: Sequence[str] = (),
+        min_interval_ms: int = 0,
         on_change: ChangeCallback | None = None,
         on_reset: ResetCallback | None = None,
     ) -> MaterializedView:
         """A live dict of `table`'s rows keyed by primary key (with a `filter`: exactly the
-        matching rows; see `feedgate.view`); await `view.wait_ready()` before reading it."""
+        matching rows; with `min_interval_ms`, updated at most once per row per interval; see
+        `feedgate.view`); await `view.wait_ready()` before reading it."""
         return await materialized_view(
-            self, table, filter=filter, columns=columns, on_change=on_change, on_reset=on_reset
+            self,
+            table,
+            filter=filter,
+            columns=columns,
+            min_interval_ms=min_interval_ms,
+            on_change=on_change,
+            on_reset=on_reset,
         )
 
     async def authenticate(self, token: str) -> pb.Authenticated:

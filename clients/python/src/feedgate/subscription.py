@@ -2,8 +2,10 @@
 
 A `Subscription` keeps what resubscribing needs (its feed, its last cursor) so that the client can
 resume it on a new connection with the same id, and delivers the resumed stream as if nothing
-happened: the server's second `Ready` is swallowed. It either calls the subscriber's callback or
-queues events for `async for`. It does no I/O of its own; `client.py` sends its requests.
+happened: the server's second `Ready` is swallowed. A squashing subscription's batches
+(`Event.more`) are delivered whole, once their last event is in (batch.py), and only a batch's
+end moves the resume position. It either calls the subscriber's callback or queues events for
+`async for`. It does no I/O of its own; `client.py` sends its requests.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import collections
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+from .batch import Batch
 from .errors import ConnectionClosedError, ErrorCode, FeedgateError
 from .v1 import feedgate_pb2 as pb
 
@@ -47,8 +50,9 @@ class Subscription:
         #: Set when the `Ready` event arrived: the initial rows (if any) are all delivered. Stays
         #: set across reconnects (a resumed stream's `Ready` is not delivered again).
         self.ready = asyncio.Event()
-        #: The cursor of the last event with a position (including `Ready`'s): where a resume
-        #: continues.
+        #: The cursor of the last event with a position (including `Ready`'s) that ended its
+        #: batch: where a resume continues. Events of a squashed batch but its last (those with
+        #: `more`) do not move it.
         self.last_cursor = b""
         #: The source as first requested (`{"table": TableFeed}` or `{"topic": TopicFeed}`),
         #: sent again on every resume.
@@ -62,6 +66,8 @@ class Subscription:
         self._on_event = on_event
         self._queue: collections.deque[pb.Event] = collections.deque()
         self._queue_size = queue_size
+        #: The received part of a squashed batch, held until its last event.
+        self._batch = Batch()
         self._wakeup = asyncio.Event()
         self._ended = False
         self._error: FeedgateError | None = None
@@ -130,7 +136,9 @@ class Subscription:
 
     def _resume_request(self) -> pb.Subscribe | None:
         """The `Subscribe` that continues this subscription on a new connection, from its last
-        cursor; None when it has no position to resume from (see `_no_position`)."""
+        cursor; None when it has no position to resume from (see `_no_position`). The part of a
+        batch that the old connection delivered is dropped: the resume sends it again."""
+        self._batch.drop()
         position = self.last_cursor or self._resume_from
         if not position:
             return None
@@ -149,22 +157,36 @@ class Subscription:
         )
 
     def _deliver(self, event: pb.Event) -> None:
-        if event.cursor:
-            self.last_cursor = event.cursor
+        """Delivers an event of the current connection; held while it continues a batch."""
+        try:
+            events = self._batch.add(event)
+        except FeedgateError as err:  # a batch longer than any squash window
+            self._client._fail(self, err.code, err.message)
+            return
+        if not events:
+            return
+        if events[-1].cursor:
+            self.last_cursor = events[-1].cursor
+        if self._on_event is not None:
+            for each in events:
+                self._deliver_one(each, self._on_event)
+            return
+        if len(self._queue) + len(events) > self._queue_size:  # a batch is queued whole or not
+            self._client._overflow(self)
+            return
+        for each in events:
+            self._deliver_one(each, self._queue.append)
+        self._wakeup.set()
+
+    def _deliver_one(self, event: pb.Event, to: Callable[[pb.Event], None]) -> None:
         if event.WhichOneof("body") == "ready":
             if self.ready.is_set():
                 return  # a resumed stream's Ready: this subscription delivered its own already
             self.ready.set()
-        if self._on_event is not None:
-            self._on_event(event)
-            return
-        if len(self._queue) >= self._queue_size:
-            self._client._overflow(self)
-            return
-        self._queue.append(event)
-        self._wakeup.set()
+        to(event)
 
     def _finish(self, error: FeedgateError | None) -> None:
+        self._batch.drop()
         self._ended = True
         self._error = error
         self._wakeup.set()

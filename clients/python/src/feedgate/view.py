@@ -1,16 +1,19 @@
 """A live materialized view of one table: a dict keyed by primary key, kept current from the
 table's INITIAL / INSERT / UPDATE / DELETE events.
 
-The view subscribes with `include_initial` and receives the snapshot into a dict of its own;
-at `Ready` that dict becomes `rows` in one step and `ready` is set: `rows` is never a partial
+The view subscribes with `include_initial` and receives the snapshot into a dict of its own; at
+`Ready` that dict becomes `rows` in one step and `ready` is set: `rows` is never a partial
 snapshot. It applies events in the client's reader task (no queue of its own, so it never falls
-behind the connection). A dropped connection does not concern it: the client resumes its
-subscription from the last cursor. When its subscription cannot continue (`SOURCE_RESET`: the
-table was truncated; `RESUME_UNAVAILABLE`: the connection dropped mid-snapshot, or the change log
-no longer reaches back far enough) the view rebuilds: a new snapshot fills a new dict while the
-old rows stay readable unchanged (stale: `ready` is clear), then it replaces them at once and
-`on_reset` is called. Any other end of the subscription is kept in `error`, and `wait_ready()`
-raises it. Not here: the connection and the resume itself (`client.py`).
+behind the connection). A squashed batch (`min_interval_ms`) arrives whole (the subscription
+holds it until its last event) and is applied in one step: `on_change` is called for its changes
+once all of them are in `rows`, which never holds part of a batch. A dropped connection does not
+concern it: the client resumes its subscription from the last cursor. When its subscription
+cannot continue (`SOURCE_RESET`: the table was truncated; `RESUME_UNAVAILABLE`: the connection
+dropped mid-snapshot, or the change log no longer reaches back far enough) the view rebuilds: a
+new snapshot fills a new dict while the old rows stay readable unchanged (stale: `ready` is
+clear), then it replaces them at once and `on_reset` is called. Any other end of the
+subscription is kept in `error`, and `wait_ready()` raises it. Not here: the connection and the
+resume itself (`client.py`).
 """
 
 from __future__ import annotations
@@ -48,15 +51,20 @@ class ViewChange:
     commit_time: datetime | None
     #: The writing transaction's id (`xid8`); changes with the same id were one transaction.
     transaction_id: int
-    #: The event's cursor (resume a subscription after it).
+    #: The event's cursor (resume a subscription after it; of a squashed batch, only the last
+    #: change's, the one without `more`).
     cursor: bytes
+    #: More changes of the same squashed batch follow (`Event.more`). A batch is applied as a
+    #: whole before `on_change` is called for each of its changes.
+    more: bool = False
 
 
-#: Called after every change the view applies: (kind, key, row, change); row is None for a
-#: delete, and `change` (a `ViewChange`) holds the rest of what the event carried. A callback
-#: that takes three arguments is called with the first three. The first snapshot's rows come
-#: as "initial" changes while it arrives (`rows` shows them all at its `Ready`); a rebuild's
-#: rows do not: `on_reset` says that `rows` was replaced as a whole.
+#: Called after every change the view applies (a squashed batch's once all of it is applied):
+#: (kind, key, row, change); row is None for a delete, and `change` (a `ViewChange`) holds the
+#: rest of what the event carried. A callback that takes three arguments is called with the
+#: first three. The first snapshot's rows come as "initial" changes while it arrives (`rows`
+#: shows them all at its `Ready`); a rebuild's rows do not: `on_reset` says that `rows` was
+#: replaced as a whole.
 ChangeCallback = Callable[..., None]
 
 #: Called once each time a rebuilt snapshot has replaced `rows` (see the module doc), with the
@@ -111,6 +119,7 @@ class MaterializedView:
         on_reset: ResetCallback | None = None,
         filter: Filter | None = None,
         columns: Sequence[str] = (),
+        min_interval_ms: int = 0,
     ) -> None:
         self._client = client
         self.table = table
@@ -118,6 +127,8 @@ class MaterializedView:
         self.filter = filter
         #: The columns its rows hold, with the primary key's (empty: all).
         self.columns = tuple(columns)
+        #: Squash: at most one change per row per this many milliseconds (0: every change).
+        self.min_interval_ms = min_interval_ms
         #: The table's rows by primary key: empty until the first snapshot is complete, then
         #: always a complete state (stale while `ready` is clear). Read it, don't write it; it
         #: is the same dict for the view's life.
@@ -132,6 +143,8 @@ class MaterializedView:
         self._details = on_change is not None and _wants_details(on_change)
         self._on_reset = on_reset
         self._subscription: Subscription | None = None
+        #: The `on_change` calls of the batch being applied, made at its last change.
+        self._notices: list[tuple[Any, ...]] = []
         #: Why the view is rebuilding; None on the first snapshot and once live again.
         self._rebuilding: FeedgateError | None = None
         self._failed = asyncio.Event()
@@ -145,6 +158,7 @@ class MaterializedView:
             include_initial=True,
             filter=self.filter,
             columns=self.columns,
+            min_interval_ms=self.min_interval_ms,
             on_event=lambda event: self._apply(feed, event),
         )
         self._subscription = subscription
@@ -208,7 +222,7 @@ class MaterializedView:
         if self._on_change is None or (not feed.live and self._rebuilding):
             return
         if not self._details:
-            self._on_change(kind, key, row)
+            self._notify(event.more, (kind, key, row))
             return
         micros = change.commit_time_micros
         details = ViewChange(
@@ -221,8 +235,20 @@ class MaterializedView:
             ),
             transaction_id=change.transaction_id,
             cursor=bytes(event.cursor),
+            more=event.more,
         )
-        self._on_change(kind, key, row, details)
+        self._notify(event.more, (kind, key, row, details))
+
+    def _notify(self, more: bool, notice: tuple[Any, ...]) -> None:
+        """Calls `on_change` with `notice`, or, while its batch goes on (`more`), once the
+        batch's last change is applied too."""
+        self._notices.append(notice)
+        if more:
+            return
+        notices, self._notices = self._notices, []
+        for arguments in notices:
+            if self._on_change is not None:
+                self._on_change(*arguments)
 
     def _publish(self, feed: _Feed) -> None:
         """A complete snapshot becomes `rows`, in one step (no await between clearing and
@@ -278,11 +304,12 @@ async def materialized_view(
     *,
     filter: Filter | None = None,
     columns: Sequence[str] = (),
+    min_interval_ms: int = 0,
     on_change: ChangeCallback | None = None,
     on_reset: ResetCallback | None = None,
 ) -> MaterializedView:
     """Subscribes to `table` with its initial rows and returns the view (not yet ready: await
     `view.wait_ready()`)."""
-    view = MaterializedView(client, table, on_change, on_reset, filter, columns)
+    view = MaterializedView(client, table, on_change, on_reset, filter, columns, min_interval_ms)
     await view._start()
     return view

@@ -141,16 +141,18 @@ class Subscribe(_message.Message):
     def __init__(self, subscription_id: _Optional[int] = ..., table: _Optional[_Union[TableFeed, _Mapping]] = ..., topic: _Optional[_Union[TopicFeed, _Mapping]] = ..., resume_from: _Optional[bytes] = ...) -> None: ...
 
 class TableFeed(_message.Message):
-    __slots__ = ("table", "include_initial", "filter", "columns")
+    __slots__ = ("table", "include_initial", "filter", "columns", "min_interval_ms")
     TABLE_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_INITIAL_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    MIN_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     table: str
     include_initial: bool
     filter: Filter
     columns: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, table: _Optional[str] = ..., include_initial: _Optional[bool] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., columns: _Optional[_Iterable[str]] = ...) -> None: ...
+    min_interval_ms: int
+    def __init__(self, table: _Optional[str] = ..., include_initial: _Optional[bool] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., columns: _Optional[_Iterable[str]] = ..., min_interval_ms: _Optional[int] = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("compare", "one_of", "is_null", "prefix", "all_of", "any_of", "negate")
@@ -223,16 +225,18 @@ class Prefix(_message.Message):
     def __init__(self, operand: _Optional[_Union[Operand, _Mapping]] = ..., prefix: _Optional[str] = ...) -> None: ...
 
 class TopicFeed(_message.Message):
-    __slots__ = ("topic", "start", "start_offset", "filter")
+    __slots__ = ("topic", "start", "start_offset", "filter", "min_interval_ms")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     START_OFFSET_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    MIN_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     topic: str
     start: StartPosition
     start_offset: int
     filter: Filter
-    def __init__(self, topic: _Optional[str] = ..., start: _Optional[_Union[StartPosition, str]] = ..., start_offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
+    min_interval_ms: int
+    def __init__(self, topic: _Optional[str] = ..., start: _Optional[_Union[StartPosition, str]] = ..., start_offset: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., min_interval_ms: _Optional[int] = ...) -> None: ...
 
 class Unsubscribe(_message.Message):
     __slots__ = ("subscription_id",)
@@ -362,7 +366,7 @@ class Pong(_message.Message):
     def __init__(self, server_time_micros: _Optional[int] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("subscription_id", "cursor", "change", "ready", "message", "closed", "status")
+    __slots__ = ("subscription_id", "cursor", "change", "ready", "message", "closed", "status", "more")
     SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     CURSOR_FIELD_NUMBER: _ClassVar[int]
     CHANGE_FIELD_NUMBER: _ClassVar[int]
@@ -370,6 +374,7 @@ class Event(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CLOSED_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     subscription_id: int
     cursor: bytes
     change: RowChange
@@ -377,7 +382,8 @@ class Event(_message.Message):
     message: TopicMessage
     closed: SubscriptionClosed
     status: SourceStatus
-    def __init__(self, subscription_id: _Optional[int] = ..., cursor: _Optional[bytes] = ..., change: _Optional[_Union[RowChange, _Mapping]] = ..., ready: _Optional[_Union[Ready, _Mapping]] = ..., message: _Optional[_Union[TopicMessage, _Mapping]] = ..., closed: _Optional[_Union[SubscriptionClosed, _Mapping]] = ..., status: _Optional[_Union[SourceStatus, _Mapping]] = ...) -> None: ...
+    more: bool
+    def __init__(self, subscription_id: _Optional[int] = ..., cursor: _Optional[bytes] = ..., change: _Optional[_Union[RowChange, _Mapping]] = ..., ready: _Optional[_Union[Ready, _Mapping]] = ..., message: _Optional[_Union[TopicMessage, _Mapping]] = ..., closed: _Optional[_Union[SubscriptionClosed, _Mapping]] = ..., status: _Optional[_Union[SourceStatus, _Mapping]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class SourceStatus(_message.Message):
     __slots__ = ("available", "error")
