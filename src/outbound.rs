@@ -416,6 +416,11 @@ impl Mailbox {
         Undeliverable::Overflow
     }
 
+    /// The bounds this mailbox's live events are queued within.
+    pub fn limits(&self) -> QueueLimits {
+        self.limits
+    }
+
     /// Closes the connection as a slow consumer (4008, naming this queue's limits): its client
     /// is not reading what is queued for it.
     pub fn close_as_slow_consumer(&self) {

@@ -361,15 +361,18 @@ impl<S> Registry<S> {
 
     /// Queues one event to each subscriber of `key` whose state it `wants` (encoded once, and
     /// only if one does), waiting for room in each queue instead of closing a full one as a
-    /// slow consumer. For sources that can wait for their reader, such
-    /// as a Kafka consumer replaying history for one subscriber; never for shared fan-out, where
-    /// one slow reader would hold up the others. A subscriber that leaves while this waits gets
-    /// nothing (checked under the key's lock, so nothing follows its `Unsubscribed`). Cancel
-    /// safe: a cancelled wait queued nothing for the subscriber it was waiting on.
+    /// slow consumer; `step` says, under the key's lock, what each gets of it (the event, or a
+    /// place in its squash window: see [`Step`]). For sources that can wait for their reader,
+    /// such as a Kafka consumer replaying history for one subscriber; never for shared fan-out,
+    /// where one slow reader would hold up the others. A subscriber that leaves while this
+    /// waits gets nothing (checked under the key's lock, so nothing follows its
+    /// `Unsubscribed`). Cancel safe: a cancelled wait queued nothing for the subscriber it was
+    /// waiting on.
     pub(crate) async fn publish_waiting(
         &self,
         key: &str,
         wants: impl Fn(&S) -> bool,
+        step: impl Fn(&mut S, SharedEvent) -> Step,
         encode: impl FnOnce() -> SharedEvent,
     ) -> usize {
         let Some(entry) = self.entry(key) else {
@@ -392,7 +395,7 @@ impl<S> Registry<S> {
         let mut delivered = 0;
         for (subscriber, mailbox) in &targets {
             if self
-                .send_waiting(key, *subscriber, mailbox, event.clone())
+                .send_waiting_with(key, *subscriber, mailbox, event.clone(), &step)
                 .await
             {
                 delivered += 1;
@@ -412,22 +415,63 @@ impl<S> Registry<S> {
         mailbox: &Mailbox,
         event: SharedEvent,
     ) -> bool {
-        let item = Outbound::Event {
-            subscription_id: subscriber.subscription_id,
+        self.send_waiting_with(key, subscriber, mailbox, event, |_, event| {
+            Step::Deliver(event)
+        })
+        .await
+    }
+
+    /// [`send_waiting`](Self::send_waiting), queuing what `step` makes of `event` under the
+    /// key's lock once there is room for it. A batch (a squash window sent early) takes the
+    /// room waited for with its first event and queues the rest without waiting, by the one
+    /// delivery rule (a full queue drops the subscriber).
+    async fn send_waiting_with(
+        &self,
+        key: &str,
+        subscriber: SubscriberKey,
+        mailbox: &Mailbox,
+        event: SharedEvent,
+        step: impl FnOnce(&mut S, SharedEvent) -> Step,
+    ) -> bool {
+        let id = subscriber.subscription_id;
+        let item = |event| Outbound::Event {
+            subscription_id: id,
             event,
         };
-        let Ok(permit) = mailbox.reserve_for(&item).await else {
+        let Ok(permit) = mailbox.reserve_for(&item(event.clone())).await else {
             return false;
         };
-        let Some(entry) = self.entry(key) else {
+        let Some(shared) = self.entry(key) else {
             return false;
         };
-        let entry = entry.lock().unwrap_or_else(PoisonError::into_inner);
-        if entry.slot_of(subscriber).is_none() {
+        let mut entry = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(slot) = entry.slot_of(subscriber) else {
             return false;
+        };
+        let found = &mut entry.subscribers[slot].subscriber;
+        let mut rest = match step(&mut found.state, event) {
+            Step::Skip => return true,
+            Step::Deliver(event) | Step::End(event) => {
+                permit.send(item(event));
+                return true;
+            }
+            Step::Several(events) => events.into_iter(),
+        };
+        if let Some(first) = rest.next() {
+            permit.send(item(first));
         }
-        permit.send(item);
-        true
+        let mut fanout = Fanout::default();
+        if deliver_one(found, Step::Several(rest.collect()), &mut fanout) {
+            return true;
+        }
+        entry.remove(slot);
+        self.count(fanout);
+        let now_empty = entry.is_empty();
+        drop(entry);
+        if now_empty {
+            self.forget_if_empty(key);
+        }
+        false
     }
 
     /// Runs `visit` on one subscriber's state under its key's lock (so no delivery to it runs

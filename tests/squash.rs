@@ -1,8 +1,9 @@
 //! Squashing (`min_interval_ms`) against real sources: a change or message after a quiet interval
 //! comes at once; those within the interval after it come together when it ends, one per row
 //! (table) or key (topic), collapsed as docs/changefeeds.md says, each batch's events but the
-//! last marked `more`; a batch's changes applied to a strict client view keep it exact; and a
-//! resume from a batch's last cursor neither misses nor repeats a change.
+//! last marked `more`; a batch's changes applied to a strict client view keep it exact; a
+//! resume from a batch's last cursor neither misses nor repeats a change; and history replayed
+//! through a private consumer (Kafka, RabbitMQ streams) is squashed like live messages.
 
 mod support;
 
@@ -230,15 +231,54 @@ async fn a_squashed_table_feed_collapses_each_rows_changes_and_resumes_from_a_ba
 }
 
 fn squashed_topic(id: u64, topic: &str) -> Command {
+    squashed_topic_from(id, topic, pb::StartPosition::Latest)
+}
+
+fn squashed_topic_from(id: u64, topic: &str, start: pb::StartPosition) -> Command {
     Command::Subscribe(pb::Subscribe {
         subscription_id: id,
         source: Some(pb::subscribe::Source::Topic(pb::TopicFeed {
             topic: topic.into(),
+            start: start as i32,
             min_interval_ms: WINDOW_MS,
             ..Default::default()
         })),
         resume_from: Bytes::new(),
     })
+}
+
+/// The messages of the squash tests: (key, payload); an empty key is none.
+const KEYED: [(&str, &str); 6] = [
+    ("k1", "1"),
+    ("k1", "2"),
+    ("k2", "3"),
+    ("", "4"),
+    ("k1", "5"),
+    ("", "6"),
+];
+
+/// Reads messages (skipping `Ready`) until a lone first one and one whole batch are in: their
+/// payloads, a batch's events but the last marked "more".
+async fn first_and_batch(subscriber: &mut Client) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < 2
+        || got
+            .last()
+            .is_some_and(|last: &String| last.ends_with("more"))
+    {
+        let event = subscriber.recv_event().await;
+        let message = match &event.body {
+            Some(pb::event::Body::Message(message)) => message,
+            Some(pb::event::Body::Ready(_)) => continue,
+            _ => panic!("expected a message, got {event:?}"),
+        };
+        let payload = String::from_utf8_lossy(&message.payload).into_owned();
+        got.push(match event.more {
+            true => format!("{payload} more"),
+            false => payload,
+        });
+    }
+    got
 }
 
 /// Publishes (key, payload) pairs to `topic`; an empty key is none.
@@ -267,37 +307,30 @@ async fn topic_squash_holds(addr: std::net::SocketAddr, topic: &str) {
     subscriber
         .subscribed_then_ready(squashed_topic(1, topic))
         .await;
-    publish_keyed(
-        &mut publisher,
-        topic,
-        &[
-            ("k1", "1"),
-            ("k1", "2"),
-            ("k2", "3"),
-            ("", "4"),
-            ("k1", "5"),
-            ("", "6"),
-        ],
-    )
-    .await;
-    let mut got = Vec::new();
-    while got.len() < 2
-        || got
-            .last()
-            .is_some_and(|last: &String| last.ends_with("more"))
-    {
-        let event = subscriber.recv_event().await;
-        let Some(pb::event::Body::Message(message)) = &event.body else {
-            panic!("expected a message, got {event:?}");
-        };
-        let payload = String::from_utf8_lossy(&message.payload).into_owned();
-        got.push(match event.more {
-            true => format!("{payload} more"),
-            false => payload,
-        });
-    }
+    publish_keyed(&mut publisher, topic, &KEYED).await;
+    let got = first_and_batch(&mut subscriber).await;
     assert_eq!(got, ["1", "3 more", "4 more", "5 more", "6"], "on {topic}");
     subscriber.barrier().await;
+}
+
+/// The same for a subscriber that replays the topic from its start through a private consumer
+/// (Kafka, RabbitMQ streams): the history is squashed like live messages.
+async fn replayed_squash_holds(addr: std::net::SocketAddr, topic: &str) {
+    let mut publisher = Client::connect(addr).await;
+    publish_keyed(&mut publisher, topic, &KEYED).await;
+    let mut subscriber = Client::connect(addr).await;
+    let earliest = squashed_topic_from(1, topic, pb::StartPosition::Earliest);
+    let response = subscriber.request(earliest).await;
+    assert!(
+        matches!(response.result, Some(pb::response::Result::Subscribed(_))),
+        "{response:?}"
+    );
+    let got = first_and_batch(&mut subscriber).await;
+    assert_eq!(
+        got,
+        ["1", "3 more", "4 more", "5 more", "6"],
+        "replaying {topic}"
+    );
 }
 
 #[tokio::test]
@@ -306,6 +339,15 @@ async fn squashed_topic_feeds_keep_the_latest_per_key_and_every_unkeyed_message(
     let mut config = support::kafka::config();
     let rabbit = support::rabbit::config(&exchange);
     config.rabbitmq = rabbit.rabbitmq;
+    config.topics.insert(
+        0,
+        feedgate::config::TopicRule {
+            pattern: "kept.#".into(),
+            backend: feedgate::config::BackendKind::Rabbitmq,
+            allow_wildcards: false,
+            stream: true,
+        },
+    );
     config.topics.insert(0, rabbit.topics[0].clone());
     let server = start_with(config).await;
     let addr = server.local_addr();
@@ -316,6 +358,11 @@ async fn squashed_topic_feeds_keep_the_latest_per_key_and_every_unkeyed_message(
     support::kafka::create_topic(&bootstrap, &kafka_topic, 1).await;
     topic_squash_holds(addr, &kafka_topic).await;
     topic_squash_holds(addr, "rabbit.squash").await;
+    let kafka_replayed = support::kafka::topic();
+    support::kafka::create_topic(&bootstrap, &kafka_replayed, 1).await;
+    replayed_squash_holds(addr, &kafka_replayed).await;
+    replayed_squash_holds(addr, "kept.squash").await;
+    support::rabbit::delete_streams(&exchange, &["kept.squash"]).await;
     let mut client = Client::connect(addr).await;
     let mut too_long = squashed_topic(2, "squash.memory");
     if let Command::Subscribe(pb::Subscribe {
@@ -334,4 +381,5 @@ async fn squashed_topic_feeds_keep_the_latest_per_key_and_every_unkeyed_message(
     client.barrier().await;
     server.shutdown().await.expect("shutdown");
     support::kafka::delete_topic(&bootstrap, &kafka_topic).await;
+    support::kafka::delete_topic(&bootstrap, &kafka_replayed).await;
 }

@@ -20,7 +20,7 @@ mod history;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -36,7 +36,7 @@ use crate::protocol::{
     encode_event, now_micros, share_event, Code, EventBody, Failure, SharedEvent, StartPosition,
     TopicMessage,
 };
-use crate::registry::squash::{batch, Offer, Squashing, Window, HELD_LIMIT};
+use crate::registry::squash::{batch, Offer, Squash, Squashing, Window};
 use crate::registry::{Registry, Step, SubscriberKey, Visit};
 use crate::row_filter::{Inspected, MessageFilter};
 use history::Histories;
@@ -63,15 +63,15 @@ struct CatchUp {
 
 impl TopicState {
     /// A live subscriber's state, with its filter and squash interval.
-    pub(crate) fn new(filter: Option<Arc<MessageFilter>>, squash: Option<Duration>) -> Self {
+    pub(crate) fn new(filter: Option<Arc<MessageFilter>>, squash: Option<Squash>) -> Self {
         Self {
             catching_up: None,
             filter,
-            squash: squash.map(|interval| Box::new(Window::new(interval, HELD_LIMIT))),
+            squash: squash.map(|squash| Box::new(Window::new(squash))),
         }
     }
 
-    fn catching_up(filter: Option<Arc<MessageFilter>>, squash: Option<Duration>) -> Self {
+    fn catching_up(filter: Option<Arc<MessageFilter>>, squash: Option<Squash>) -> Self {
         Self {
             catching_up: Some(Box::default()),
             ..Self::new(filter, squash)

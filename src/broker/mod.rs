@@ -12,7 +12,6 @@ pub(crate) mod rabbitmq;
 pub mod route;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +20,7 @@ use crate::config::{BackendKind, TopicRule};
 use crate::outbound::Mailbox;
 use crate::protocol::SharedEvent;
 use crate::protocol::{Code, Failure, StartPosition, TopicMessage};
+use crate::registry::squash::Squash;
 use crate::registry::{Fanout, Registration, Registry, Step, SubscriberKey};
 use crate::row_filter::{Inspected, MessageFilter};
 use crate::source::Availability;
@@ -67,8 +67,8 @@ pub struct TopicSubscribe<'a> {
     pub start: StartPosition,
     /// The client's filter: only the messages it admits reach this subscriber.
     pub filter: Option<Arc<MessageFilter>>,
-    /// Squash: at most one message per key per this interval (`TopicFeed.min_interval_ms`).
-    pub squash: Option<Duration>,
+    /// Squash: at most one message per key per interval (`TopicFeed.min_interval_ms`).
+    pub squash: Option<Squash>,
 }
 
 /// The keys a broker backend consumes on this node, each with the token that stops its consumer.
@@ -128,7 +128,8 @@ pub(crate) fn fan_out(
 }
 
 /// [`fan_out`] for a one-subscriber (private) feed replaying history: waits for room in the
-/// subscriber's queue instead of overflowing it (the broker keeps the rest).
+/// subscriber's queue instead of overflowing it (the broker keeps the rest). Squashes as live
+/// fan-out does.
 pub(crate) async fn fan_out_waiting(
     registry: &Registry<TopicState>,
     key: &str,
@@ -137,7 +138,12 @@ pub(crate) async fn fan_out_waiting(
 ) -> usize {
     let inspected = Inspected::new(message);
     registry
-        .publish_waiting(key, |state| state.admits(&inspected), encode)
+        .publish_waiting(
+            key,
+            |state| state.admits(&inspected),
+            |state, event| state.step(&event, &message.key),
+            encode,
+        )
         .await
 }
 

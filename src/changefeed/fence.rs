@@ -32,7 +32,7 @@ use crate::outbound::Mailbox;
 use crate::protocol::{
     share_event, ChangeKind, EventBody, Failure, Row, RowChange, SharedEvent, Value,
 };
-use crate::registry::squash::{batch, Offer, Squashing, Window, HELD_LIMIT};
+use crate::registry::squash::{batch, Offer, Squash, Squashing, Window};
 use crate::registry::{
     Fanout, Registration, Registry, Route, RouteValue, Step, Subscriber, SubscriberKey, Visit,
 };
@@ -157,7 +157,7 @@ pub(crate) enum Drain {
 pub(crate) struct Lens {
     pub(crate) filter: Option<Arc<RowFilter>>,
     pub(crate) projection: Option<Arc<Projection>>,
-    pub(crate) squash: Option<std::time::Duration>,
+    pub(crate) squash: Option<Squash>,
 }
 
 /// Every table subscription of the node, and the table side of fan-out. Cheap to clone.
@@ -229,7 +229,7 @@ impl Subscribers {
                 overflowed: false,
                 reset: None,
             },
-            squash: squash.map(|interval| Box::new(Window::new(interval, HELD_LIMIT))),
+            squash: squash.map(|squash| Box::new(Window::new(squash))),
         };
         self.registry
             .subscribe_routed(&table.key, key, mailbox, (state, routes), announce)

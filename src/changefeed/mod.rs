@@ -149,8 +149,8 @@ pub struct TableSubscribe<'a> {
     pub filter: Option<RowFilter>,
     /// The columns it asked for (empty: all); checked here against the table's.
     pub columns: &'a [String],
-    /// Squash: at most one change per row per this interval (`TableFeed.min_interval_ms`).
-    pub squash: Option<Duration>,
+    /// Squash: at most one change per row per interval (`TableFeed.min_interval_ms`).
+    pub squash: Option<crate::registry::squash::Squash>,
 }
 
 /// The sessions' handle to the changefeed. Cheap to clone.

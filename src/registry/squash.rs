@@ -15,7 +15,8 @@
 //! its latest change after it, so a resume from that event's cursor neither misses nor repeats
 //! anything a squashing subscriber is owed.
 //!
-//! Bounded: a window holding `limit` keys is sent at once, early (less squashing, never a loss).
+//! Bounded: a window holding its limit of keys (half the connection's queue, at most 10,000) is
+//! sent at once, early (less squashing, never a loss).
 //! A [`flusher`] task per squashing subscriber ends each window on time.
 
 use std::collections::HashMap;
@@ -26,10 +27,31 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{Registration, Registry, Step, SubscriberKey, Visit};
+use crate::outbound::QueueLimits;
 use crate::protocol::{with_more, SharedEvent};
 
-/// Keys a window holds at most before it is sent early.
+/// Keys a window holds at most before it is sent early (fewer on connections with smaller
+/// queues: [`Squash::new`]).
 pub(crate) const HELD_LIMIT: usize = 10_000;
+
+/// A subscriber's squashing: its interval, and how many keys a window of it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Squash {
+    interval: Duration,
+    held: usize,
+}
+
+impl Squash {
+    /// Squashing by `interval` for a subscriber whose connection queues within `queue`: a
+    /// window holds at most half the queue's messages (and [`HELD_LIMIT`]), so that a window
+    /// sent at once fits in a queue a reading client keeps from filling.
+    pub(crate) fn new(interval: Duration, queue: QueueLimits) -> Self {
+        Self {
+            interval,
+            held: (queue.messages / 2).clamp(1, HELD_LIMIT),
+        }
+    }
+}
 
 /// What a held event is grouped by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -65,14 +87,14 @@ pub(crate) enum Offer<V> {
 }
 
 impl<V> Window<V> {
-    /// An idle window of `interval`, holding at most `limit` keys.
-    pub(crate) fn new(interval: Duration, limit: usize) -> Self {
+    /// An idle window.
+    pub(crate) fn new(squash: Squash) -> Self {
         Self {
-            interval,
+            interval: squash.interval,
             open_until: None,
             held: HashMap::new(),
             sequence: 0,
-            limit: limit.max(1),
+            limit: squash.held,
             wake: Arc::new(Notify::new()),
         }
     }
@@ -221,13 +243,20 @@ pub(crate) async fn flusher<S: Squashing>(
 mod tests {
     use super::*;
 
+    fn squash(held: usize) -> Squash {
+        Squash::new(
+            Duration::from_millis(100),
+            QueueLimits::new(2 * held, 1 << 20),
+        )
+    }
+
     fn keep_newer(_: &'static str, newer: &'static str) -> Option<&'static str> {
         Some(newer)
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_first_goes_at_once_then_each_key_once_per_window_in_latest_order() {
-        let mut window = Window::new(Duration::from_millis(100), 100);
+        let mut window = Window::new(squash(100));
         assert!(matches!(
             window.offer(Some(b"a"), "a1", keep_newer),
             Offer::Now("a1")
@@ -264,7 +293,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn collapsing_to_nothing_drops_the_key_and_a_full_window_goes_early() {
-        let mut window = Window::new(Duration::from_millis(100), 3);
+        let mut window = Window::new(squash(3));
         assert!(matches!(
             window.offer(Some(b"x"), "x", keep_newer),
             Offer::Now(_)

@@ -22,6 +22,7 @@ use crate::protocol::{
     decode::peek_request_id, decode_request, encode_event, encode_response, now_micros, Code,
     Command, EventBody, Failure, Reply, Source, Subscribe, WelcomeInfo,
 };
+use crate::registry::squash::Squash;
 use crate::registry::SubscriberKey;
 use crate::row_filter::{MessageFilter, RowFilter};
 
@@ -235,6 +236,11 @@ impl Session {
             .ok_or_else(|| Failure::new(Code::Unauthenticated, "authenticate first"))
     }
 
+    /// Squashing by `interval` on this connection (windows sized to its queue).
+    fn squash(&self, interval: Option<std::time::Duration>) -> Option<Squash> {
+        interval.map(|interval| Squash::new(interval, self.mailbox.limits()))
+    }
+
     /// Whether the connection's principal may do `action`.
     fn permit(&self, action: Action<'_>) -> Result<(), Failure> {
         self.ctx.permissions.check(self.principal()?, action)
@@ -282,7 +288,7 @@ impl Session {
                     resume_from: &subscribe.resume_from,
                     start: *start,
                     filter,
-                    squash: subscribe.squash,
+                    squash: self.squash(subscribe.squash),
                 };
                 self.subscribe_topic(request_id, request).await
             }
@@ -311,7 +317,7 @@ impl Session {
                     authorize: &authorize,
                     filter,
                     columns,
-                    squash: subscribe.squash,
+                    squash: self.squash(subscribe.squash),
                 };
                 self.subscribe_table(request_id, request).await
             }

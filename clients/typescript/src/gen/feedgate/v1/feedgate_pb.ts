@@ -527,7 +527,8 @@ export type TopicFeed = Message<"feedgate.v1.TopicFeed"> & {
    * (0: every message; at most 60,000). A message after a quiet interval is sent at once;
    * those within the interval after it are held and sent together when it ends, in the order
    * of their latest message. Messages without a key are never collapsed: they are held and
-   * sent in order with the rest. Applies to live messages, not to replayed history.
+   * sent in order with the rest. Applies to live messages and to Kafka and RabbitMQ stream
+   * replays; in-process topics' kept messages replay unsquashed.
    *
    * @generated from field: uint32 min_interval_ms = 5;
    */
