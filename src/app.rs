@@ -33,6 +33,7 @@ use crate::changefeed::{Changefeed, ChangefeedError, ChangefeedSettings};
 use crate::config::Config;
 use crate::http::{router, Connections, HttpState, Peer};
 use crate::limits::ConnectionLimits;
+use crate::metrics::Metrics;
 use crate::session::SessionSettings;
 
 /// Why the server could not start or run.
@@ -86,10 +87,12 @@ impl Server {
         // Sources stop after the sessions (see the module docs); their tasks run on `background`.
         let sources = CancellationToken::new();
         let background = TaskTracker::new();
+        let metrics = Arc::new(Metrics::new());
         let tables = match &config.database_url {
             Some(url) => {
-                let settings =
+                let mut settings =
                     ChangefeedSettings::new(url, config.watch.clone(), config.changefeed.clone())?;
+                settings.metrics = metrics.clone();
                 Some(Changefeed::start(settings, sources.clone(), &background))
             }
             None => None,
@@ -132,6 +135,7 @@ impl Server {
             permissions: Arc::new(Permissions::new(config.permissions.clone())),
             limits: ConnectionLimits::new(&config.limits),
             allowed_origins: config.websocket.allowed_origins.clone(),
+            metrics,
         });
         if config.permissions.is_empty() {
             warn!("no permission rules: every client may subscribe and publish to everything");

@@ -24,6 +24,7 @@ use crate::auth::Authenticator;
 use crate::broker::Topics;
 use crate::changefeed::Changefeed;
 use crate::limits::ConnectionLimits;
+use crate::metrics::{self, Metrics, Scrape};
 use crate::outbound::Backlog;
 use crate::protocol::{code_name, Code};
 use crate::session::{self, SessionContext, SessionSettings};
@@ -45,6 +46,8 @@ pub(crate) struct HttpState {
     pub(crate) limits: Arc<ConnectionLimits>,
     /// `websocket.allowed_origins`; empty: any.
     pub(crate) allowed_origins: Vec<String>,
+    /// What `/metrics` renders; sessions and the changefeed count into it.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 pub(crate) fn router(state: Arc<HttpState>) -> Router {
@@ -52,6 +55,7 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
         .route("/v1/ws", get(websocket))
         .route("/health", get(health))
         .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
@@ -142,6 +146,7 @@ async fn websocket(
         limits: state.limits.clone(),
         token,
         backlog: Some(peer.backlog),
+        metrics: state.metrics.clone(),
     };
     let tracked = state.clone();
     upgrade
@@ -216,6 +221,33 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
         rabbitmq: state.topics.rabbitmq_availability(),
         kafka: state.topics.kafka_availability(),
     })
+}
+
+/// `GET /metrics`: Prometheus' text format, with the figures that are state read now.
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    let tables = state.tables.as_ref();
+    let mut subscriptions = state.topics.subscriptions_by_backend();
+    subscriptions.push(("table", tables.map_or(0, Changefeed::subscriptions)));
+    let dependencies = [
+        (
+            "postgres",
+            tables.map_or(Availability::NotConfigured, Changefeed::availability),
+        ),
+        ("kafka", state.topics.kafka_availability()),
+        ("rabbitmq", state.topics.rabbitmq_availability()),
+    ]
+    .into_iter()
+    .filter(|(_, availability)| *availability != Availability::NotConfigured)
+    .map(|(name, availability)| (name, availability == Availability::Connected))
+    .collect();
+    let now = Scrape {
+        connections: state.limits.open(),
+        subscriptions,
+        dropped: state.topics.dropped() + tables.map_or(0, Changefeed::dropped),
+        dependencies,
+    };
+    let text = state.metrics.render(&now);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
 #[cfg(test)]

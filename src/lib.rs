@@ -71,6 +71,7 @@ pub mod config;
 pub mod cursor;
 mod http;
 pub mod limits;
+pub mod metrics;
 pub(crate) mod outbound;
 pub mod protocol;
 pub(crate) mod registry;

@@ -345,6 +345,7 @@ impl Scenario {
             token: self.upgrade_token.clone(),
             // Channels, not a socket: no kernel send buffer to pace by (as in the unit tests).
             backlog: None,
+            metrics: std::sync::Arc::default(),
         };
         let (input_tx, input_rx) = mpsc::unbounded_channel();
         let (output_tx, output_rx) = mpsc::channel(self.window);

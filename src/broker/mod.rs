@@ -283,6 +283,19 @@ impl Topics {
         self.registries().map(Registry::subscriptions).sum()
     }
 
+    /// Active topic subscriptions on this node, per backend (`memory`, `kafka`, `rabbitmq`; a
+    /// backend not configured is absent).
+    pub fn subscriptions_by_backend(&self) -> Vec<(&'static str, usize)> {
+        let mut counts = vec![("memory", self.memory.registry().subscriptions())];
+        if let Some(kafka) = &self.kafka {
+            counts.push(("kafka", kafka.registry().subscriptions()));
+        }
+        if let Some(rabbitmq) = &self.rabbitmq {
+            counts.push(("rabbitmq", rabbitmq.registry().subscriptions()));
+        }
+        counts
+    }
+
     /// Topic subscribers fan-out has removed so far, in all backends (see
     /// [`Registry::dropped`]).
     pub fn dropped(&self) -> u64 {

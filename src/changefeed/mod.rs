@@ -39,6 +39,7 @@ pub use subscription::TableSubscription;
 
 use crate::auth::permissions::TableAccess;
 use crate::config::ChangefeedConfig;
+use crate::metrics::Metrics;
 use crate::outbound::Mailbox;
 use crate::protocol::{Code, Failure};
 use crate::registry::SubscriberKey;
@@ -110,6 +111,8 @@ pub struct ChangefeedSettings {
     pub watch: Vec<String>,
     /// Reader and buffer tuning.
     pub tuning: ChangefeedConfig,
+    /// Where the changefeed counts polls, lag and snapshots.
+    pub metrics: Arc<Metrics>,
 }
 
 impl ChangefeedSettings {
@@ -124,6 +127,7 @@ impl ChangefeedSettings {
             connect: connect.disable_statement_logging(),
             watch,
             tuning,
+            metrics: Arc::default(),
         })
     }
 }
@@ -304,6 +308,7 @@ impl Changefeed {
             closed,
             resume,
             turns: self.shared.snapshots.clone(),
+            metrics: self.shared.settings.metrics.clone(),
         };
         let cancel = self.shared.shutdown.child_token();
         Ok(TableSubscription::start(

@@ -373,6 +373,9 @@ impl Reader<'_> {
             }
         }
         drop(rows);
+        if found > 0 {
+            shared.settings.metrics.changefeed_batch(found);
+        }
         if let Some(cur) = cur {
             progress.position = Some(cur);
             progress.partial.clear();
@@ -506,6 +509,11 @@ fn fan_out(
     let mut rows: Option<(Option<serde_json::Value>, Option<serde_json::Value>)> =
         Some((row.try_get("old_row")?, row.try_get("new_row")?));
     let logged: i64 = row.try_get("logged_micros")?;
+    let lag = crate::protocol::now_micros().saturating_sub(logged);
+    shared
+        .settings
+        .metrics
+        .changefeed_lag(std::time::Duration::from_micros(lag.max(0) as u64));
     let cursor = batch.cursor(entry.info.oid, id);
     let fanout = shared.subscribers.fan_out(&entry, xid, &cursor, || {
         let (old, new) = rows.take().unwrap_or_default();

@@ -27,6 +27,7 @@ use super::tables::TableEntry;
 use super::values::ColumnType;
 use super::ChangefeedError;
 use crate::cursor::encode_table_feed;
+use crate::metrics::Metrics;
 use crate::outbound::{Mailbox, Outbound};
 use crate::protocol::{encode_event, ChangeKind, Code, EventBody, Failure};
 use crate::registry::{Registration, SubscriberKey};
@@ -110,6 +111,8 @@ pub(super) struct Start {
     pub(super) resume: Option<Resume>,
     /// Turns for a snapshot transaction (`Shared::snapshots`).
     pub(super) turns: Arc<Semaphore>,
+    /// Where snapshots are timed and counted.
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl Start {
@@ -177,6 +180,8 @@ impl Start {
             .acquire()
             .await
             .map_err(|_| unavailable(&"the changefeed is shutting down"))?;
+        let started = std::time::Instant::now();
+        let mut sent = 0;
         let mut tx = Snapshotting {
             conn: self.pool.acquire().await.map_err(|e| unavailable(&e))?,
             ended: false,
@@ -245,6 +250,7 @@ impl Start {
                 if self.mailbox.send(Outbound::Frame(frame)).await.is_err() {
                     return Ok(since);
                 }
+                sent += 1;
             }
         }
         sqlx::query("COMMIT")
@@ -252,6 +258,7 @@ impl Start {
             .await
             .map_err(|e| unavailable(&e))?;
         tx.ended = true;
+        self.metrics.snapshot(started.elapsed(), sent);
         Ok(since)
     }
 }

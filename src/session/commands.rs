@@ -19,8 +19,8 @@ use crate::changefeed::{TableSubscribe, TableSubscription};
 use crate::limits::RequestRate;
 use crate::outbound::{CloseReason, Mailbox, Outbound, Undeliverable};
 use crate::protocol::{
-    decode::peek_request_id, decode_request, encode_event, encode_response, now_micros, Code,
-    Command, EventBody, Failure, Reply, Source, Subscribe, WelcomeInfo,
+    code_name, decode::peek_request_id, decode_request, encode_event, encode_response, now_micros,
+    Code, Command, EventBody, Failure, Reply, Source, Subscribe, WelcomeInfo,
 };
 use crate::registry::squash::Squash;
 use crate::registry::SubscriberKey;
@@ -127,12 +127,14 @@ impl Session {
         }
         match decode_request(&frame) {
             Ok(request) => {
+                self.ctx.metrics.request(command_name(&request.command));
                 let reply = self.dispatch(request.request_id, request.command).await;
                 if let Some(reply) = reply {
                     self.reply(request.request_id, reply).await;
                 }
             }
             Err(rejection) => {
+                self.ctx.metrics.request("unreadable");
                 debug!(
                     code = rejection.failure.code.as_str_name(),
                     "request rejected"
@@ -404,6 +406,9 @@ impl Session {
 
     /// Queues one response, waiting for room (backpressure on a client that does not read).
     async fn reply(&self, request_id: u64, reply: Reply) {
+        if let Reply::Error(failure) = &reply {
+            self.ctx.metrics.request_error(code_name(failure.code));
+        }
         let frame = encode_response(request_id, reply);
         // Err only when the connection is closing, and then nobody is listening.
         let _ = self.room(self.mailbox.send(Outbound::Frame(frame))).await;
@@ -427,6 +432,18 @@ impl Session {
                 Err(Undeliverable::Closed)
             }
         }
+    }
+}
+
+/// A command's name, as metrics count requests.
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Hello { .. } => "hello",
+        Command::Subscribe(_) => "subscribe",
+        Command::Unsubscribe { .. } => "unsubscribe",
+        Command::Publish(_) => "publish",
+        Command::Ping => "ping",
+        Command::Authenticate { .. } => "authenticate",
     }
 }
 

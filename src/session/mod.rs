@@ -31,6 +31,7 @@ use crate::auth::Authenticator;
 use crate::broker::Topics;
 use crate::changefeed::Changefeed;
 use crate::limits::ConnectionLimits;
+use crate::metrics::Metrics;
 use crate::outbound::{mailbox, Backlog, CloseReason, Closer, QueueLimits};
 
 /// The per-connection settings a session enforces and announces in `Welcome`.
@@ -80,6 +81,8 @@ pub struct SessionContext {
     /// The connection's socket, to pace snapshots and replays by what it has not sent yet;
     /// `None`: not paced.
     pub backlog: Option<Backlog>,
+    /// Where the session counts connections, requests, errors and what it writes.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Serves one connection until it closes. Never panics on client input; returns when both the
@@ -93,6 +96,8 @@ where
     let span = info_span!("session", session_id = %session_id, connection = ctx.connection);
     async move {
         debug!("session started");
+        let metrics = ctx.metrics.clone();
+        metrics.connection_opened();
         let (sink, stream) = socket.split();
         let closer = Closer::new(&ctx.shutdown);
         let limits = QueueLimits::new(
@@ -118,8 +123,9 @@ where
         };
         let session = commands::Session::new(session_id, ctx, mailbox, identity);
         let reader = read_loop(stream, session, closer.clone());
-        let writer = writer::run(sink, rx, closer.clone(), ping_interval);
+        let writer = writer::run(sink, rx, closer.clone(), ping_interval, &metrics);
         tokio::join!(reader, writer);
+        metrics.connection_closed(closer.reason().code());
         debug!(reason = ?closer.reason(), "session ended");
     }
     .instrument(span)

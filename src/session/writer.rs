@@ -1,6 +1,7 @@
 //! The writing half of a connection: drains the outbound queue into the socket, batching what is
 //! already queued into one flush, sends WebSocket pings, and sends the close frame at the end.
 
+use crate::metrics::Metrics;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message};
@@ -17,8 +18,13 @@ const MAX_BATCH: usize = 64;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs until the closer fires, the queue's senders are all gone, or the socket fails.
-pub(super) async fn run<W>(mut sink: W, mut rx: Inbox, closer: Closer, ping_interval: Duration)
-where
+pub(super) async fn run<W>(
+    mut sink: W,
+    mut rx: Inbox,
+    closer: Closer,
+    ping_interval: Duration,
+    metrics: &Metrics,
+) where
     W: Sink<Message> + Unpin,
 {
     let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
@@ -33,14 +39,22 @@ where
             },
             _ = ping.tick() => None,
         };
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        let mut count = |message: Message| {
+            if let Message::Binary(frame) = &message {
+                frames += 1;
+                bytes += frame.len() as u64;
+            }
+            message
+        };
         let write = async {
             match first {
                 None => sink.send(Message::Ping(Default::default())).await,
                 Some(item) => {
-                    sink.feed(message(item)).await?;
+                    sink.feed(count(message(item))).await?;
                     for _ in 1..MAX_BATCH {
                         match rx.try_recv() {
-                            Some(item) => sink.feed(message(item)).await?,
+                            Some(item) => sink.feed(count(message(item))).await?,
                             None => break,
                         }
                     }
@@ -57,6 +71,7 @@ where
             closer.close(CloseReason::TransportError);
             break;
         }
+        metrics.written(frames, bytes);
     }
     let reason = closer.reason();
     if reason == CloseReason::ClientClosed {

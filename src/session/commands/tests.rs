@@ -92,6 +92,7 @@ async fn a_client_that_stops_reading_and_sending_is_closed() {
         limits: ConnectionLimits::new(&Limits::default()),
         token: None,
         backlog: None,
+        metrics: std::sync::Arc::default(),
     };
     let started = tokio::time::Instant::now();
     // The idle timeout, then at most the close frame's 5 s (it cannot go out either).

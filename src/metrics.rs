@@ -1,0 +1,321 @@
+//! Prometheus metrics (`GET /metrics`, text format 0.0.4), with the `prometheus-client` crate:
+//! one registry per server (so several servers in one process, as the tests run them, count
+//! apart), typed metrics held here and updated where things happen, and the figures that are
+//! state rather than events (open connections, subscriptions, availability) read at scrape time
+//! from a [`Scrape`] the HTTP handler fills.
+//!
+//! Every metric name is a constant below. Label values come from small fixed sets (a command, an
+//! error code's name, a close code, a source kind, a dependency); never a topic, table, user or
+//! session id. No I/O and no other feedgate module but the protocol's code names.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Connections accepted (WebSocket upgrades that became sessions).
+pub const CONNECTIONS_OPENED: &str = "feedgate_connections_opened";
+/// Connections closed, by close code (`code`).
+pub const CONNECTIONS_CLOSED: &str = "feedgate_connections_closed";
+/// Connections open now.
+pub const CONNECTIONS_OPEN: &str = "feedgate_connections_open";
+/// Requests received, by command (`command`).
+pub const REQUESTS: &str = "feedgate_requests";
+/// Requests answered with an error, by `ErrorCode` name (`code`).
+pub const REQUEST_ERRORS: &str = "feedgate_request_errors";
+/// Events (and responses) written to sockets.
+pub const FRAMES_WRITTEN: &str = "feedgate_frames_written";
+/// Bytes of frames written to sockets.
+pub const BYTES_WRITTEN: &str = "feedgate_written_bytes";
+/// Subscriptions active now, by source kind (`source`: memory, kafka, rabbitmq, table).
+pub const SUBSCRIPTIONS: &str = "feedgate_subscriptions";
+/// Subscribers fan-out removed because their queue was full or their connection gone.
+pub const FANOUT_DROPPED: &str = "feedgate_fanout_dropped_subscribers";
+/// Whether a configured dependency is available (1) or not (0), by `dependency`.
+pub const DEPENDENCY_UP: &str = "feedgate_dependency_up";
+/// Changes per changefeed poll that found any.
+pub const CHANGEFEED_BATCH: &str = "feedgate_changefeed_batch_changes";
+/// Seconds from a change's log time (its transaction's start) to its fan-out.
+pub const CHANGEFEED_LAG: &str = "feedgate_changefeed_read_lag_seconds";
+/// Seconds a subscription's snapshot (initial rows or a resume's catch-up) took.
+pub const SNAPSHOT_SECONDS: &str = "feedgate_snapshot_seconds";
+/// Initial rows sent.
+pub const SNAPSHOT_ROWS: &str = "feedgate_snapshot_rows";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabel {
+    command: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabel {
+    dependency: &'static str,
+}
+
+/// What is state rather than events, read at each scrape.
+#[derive(Debug, Default)]
+pub struct Scrape {
+    /// Connections open now.
+    pub connections: usize,
+    /// Active subscriptions per source kind.
+    pub subscriptions: Vec<(&'static str, usize)>,
+    /// Subscribers fan-out removed so far, all sources.
+    pub dropped: u64,
+    /// Each configured dependency and whether it is available.
+    pub dependencies: Vec<(&'static str, bool)>,
+}
+
+/// The server's metrics. Shared as `Arc<Metrics>`; updating one is an atomic add.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Locked only to encode (and to set the scrape-time figures just before).
+    registry: Mutex<Registry>,
+    connections_opened: Counter,
+    connections_closed: Family<CodeLabel, Counter>,
+    connections_open: Gauge,
+    requests: Family<CommandLabel, Counter>,
+    request_errors: Family<CodeLabel, Counter>,
+    frames_written: Counter,
+    bytes_written: Counter,
+    subscriptions: Family<SourceLabel, Gauge>,
+    fanout_dropped: Counter,
+    dependency_up: Family<DependencyLabel, Gauge>,
+    changefeed_batch: Histogram,
+    changefeed_lag: Histogram,
+    snapshot_seconds: Histogram,
+    snapshot_rows: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric, registered and at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Self {
+            registry: Mutex::new(Registry::default()),
+            connections_opened: Counter::default(),
+            connections_closed: Family::default(),
+            connections_open: Gauge::default(),
+            requests: Family::default(),
+            request_errors: Family::default(),
+            frames_written: Counter::default(),
+            bytes_written: Counter::default(),
+            subscriptions: Family::default(),
+            fanout_dropped: Counter::default(),
+            dependency_up: Family::default(),
+            // 1 to ~16k changes per poll.
+            changefeed_batch: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
+            // 0.5 ms to ~65 s.
+            changefeed_lag: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            // 1 ms to ~65 s.
+            snapshot_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
+            snapshot_rows: Counter::default(),
+        };
+        let m = &metrics;
+        registry.register(
+            CONNECTIONS_OPENED,
+            "Connections accepted",
+            m.connections_opened.clone(),
+        );
+        registry.register(
+            CONNECTIONS_CLOSED,
+            "Connections closed, by WebSocket close code",
+            m.connections_closed.clone(),
+        );
+        registry.register(
+            CONNECTIONS_OPEN,
+            "Connections open now",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            REQUESTS,
+            "Requests received, by command",
+            m.requests.clone(),
+        );
+        registry.register(
+            REQUEST_ERRORS,
+            "Requests answered with an error, by error code",
+            m.request_errors.clone(),
+        );
+        registry.register(
+            FRAMES_WRITTEN,
+            "Frames (events and responses) written to sockets",
+            m.frames_written.clone(),
+        );
+        registry.register(
+            BYTES_WRITTEN,
+            "Bytes of frames written to sockets",
+            m.bytes_written.clone(),
+        );
+        registry.register(
+            SUBSCRIPTIONS,
+            "Subscriptions active now, by source kind",
+            m.subscriptions.clone(),
+        );
+        registry.register(
+            FANOUT_DROPPED,
+            "Subscribers removed by fan-out because their queue was full or their connection gone",
+            m.fanout_dropped.clone(),
+        );
+        registry.register(
+            DEPENDENCY_UP,
+            "Whether a configured dependency is available (1) or not (0)",
+            m.dependency_up.clone(),
+        );
+        registry.register(
+            CHANGEFEED_BATCH,
+            "Changes per changefeed poll that found any",
+            m.changefeed_batch.clone(),
+        );
+        registry.register(
+            CHANGEFEED_LAG,
+            "Seconds from a change's log time (its transaction's start) to its fan-out",
+            m.changefeed_lag.clone(),
+        );
+        registry.register(
+            SNAPSHOT_SECONDS,
+            "Seconds a subscription's snapshot or resume catch-up took",
+            m.snapshot_seconds.clone(),
+        );
+        registry.register(SNAPSHOT_ROWS, "Initial rows sent", m.snapshot_rows.clone());
+        *metrics
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = registry;
+        metrics
+    }
+
+    /// A connection became a session.
+    pub fn connection_opened(&self) {
+        self.connections_opened.inc();
+    }
+
+    /// A session ended with WebSocket close `code`.
+    pub fn connection_closed(&self, code: u16) {
+        let label = CodeLabel {
+            code: code.to_string(),
+        };
+        self.connections_closed.get_or_create(&label).inc();
+    }
+
+    /// A request of `command` (a fixed name: `subscribe`, `publish`, ...) arrived.
+    pub fn request(&self, command: &'static str) {
+        let label = CommandLabel { command };
+        self.requests.get_or_create(&label).inc();
+    }
+
+    /// A request was answered with error `code` (its `ErrorCode` name).
+    pub fn request_error(&self, code: &str) {
+        let label = CodeLabel {
+            code: code.to_owned(),
+        };
+        self.request_errors.get_or_create(&label).inc();
+    }
+
+    /// `frames` frames of `bytes` bytes in all went to a socket.
+    pub fn written(&self, frames: u64, bytes: u64) {
+        self.frames_written.inc_by(frames);
+        self.bytes_written.inc_by(bytes);
+    }
+
+    /// A changefeed poll found `changes` changes.
+    pub fn changefeed_batch(&self, changes: usize) {
+        self.changefeed_batch.observe(changes as f64);
+    }
+
+    /// A change was fanned out `lag` after it was logged.
+    pub fn changefeed_lag(&self, lag: Duration) {
+        self.changefeed_lag.observe(lag.as_secs_f64());
+    }
+
+    /// A snapshot took `took` and sent `rows` initial rows.
+    pub fn snapshot(&self, took: Duration, rows: u64) {
+        self.snapshot_seconds.observe(took.as_secs_f64());
+        self.snapshot_rows.inc_by(rows);
+    }
+
+    /// The metrics in Prometheus' text format, with `now`'s figures.
+    pub fn render(&self, now: &Scrape) -> String {
+        let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        self.connections_open
+            .set(i64::try_from(now.connections).unwrap_or(i64::MAX));
+        for (source, count) in &now.subscriptions {
+            let label = SourceLabel { source };
+            let count = i64::try_from(*count).unwrap_or(i64::MAX);
+            self.subscriptions.get_or_create(&label).set(count);
+        }
+        let counted = self.fanout_dropped.get();
+        self.fanout_dropped
+            .inc_by(now.dropped.saturating_sub(counted));
+        for (dependency, up) in &now.dependencies {
+            let label = DependencyLabel { dependency };
+            self.dependency_up.get_or_create(&label).set(i64::from(*up));
+        }
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+        text
+    }
+}
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_with_its_labels() {
+        let metrics = Metrics::new();
+        metrics.connection_opened();
+        metrics.connection_closed(4008);
+        metrics.request("subscribe");
+        metrics.request_error("VALIDATION");
+        metrics.written(2, 100);
+        let text = metrics.render(&Scrape {
+            connections: 3,
+            subscriptions: vec![("memory", 2), ("table", 1)],
+            dropped: 5,
+            dependencies: vec![("postgres", true)],
+        });
+        for line in [
+            "feedgate_connections_opened_total 1",
+            "feedgate_connections_closed_total{code=\"4008\"} 1",
+            "feedgate_connections_open 3",
+            "feedgate_requests_total{command=\"subscribe\"} 1",
+            "feedgate_request_errors_total{code=\"VALIDATION\"} 1",
+            "feedgate_written_bytes_total 100",
+            "feedgate_subscriptions{source=\"memory\"} 2",
+            "feedgate_fanout_dropped_subscribers_total 5",
+            "feedgate_dependency_up{dependency=\"postgres\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        let again = metrics.render(&Scrape {
+            dropped: 7,
+            ..Scrape::default()
+        });
+        assert!(again.contains("feedgate_fanout_dropped_subscribers_total 7"));
+    }
+}
