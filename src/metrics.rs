@@ -32,6 +32,8 @@ pub const REQUEST_ERRORS: &str = "feedgate_request_errors";
 pub const FRAMES_WRITTEN: &str = "feedgate_frames_written";
 /// Bytes of frames written to sockets.
 pub const BYTES_WRITTEN: &str = "feedgate_written_bytes";
+/// Messages a connection's queue held when its writer took the next batch.
+pub const QUEUE_DEPTH: &str = "feedgate_outbound_queue_depth";
 /// Subscriptions active now, by source kind (`source`: memory, kafka, rabbitmq, table).
 pub const SUBSCRIPTIONS: &str = "feedgate_subscriptions";
 /// Subscribers fan-out removed because their queue was full or their connection gone.
@@ -92,6 +94,7 @@ pub struct Metrics {
     request_errors: Family<CodeLabel, Counter>,
     frames_written: Counter,
     bytes_written: Counter,
+    queue_depth: Histogram,
     subscriptions: Family<SourceLabel, Gauge>,
     fanout_dropped: Counter,
     dependency_up: Family<DependencyLabel, Gauge>,
@@ -120,6 +123,8 @@ impl Metrics {
             request_errors: Family::default(),
             frames_written: Counter::default(),
             bytes_written: Counter::default(),
+            // 1 to ~32k messages.
+            queue_depth: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             subscriptions: Family::default(),
             fanout_dropped: Counter::default(),
             dependency_up: Family::default(),
@@ -166,6 +171,11 @@ impl Metrics {
             BYTES_WRITTEN,
             "Bytes of frames written to sockets",
             m.bytes_written.clone(),
+        );
+        registry.register(
+            QUEUE_DEPTH,
+            "Messages a connection's outbound queue held when its writer took the next batch",
+            m.queue_depth.clone(),
         );
         registry.register(
             SUBSCRIPTIONS,
@@ -236,6 +246,11 @@ impl Metrics {
     pub fn written(&self, frames: u64, bytes: u64) {
         self.frames_written.inc_by(frames);
         self.bytes_written.inc_by(bytes);
+    }
+
+    /// A writer found `depth` messages queued (the one it takes included).
+    pub fn queue_depth(&self, depth: usize) {
+        self.queue_depth.observe(depth as f64);
     }
 
     /// A changefeed poll found `changes` changes.

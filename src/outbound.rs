@@ -510,6 +510,12 @@ impl Inbox {
         Some(self.release(queued))
     }
 
+    /// Messages queued and not taken yet.
+    #[allow(clippy::len_without_is_empty)] // nothing asks whether it is empty
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
     /// The next message if one is queued.
     pub fn try_recv(&mut self) -> Option<Outbound> {
         let queued = self.rx.try_recv().ok()?;

@@ -156,6 +156,11 @@ async fn metrics_move_by_what_a_known_workload_did() {
     // Pong came back.
     assert_eq!(get(&during, "feedgate_frames_written_total"), 56.0);
     assert!(get(&during, "feedgate_written_bytes_total") > 56.0 * 10.0);
+    let batches = get(&during, "feedgate_outbound_queue_depth_count");
+    assert!(
+        (1.0..=56.0).contains(&batches),
+        "one depth per written batch: {batches}"
+    );
 
     client.close().await;
     wait_for_stat(addr, "connections", 0).await;

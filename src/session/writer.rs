@@ -39,6 +39,9 @@ pub(super) async fn run<W>(
             },
             _ = ping.tick() => None,
         };
+        if first.is_some() {
+            metrics.queue_depth(rx.len() + 1);
+        }
         let (mut frames, mut bytes) = (0u64, 0u64);
         let mut count = |message: Message| {
             if let Message::Binary(frame) = &message {
