@@ -8,7 +8,7 @@
 //! (every column exists, and each value is of the column's kind). Each refusal names the node or
 //! the column at fault.
 
-use super::{Expr, Op, RowFilter, Scalar};
+use super::{Expr, Lit, Op, RowFilter, Scalar};
 use crate::protocol::{pb, Code, Failure};
 
 /// The most nodes a client's filter may have.
@@ -235,19 +235,19 @@ fn scalar(value: Option<&pb::Value>, at: &str) -> Result<Scalar, FilterError> {
     };
     Ok(match kind {
         Kind::Bool(b) => Scalar::Bool(*b),
-        Kind::Int(i) => Scalar::Number(i.to_string()),
-        Kind::Double(d) if d.is_nan() => Scalar::Number("NaN".into()),
+        Kind::Int(i) => Scalar::Number(Lit::new(i.to_string())),
+        Kind::Double(d) if d.is_nan() => Scalar::Number(Lit::new("NaN")),
         Kind::Double(d) if d.is_infinite() => {
-            Scalar::Number(if *d > 0.0 { "Infinity" } else { "-Infinity" }.into())
+            Scalar::Number(Lit::new(if *d > 0.0 { "Infinity" } else { "-Infinity" }))
         }
-        Kind::Double(d) => Scalar::Number(format!("{d:e}")),
+        Kind::Double(d) => Scalar::Number(Lit::new(format!("{d:e}"))),
         Kind::Numeric(n) => {
             if super::eval::Decimal::parse(n.trim()).is_none() {
                 return Err(refuse(&format!("{n:?} is not a number")));
             }
-            Scalar::Number(n.trim().to_owned())
+            Scalar::Number(Lit::new(n.trim()))
         }
-        Kind::Text(t) => Scalar::Text(t.clone()),
+        Kind::Text(t) => Scalar::Text(Lit::new(t.as_str())),
         Kind::TimestampMicros(t) | Kind::LocalTimestampMicros(t) => Scalar::Micros(*t),
         Kind::DateDays(d) => Scalar::Days(*d),
         Kind::Null(_) => return Err(refuse("null compares with nothing (use is_null)")),

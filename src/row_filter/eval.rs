@@ -77,12 +77,12 @@ pub(super) fn equal_forms(scalar: &Scalar) -> Option<Vec<super::Required>> {
     };
     let trimmed = text.trim();
     if let Ok(n) = trimmed.parse::<i64>() {
-        return Some(vec![Required::Int(n), Required::Text(text.clone())]);
+        return Some(vec![Required::Int(n), Required::Text(text.to_string())]);
     }
     if trimmed.parse::<f64>().is_ok() || Decimal::parse(trimmed).is_some() {
         return None; // a number an integer column may equal, written otherwise ("42.0")
     }
-    Some(vec![Required::Text(text.clone())])
+    Some(vec![Required::Text(text.to_string())])
 }
 
 /// The row's value of `column`; a column the row lacks reads as NULL.
@@ -104,13 +104,10 @@ fn compare(value: &Value, scalar: &Scalar) -> Option<Ordering> {
         (Value::Null, _) => None,
         (Value::Bool(b), Scalar::Bool(s)) => Some(b.cmp(s)),
         (Value::Bool(b), Scalar::Text(s)) => Some(b.cmp(&parse_bool(s)?)),
-        (Value::Int(i), Scalar::Number(n) | Scalar::Text(n)) => {
-            let n = n.trim();
-            match n.parse::<i64>() {
-                Ok(n) => Some(i.cmp(&n)),
-                Err(_) => decimal_cmp(&i.to_string(), n),
-            }
-        }
+        (Value::Int(i), Scalar::Number(n) | Scalar::Text(n)) => match n.int {
+            Some(n) => Some(i.cmp(&n)),
+            None => decimal_cmp(&i.to_string(), n.trim()),
+        },
         (Value::Numeric(d), Scalar::Number(n) | Scalar::Text(n)) => decimal_cmp(d, n.trim()),
         (Value::Double(d), Scalar::Number(n) | Scalar::Text(n)) => {
             let n = parse_double(n.trim())?;

@@ -135,13 +135,43 @@ enum Operand {
 enum Scalar {
     Bool(bool),
     /// A number as written (exact digits).
-    Number(String),
-    Text(String),
+    Number(Lit),
+    Text(Lit),
     /// Microseconds since 1970-01-01 (a client's timestamp value), UTC for timestamptz columns,
     /// wall-clock for timestamp columns.
     Micros(i64),
     /// Days since 1970-01-01 (a client's date value).
     Days(i32),
+}
+
+/// A number or text as written, with the integer it reads as (trimmed), when it reads as one:
+/// parsed once, not at every comparison with an integer column.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Lit {
+    text: String,
+    int: Option<i64>,
+}
+
+impl Lit {
+    fn new(text: impl Into<String>) -> Self {
+        let text = text.into();
+        let int = text.trim().parse().ok();
+        Self { text, int }
+    }
+}
+
+impl std::ops::Deref for Lit {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for Lit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// Why a predicate does not parse, with the byte offset it was found at.
@@ -363,8 +393,8 @@ fn scalar_claim(principal: &impl Claims, path: &str) -> Result<Scalar, Unfilled>
 fn scalar(json: &Json) -> Option<Scalar> {
     match json {
         Json::Bool(b) => Some(Scalar::Bool(*b)),
-        Json::Number(n) => Some(Scalar::Number(n.to_string())),
-        Json::String(s) => Some(Scalar::Text(s.clone())),
+        Json::Number(n) => Some(Scalar::Number(Lit::new(n.to_string()))),
+        Json::String(s) => Some(Scalar::Text(Lit::new(s.as_str()))),
         Json::Null | Json::Array(_) | Json::Object(_) => None,
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::eval::Decimal;
-use super::{Expr, Op, Operand, ParseError, Scalar};
+use super::{Expr, Lit, Op, Operand, ParseError, Scalar};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Token {
@@ -310,8 +310,8 @@ impl Parser {
 
     fn value(&mut self) -> Result<Operand, ParseError> {
         let operand = match self.peek() {
-            Some(Token::Text(s)) => Operand::Literal(Scalar::Text(s.clone())),
-            Some(Token::Number(n)) => Operand::Literal(Scalar::Number(n.clone())),
+            Some(Token::Text(s)) => Operand::Literal(Scalar::Text(Lit::new(s.as_str()))),
+            Some(Token::Number(n)) => Operand::Literal(Scalar::Number(Lit::new(n.as_str()))),
             Some(Token::Placeholder(name)) => Operand::Claim(name.clone()),
             Some(Token::Ident(s)) if s.eq_ignore_ascii_case("true") => {
                 Operand::Literal(Scalar::Bool(true))

@@ -93,7 +93,7 @@ fn prefilter(
                     Some(format!("{} {sql_op} {p}::int8", quote(name)))
                 }
                 (SqlColumn::Text, Scalar::Text(t) | Scalar::Number(t)) if *op == Op::Eq => {
-                    let p = param(SqlParam::Text(t.clone()), params);
+                    let p = param(SqlParam::Text(t.to_string()), params);
                     Some(format!("{} = {p}::text", quote(name)))
                 }
                 _ => None,
@@ -119,7 +119,7 @@ fn prefilter(
                 let texts = values
                     .iter()
                     .map(|v| match v {
-                        Scalar::Number(t) | Scalar::Text(t) => Some(t.clone()),
+                        Scalar::Number(t) | Scalar::Text(t) => Some(t.to_string()),
                         Scalar::Bool(_) | Scalar::Micros(_) | Scalar::Days(_) => None,
                     })
                     .collect::<Option<Vec<String>>>()?;
