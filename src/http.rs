@@ -1,6 +1,7 @@
-//! HTTP surface: the WebSocket endpoint (`/v1/ws`), health (`/health`) and statistics
-//! (`/v1/stats`). Handlers here only translate HTTP into calls on the session and the sources;
-//! they hold no state of their own beyond counters.
+//! HTTP surface: the WebSocket endpoint (`/v1/ws`), liveness and readiness (`/health`,
+//! `/health/ready`: see `readiness`) and statistics (`/v1/stats`). Handlers here only translate
+//! HTTP into calls on the session and the sources; they hold no state of their own beyond
+//! counters.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +27,10 @@ use crate::changefeed::Changefeed;
 use crate::limits::ConnectionLimits;
 use crate::outbound::Backlog;
 use crate::protocol::{code_name, Code};
+use crate::readiness::{Dependencies, Report};
 use crate::session::{self, SessionContext, SessionSettings};
 use crate::source::Availability;
+use crate::stats::{tallies, KindStats, PerKind, Rates, RATE_WINDOW};
 
 /// What the HTTP handlers share. Built by `app`.
 pub(crate) struct HttpState {
@@ -45,12 +48,17 @@ pub(crate) struct HttpState {
     pub(crate) limits: Arc<ConnectionLimits>,
     /// `websocket.allowed_origins`; empty: any.
     pub(crate) allowed_origins: Vec<String>,
+    /// When the server started, for `uptime_seconds`.
+    pub(crate) started: tokio::time::Instant,
+    /// Recent delivery totals, sampled by a task `app` starts, for the rates in `/v1/stats`.
+    pub(crate) rates: Arc<Rates>,
 }
 
 pub(crate) fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/v1/ws", get(websocket))
         .route("/health", get(health))
+        .route("/health/ready", get(ready))
         .route("/v1/stats", get(stats))
         .with_state(state)
 }
@@ -177,11 +185,43 @@ fn origin_allowed(allowed: &[String], origin: &str) -> bool {
             .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
+/// Liveness: 200 while the process serves (whatever its dependencies say), 503 once shutting
+/// down; the body is the same report as `/health/ready`'s.
 async fn health(State(state): State<Arc<HttpState>>) -> Response {
-    if state.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
-    }
-    "ok".into_response()
+    let report = report(&state);
+    answer(report.is_live(), report)
+}
+
+/// Readiness: 200 while serving with every configured dependency reachable, else 503.
+async fn ready(State(state): State<Arc<HttpState>>) -> Response {
+    let report = report(&state);
+    answer(report.is_ready(), report)
+}
+
+fn report(state: &HttpState) -> Report {
+    let dependencies = Dependencies {
+        postgres: state
+            .tables
+            .as_ref()
+            .map_or(Availability::NotConfigured, Changefeed::availability)
+            .into(),
+        kafka: state.topics.kafka_availability().into(),
+        rabbitmq: state.topics.rabbitmq_availability().into(),
+    };
+    Report::new(
+        state.shutdown.is_cancelled(),
+        state.started.elapsed(),
+        dependencies,
+    )
+}
+
+fn answer(ok: bool, report: Report) -> Response {
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
 }
 
 /// Counts for operators and tests: open connections, active subscriptions, topics listened to.
@@ -199,9 +239,28 @@ struct Stats {
     rabbitmq: Availability,
     /// Likewise for the Kafka backend.
     kafka: Availability,
+    /// Per source kind: subscriptions now, events delivered since start, and per second.
+    sources: PerKind<KindStats>,
+    /// Events delivered since start, all kinds together: each event queued to a subscriber's
+    /// connection counts once per subscriber.
+    delivered: u64,
+    /// Of those, per second over the last `rate_window_seconds`.
+    delivered_per_second: f64,
+    /// The window of every `delivered_per_second` (10; less in the first seconds after start).
+    rate_window_seconds: u64,
 }
 
 async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
+    let sources = state.rates.stats(
+        tokio::time::Instant::now(),
+        tallies(&state.topics, state.tables.as_ref()),
+    );
+    let kinds = [
+        sources.memory,
+        sources.kafka,
+        sources.rabbitmq,
+        sources.table,
+    ];
     Json(Stats {
         connections: state.limits.open(),
         subscriptions: state.topics.subscriptions()
@@ -215,6 +274,13 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
             .map_or(Availability::NotConfigured, Changefeed::availability),
         rabbitmq: state.topics.rabbitmq_availability(),
         kafka: state.topics.kafka_availability(),
+        sources,
+        delivered: kinds.iter().map(|k| k.delivered).sum(),
+        // Each kind's rate has two decimals; so has their sum, but for float noise.
+        delivered_per_second: (kinds.iter().map(|k| k.delivered_per_second).sum::<f64>() * 100.0)
+            .round()
+            / 100.0,
+        rate_window_seconds: RATE_WINDOW.as_secs(),
     })
 }
 

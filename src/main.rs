@@ -1,19 +1,21 @@
-//! The `feedgate` command: parse arguments, load configuration, start logging, run the server
-//! until SIGINT/SIGTERM, and map failures to exit codes (2: bad configuration, 1: runtime).
+//! The `feedgate` command: parse arguments, load configuration, start logging (text or JSON, as
+//! configured), run the server until SIGINT/SIGTERM, and map failures to exit codes (2: bad
+//! configuration, 1: runtime). A configuration error is printed as plain text: logging, whose
+//! format is part of the configuration, has not started yet.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use feedgate::app::Server;
 use feedgate::changefeed::{Changefeed, ChangefeedSettings};
-use feedgate::config::{Config, Overrides};
+use feedgate::config::{Config, LogFormat, Overrides};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "feedgate",
-    version,
+    version = feedgate::version::LONG,
     about = "A subscription server over one WebSocket"
 )]
 struct Cli {
@@ -31,14 +33,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            EnvFilter::try_from_env("FEEDGATE_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
-        .init();
     let (overrides, migrate_only) = match cli.command {
         Command::Serve(overrides) => (overrides, false),
         Command::Migrate(overrides) => (overrides, true),
@@ -50,6 +44,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    start_logging(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -68,6 +63,29 @@ fn main() -> ExitCode {
             eprintln!("feedgate: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr, filtered by `FEEDGATE_LOG` (default `info,sqlx=warn`). JSON lines carry the
+/// event's fields at the top level (`message` among them) and the span it happened in as
+/// `span` (a connection's `session_id`, `connection`, `user`, `tenant`).
+fn start_logging(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_env("FEEDGATE_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
+        );
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
 }
 

@@ -21,7 +21,7 @@ use crate::outbound::Mailbox;
 use crate::protocol::SharedEvent;
 use crate::protocol::{Code, Failure, StartPosition, TopicMessage};
 use crate::registry::squash::Squash;
-use crate::registry::{Fanout, Registration, Registry, Step, SubscriberKey};
+use crate::registry::{Fanout, Registration, Registry, Step, SubscriberKey, Tally};
 use crate::row_filter::{Inspected, MessageFilter};
 use crate::source::Availability;
 pub use memory::TopicState;
@@ -276,6 +276,17 @@ impl Topics {
             Availability::NotConfigured,
             kafka::KafkaBroker::availability,
         )
+    }
+
+    /// One backend's subscriptions now and events it delivered so far, for `/v1/stats`
+    /// (zeros for a backend that is not configured).
+    pub(crate) fn tally(&self, backend: BackendKind) -> Tally {
+        let registry = match backend {
+            BackendKind::Memory => Some(self.memory.registry()),
+            BackendKind::Rabbitmq => self.rabbitmq.as_ref().map(|r| r.registry()),
+            BackendKind::Kafka => self.kafka.as_ref().map(|k| k.registry()),
+        };
+        registry.map_or_else(Tally::default, Registry::tally)
     }
 
     /// Active topic subscriptions on this node.
