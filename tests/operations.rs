@@ -240,6 +240,7 @@ async fn json_logs_are_one_object_per_line_and_carry_the_session() {
         lines(child.stdout.take().expect("stdout")),
         lines(child.stderr.take().expect("stderr")),
     ];
+    let mut child = Reaped(Some(child));
     listening(addr).await;
 
     let claims = serde_json::json!({"sub": "alice", "tenant_id": "acme", "exp": now() + 600});
@@ -264,6 +265,7 @@ async fn json_logs_are_one_object_per_line_and_carry_the_session() {
     }
     client.close().await;
     // The session ends (and says so) before shutdown is done with it.
+    let mut child = child.0.take().expect("running");
     let status = Process::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -316,6 +318,62 @@ async fn json_logs_are_one_object_per_line_and_carry_the_session() {
     let listening_line: Value = serde_json::from_str(listening_line).expect("json");
     assert_eq!(listening_line["commit"], COMMIT);
     assert_eq!(listening_line["version"], VERSION);
+}
+
+/// A server whose stderr reader has gone (a log collector that died) still stops on SIGTERM
+/// and exits 0: a log line it cannot write is dropped, not reported with a panic that would take
+/// the signal task with it before shutdown starts.
+#[tokio::test]
+async fn sigterm_stops_the_server_after_its_stderr_reader_has_gone() {
+    let addr = closed_port();
+    let mut child = Process::new(env!("CARGO_BIN_EXE_feedgate"))
+        .args(["serve", "--listen", &addr.to_string(), "--allow-anonymous"])
+        .env("FEEDGATE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn feedgate");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut child = Reaped(Some(child));
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stderr.read_line(&mut line).map(|_| line)
+    });
+    let first = first.await.expect("join").expect("a first log line");
+    assert!(!first.is_empty(), "feedgate logs at start");
+    listening(addr).await; // the reader is dropped: nobody reads stderr any more
+
+    let mut child = child.0.take().expect("running");
+    let status = Process::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("try_wait") {
+            break exit;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running 15 s after SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// A child process killed if the test fails before it stops it.
+struct Reaped(Option<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Collects a child's output lines on a thread until it closes.
