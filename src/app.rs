@@ -2,12 +2,14 @@
 //!
 //! Shutdown order, once the token is cancelled (SIGINT/SIGTERM in `main`, or
 //! [`Server::shutdown`]):
-//! 1. the listener stops accepting; `/health` and new upgrades answer 503;
+//! 1. the listener stops accepting; `/health`, `/health/ready` and new upgrades answer 503 (on
+//!    connections already open);
 //! 2. every session's closer fires (they are children of the token): each writer sends close
 //!    1001 and the session drops its subscriptions; the server waits for the sessions;
 //! 3. only then do the sources stop (a token of their own, so that no session sees its sources
 //!    go away before it is closed): the changefeed reader stops polling and removes its row from
-//!    `feedgate.readers`, broker consumers and connections close, snapshot tasks end;
+//!    `feedgate.readers`, broker consumers and connections close, snapshot tasks end, and the
+//!    delivery-rate sampler of `/v1/stats` stops;
 //! 4. the server waits for the sources' tasks and in-flight HTTP requests. All of it takes at most
 //!    `shutdown_timeout`; what is still running then is left behind with a warning.
 
@@ -35,6 +37,8 @@ use crate::http::{router, Connections, HttpState, Peer};
 use crate::limits::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::session::SessionSettings;
+use crate::stats::{self, Rates};
+use crate::version::{COMMIT, VERSION};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +110,8 @@ impl Server {
             ),
             None => None,
         };
+        let started = tokio::time::Instant::now();
+        let rates = Arc::new(Rates::default());
         let state = Arc::new(HttpState {
             settings: SessionSettings {
                 max_message_size: config.websocket.max_message_size,
@@ -136,14 +142,22 @@ impl Server {
             limits: ConnectionLimits::new(&config.limits),
             allowed_origins: config.websocket.allowed_origins.clone(),
             metrics,
+            started,
+            rates: rates.clone(),
         });
+        let (topics, tables) = (state.topics.clone(), state.tables.clone());
+        background.spawn(stats::sample(
+            rates,
+            move || stats::delivered(&topics, tables.as_ref()),
+            sources.clone(),
+        ));
         if config.permissions.is_empty() {
             warn!("no permission rules: every client may subscribe and publish to everything");
         }
         if config.auth.anonymous {
             warn!("anonymous access is on: clients connect without a token");
         }
-        info!(addr = %local_addr, "listening");
+        info!(addr = %local_addr, version = VERSION, commit = COMMIT, "listening");
         let task = tokio::spawn(serve(listener, state, background, sources, config));
         Ok(Self {
             local_addr,

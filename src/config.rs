@@ -42,6 +42,20 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Grants: who may subscribe and publish to what. None: everything is allowed.
     pub permissions: Vec<PermissionRule>,
+    /// How log lines are written to stderr: text for people, JSON for log collectors.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (colored on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, message, the event's fields, and
+    /// the span it happened in (a connection's session id, user and tenant).
+    Json,
 }
 
 /// The backends a topic can be served by.
@@ -384,6 +398,7 @@ impl Default for Config {
             kafka: None,
             auth: AuthConfig::default(),
             permissions: Vec::new(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -481,6 +496,9 @@ pub struct Overrides {
         value_delimiter = ','
     )]
     pub watch: Vec<String>,
+    /// Log format: text (the default) or json.
+    #[arg(long, env = "FEEDGATE_LOG_FORMAT", value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
 }
 
 /// Why the configuration cannot be used.
@@ -556,6 +574,7 @@ impl Config {
         );
         set(&mut self.limits.max_connections, &o.max_connections);
         set(&mut self.limits.requests_per_second, &o.requests_per_second);
+        set(&mut self.log_format, &o.log_format);
         if o.allow_anonymous {
             self.auth.anonymous = true;
         }
@@ -819,6 +838,25 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:9000".parse().expect("addr"));
         assert_eq!(config.limits.max_subscriptions, 9);
         assert_eq!(config.limits.outbound_queue, 1024);
+    }
+
+    #[test]
+    fn the_log_format_is_text_unless_the_file_or_a_flag_says_json() {
+        assert_eq!(Config::default().log_format, LogFormat::Text);
+        let f = file("log_format = \"json\"\n");
+        let anonymous = |log_format| Overrides {
+            config: Some(f.path().to_owned()),
+            allow_anonymous: true,
+            log_format,
+            ..Default::default()
+        };
+        let from_file = Config::load(&anonymous(None)).expect("valid");
+        assert_eq!(from_file.log_format, LogFormat::Json);
+        let flagged = Config::load(&anonymous(Some(LogFormat::Text))).expect("valid");
+        assert_eq!(flagged.log_format, LogFormat::Text, "the flag wins");
+        let typo = file("log_format = \"jsn\"\n");
+        let err = Config::from_file(typo.path()).expect_err("unknown format");
+        assert!(err.to_string().contains("log_format"), "{err}");
     }
 
     #[test]

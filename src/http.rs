@@ -1,6 +1,7 @@
-//! HTTP surface: the WebSocket endpoint (`/v1/ws`), health (`/health`) and statistics
-//! (`/v1/stats`). Handlers here only translate HTTP into calls on the session and the sources;
-//! they hold no state of their own beyond counters.
+//! HTTP surface: the WebSocket endpoint (`/v1/ws`), liveness and readiness (`/health`,
+//! `/health/ready`: see `readiness`) and statistics (`/v1/stats`). Handlers here only translate
+//! HTTP into calls on the session and the sources; they hold no state of their own beyond
+//! counters.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,12 +24,15 @@ use crate::auth::permissions::Permissions;
 use crate::auth::Authenticator;
 use crate::broker::Topics;
 use crate::changefeed::Changefeed;
+use crate::config::BackendKind;
 use crate::limits::ConnectionLimits;
 use crate::metrics::{self, Metrics, Scrape};
 use crate::outbound::Backlog;
 use crate::protocol::{code_name, Code};
+use crate::readiness::{Dependencies, Report};
 use crate::session::{self, SessionContext, SessionSettings};
 use crate::source::Availability;
+use crate::stats::{tallies, KindStats, PerKind, Rates, RATE_WINDOW};
 
 /// What the HTTP handlers share. Built by `app`.
 pub(crate) struct HttpState {
@@ -48,12 +52,17 @@ pub(crate) struct HttpState {
     pub(crate) allowed_origins: Vec<String>,
     /// What `/metrics` renders; sessions and the changefeed count into it.
     pub(crate) metrics: Arc<Metrics>,
+    /// When the server started, for `uptime_seconds`.
+    pub(crate) started: tokio::time::Instant,
+    /// Recent delivery totals, sampled by a task `app` starts, for the rates in `/v1/stats`.
+    pub(crate) rates: Arc<Rates>,
 }
 
 pub(crate) fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/v1/ws", get(websocket))
         .route("/health", get(health))
+        .route("/health/ready", get(ready))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -182,11 +191,43 @@ fn origin_allowed(allowed: &[String], origin: &str) -> bool {
             .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
 }
 
+/// Liveness: 200 while the process serves (whatever its dependencies say), 503 once shutting
+/// down; the body is the same report as `/health/ready`'s.
 async fn health(State(state): State<Arc<HttpState>>) -> Response {
-    if state.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
-    }
-    "ok".into_response()
+    let report = report(&state);
+    answer(report.is_live(), report)
+}
+
+/// Readiness: 200 while serving with every configured dependency reachable, else 503.
+async fn ready(State(state): State<Arc<HttpState>>) -> Response {
+    let report = report(&state);
+    answer(report.is_ready(), report)
+}
+
+fn report(state: &HttpState) -> Report {
+    let dependencies = Dependencies {
+        postgres: state
+            .tables
+            .as_ref()
+            .map_or(Availability::NotConfigured, Changefeed::availability)
+            .into(),
+        kafka: state.topics.kafka_availability().into(),
+        rabbitmq: state.topics.rabbitmq_availability().into(),
+    };
+    Report::new(
+        state.shutdown.is_cancelled(),
+        state.started.elapsed(),
+        dependencies,
+    )
+}
+
+fn answer(ok: bool, report: Report) -> Response {
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report)).into_response()
 }
 
 /// Counts for operators and tests: open connections, active subscriptions, topics listened to.
@@ -204,9 +245,28 @@ struct Stats {
     rabbitmq: Availability,
     /// Likewise for the Kafka backend.
     kafka: Availability,
+    /// Per source kind: subscriptions now, events delivered since start, and per second.
+    sources: PerKind<KindStats>,
+    /// Events delivered since start, all kinds together: each event queued to a subscriber's
+    /// connection counts once per subscriber.
+    delivered: u64,
+    /// Of those, per second over the last `rate_window_seconds`.
+    delivered_per_second: f64,
+    /// The window of every `delivered_per_second` (10; less in the first seconds after start).
+    rate_window_seconds: u64,
 }
 
 async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
+    let sources = state.rates.stats(
+        tokio::time::Instant::now(),
+        tallies(&state.topics, state.tables.as_ref()),
+    );
+    let kinds = [
+        sources.memory,
+        sources.kafka,
+        sources.rabbitmq,
+        sources.table,
+    ];
     Json(Stats {
         connections: state.limits.open(),
         subscriptions: state.topics.subscriptions()
@@ -220,26 +280,48 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
             .map_or(Availability::NotConfigured, Changefeed::availability),
         rabbitmq: state.topics.rabbitmq_availability(),
         kafka: state.topics.kafka_availability(),
+        sources,
+        delivered: kinds.iter().map(|k| k.delivered).sum(),
+        // Each kind's rate has two decimals; so has their sum, but for float noise.
+        delivered_per_second: (kinds.iter().map(|k| k.delivered_per_second).sum::<f64>() * 100.0)
+            .round()
+            / 100.0,
+        rate_window_seconds: RATE_WINDOW.as_secs(),
     })
 }
 
 /// `GET /metrics`: Prometheus' text format, with the figures that are state read now.
 async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     let tables = state.tables.as_ref();
-    let mut subscriptions = state.topics.subscriptions_by_backend();
-    subscriptions.push(("table", tables.map_or(0, Changefeed::subscriptions)));
-    let dependencies = [
+    let configured = [
         (
             "postgres",
+            None,
             tables.map_or(Availability::NotConfigured, Changefeed::availability),
         ),
-        ("kafka", state.topics.kafka_availability()),
-        ("rabbitmq", state.topics.rabbitmq_availability()),
+        (
+            "kafka",
+            Some(BackendKind::Kafka),
+            state.topics.kafka_availability(),
+        ),
+        (
+            "rabbitmq",
+            Some(BackendKind::Rabbitmq),
+            state.topics.rabbitmq_availability(),
+        ),
     ]
     .into_iter()
-    .filter(|(_, availability)| *availability != Availability::NotConfigured)
-    .map(|(name, availability)| (name, availability == Availability::Connected))
-    .collect();
+    .filter(|(_, _, availability)| *availability != Availability::NotConfigured);
+    let memory = state.topics.tally(BackendKind::Memory).subscriptions;
+    let mut subscriptions = vec![("memory", memory)];
+    let mut dependencies = Vec::new();
+    for (name, backend, availability) in configured {
+        dependencies.push((name, availability == Availability::Connected));
+        if let Some(backend) = backend {
+            subscriptions.push((name, state.topics.tally(backend).subscriptions));
+        }
+    }
+    subscriptions.push(("table", tables.map_or(0, Changefeed::subscriptions)));
     let now = Scrape {
         connections: state.limits.open(),
         subscriptions,

@@ -9,7 +9,12 @@
 //! - [`config`]: typed settings from a TOML file, `FEEDGATE_*` variables and flags.
 //! - [`app`]: binds the listener, builds the shared state, owns the shutdown order.
 //! - [`http`]: the `/v1/ws` upgrade (Origin check, connection limit, the token in the request),
-//!   `/health`, `/v1/stats`.
+//!   `/health`, `/health/ready`, `/v1/stats`.
+//! - [`readiness`]: what `/health` and `/health/ready` answer: the server's status, its
+//!   dependencies' availability, its build (pure).
+//! - [`stats`]: the per-source-kind part of `/v1/stats`: subscriptions, deliveries counted by
+//!   each registry, and their rate over a recent window (sampled once a second).
+//! - [`version`]: the crate version and the git commit of the build.
 //! - [`auth`]: token -> principal (JWT, pinned algorithms); may this principal subscribe or
 //!   publish to that ([`auth::permissions`]).
 //! - [`limits`]: connections in all, per user and per tenant; requests per second.
@@ -74,8 +79,11 @@ pub mod limits;
 pub mod metrics;
 pub(crate) mod outbound;
 pub mod protocol;
+mod readiness;
 pub(crate) mod registry;
 pub mod row_filter;
 pub mod session;
 pub mod source;
+mod stats;
 pub mod topic_pattern;
+pub mod version;

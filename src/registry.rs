@@ -170,6 +170,15 @@ impl<S> Entry<S> {
     }
 }
 
+/// What a registry serves and has served, as `/v1/stats` reports it per source kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Active subscriptions now.
+    pub(crate) subscriptions: usize,
+    /// Events queued to subscribers since start (see [`Registry::delivered`]).
+    pub(crate) delivered: u64,
+}
+
 /// The subscriptions of one source. Cheap to clone; clones share state.
 pub struct Registry<S = ()> {
     shared: Arc<Shared<S>>,
@@ -190,6 +199,7 @@ impl<S> Default for Registry<S> {
                 keys: RwLock::default(),
                 subscriptions: AtomicUsize::new(0),
                 dropped: AtomicU64::new(0),
+                delivered: AtomicU64::new(0),
             }),
         }
     }
@@ -202,6 +212,10 @@ struct Shared<S> {
     subscriptions: AtomicUsize,
     /// Subscribers fan-out removed because their queue was full or their connection gone.
     dropped: AtomicU64,
+    /// Events queued to subscribers since start ([`Fanout::events`], and the waiting sends'):
+    /// one relaxed add per delivery call, made under the key's lock the delivery holds anyway,
+    /// so counting adds no lock and no per-subscriber work.
+    delivered: AtomicU64,
 }
 
 impl<S> Registry<S> {
@@ -302,6 +316,7 @@ impl<S> Registry<S> {
             total.delivered += fanout.delivered;
             total.dropped += fanout.dropped;
             total.ended += fanout.ended;
+            total.events += fanout.events;
         }
         total
     }
@@ -453,19 +468,22 @@ impl<S> Registry<S> {
             Step::Skip => return true,
             Step::Deliver(event) | Step::End(event) => {
                 permit.send(item(event));
+                self.count_delivered(1);
                 return true;
             }
             Step::Several(events) => events.into_iter(),
         };
         if let Some(first) = rest.next() {
             permit.send(item(first));
+            self.count_delivered(1);
         }
         let mut fanout = Fanout::default();
-        if deliver_one(found, Step::Several(rest.collect()), &mut fanout) {
+        let stays = deliver_one(found, Step::Several(rest.collect()), &mut fanout);
+        self.count(fanout);
+        if stays {
             return true;
         }
         entry.remove(slot);
-        self.count(fanout);
         let now_empty = entry.is_empty();
         drop(entry);
         if now_empty {
@@ -531,8 +549,9 @@ impl<S> Registry<S> {
         self.visit(key, subscriber, |_| Visit::Remove(()));
     }
 
-    /// Accounts for what a delivery removed.
+    /// Accounts for what a delivery queued and removed.
     fn count(&self, fanout: Fanout) {
+        self.count_delivered(fanout.events);
         let removed = fanout.dropped + fanout.ended;
         if removed == 0 {
             return;
@@ -543,6 +562,21 @@ impl<S> Registry<S> {
         self.shared
             .dropped
             .fetch_add(fanout.dropped as u64, Ordering::Relaxed);
+    }
+
+    /// Counts `events` queued (nothing when none were: no atomic write).
+    fn count_delivered(&self, events: usize) {
+        if events > 0 {
+            self.shared
+                .delivered
+                .fetch_add(events as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Events queued to this registry's subscribers since start: every event fan-out and the
+    /// waiting sends queued, counted once per subscriber that got it.
+    pub fn delivered(&self) -> u64 {
+        self.shared.delivered.load(Ordering::Relaxed)
     }
 
     /// Subscribers fan-out has removed so far because their queue was full (the connection was
@@ -575,6 +609,14 @@ impl<S> Registry<S> {
     /// Active subscriptions across all keys.
     pub fn subscriptions(&self) -> usize {
         self.shared.subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Subscriptions now and events delivered so far.
+    pub(crate) fn tally(&self) -> Tally {
+        Tally {
+            subscriptions: self.subscriptions(),
+            delivered: self.delivered(),
+        }
     }
 
     /// Keys with at least one subscriber.
@@ -689,7 +731,8 @@ mod tests {
             ready()
         });
         assert_eq!(encoded, 1);
-        assert_eq!(fanout.delivered, 2);
+        assert_eq!((fanout.delivered, fanout.events), (2, 2));
+        assert_eq!(registry.delivered(), 2);
         for (rx, id) in [(&mut rx_a, 10), (&mut rx_b, 20)] {
             match rx.try_recv() {
                 Some(Outbound::Event {
@@ -733,6 +776,11 @@ mod tests {
             got += 1;
         }
         assert_eq!(got, 5);
+        assert_eq!(
+            registry.delivered(),
+            2 + 5,
+            "what each queue took, for /v1/stats"
+        );
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use crate::outbound::Mailbox;
 use crate::protocol::SharedEvent;
 use crate::protocol::{Code, Failure, StartPosition, TopicMessage};
 use crate::registry::squash::Squash;
-use crate::registry::{Fanout, Registration, Registry, Step, SubscriberKey};
+use crate::registry::{Fanout, Registration, Registry, Step, SubscriberKey, Tally};
 use crate::row_filter::{Inspected, MessageFilter};
 use crate::source::Availability;
 pub use memory::TopicState;
@@ -278,22 +278,20 @@ impl Topics {
         )
     }
 
+    /// One backend's subscriptions now and events it delivered so far, for `/v1/stats`
+    /// (zeros for a backend that is not configured).
+    pub(crate) fn tally(&self, backend: BackendKind) -> Tally {
+        let registry = match backend {
+            BackendKind::Memory => Some(self.memory.registry()),
+            BackendKind::Rabbitmq => self.rabbitmq.as_ref().map(|r| r.registry()),
+            BackendKind::Kafka => self.kafka.as_ref().map(|k| k.registry()),
+        };
+        registry.map_or_else(Tally::default, Registry::tally)
+    }
+
     /// Active topic subscriptions on this node.
     pub fn subscriptions(&self) -> usize {
         self.registries().map(Registry::subscriptions).sum()
-    }
-
-    /// Active topic subscriptions on this node, per backend (`memory`, `kafka`, `rabbitmq`; a
-    /// backend not configured is absent).
-    pub fn subscriptions_by_backend(&self) -> Vec<(&'static str, usize)> {
-        let mut counts = vec![("memory", self.memory.registry().subscriptions())];
-        if let Some(kafka) = &self.kafka {
-            counts.push(("kafka", kafka.registry().subscriptions()));
-        }
-        if let Some(rabbitmq) = &self.rabbitmq {
-            counts.push(("rabbitmq", rabbitmq.registry().subscriptions()));
-        }
-        counts
     }
 
     /// Topic subscribers fan-out has removed so far, in all backends (see

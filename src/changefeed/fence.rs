@@ -34,7 +34,8 @@ use crate::protocol::{
 };
 use crate::registry::squash::{batch, Offer, Squash, Squashing, Window};
 use crate::registry::{
-    Fanout, Registration, Registry, Route, RouteValue, Step, Subscriber, SubscriberKey, Visit,
+    Fanout, Registration, Registry, Route, RouteValue, Step, Subscriber, SubscriberKey, Tally,
+    Visit,
 };
 use crate::row_filter::{Required, RowFilter};
 
@@ -248,6 +249,11 @@ impl Subscribers {
     /// Subscribers fan-out has removed because their queue was full or their connection gone.
     pub(crate) fn dropped(&self) -> u64 {
         self.registry.dropped()
+    }
+
+    /// Subscriptions now and changes and statuses delivered so far (see `Registry::tally`).
+    pub(crate) fn tally(&self) -> Tally {
+        self.registry.tally()
     }
 
     /// Takes what a pending subscriber buffered, or makes it live when nothing is left.

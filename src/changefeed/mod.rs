@@ -42,7 +42,7 @@ use crate::config::ChangefeedConfig;
 use crate::metrics::Metrics;
 use crate::outbound::Mailbox;
 use crate::protocol::{Code, Failure};
-use crate::registry::SubscriberKey;
+use crate::registry::{SubscriberKey, Tally};
 use crate::row_filter::RowFilter;
 use crate::source::{Availability, Health};
 use changes::Projection;
@@ -338,6 +338,13 @@ impl Changefeed {
     /// connection was closed as a slow consumer) or their connection was gone.
     pub fn dropped(&self) -> u64 {
         self.shared.subscribers.dropped()
+    }
+
+    /// Table subscriptions now and events queued to them by fan-out so far (live changes,
+    /// resets, statuses; not snapshot rows nor the changes a subscription buffered during its
+    /// snapshot, which its own task sends), for `/v1/stats`.
+    pub(crate) fn tally(&self) -> Tally {
+        self.shared.subscribers.tally()
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, Instrument};
 
 use super::changes::{row_change_from_json, seen, Projection};
 use super::fence::{Drain, Subscribers, TableState};
@@ -46,7 +46,8 @@ pub struct TableSubscription {
 
 impl TableSubscription {
     /// Starts the snapshot and hand-off (once `Subscribed` has been queued) on `tasks`, the
-    /// changefeed's tracker, which shutdown waits on; `cancel` stops it.
+    /// changefeed's tracker, which shutdown waits on; `cancel` stops it. The task logs in the
+    /// caller's span (the subscriber's session).
     pub(super) fn start(
         run: Start,
         registration: Registration<TableState>,
@@ -55,12 +56,15 @@ impl TableSubscription {
     ) -> Self {
         let closed = run.closed.clone();
         let stop = cancel.clone();
-        let task = tasks.spawn(async move {
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = run.run() => {}
+        let task = tasks.spawn(
+            async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    () = run.run() => {}
+                }
             }
-        });
+            .in_current_span(),
+        );
         Self {
             registration,
             cancel,

@@ -38,6 +38,9 @@ pub struct Fanout {
     pub dropped: usize,
     /// Subscribers that took their last event ([`Step::End`]) and were removed.
     pub ended: usize,
+    /// Events queued, counted per subscriber (a squash window sent at once counts each of its
+    /// events; a last event counts too): what `/v1/stats` calls deliveries.
+    pub events: usize,
 }
 
 /// What [`Registry::visit`] does with the subscriber after the visit.
@@ -57,20 +60,24 @@ pub(super) fn deliver_one<S>(
     fanout: &mut Fanout,
 ) -> bool {
     let id = subscriber.key.subscription_id;
-    let queue = |event| {
+    let mut queued_events = 0;
+    let mut queue = |event| {
         let item = Outbound::Event {
             subscription_id: id,
             event,
         };
-        subscriber.mailbox.try_deliver(item).is_ok()
+        let queued = subscriber.mailbox.try_deliver(item).is_ok();
+        queued_events += usize::from(queued);
+        queued
     };
     let (queued, last) = match step {
         Step::Skip => return true,
         Step::Deliver(event) => (queue(event), false),
         Step::Several(events) if events.is_empty() => return true,
-        Step::Several(events) => (events.into_iter().all(queue), false),
+        Step::Several(events) => (events.into_iter().all(&mut queue), false),
         Step::End(event) => (queue(event), true),
     };
+    fanout.events += queued_events;
     match (queued, last) {
         (true, false) => fanout.delivered += 1,
         (true, true) => fanout.ended += 1,
@@ -147,7 +154,8 @@ mod tests {
             Fanout {
                 delivered: 2,
                 dropped: 0,
-                ended: 1
+                ended: 1,
+                events: 3,
             }
         );
         let states: Vec<u32> = subscribers.iter().map(|s| s.state).collect();

@@ -56,12 +56,21 @@ impl Identity {
         }
     }
 
+    /// The identity of `principal`, counted in the per-user and per-tenant limits, and named
+    /// in the session's span from now on.
     fn known(
         auth: &Authenticator,
         limits: &Arc<ConnectionLimits>,
         principal: Principal,
     ) -> Result<Self, Failure> {
         let slot = limits.identify(&principal)?;
+        let span = tracing::Span::current();
+        if let Some(user) = &principal.user {
+            span.record("user", user.as_str());
+        }
+        if let Some(tenant) = &principal.tenant {
+            span.record("tenant", tenant.as_str());
+        }
         Ok(Self::Known {
             expires: expiry(auth, &principal),
             principal,

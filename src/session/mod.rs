@@ -23,6 +23,7 @@ use axum::extract::ws::Message;
 use futures_util::{Sink, Stream, StreamExt};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
 use tracing::{debug, info_span, Instrument};
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 
@@ -93,7 +94,15 @@ where
     E: Error + 'static,
 {
     let session_id = uuid::Uuid::new_v4().to_string();
-    let span = info_span!("session", session_id = %session_id, connection = ctx.connection);
+    // Every line a connection logs carries these; `user` and `tenant` (claims, never the token)
+    // are recorded once it authenticates (`identity`).
+    let span = info_span!(
+        "session",
+        session_id = %session_id,
+        connection = ctx.connection,
+        user = Empty,
+        tenant = Empty,
+    );
     async move {
         debug!("session started");
         let metrics = ctx.metrics.clone();

@@ -382,3 +382,24 @@ pub async fn wait_for_stat(addr: SocketAddr, field: &str, want: u64) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Polls `/v1/stats` until `holds` says yes (counters move asynchronously); returns those
+/// stats. Fails after [`WAIT`], naming `what` and showing the last stats.
+pub async fn wait_for_stats(
+    addr: SocketAddr,
+    what: &str,
+    holds: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats = stats(addr).await;
+        if holds(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never held; last stats: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
