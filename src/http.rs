@@ -327,9 +327,28 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
         subscriptions,
         dropped: state.topics.dropped() + tables.map_or(0, Changefeed::dropped),
         dependencies,
+        process: process(),
     };
     let text = state.metrics.render(&now);
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
+
+/// This process's resident memory, open files and CPU time, from `/proc`.
+#[cfg(target_os = "linux")]
+fn process() -> Option<metrics::Process> {
+    let me = procfs::process::Process::myself().ok()?;
+    let stat = me.stat().ok()?;
+    let ticks = procfs::ticks_per_second() as f64;
+    Some(metrics::Process {
+        resident_bytes: stat.rss * procfs::page_size(),
+        open_fds: me.fd_count().ok()? as u64,
+        cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process() -> Option<metrics::Process> {
+    None
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! error code's name, a close code, a source kind, a dependency); never a topic, table, user or
 //! session id. No I/O and no other feedgate module but the protocol's code names.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -48,6 +49,16 @@ pub const CHANGEFEED_LAG: &str = "feedgate_changefeed_read_lag_seconds";
 pub const SNAPSHOT_SECONDS: &str = "feedgate_snapshot_seconds";
 /// Initial rows sent.
 pub const SNAPSHOT_ROWS: &str = "feedgate_snapshot_rows";
+/// The log ids the change log's kept rows span, at the last prune (at least its rows).
+pub const CHANGE_LOG_SPAN: &str = "feedgate_change_log_span";
+/// Logged changes this node's pruning deleted.
+pub const CHANGE_LOG_PRUNED: &str = "feedgate_change_log_pruned";
+/// Resident memory of the process, in bytes.
+pub const PROCESS_RESIDENT: &str = "feedgate_process_resident_memory_bytes";
+/// File descriptors the process has open.
+pub const PROCESS_OPEN_FDS: &str = "feedgate_process_open_fds";
+/// CPU time the process has used (user and system), in seconds.
+pub const PROCESS_CPU: &str = "feedgate_process_cpu_seconds";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
@@ -80,6 +91,19 @@ pub struct Scrape {
     pub dropped: u64,
     /// Each configured dependency and whether it is available.
     pub dependencies: Vec<(&'static str, bool)>,
+    /// The process's figures, where the platform gives them.
+    pub process: Option<Process>,
+}
+
+/// What the operating system says of the process.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Process {
+    /// Resident memory, bytes.
+    pub resident_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// User and system CPU time, seconds.
+    pub cpu_seconds: f64,
 }
 
 /// The server's metrics. Shared as `Arc<Metrics>`; updating one is an atomic add.
@@ -102,6 +126,11 @@ pub struct Metrics {
     changefeed_lag: Histogram,
     snapshot_seconds: Histogram,
     snapshot_rows: Counter,
+    change_log_span: Gauge,
+    change_log_pruned: Counter,
+    process_resident: Gauge,
+    process_open_fds: Gauge,
+    process_cpu: Counter<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -135,6 +164,11 @@ impl Metrics {
             // 1 ms to ~65 s.
             snapshot_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             snapshot_rows: Counter::default(),
+            change_log_span: Gauge::default(),
+            change_log_pruned: Counter::default(),
+            process_resident: Gauge::default(),
+            process_open_fds: Gauge::default(),
+            process_cpu: Counter::default(),
         };
         let m = &metrics;
         registry.register(
@@ -208,6 +242,31 @@ impl Metrics {
             m.snapshot_seconds.clone(),
         );
         registry.register(SNAPSHOT_ROWS, "Initial rows sent", m.snapshot_rows.clone());
+        registry.register(
+            CHANGE_LOG_SPAN,
+            "Log ids the change log's kept rows span at the last prune (at least its rows)",
+            m.change_log_span.clone(),
+        );
+        registry.register(
+            CHANGE_LOG_PRUNED,
+            "Logged changes this node's pruning deleted",
+            m.change_log_pruned.clone(),
+        );
+        registry.register(
+            PROCESS_RESIDENT,
+            "Resident memory of the process, in bytes",
+            m.process_resident.clone(),
+        );
+        registry.register(
+            PROCESS_OPEN_FDS,
+            "File descriptors the process has open",
+            m.process_open_fds.clone(),
+        );
+        registry.register(
+            PROCESS_CPU,
+            "CPU time the process has used (user and system), in seconds",
+            m.process_cpu.clone(),
+        );
         *metrics
             .registry
             .lock()
@@ -269,6 +328,13 @@ impl Metrics {
         self.snapshot_rows.inc_by(rows);
     }
 
+    /// Pruning ran: the kept rows span `span` log ids; it deleted `pruned`.
+    pub fn change_log(&self, span: u64, pruned: u64) {
+        self.change_log_span
+            .set(i64::try_from(span).unwrap_or(i64::MAX));
+        self.change_log_pruned.inc_by(pruned);
+    }
+
     /// The metrics in Prometheus' text format, with `now`'s figures.
     pub fn render(&self, now: &Scrape) -> String {
         let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
@@ -285,6 +351,14 @@ impl Metrics {
         for (dependency, up) in &now.dependencies {
             let label = DependencyLabel { dependency };
             self.dependency_up.get_or_create(&label).set(i64::from(*up));
+        }
+        if let Some(process) = now.process {
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.process_resident.set(gauge(process.resident_bytes));
+            self.process_open_fds.set(gauge(process.open_fds));
+            let counted = self.process_cpu.get();
+            self.process_cpu
+                .inc_by((process.cpu_seconds - counted).max(0.0));
         }
         let mut text = String::new();
         // Writing to a String cannot fail.
@@ -313,6 +387,11 @@ mod tests {
             subscriptions: vec![("memory", 2), ("table", 1)],
             dropped: 5,
             dependencies: vec![("postgres", true)],
+            process: Some(Process {
+                resident_bytes: 4096,
+                open_fds: 9,
+                cpu_seconds: 1.5,
+            }),
         });
         for line in [
             "feedgate_connections_opened_total 1",
@@ -324,6 +403,9 @@ mod tests {
             "feedgate_subscriptions{source=\"memory\"} 2",
             "feedgate_fanout_dropped_subscribers_total 5",
             "feedgate_dependency_up{dependency=\"postgres\"} 1",
+            "feedgate_process_resident_memory_bytes 4096",
+            "feedgate_process_open_fds 9",
+            "feedgate_process_cpu_seconds_total 1.5",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

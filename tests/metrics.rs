@@ -54,7 +54,9 @@ fn get(samples: &HashMap<String, f64>, name: &str) -> f64 {
 #[tokio::test]
 async fn metrics_move_by_what_a_known_workload_did() {
     let db = TestDb::new().await;
-    let server = start_with(config_for(&db)).await;
+    let mut config = config_for(&db);
+    config.changefeed.prune_interval = std::time::Duration::from_millis(100);
+    let server = start_with(config).await;
     let addr = server.local_addr();
     wait_connected(addr).await;
     db.execute(
@@ -161,6 +163,21 @@ async fn metrics_move_by_what_a_known_workload_did() {
         (1.0..=56.0).contains(&batches),
         "one depth per written batch: {batches}"
     );
+
+    assert!(get(&during, "feedgate_process_resident_memory_bytes") > 1e6);
+    assert!(get(&during, "feedgate_process_open_fds") >= 3.0);
+    assert!(get(&during, "feedgate_process_cpu_seconds_total") > 0.0);
+    // Pruning (every 100 ms here) measures the log: the 5 inserts were logged (the 25 rows
+    // existed before the watch), and none is old enough to be pruned.
+    let mut span = 0.0;
+    for _ in 0..100 {
+        span = get(&scrape(addr).await, "feedgate_change_log_span");
+        if span >= 5.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(span >= 5.0, "the log's span is measured: {span}");
 
     client.close().await;
     wait_for_stat(addr, "connections", 0).await;

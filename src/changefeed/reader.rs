@@ -460,6 +460,14 @@ impl Reader<'_> {
             if pruned > 0 {
                 debug!(pruned, "change log pruned");
             }
+            // The ids the kept rows span (rolled-back inserts leave gaps): two index lookups.
+            let span: i64 = sqlx::query_scalar(
+                "SELECT coalesce(max(id) - min(id) + 1, 0) FROM feedgate.changes",
+            )
+            .fetch_one(&mut self.conn)
+            .await?;
+            let metrics = &self.shared.settings.metrics;
+            metrics.change_log(u64::try_from(span).unwrap_or(0), pruned);
         }
         Ok(())
     }
