@@ -423,9 +423,11 @@ fn step<F: FnOnce() -> RowChange>(
             Some(window) => {
                 let filter = state.filter.as_deref();
                 let projection = state.projection.as_deref();
+                // The form `event` encodes, kept to collapse with: `seen` derives it as the event
+                // was (so it is there: the event is).
                 let Some(form) = seen(change.get().clone(), filter, projection, change.key_columns)
                 else {
-                    return Step::Skip; // as above: not reached
+                    return Step::Skip;
                 };
                 let key = format!("{:?}", form.key);
                 let held = Held {
