@@ -30,7 +30,7 @@ use super::snapshot::Snapshot;
 use super::tables::TableEntry;
 use crate::outbound::Mailbox;
 use crate::protocol::{
-    share_event, ChangeKind, EventBody, Failure, Row, RowChange, SharedEvent, Value,
+    column, share_event, ChangeKind, EventBody, Failure, RowChange, SharedEvent, Value,
 };
 use crate::registry::squash::{batch, Offer, Squash, Squashing, Window};
 use crate::registry::{
@@ -384,13 +384,6 @@ fn probe(fields: &[Arc<str>], change: &RowChange) -> Option<Vec<Route>> {
     Some(routes)
 }
 
-/// `row`'s value of `name` (rows are sorted by column name).
-fn column<'a>(row: &'a Row, name: &str) -> Option<&'a Value> {
-    row.binary_search_by(|(column, _)| column.as_str().cmp(name))
-        .ok()
-        .map(|i| &row[i].1)
-}
-
 /// What one subscriber gets of one change: nothing (its snapshot has it, or its filter hides
 /// the row), a place in its pending buffer, or the change in the form its filter makes of it.
 fn step<F: FnOnce() -> RowChange>(
@@ -590,6 +583,22 @@ mod tests {
         out
     }
 
+    /// A row filter from the permissions' language, filled for an anonymous principal.
+    fn parse(text: &str) -> RowFilter {
+        FilterTemplate::parse(text)
+            .expect("parses")
+            .fill(&Principal::anonymous())
+            .expect("fills")
+    }
+
+    /// A subscriber's lens that sees the rows `text` holds for.
+    fn seeing(text: &str) -> Lens {
+        Lens {
+            filter: Some(Arc::new(parse(text))),
+            ..Lens::default()
+        }
+    }
+
     fn key(id: u64) -> SubscriberKey {
         SubscriberKey {
             connection: 1,
@@ -653,18 +662,11 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (mb, mut rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
         let (table, subscribers) = entry(10);
-        let filter = FilterTemplate::parse("tenant = 7")
-            .expect("parses")
-            .fill(&Principal::anonymous())
-            .expect("fills");
         let _registration = subscribers.subscribe(
             &table,
             key(1),
             mb,
-            Lens {
-                filter: Some(Arc::new(filter)),
-                ..Lens::default()
-            },
+            seeing("tenant = 7"),
             Arc::default(),
             || {},
         );
@@ -712,18 +714,11 @@ mod tests {
             (3, "tenant > 7"),
         ] {
             let (mb, rx) = mailbox(QueueLimits::new(16, 1 << 20), Closer::new(&shutdown));
-            let filter = FilterTemplate::parse(text)
-                .expect("parses")
-                .fill(&Principal::anonymous())
-                .expect("fills");
             registrations.push(subscribers.subscribe(
                 &table,
                 key(id),
                 mb,
-                Lens {
-                    filter: Some(Arc::new(filter)),
-                    ..Lens::default()
-                },
+                seeing(text),
                 Arc::default(),
                 || {},
             ));
@@ -761,12 +756,6 @@ mod tests {
     #[test]
     fn equal_filters_are_shared_and_forgotten_once_unused() {
         let (_, subscribers) = entry(10);
-        let parse = |text: &str| {
-            FilterTemplate::parse(text)
-                .expect("parses")
-                .fill(&Principal::anonymous())
-                .expect("fills")
-        };
         let a = subscribers.share(parse("tenant = 7"));
         let b = subscribers.share(parse("tenant = 7"));
         let c = subscribers.share(parse("tenant = 8"));

@@ -19,7 +19,7 @@ pub use encode::{
     Reply, SharedEvent, WelcomeInfo,
 };
 pub use failure::Failure;
-pub use row::{ChangeKind, Row, RowChange, Value};
+pub use row::{column, ChangeKind, Row, RowChange, Value};
 
 /// The generated protobuf types, package `feedgate.v1`.
 #[allow(missing_docs, clippy::all)]

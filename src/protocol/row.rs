@@ -38,6 +38,17 @@ pub enum Value {
 /// A row: column names and values, in a stable (sorted) order so encodings are deterministic.
 pub type Row = Vec<(String, Value)>;
 
+/// `row`'s value of `name`: found by binary search in a sorted row, by a scan otherwise.
+pub fn column<'a>(row: &'a Row, name: &str) -> Option<&'a Value> {
+    match row.binary_search_by(|(column, _)| column.as_str().cmp(name)) {
+        Ok(i) => Some(&row[i].1),
+        Err(_) => row
+            .iter()
+            .find(|(column, _)| column == name)
+            .map(|(_, value)| value),
+    }
+}
+
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeKind {

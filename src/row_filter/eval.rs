@@ -88,13 +88,7 @@ pub(super) fn equal_forms(scalar: &Scalar) -> Option<Vec<super::Required>> {
 /// The row's value of `column`; a column the row lacks reads as NULL.
 fn column_value<'a>(row: &'a Row, column: &str) -> &'a Value {
     const NULL: &Value = &Value::Null;
-    match row.binary_search_by(|(name, _)| name.as_str().cmp(column)) {
-        Ok(i) => &row[i].1,
-        Err(_) => row
-            .iter()
-            .find(|(name, _)| name == column)
-            .map_or(NULL, |(_, v)| v),
-    }
+    crate::protocol::column(row, column).unwrap_or(NULL)
 }
 
 /// How a column value orders against a filter value; `None` when they do not compare (NULL, or
