@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use indexmap::IndexSet;
 use slab::Slab;
@@ -357,15 +357,7 @@ impl<S> Registry<S> {
                 }
             }
         }
-        for slot in removed {
-            entry.remove(slot);
-        }
-        self.count(fanout);
-        let now_empty = entry.is_empty();
-        drop(entry);
-        if now_empty && fanout.dropped + fanout.ended > 0 {
-            self.forget_if_empty(key);
-        }
+        self.settle(key, entry, &removed, fanout);
         fanout
     }
 
@@ -479,17 +471,9 @@ impl<S> Registry<S> {
         }
         let mut fanout = Fanout::default();
         let stays = deliver_one(found, Step::Several(rest.collect()), &mut fanout);
-        self.count(fanout);
-        if stays {
-            return true;
-        }
-        entry.remove(slot);
-        let now_empty = entry.is_empty();
-        drop(entry);
-        if now_empty {
-            self.forget_if_empty(key);
-        }
-        false
+        let removed = if stays { &[][..] } else { &[slot][..] };
+        self.settle(key, entry, removed, fanout);
+        stays
     }
 
     /// Runs `visit` on one subscriber's state under its key's lock (so no delivery to it runs
@@ -532,21 +516,39 @@ impl<S> Registry<S> {
         let mut fanout = Fanout::default();
         let found = &mut entry.subscribers[slot].subscriber;
         let step = step(&mut found.state);
-        if !deliver_one(found, step, &mut fanout) {
-            entry.remove(slot);
-        }
-        self.count(fanout);
-        let now_empty = entry.is_empty();
-        drop(entry);
-        if now_empty && fanout.dropped + fanout.ended > 0 {
-            self.forget_if_empty(key);
-        }
+        let removed = if deliver_one(found, step, &mut fanout) {
+            &[][..]
+        } else {
+            &[slot][..]
+        };
+        self.settle(key, entry, removed, fanout);
         Some(fanout)
     }
 
     /// Removes one subscriber (unsubscribe, connection closed, failure); nothing if it is gone.
     pub(crate) fn unsubscribe(&self, key: &str, subscriber: SubscriberKey) {
         self.visit(key, subscriber, |_| Visit::Remove(()));
+    }
+
+    /// Ends a delivery to `key` under `entry`'s lock: removes the `removed` slots (subscribers
+    /// the delivery dropped or ended), counts `fanout`, releases the lock, and forgets the key
+    /// once nobody is left.
+    fn settle(
+        &self,
+        key: &str,
+        mut entry: MutexGuard<'_, Entry<S>>,
+        removed: &[usize],
+        fanout: Fanout,
+    ) {
+        for &slot in removed {
+            entry.remove(slot);
+        }
+        self.count(fanout);
+        let now_empty = entry.is_empty();
+        drop(entry);
+        if now_empty && !removed.is_empty() {
+            self.forget_if_empty(key);
+        }
     }
 
     /// Accounts for what a delivery queued and removed.
