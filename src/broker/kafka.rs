@@ -405,7 +405,7 @@ impl KafkaBroker {
                             // its queue (the broker keeps the rest).
                             fan_out_waiting(self.registry(), &feed.key, &message, encode).await;
                         } else {
-                            fan_out(self.registry(), &feed.key, &message, encode);
+                            fan_out(self.registry(), &feed.key, &message, &mut None, encode);
                             self.shared.set_position(&feed.key, position);
                         }
                     }

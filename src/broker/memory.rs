@@ -367,14 +367,8 @@ impl MemoryBroker {
         if kept.is_none() {
             histories.forget(offset);
         }
-        let inspected = Inspected::new(message);
-        self.registry.deliver(&message.topic, |subscriber| {
-            if !subscriber.state.admits(&inspected) {
-                return Step::Skip;
-            }
-            let event =
-                event.get_or_insert_with(|| share_event(&cursor, EventBody::Message(message)));
-            subscriber.state.step(event, &message.key)
+        super::fan_out(&self.registry, &message.topic, message, &mut event, || {
+            share_event(&cursor, EventBody::Message(message))
         });
         if let (Some(kept), Some(event)) = (kept, event) {
             kept.keep(offset, event, histories.settings());

@@ -107,16 +107,17 @@ impl Consumers {
     }
 }
 
-/// Fans a broker's `message` out to the subscribers of `key` whose filter admits it; encoded
-/// (by `encode`) once, and only if someone gets it.
+/// Fans a broker's `message` out to the subscribers of `key` whose filter admits it, as
+/// `event`: encoded (by `encode`) once, when someone gets it and it is not encoded already, and
+/// left in `event` for the caller (a history keeping it).
 pub(crate) fn fan_out(
     registry: &Registry<TopicState>,
     key: &str,
     message: &TopicMessage,
+    event: &mut Option<SharedEvent>,
     encode: impl Fn() -> SharedEvent,
 ) -> Fanout {
     let inspected = Inspected::new(message);
-    let mut event = None;
     registry.deliver(key, |subscriber| {
         if !subscriber.state.admits(&inspected) {
             return Step::Skip;

@@ -462,7 +462,7 @@ impl RabbitBroker {
             let mut message = topic_message(&delivery);
             match &reading {
                 Reading::Queue => {
-                    fan_out(registry, key, &message, || {
+                    fan_out(registry, key, &message, &mut None, || {
                         share_event(&[], EventBody::Message(&message))
                     });
                 }
@@ -476,7 +476,7 @@ impl RabbitBroker {
                         // queue (unacknowledged, the rest stays in the stream).
                         fan_out_waiting(registry, key, &message, encode).await;
                     } else {
-                        fan_out(registry, key, &message, encode);
+                        fan_out(registry, key, &message, &mut None, encode);
                     }
                     if let (Some(mark), Some(feed)) = (mark, self.lock_streams().get_mut(key)) {
                         feed.last = Some(mark);
