@@ -443,20 +443,7 @@ async fn in_process_topic_filters_read_payload_paths_lists_keys_and_headers() {
 #[tokio::test]
 async fn kafka_and_rabbitmq_topic_filters_hold_for_shared_and_private_consumers() {
     let exchange = support::rabbit::exchange();
-    let mut config = support::kafka::config();
-    let rabbit = support::rabbit::config(&exchange);
-    config.rabbitmq = rabbit.rabbitmq;
-    config.topics.insert(
-        0,
-        feedgate::config::TopicRule {
-            pattern: "kept.#".into(),
-            backend: feedgate::config::BackendKind::Rabbitmq,
-            allow_wildcards: false,
-            stream: true,
-        },
-    );
-    config.topics.insert(0, rabbit.topics[0].clone());
-    let server = start_with(config).await;
+    let server = start_with(support::rabbit::with_kafka_config(&exchange)).await;
     let addr = server.local_addr();
     support::rabbit::wait_rabbit_connected(addr).await;
     let bootstrap = support::kafka::bootstrap();

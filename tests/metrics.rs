@@ -112,41 +112,21 @@ async fn metrics_move_by_what_a_known_workload_did() {
     client.barrier().await;
 
     let during = scrape(addr).await;
-    assert_eq!(get(&during, "feedgate_connections_opened_total"), 1.0);
-    assert_eq!(get(&during, "feedgate_connections_open"), 1.0);
-    assert_eq!(
-        get(&during, "feedgate_requests_total{command=\"subscribe\"}"),
-        2.0
-    );
-    assert_eq!(
-        get(&during, "feedgate_requests_total{command=\"publish\"}"),
-        10.0
-    );
-    assert_eq!(
-        get(&during, "feedgate_requests_total{command=\"ping\"}"),
-        1.0
-    );
-    assert_eq!(
-        get(&during, "feedgate_requests_total{command=\"unreadable\"}"),
-        1.0
-    );
-    assert_eq!(
-        get(
-            &during,
-            "feedgate_request_errors_total{code=\"VALIDATION\"}"
-        ),
-        1.0
-    );
-    assert_eq!(
-        get(&during, "feedgate_subscriptions{source=\"memory\"}"),
-        1.0
-    );
-    assert_eq!(
-        get(&during, "feedgate_subscriptions{source=\"table\"}"),
-        1.0
-    );
-    assert_eq!(get(&during, "feedgate_snapshot_rows_total"), 25.0);
-    assert_eq!(get(&during, "feedgate_snapshot_seconds_count"), 1.0);
+    for (name, want) in [
+        ("feedgate_connections_opened_total", 1.0),
+        ("feedgate_connections_open", 1.0),
+        ("feedgate_requests_total{command=\"subscribe\"}", 2.0),
+        ("feedgate_requests_total{command=\"publish\"}", 10.0),
+        ("feedgate_requests_total{command=\"ping\"}", 1.0),
+        ("feedgate_requests_total{command=\"unreadable\"}", 1.0),
+        ("feedgate_request_errors_total{code=\"VALIDATION\"}", 1.0),
+        ("feedgate_subscriptions{source=\"memory\"}", 1.0),
+        ("feedgate_subscriptions{source=\"table\"}", 1.0),
+        ("feedgate_snapshot_rows_total", 25.0),
+        ("feedgate_snapshot_seconds_count", 1.0),
+    ] {
+        assert_eq!(get(&during, name), want, "{name}");
+    }
     // 5 live changes, logged by one statement: read in one or more polls.
     assert_eq!(
         get(&during, "feedgate_changefeed_read_lag_seconds_count"),
@@ -182,15 +162,13 @@ async fn metrics_move_by_what_a_known_workload_did() {
     client.close().await;
     wait_for_stat(addr, "connections", 0).await;
     let after = scrape(addr).await;
-    assert_eq!(get(&after, "feedgate_connections_open"), 0.0);
-    assert_eq!(
-        get(&after, "feedgate_connections_closed_total{code=\"1000\"}"),
-        1.0
-    );
-    assert_eq!(
-        get(&after, "feedgate_subscriptions{source=\"memory\"}"),
-        0.0
-    );
+    for (name, want) in [
+        ("feedgate_connections_open", 0.0),
+        ("feedgate_connections_closed_total{code=\"1000\"}", 1.0),
+        ("feedgate_subscriptions{source=\"memory\"}", 0.0),
+    ] {
+        assert_eq!(get(&after, name), want, "{name}");
+    }
     server.shutdown().await.expect("shutdown");
     db.drop_db().await;
 }

@@ -9,25 +9,9 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use feedgate::config::{BackendKind, Config, TopicRule};
 use feedgate::protocol::pb;
-use support::rabbit::{config, delete_streams, exchange, wait_rabbit_connected, Amqp};
+use support::rabbit::{delete_streams, exchange, stream_config, wait_rabbit_connected, Amqp};
 use support::*;
-
-/// `rabbit.#` queue topics as in tests/rabbitmq.rs, and `kept.#` topics each in a stream.
-fn stream_config(exchange: &str) -> Config {
-    let mut config = config(exchange);
-    config.topics.insert(
-        0,
-        TopicRule {
-            pattern: "kept.#".into(),
-            backend: BackendKind::Rabbitmq,
-            allow_wildcards: false,
-            stream: true,
-        },
-    );
-    config
-}
 
 /// Reads `count` messages of `subscription_id`: (payload, offset, cursor) each.
 async fn messages(

@@ -336,20 +336,7 @@ async fn replayed_squash_holds(addr: std::net::SocketAddr, topic: &str) {
 #[tokio::test]
 async fn squashed_topic_feeds_keep_the_latest_per_key_and_every_unkeyed_message() {
     let exchange = support::rabbit::exchange();
-    let mut config = support::kafka::config();
-    let rabbit = support::rabbit::config(&exchange);
-    config.rabbitmq = rabbit.rabbitmq;
-    config.topics.insert(
-        0,
-        feedgate::config::TopicRule {
-            pattern: "kept.#".into(),
-            backend: feedgate::config::BackendKind::Rabbitmq,
-            allow_wildcards: false,
-            stream: true,
-        },
-    );
-    config.topics.insert(0, rabbit.topics[0].clone());
-    let server = start_with(config).await;
+    let server = start_with(support::rabbit::with_kafka_config(&exchange)).await;
     let addr = server.local_addr();
     support::rabbit::wait_rabbit_connected(addr).await;
     topic_squash_holds(addr, "squash.memory").await;

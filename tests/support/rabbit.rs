@@ -54,6 +54,35 @@ pub fn config(exchange: &str) -> Config {
     config
 }
 
+/// [`config`], and topics under `kept.` each kept in a RabbitMQ stream.
+pub fn stream_config(exchange: &str) -> Config {
+    let mut config = config(exchange);
+    config.topics.insert(
+        0,
+        TopicRule {
+            pattern: "kept.#".into(),
+            backend: BackendKind::Rabbitmq,
+            allow_wildcards: false,
+            stream: true,
+        },
+    );
+    config
+}
+
+/// Kafka as `kafka::config` routes it, with [`stream_config`]'s RabbitMQ queue and stream
+/// topics besides.
+pub fn with_kafka_config(exchange: &str) -> Config {
+    let rabbit = stream_config(exchange);
+    let mut config = super::kafka::config();
+    config.rabbitmq = rabbit.rabbitmq;
+    let rabbit_topics = rabbit
+        .topics
+        .into_iter()
+        .filter(|rule| rule.backend == BackendKind::Rabbitmq);
+    config.topics.splice(0..0, rabbit_topics);
+    config
+}
+
 pub async fn wait_rabbit_connected(addr: std::net::SocketAddr) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while super::stats(addr).await["rabbitmq"] != "connected" {
