@@ -185,14 +185,16 @@ fn origin_refused(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
     if origin_allowed(&state.allowed_origins, origin.to_str().unwrap_or("")) {
         return None;
     }
-    Some((
-        StatusCode::FORBIDDEN,
-        format!(
-            "{}: origin not allowed (websocket.allowed_origins)",
-            code_name(Code::PermissionDenied)
-        ),
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            format!(
+                "{}: origin not allowed (websocket.allowed_origins)",
+                code_name(Code::PermissionDenied)
+            ),
+        )
+            .into_response(),
     )
-        .into_response())
 }
 
 fn too_many_connections() -> Response {
