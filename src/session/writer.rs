@@ -1,5 +1,7 @@
 //! The writing half of a connection: drains the outbound queue into the socket, batching what is
 //! already queued into one flush, sends WebSocket pings, and sends the close frame at the end.
+//! Once a batch is flushed it counts what it wrote, and the latency from commit to here of each
+//! row change in it (`feedgate_changefeed_commit_to_send_seconds`).
 
 use crate::metrics::Metrics;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use futures_util::{Sink, SinkExt};
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 
 use crate::outbound::{CloseReason, Closer, Inbox, Outbound};
-use crate::protocol::frame_shared;
+use crate::protocol::{frame_shared, now_micros};
 
 /// Most queued messages written per flush.
 const MAX_BATCH: usize = 64;
@@ -43,7 +45,11 @@ pub(super) async fn run<W>(
             metrics.queue_depth(rx.len() + 1);
         }
         let (mut frames, mut bytes) = (0u64, 0u64);
-        let mut count = |message: Message| {
+        // When each row change of the batch committed: observed once the batch is flushed.
+        let mut committed = Committed::default();
+        let mut count = |item: Outbound| {
+            committed.note(&item);
+            let message = message(item);
             if let Message::Binary(frame) = &message {
                 frames += 1;
                 bytes += frame.len() as u64;
@@ -54,10 +60,10 @@ pub(super) async fn run<W>(
             match first {
                 None => sink.send(Message::Ping(Default::default())).await,
                 Some(item) => {
-                    sink.feed(count(message(item))).await?;
+                    sink.feed(count(item)).await?;
                     for _ in 1..MAX_BATCH {
                         match rx.try_recv() {
-                            Some(item) => sink.feed(count(message(item))).await?,
+                            Some(item) => sink.feed(count(item)).await?,
                             None => break,
                         }
                     }
@@ -75,6 +81,7 @@ pub(super) async fn run<W>(
             break;
         }
         metrics.written(frames, bytes);
+        committed.observe(metrics);
     }
     let reason = closer.reason();
     if reason == CloseReason::ClientClosed {
@@ -86,6 +93,50 @@ pub(super) async fn run<W>(
             reason: reason.text().into(),
         };
         let _ = timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+    }
+}
+
+/// The commit times of the row changes in one written batch, kept on the stack (a batch holds
+/// at most [`MAX_BATCH`] messages), so that measuring commit-to-send costs no allocation and one
+/// clock read per batch.
+struct Committed {
+    micros: [i64; MAX_BATCH],
+    len: usize,
+}
+
+impl Default for Committed {
+    fn default() -> Self {
+        Self {
+            micros: [0; MAX_BATCH],
+            len: 0,
+        }
+    }
+}
+
+impl Committed {
+    /// Keeps `item`'s commit time, if it is a row change that has one.
+    fn note(&mut self, item: &Outbound) {
+        let Outbound::Event { event, .. } = item else {
+            return;
+        };
+        if let (Some(micros), Some(slot)) =
+            (event.committed_micros(), self.micros.get_mut(self.len))
+        {
+            *slot = micros;
+            self.len += 1;
+        }
+    }
+
+    /// The batch is in the socket: each change's latency from its commit to now.
+    fn observe(&self, metrics: &Metrics) {
+        if self.len == 0 {
+            return;
+        }
+        let now = now_micros();
+        for &micros in &self.micros[..self.len] {
+            let latency = u64::try_from(now.saturating_sub(micros)).unwrap_or(0);
+            metrics.commit_to_send(Duration::from_micros(latency));
+        }
     }
 }
 
