@@ -122,12 +122,25 @@ impl Lag {
                 continue;
             }
             let read = self.positions();
-            let producer = producer.clone();
-            let sum = tokio::task::spawn_blocking(move || behind(producer.client(), &read)).await;
-            match sum {
-                Ok(sum) => *self.sampled.lock().unwrap_or_else(PoisonError::into_inner) = Some(sum),
-                Err(err) => debug!(error = %err, "kafka lag sample failed"),
-            }
+            let sum = if read.is_empty() {
+                0 // no consumer: nothing to ask
+            } else {
+                let producer = producer.clone();
+                let asking = tokio::task::spawn_blocking(move || behind(producer.client(), &read));
+                // Shutdown does not wait for a slow broker's answers (the thread ends by itself).
+                let answered = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    answered = asking => answered,
+                };
+                match answered {
+                    Ok(sum) => sum,
+                    Err(err) => {
+                        debug!(error = %err, "kafka lag sample failed");
+                        continue;
+                    }
+                }
+            };
+            *self.sampled.lock().unwrap_or_else(PoisonError::into_inner) = Some(sum);
         }
     }
 }
