@@ -1,6 +1,7 @@
 //! `GET /metrics` after a known workload, read with a Prometheus text-format parser
 //! (`prometheus-parse`): each figure moved by what the workload did. One server per test, so
-//! its registry counts only this test's traffic.
+//! its registry counts only this test's traffic. Needs PostgreSQL, and for the Kafka lag the
+//! Kafka-protocol broker scripts/test starts (FEEDGATE_TEST_KAFKA, see `support::kafka`).
 
 mod support;
 
