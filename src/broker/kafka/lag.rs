@@ -4,9 +4,10 @@
 //! Each consumer task records its next offset per partition as it delivers ([`Progress`]); a
 //! sampler task, off the delivery path, asks the brokers for the high watermarks of the
 //! partitions being read every [`LAG_INTERVAL`] and sums `high - next`. It asks the brokers
-//! rather than a consumer because a consumer whose one reader stopped reading stops fetching,
-//! and its cached watermarks would then say it is not behind. Nothing is sampled while Kafka is
-//! unavailable (the last sum stays). No topic name leaves this module: the sum is one figure.
+//! rather than the consumers' cached watermarks: a consumer learns them only from its own
+//! fetches, which stop once its prefetch queue is full behind a reader that waits, and the
+//! task that would read them is the one waiting. Nothing is sampled while Kafka is unavailable
+//! (the last sum stays). No topic name leaves this module: the sum is one figure.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
