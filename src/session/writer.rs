@@ -149,3 +149,44 @@ fn message(item: Outbound) -> Message {
         } => Message::Binary(frame_shared(subscription_id, &event)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{share_event, ChangeKind, EventBody, RowChange};
+
+    fn change(commit_time_micros: i64) -> Outbound {
+        let change = RowChange {
+            kind: ChangeKind::Insert,
+            table: "public.t".into(),
+            key: Vec::new(),
+            new_row: None,
+            old_row: None,
+            transaction_id: 1,
+            commit_time_micros,
+        };
+        Outbound::Event {
+            subscription_id: 1,
+            event: share_event(b"", EventBody::Change(&change)),
+        }
+    }
+
+    #[test]
+    fn a_batch_observes_its_row_changes_once_each_and_nothing_else() {
+        let metrics = Metrics::new();
+        let mut committed = Committed::default();
+        let a_second_ago = now_micros() - 1_000_000;
+        // More than a batch holds: the rest is not kept (a batch never has them).
+        for _ in 0..MAX_BATCH + 3 {
+            committed.note(&change(a_second_ago));
+        }
+        committed.note(&change(0)); // an initial row
+        committed.note(&Outbound::Frame(bytes::Bytes::from_static(b"response")));
+        committed.observe(&metrics);
+        let text = metrics.render(&crate::metrics::Scrape::default());
+        let count = format!("feedgate_changefeed_commit_to_send_seconds_count {MAX_BATCH}");
+        assert!(text.lines().any(|l| l == count), "{text}");
+        let under_a_second = "feedgate_changefeed_commit_to_send_seconds_bucket{le=\"0.5\"} 0";
+        assert!(text.lines().any(|l| l == under_a_second), "{text}");
+    }
+}
