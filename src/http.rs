@@ -432,6 +432,7 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
         dropped: state.topics.dropped() + tables.map_or(0, Changefeed::dropped),
         dependencies,
         process: process(),
+        kafka_lag: state.topics.kafka_lag(),
     };
     let text = state.metrics.render(&now);
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()

@@ -45,6 +45,9 @@ pub const DEPENDENCY_UP: &str = "feedgate_dependency_up";
 pub const CHANGEFEED_BATCH: &str = "feedgate_changefeed_batch_changes";
 /// Seconds from a change's log time (its transaction's start) to its fan-out.
 pub const CHANGEFEED_LAG: &str = "feedgate_changefeed_read_lag_seconds";
+/// Seconds from a change's commit (PostgreSQL's commit timestamp where it tracks them, else its
+/// transaction's start) to the flush of the socket write that carried it, per subscriber.
+pub const COMMIT_TO_SEND: &str = "feedgate_changefeed_commit_to_send_seconds";
 /// Seconds a subscription's snapshot (initial rows or a resume's catch-up) took.
 pub const SNAPSHOT_SECONDS: &str = "feedgate_snapshot_seconds";
 /// Initial rows sent.
@@ -53,6 +56,8 @@ pub const SNAPSHOT_ROWS: &str = "feedgate_snapshot_rows";
 pub const CHANGE_LOG_SPAN: &str = "feedgate_change_log_span";
 /// Logged changes this node's pruning deleted.
 pub const CHANGE_LOG_PRUNED: &str = "feedgate_change_log_pruned";
+/// Records this node's Kafka consumers are behind their partitions' high watermarks, summed.
+pub const KAFKA_LAG: &str = "feedgate_kafka_consumer_lag_messages";
 /// Resident memory of the process, in bytes.
 pub const PROCESS_RESIDENT: &str = "feedgate_process_resident_memory_bytes";
 /// File descriptors the process has open.
@@ -93,6 +98,9 @@ pub struct Scrape {
     pub dependencies: Vec<(&'static str, bool)>,
     /// The process's figures, where the platform gives them.
     pub process: Option<Process>,
+    /// Kafka consumer lag as last sampled (see [`KAFKA_LAG`]); `None` without Kafka or before
+    /// the first sample.
+    pub kafka_lag: Option<u64>,
 }
 
 /// What the operating system says of the process.
@@ -105,6 +113,11 @@ pub struct Process {
     /// User and system CPU time, seconds.
     pub cpu_seconds: f64,
 }
+
+/// Commit-to-send buckets, in seconds: 1 ms to 10 s, three per decade.
+const COMMIT_TO_SEND_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// The server's metrics. Shared as `Arc<Metrics>`; updating one is an atomic add.
 #[derive(Debug)]
@@ -124,10 +137,12 @@ pub struct Metrics {
     dependency_up: Family<DependencyLabel, Gauge>,
     changefeed_batch: Histogram,
     changefeed_lag: Histogram,
+    commit_to_send: Histogram,
     snapshot_seconds: Histogram,
     snapshot_rows: Counter,
     change_log_span: Gauge,
     change_log_pruned: Counter,
+    kafka_lag: Gauge,
     process_resident: Gauge,
     process_open_fds: Gauge,
     process_cpu: Counter<f64, AtomicU64>,
@@ -161,11 +176,13 @@ impl Metrics {
             changefeed_batch: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
             // 0.5 ms to ~65 s.
             changefeed_lag: Histogram::new(exponential_buckets(0.0005, 2.0, 18)),
+            commit_to_send: Histogram::new(COMMIT_TO_SEND_BUCKETS),
             // 1 ms to ~65 s.
             snapshot_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             snapshot_rows: Counter::default(),
             change_log_span: Gauge::default(),
             change_log_pruned: Counter::default(),
+            kafka_lag: Gauge::default(),
             process_resident: Gauge::default(),
             process_open_fds: Gauge::default(),
             process_cpu: Counter::default(),
@@ -237,6 +254,13 @@ impl Metrics {
             m.changefeed_lag.clone(),
         );
         registry.register(
+            COMMIT_TO_SEND,
+            "Seconds from a change's commit to the flush of the socket write that carried it, \
+             per subscriber (commit: PostgreSQL's commit timestamp with track_commit_timestamp, \
+             else the transaction's start)",
+            m.commit_to_send.clone(),
+        );
+        registry.register(
             SNAPSHOT_SECONDS,
             "Seconds a subscription's snapshot or resume catch-up took",
             m.snapshot_seconds.clone(),
@@ -251,6 +275,12 @@ impl Metrics {
             CHANGE_LOG_PRUNED,
             "Logged changes this node's pruning deleted",
             m.change_log_pruned.clone(),
+        );
+        registry.register(
+            KAFKA_LAG,
+            "Records this node's Kafka consumers are behind their partitions' high watermarks, \
+             summed (sampled every few seconds)",
+            m.kafka_lag.clone(),
         );
         registry.register(
             PROCESS_RESIDENT,
@@ -322,6 +352,11 @@ impl Metrics {
         self.changefeed_lag.observe(lag.as_secs_f64());
     }
 
+    /// A row change reached a socket `latency` after it committed.
+    pub fn commit_to_send(&self, latency: Duration) {
+        self.commit_to_send.observe(latency.as_secs_f64());
+    }
+
     /// A snapshot took `took` and sent `rows` initial rows.
     pub fn snapshot(&self, took: Duration, rows: u64) {
         self.snapshot_seconds.observe(took.as_secs_f64());
@@ -351,6 +386,9 @@ impl Metrics {
         for (dependency, up) in &now.dependencies {
             let label = DependencyLabel { dependency };
             self.dependency_up.get_or_create(&label).set(i64::from(*up));
+        }
+        if let Some(lag) = now.kafka_lag {
+            self.kafka_lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
         }
         if let Some(process) = now.process {
             let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -382,6 +420,8 @@ mod tests {
         metrics.request("subscribe");
         metrics.request_error("VALIDATION");
         metrics.written(2, 100);
+        metrics.commit_to_send(Duration::from_millis(3));
+        metrics.commit_to_send(Duration::from_secs(20));
         let text = metrics.render(&Scrape {
             connections: 3,
             subscriptions: vec![("memory", 2), ("table", 1)],
@@ -392,6 +432,7 @@ mod tests {
                 open_fds: 9,
                 cpu_seconds: 1.5,
             }),
+            kafka_lag: Some(12),
         });
         for line in [
             "feedgate_connections_opened_total 1",
@@ -406,6 +447,12 @@ mod tests {
             "feedgate_process_resident_memory_bytes 4096",
             "feedgate_process_open_fds 9",
             "feedgate_process_cpu_seconds_total 1.5",
+            "feedgate_kafka_consumer_lag_messages 12",
+            "feedgate_changefeed_commit_to_send_seconds_count 2",
+            "feedgate_changefeed_commit_to_send_seconds_bucket{le=\"0.0025\"} 0",
+            "feedgate_changefeed_commit_to_send_seconds_bucket{le=\"0.005\"} 1",
+            "feedgate_changefeed_commit_to_send_seconds_bucket{le=\"10\"} 1",
+            "feedgate_changefeed_commit_to_send_seconds_bucket{le=\"+Inf\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }

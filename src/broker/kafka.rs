@@ -26,6 +26,11 @@
 //! broker's return, so this narrows the window rather than closing it; and a topic deleted under
 //! a running consumer on tansu still crashes it at the next fetch, which nothing here can avoid.
 //! See docs/brokers.md, "When a broker client misbehaves".
+//!
+//! How far this node's consumers are behind their partitions' ends is sampled off the delivery
+//! path, for `/metrics` ([`lag`]).
+
+mod lag;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -101,6 +106,8 @@ struct Feed {
     /// A consumer of one EARLIEST/OFFSET subscriber: it waits for room in that subscriber's
     /// queue (backpressure) instead of closing it as a slow consumer.
     private: bool,
+    /// `positions`, as the lag sampler reads them.
+    progress: Arc<lag::Progress>,
 }
 
 /// librdkafka reports "all brokers down" through the client context, not through consuming.
@@ -144,6 +151,8 @@ struct Shared {
     tasks: tokio_util::task::TaskTracker,
     /// Stops the probe; every consumer's stop token is a child of it.
     shutdown: CancellationToken,
+    /// How far behind the consumers are, for `/metrics`.
+    lag: Arc<lag::Lag>,
 }
 
 impl KafkaBroker {
@@ -175,9 +184,16 @@ impl KafkaBroker {
                 positions: std::sync::Mutex::default(),
                 tasks: tasks.clone(),
                 shutdown: shutdown.clone(),
+                lag: Arc::default(),
             }),
         };
-        tasks.spawn(broker.clone().probe(shutdown));
+        tasks.spawn(broker.clone().probe(shutdown.clone()));
+        let signals = broker.shared.signals.clone();
+        tasks.spawn(broker.shared.lag.clone().run(
+            broker.shared.producer.clone(),
+            move || signals.health.is_available(),
+            shutdown,
+        ));
         Ok(broker)
     }
 
@@ -189,6 +205,12 @@ impl KafkaBroker {
     /// Whether the brokers are reachable (as far as this node has seen).
     pub fn is_available(&self) -> bool {
         self.shared.signals.health.is_available()
+    }
+
+    /// Records this node's consumers are behind their partitions' high watermarks, as last
+    /// sampled (see [`lag`]); `None` before the first sample.
+    pub fn consumer_lag(&self) -> Option<u64> {
+        self.shared.lag.sampled()
     }
 
     /// Whether the brokers are reachable, for `/v1/stats`.
@@ -281,6 +303,7 @@ impl KafkaBroker {
             let feed = Feed {
                 key: key.clone(),
                 topic: request.topic.to_owned(),
+                progress: self.shared.lag.track(&key, request.topic, &positions),
                 positions,
                 private,
             };
@@ -395,6 +418,7 @@ impl KafkaBroker {
                             continue;
                         }
                         feed.positions.insert(record.partition(), record.offset() + 1);
+                        feed.progress.advance(record.partition(), record.offset() + 1);
                         let message = topic_message(&record);
                         // The position right after this record: every partition's next
                         // offset, so that a resume continues each where this left it.
@@ -427,6 +451,7 @@ impl KafkaBroker {
         if let Some(old) = consumer {
             close(old).await;
         }
+        self.shared.lag.forget(&feed.key, &feed.progress);
         debug!(key = %feed.key, "kafka consumer retired");
     }
 
@@ -439,6 +464,7 @@ impl KafkaBroker {
             .await
         {
             Ok((consumer, positions)) => {
+                feed.progress.reset(&positions);
                 feed.positions = positions;
                 debug!(key = %feed.key, "kafka consumer re-opened");
                 Some(consumer)

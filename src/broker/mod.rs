@@ -279,6 +279,14 @@ impl Topics {
         )
     }
 
+    /// Records this node's Kafka consumers are behind, as last sampled; `None` without Kafka or
+    /// before the first sample.
+    pub fn kafka_lag(&self) -> Option<u64> {
+        self.kafka
+            .as_ref()
+            .and_then(kafka::KafkaBroker::consumer_lag)
+    }
+
     /// One backend's subscriptions now and events it delivered so far, for `/v1/stats`
     /// (zeros for a backend that is not configured).
     pub(crate) fn tally(&self, backend: BackendKind) -> Tally {

@@ -41,16 +41,35 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Longest wait for the next row of a poll before the connection is taken for dead.
 const ROW_TIMEOUT: Duration = Duration::from_secs(30);
 
-const POLL: &str = "\
+/// A logged change's commit time in microseconds since the epoch, as SQL over the change log
+/// `c`: PostgreSQL's own commit timestamp where it keeps them (`track_commit_timestamp = on`),
+/// else (or for a transaction older than what it kept) the time the transaction started, which
+/// the log records. The setting is read per row so that turning it on needs no restart here; the
+/// `CASE` keeps `pg_xact_commit_timestamp`, which fails while it is off, from being called.
+macro_rules! committed_micros_sql {
+    () => {
+        "(extract(epoch FROM coalesce( \
+             CASE WHEN current_setting('track_commit_timestamp')::bool \
+                  THEN pg_xact_commit_timestamp(c.xid::xid) END, \
+             c.logged_at)) * 1000000)::int8"
+    };
+}
+pub(super) use committed_micros_sql;
+
+const POLL: &str = concat!(
+    "\
 SELECT cur.s::text AS cur, c.id, c.xid::text AS xid, c.table_oid::int8 AS table_oid, \
        c.op::text AS op, c.old_row, c.new_row, \
-       (extract(epoch FROM c.logged_at) * 1000000)::int8 AS logged_micros \
+       (extract(epoch FROM c.logged_at) * 1000000)::int8 AS logged_micros, ",
+    committed_micros_sql!(),
+    " AS committed_micros \
   FROM (SELECT pg_current_snapshot() AS s) cur \
   LEFT JOIN feedgate.changes c \
          ON c.xid >= $1::text::xid8 \
         AND pg_visible_in_snapshot(c.xid, cur.s) \
         AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot) \
- ORDER BY c.id";
+ ORDER BY c.id"
+);
 
 /// Applies migrations and watches the configured tables; any failure is returned.
 pub(super) async fn prepare(settings: &ChangefeedSettings) -> Result<Vec<String>, ChangefeedError> {
@@ -517,6 +536,7 @@ fn fan_out(
     let mut rows: Option<(Option<serde_json::Value>, Option<serde_json::Value>)> =
         Some((row.try_get("old_row")?, row.try_get("new_row")?));
     let logged: i64 = row.try_get("logged_micros")?;
+    let committed: i64 = row.try_get("committed_micros")?;
     let lag = crate::protocol::now_micros().saturating_sub(logged);
     shared
         .settings
@@ -536,7 +556,7 @@ fn fan_out(
         }
         let mut change = row_change_from_json(kind, &entry.info, &types, old, new);
         change.transaction_id = xid;
-        change.commit_time_micros = logged;
+        change.commit_time_micros = committed;
         change
     });
     if fanout.dropped > 0 {

@@ -15,7 +15,7 @@ use futures_util::TryStreamExt;
 use sqlx::{PgConnection, PgPool, Row as _};
 
 use super::changes::{row_change_from_json, seen, Projection};
-use super::reader::LoggedOp;
+use super::reader::{committed_micros_sql, LoggedOp};
 use super::snapshot::Snapshot;
 use super::subscription::{truncated, unreadable_change};
 use super::tables::{TableEntry, TableInfo};
@@ -27,9 +27,10 @@ use crate::row_filter::RowFilter;
 
 /// The logged changes of one table that a position does not cover, visible in the
 /// transaction's snapshot, in log order. `$4`/`$5`: the position's `then` snapshots and ids.
-const CATCH_UP: &str = "\
-SELECT c.id, c.xid::text AS xid, c.op::text AS op, c.old_row, c.new_row, \
-       (extract(epoch FROM c.logged_at) * 1000000)::int8 AS logged_micros \
+const CATCH_UP: &str = concat!(
+    "SELECT c.id, c.xid::text AS xid, c.op::text AS op, c.old_row, c.new_row, ",
+    committed_micros_sql!(),
+    " AS committed_micros \
   FROM feedgate.changes c \
  WHERE c.table_oid = $1::int8::oid \
    AND c.xid >= $2::text::xid8 \
@@ -37,7 +38,8 @@ SELECT c.id, c.xid::text AS xid, c.op::text AS op, c.old_row, c.new_row, \
    AND NOT EXISTS ( \
        SELECT 1 FROM unnest($4::text[], $5::int8[]) AS t(snapshot, last_id) \
         WHERE pg_visible_in_snapshot(c.xid, t.snapshot::pg_snapshot) AND c.id <= t.last_id) \
- ORDER BY c.id";
+ ORDER BY c.id"
+);
 
 /// A client's position, checked: its snapshots are ones PostgreSQL could have taken.
 pub(crate) struct Resume {
@@ -182,7 +184,7 @@ pub(crate) async fn catch_up(
         change.transaction_id = xid
             .parse()
             .map_err(|_| unreadable_change(&info.name, &ChangefeedError::BadXid(xid)))?;
-        change.commit_time_micros = row.try_get("logged_micros").map_err(db)?;
+        change.commit_time_micros = row.try_get("committed_micros").map_err(db)?;
         let Some(change) = seen(change, target.filter, target.projection, &info.key_columns) else {
             continue; // a row it may not see, or an update of columns it did not ask for
         };

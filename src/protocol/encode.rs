@@ -92,23 +92,34 @@ pub enum EventBody<'a> {
 
 /// An `Event` encoded once without its subscription id, to be framed per subscriber.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SharedEvent(Bytes);
+pub struct SharedEvent {
+    bytes: Bytes,
+    /// When the row change it carries committed (its `commit_time_micros`), so that the writer
+    /// can measure commit-to-send latency without decoding; 0 for every other event.
+    committed_micros: i64,
+}
 
 impl SharedEvent {
     /// The encoded event's size in bytes (without the subscription id its frame adds).
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.bytes.len()
     }
 
     /// Whether the encoding is empty (it never is for a real event).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.bytes.is_empty()
+    }
+
+    /// When the row change this event carries committed, in microseconds since the Unix epoch;
+    /// `None` for any other event (initial rows included: they were not just committed).
+    pub fn committed_micros(&self) -> Option<i64> {
+        (self.committed_micros > 0).then_some(self.committed_micros)
     }
 
     /// The topic message this event carries, decoded again (a filtered replay of kept
     /// messages); `None` for another kind of event.
     pub fn topic_message(&self) -> Option<TopicMessage> {
-        let event = pb::Event::decode(self.0.clone()).ok()?;
+        let event = pb::Event::decode(self.bytes.clone()).ok()?;
         let Some(pb::event::Body::Message(message)) = event.body else {
             return None;
         };
@@ -157,6 +168,10 @@ pub fn encode_event(subscription_id: u64, cursor: &[u8], body: EventBody<'_>) ->
 /// Encodes an event once, without a subscription id, for [`frame_shared`].
 pub fn share_event(cursor: &[u8], body: EventBody<'_>) -> SharedEvent {
     use pb::event::Body as B;
+    let committed_micros = match body {
+        EventBody::Change(change) => change.commit_time_micros,
+        _ => 0,
+    };
     let body = match body {
         EventBody::Ready => B::Ready(pb::Ready {}),
         EventBody::Closed(failure) => B::Closed(pb::SubscriptionClosed {
@@ -175,17 +190,23 @@ pub fn share_event(cursor: &[u8], body: EventBody<'_>) -> SharedEvent {
         body: Some(body),
         more: false,
     };
-    SharedEvent(Bytes::from(event.encode_to_vec()))
+    SharedEvent {
+        bytes: Bytes::from(event.encode_to_vec()),
+        committed_micros,
+    }
 }
 
 /// `event` with `more` set (`Event.more`: more events of its batch follow). Copies its bytes.
 pub fn with_more(event: &SharedEvent) -> SharedEvent {
     // Field 8 (more), wire type 0 (varint), true.
     const MORE: [u8; 2] = [8 << 3, 1];
-    let mut bytes = BytesMut::with_capacity(event.0.len() + MORE.len());
-    bytes.put_slice(&event.0);
+    let mut bytes = BytesMut::with_capacity(event.bytes.len() + MORE.len());
+    bytes.put_slice(&event.bytes);
     bytes.put_slice(&MORE);
-    SharedEvent(bytes.freeze())
+    SharedEvent {
+        bytes: bytes.freeze(),
+        committed_micros: event.committed_micros,
+    }
 }
 
 /// Frames a shared event for one subscriber: `ServerMessage.event` key and length, the
@@ -194,13 +215,13 @@ pub fn frame_shared(subscription_id: u64, shared: &SharedEvent) -> Bytes {
     // Field 2 (event), wire type 2 (length-delimited); field 1 (subscription_id), varint.
     const EVENT_KEY: u8 = (2 << 3) | 2;
     const SUBSCRIPTION_ID_KEY: u8 = 1 << 3;
-    let event_len = 1 + encoded_len_varint(subscription_id) + shared.0.len();
+    let event_len = 1 + encoded_len_varint(subscription_id) + shared.bytes.len();
     let mut frame = BytesMut::with_capacity(1 + encoded_len_varint(event_len as u64) + event_len);
     frame.put_u8(EVENT_KEY);
     encode_varint(event_len as u64, &mut frame);
     frame.put_u8(SUBSCRIPTION_ID_KEY);
     encode_varint(subscription_id, &mut frame);
-    frame.put_slice(&shared.0);
+    frame.put_slice(&shared.bytes);
     frame.freeze()
 }
 
@@ -314,6 +335,32 @@ mod tests {
             event.body,
             Some(pb::event::Body::Message(topic_message(&message)))
         );
+    }
+
+    #[test]
+    fn a_row_change_carries_its_commit_time_and_nothing_else_does() {
+        let change = |commit_time_micros| RowChange {
+            kind: crate::protocol::ChangeKind::Insert,
+            table: "public.t".into(),
+            key: Vec::new(),
+            new_row: None,
+            old_row: None,
+            transaction_id: 9,
+            commit_time_micros,
+        };
+        let logged = share_event(b"", EventBody::Change(&change(1_700_000_000_000_000)));
+        assert_eq!(logged.committed_micros(), Some(1_700_000_000_000_000));
+        assert_eq!(
+            with_more(&logged).committed_micros(),
+            Some(1_700_000_000_000_000)
+        );
+        // An initial row has no commit time.
+        let initial = share_event(b"", EventBody::Change(&change(0)));
+        assert_eq!(initial.committed_micros(), None);
+        let message = sample();
+        for body in [EventBody::Ready, EventBody::Message(&message)] {
+            assert_eq!(share_event(b"", body).committed_micros(), None);
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The writing half of a connection: drains the outbound queue into the socket, batching what is
 //! already queued into one flush, sends WebSocket pings, and sends the close frame at the end.
+//! Once a batch is flushed it counts what it wrote, and the latency from commit to here of each
+//! row change in it (`feedgate_changefeed_commit_to_send_seconds`).
 
 use crate::metrics::Metrics;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use futures_util::{Sink, SinkExt};
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 
 use crate::outbound::{CloseReason, Closer, Inbox, Outbound};
-use crate::protocol::frame_shared;
+use crate::protocol::{frame_shared, now_micros};
 
 /// Most queued messages written per flush.
 const MAX_BATCH: usize = 64;
@@ -43,7 +45,11 @@ pub(super) async fn run<W>(
             metrics.queue_depth(rx.len() + 1);
         }
         let (mut frames, mut bytes) = (0u64, 0u64);
-        let mut count = |message: Message| {
+        // When each row change of the batch committed: observed once the batch is flushed.
+        let mut committed = Committed::default();
+        let mut count = |item: Outbound| {
+            committed.note(&item);
+            let message = message(item);
             if let Message::Binary(frame) = &message {
                 frames += 1;
                 bytes += frame.len() as u64;
@@ -54,10 +60,10 @@ pub(super) async fn run<W>(
             match first {
                 None => sink.send(Message::Ping(Default::default())).await,
                 Some(item) => {
-                    sink.feed(count(message(item))).await?;
+                    sink.feed(count(item)).await?;
                     for _ in 1..MAX_BATCH {
                         match rx.try_recv() {
-                            Some(item) => sink.feed(count(message(item))).await?,
+                            Some(item) => sink.feed(count(item)).await?,
                             None => break,
                         }
                     }
@@ -75,6 +81,7 @@ pub(super) async fn run<W>(
             break;
         }
         metrics.written(frames, bytes);
+        committed.observe(metrics);
     }
     let reason = closer.reason();
     if reason == CloseReason::ClientClosed {
@@ -89,6 +96,50 @@ pub(super) async fn run<W>(
     }
 }
 
+/// The commit times of the row changes in one written batch, kept on the stack (a batch holds
+/// at most [`MAX_BATCH`] messages), so that measuring commit-to-send costs no allocation and one
+/// clock read per batch.
+struct Committed {
+    micros: [i64; MAX_BATCH],
+    len: usize,
+}
+
+impl Default for Committed {
+    fn default() -> Self {
+        Self {
+            micros: [0; MAX_BATCH],
+            len: 0,
+        }
+    }
+}
+
+impl Committed {
+    /// Keeps `item`'s commit time, if it is a row change that has one.
+    fn note(&mut self, item: &Outbound) {
+        let Outbound::Event { event, .. } = item else {
+            return;
+        };
+        if let (Some(micros), Some(slot)) =
+            (event.committed_micros(), self.micros.get_mut(self.len))
+        {
+            *slot = micros;
+            self.len += 1;
+        }
+    }
+
+    /// The batch is in the socket: each change's latency from its commit to now.
+    fn observe(&self, metrics: &Metrics) {
+        if self.len == 0 {
+            return;
+        }
+        let now = now_micros();
+        for &micros in &self.micros[..self.len] {
+            let latency = u64::try_from(now.saturating_sub(micros)).unwrap_or(0);
+            metrics.commit_to_send(Duration::from_micros(latency));
+        }
+    }
+}
+
 fn message(item: Outbound) -> Message {
     match item {
         Outbound::Frame(bytes) => Message::Binary(bytes),
@@ -96,5 +147,46 @@ fn message(item: Outbound) -> Message {
             subscription_id,
             event,
         } => Message::Binary(frame_shared(subscription_id, &event)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{share_event, ChangeKind, EventBody, RowChange};
+
+    fn change(commit_time_micros: i64) -> Outbound {
+        let change = RowChange {
+            kind: ChangeKind::Insert,
+            table: "public.t".into(),
+            key: Vec::new(),
+            new_row: None,
+            old_row: None,
+            transaction_id: 1,
+            commit_time_micros,
+        };
+        Outbound::Event {
+            subscription_id: 1,
+            event: share_event(b"", EventBody::Change(&change)),
+        }
+    }
+
+    #[test]
+    fn a_batch_observes_its_row_changes_once_each_and_nothing_else() {
+        let metrics = Metrics::new();
+        let mut committed = Committed::default();
+        let a_second_ago = now_micros() - 1_000_000;
+        // More than a batch holds: the rest is not kept (a batch never has them).
+        for _ in 0..MAX_BATCH + 3 {
+            committed.note(&change(a_second_ago));
+        }
+        committed.note(&change(0)); // an initial row
+        committed.note(&Outbound::Frame(bytes::Bytes::from_static(b"response")));
+        committed.observe(&metrics);
+        let text = metrics.render(&crate::metrics::Scrape::default());
+        let count = format!("feedgate_changefeed_commit_to_send_seconds_count {MAX_BATCH}");
+        assert!(text.lines().any(|l| l == count), "{text}");
+        let under_a_second = "feedgate_changefeed_commit_to_send_seconds_bucket{le=\"0.5\"} 0";
+        assert!(text.lines().any(|l| l == under_a_second), "{text}");
     }
 }
