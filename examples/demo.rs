@@ -61,6 +61,8 @@ async fn main() -> Result<()> {
                 ),
                 body => println!("event on subscription {}: {body:?}", event.subscription_id),
             },
+            // Only sent to a client that asks for bundles in Hello; this one does not.
+            Some(pb::server_message::Message::Bundle(_)) => bail!("unexpected bundle"),
             None => bail!("empty ServerMessage"),
         }
     }

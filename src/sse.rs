@@ -488,6 +488,8 @@ pub(crate) async fn open(
                     held.push_back(closed(id, err));
                 }
             }
+            // Never sent to a session that did not ask for bundles, as a stream's does not.
+            Some(pb::server_message::Message::Bundle(_)) => {}
             Some(pb::server_message::Message::Event(event)) => held.push_back(pb::ServerMessage {
                 message: Some(pb::server_message::Message::Event(event)),
             }),
@@ -602,6 +604,7 @@ impl Events {
                 let data = serde_json::to_string(&response).ok()?;
                 return Some(Event::default().event("response").data(data));
             }
+            pb::server_message::Message::Bundle(_) => return None,
         };
         let name = match event.body.as_ref()? {
             pb::event::Body::Change(_) => "change",

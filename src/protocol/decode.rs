@@ -31,6 +31,8 @@ pub enum Command {
         token: String,
         /// For logs only.
         client_name: String,
+        /// The client reads `ServerMessage.bundle`.
+        bundles: bool,
     },
     /// Start a subscription.
     Subscribe(Subscribe),
@@ -189,6 +191,7 @@ fn convert_command(command: pb::request::Command) -> Result<Command, Failure> {
                 protocol_version: version,
                 token: hello.token,
                 client_name: hello.client_name,
+                bundles: hello.bundles,
             }
         }
         C::Subscribe(sub) => Command::Subscribe(convert_subscribe(sub)?),

@@ -212,16 +212,84 @@ pub fn with_more(event: &SharedEvent) -> SharedEvent {
 /// Frames a shared event for one subscriber: `ServerMessage.event` key and length, the
 /// `Event.subscription_id` field, then the shared bytes. One small allocation and one copy.
 pub fn frame_shared(subscription_id: u64, shared: &SharedEvent) -> Bytes {
-    // Field 2 (event), wire type 2 (length-delimited); field 1 (subscription_id), varint.
+    let part = Part::Event(subscription_id, shared);
+    let mut frame = BytesMut::with_capacity(part.len());
+    part.put(&mut frame);
+    frame.freeze()
+}
+
+/// One `ServerMessage` queued for a connection: encoded whole, or a shared event still to be
+/// framed for its subscription.
+#[derive(Debug, Clone, Copy)]
+pub enum Part<'a> {
+    /// A complete encoded `ServerMessage`.
+    Message(&'a [u8]),
+    /// `ServerMessage{event}` of a shared event, for this subscription id.
+    Event(u64, &'a SharedEvent),
+}
+
+impl Part<'_> {
+    /// Field 2 (event), wire type 2 (length-delimited); field 1 (subscription_id), varint.
     const EVENT_KEY: u8 = (2 << 3) | 2;
     const SUBSCRIPTION_ID_KEY: u8 = 1 << 3;
-    let event_len = 1 + encoded_len_varint(subscription_id) + shared.bytes.len();
-    let mut frame = BytesMut::with_capacity(1 + encoded_len_varint(event_len as u64) + event_len);
-    frame.put_u8(EVENT_KEY);
-    encode_varint(event_len as u64, &mut frame);
-    frame.put_u8(SUBSCRIPTION_ID_KEY);
-    encode_varint(subscription_id, &mut frame);
-    frame.put_slice(&shared.bytes);
+
+    /// The encoded `ServerMessage`'s length.
+    pub fn len(&self) -> usize {
+        match *self {
+            Part::Message(bytes) => bytes.len(),
+            Part::Event(subscription_id, shared) => {
+                let event_len = Self::event_len(subscription_id, shared);
+                1 + encoded_len_varint(event_len as u64) + event_len
+            }
+        }
+    }
+
+    /// Whether the encoding is empty (no real message's is).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn event_len(subscription_id: u64, shared: &SharedEvent) -> usize {
+        1 + encoded_len_varint(subscription_id) + shared.bytes.len()
+    }
+
+    /// Writes the encoded `ServerMessage`.
+    fn put(&self, out: &mut BytesMut) {
+        match *self {
+            Part::Message(bytes) => out.put_slice(bytes),
+            Part::Event(subscription_id, shared) => {
+                out.put_u8(Self::EVENT_KEY);
+                encode_varint(Self::event_len(subscription_id, shared) as u64, out);
+                out.put_u8(Self::SUBSCRIPTION_ID_KEY);
+                encode_varint(subscription_id, out);
+                out.put_slice(&shared.bytes);
+            }
+        }
+    }
+}
+
+/// One frame holding several server messages: `ServerMessage{bundle: Bundle{messages}}`, for a
+/// client that asked for bundles (`Hello.bundles`). Each message's bytes are copied in once; a
+/// shared event's encoding is not redone.
+pub fn frame_bundle(parts: &[Part<'_>]) -> Bytes {
+    // ServerMessage field 3 (bundle) and Bundle field 1 (messages), both length-delimited.
+    const BUNDLE_KEY: u8 = (3 << 3) | 2;
+    const MESSAGE_KEY: u8 = (1 << 3) | 2;
+    let bundle_len: usize = parts
+        .iter()
+        .map(|part| {
+            let len = part.len();
+            1 + encoded_len_varint(len as u64) + len
+        })
+        .sum();
+    let mut frame = BytesMut::with_capacity(1 + encoded_len_varint(bundle_len as u64) + bundle_len);
+    frame.put_u8(BUNDLE_KEY);
+    encode_varint(bundle_len as u64, &mut frame);
+    for part in parts {
+        frame.put_u8(MESSAGE_KEY);
+        encode_varint(part.len() as u64, &mut frame);
+        part.put(&mut frame);
+    }
     frame.freeze()
 }
 

@@ -15,8 +15,8 @@ pub use decode::{
     decode_request, peek_request_id, Command, Rejection, Request, Source, StartPosition, Subscribe,
 };
 pub use encode::{
-    encode_event, encode_response, frame_shared, share_event, with_more, AuthInfo, EventBody,
-    Reply, SharedEvent, WelcomeInfo,
+    encode_event, encode_response, frame_bundle, frame_shared, share_event, with_more, AuthInfo,
+    EventBody, Part, Reply, SharedEvent, WelcomeInfo,
 };
 pub use failure::Failure;
 pub use row::{column, ChangeKind, Row, RowChange, Value};

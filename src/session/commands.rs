@@ -6,6 +6,7 @@
 //! `Ready`, then events, and nothing published after the client saw `Subscribed` is missed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,6 +38,8 @@ pub(super) struct Session {
     identity: Identity,
     /// Requests per second.
     rate: RequestRate,
+    /// The client reads bundles (`Hello.bundles`); the writer reads this.
+    bundles: Arc<AtomicBool>,
 }
 
 /// One active subscription of the connection.
@@ -69,6 +72,7 @@ impl Session {
         ctx: SessionContext,
         mailbox: Mailbox,
         identity: Identity,
+        bundles: Arc<AtomicBool>,
     ) -> Self {
         let rate = RequestRate::new(ctx.settings.requests_per_second, ctx.settings.request_burst);
         Self {
@@ -78,6 +82,7 @@ impl Session {
             subscriptions: HashMap::new(),
             identity,
             rate,
+            bundles,
         }
     }
 
@@ -169,9 +174,14 @@ impl Session {
         }
         Some(match command {
             Command::Hello {
-                client_name, token, ..
+                client_name,
+                token,
+                bundles,
+                ..
             } => {
-                debug!(client_name = %client_name, "hello");
+                debug!(client_name = %client_name, bundles, "hello");
+                // Before the Welcome is queued: it may already come in a bundle.
+                self.bundles.store(bundles, Ordering::Relaxed);
                 if !token.is_empty() {
                     if let Err(failure) = self.authenticate(&token) {
                         return Some(Reply::Error(failure));

@@ -16,6 +16,7 @@ mod identity;
 mod writer;
 
 use std::error::Error;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,9 +131,17 @@ where
                 }
             }
         };
-        let session = commands::Session::new(session_id, ctx, mailbox, identity);
+        let bundles = Arc::new(AtomicBool::new(false));
+        let session = commands::Session::new(session_id, ctx, mailbox, identity, bundles.clone());
         let reader = read_loop(stream, session, closer.clone());
-        let writer = writer::run(sink, rx, closer.clone(), ping_interval, &metrics);
+        let writer = writer::Writer {
+            rx,
+            closer: closer.clone(),
+            ping_interval,
+            bundles,
+            metrics: &metrics,
+        };
+        let writer = writer.run(sink);
         tokio::join!(reader, writer);
         metrics.connection_closed(closer.reason().code());
         debug!(reason = ?closer.reason(), "session ended");

@@ -1,159 +1,203 @@
 //! The writing half of a connection: drains the outbound queue into the socket, batching what is
-//! already queued into one flush, sends WebSocket pings, and sends the close frame at the end.
-//! Once a batch is flushed it counts what it wrote, and the latency from commit to here of each
-//! row change in it (`feedgate_changefeed_commit_to_send_seconds`).
+//! already queued into one flush (and, for a client that reads bundles, into few frames), sends
+//! WebSocket pings, and sends the close frame at the end. Once a batch is flushed it counts what
+//! it wrote, and the latency from commit to here of each row change in it
+//! (`feedgate_changefeed_commit_to_send_seconds`).
 
 use crate::metrics::Metrics;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message};
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 
 use crate::outbound::{CloseReason, Closer, Inbox, Outbound};
-use crate::protocol::{frame_shared, now_micros};
+use crate::protocol::{frame_bundle, frame_shared, now_micros, Part};
 
 /// Most queued messages written per flush.
 const MAX_BATCH: usize = 64;
 
+/// Most bytes of messages put in one bundle (a single larger message goes in a frame of its
+/// own). Small enough that a client's default frame limit never refuses one.
+const BUNDLE_BYTES: usize = 64 * 1024;
+
 /// How long the close frame may take to go out before the socket is dropped anyway.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs until the closer fires, the queue's senders are all gone, or the socket fails.
-pub(super) async fn run<W>(
-    mut sink: W,
-    mut rx: Inbox,
-    closer: Closer,
-    ping_interval: Duration,
-    metrics: &Metrics,
-) where
-    W: Sink<Message> + Unpin,
-{
-    let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        let first = tokio::select! {
-            biased;
-            () = closer.closed() => break,
-            item = rx.recv() => match item {
-                Some(item) => Some(item),
-                None => break,
-            },
-            _ = ping.tick() => None,
-        };
-        if first.is_some() {
+/// The writer's parts.
+pub(super) struct Writer<'a> {
+    /// The connection's outbound queue.
+    pub(super) rx: Inbox,
+    pub(super) closer: Closer,
+    pub(super) ping_interval: Duration,
+    /// Whether the client reads bundles (`Hello.bundles`); set by the session.
+    pub(super) bundles: Arc<AtomicBool>,
+    pub(super) metrics: &'a Metrics,
+}
+
+impl Writer<'_> {
+    /// Runs until the closer fires, the queue's senders are all gone, or the socket fails.
+    pub(super) async fn run<W>(self, mut sink: W)
+    where
+        W: Sink<Message> + Unpin,
+    {
+        let Self {
+            mut rx,
+            closer,
+            ping_interval,
+            bundles,
+            metrics,
+        } = self;
+        let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let first = tokio::select! {
+                biased;
+                () = closer.closed() => break,
+                item = rx.recv() => match item {
+                    Some(item) => Some(item),
+                    None => break,
+                },
+                _ = ping.tick() => None,
+            };
+            let Some(first) = first else {
+                let pinged = tokio::select! {
+                    biased;
+                    () = closer.closed() => break,
+                    sent = sink.send(Message::Ping(Default::default())) => sent,
+                };
+                if pinged.is_err() {
+                    closer.close(CloseReason::TransportError);
+                    break;
+                }
+                continue;
+            };
             metrics.queue_depth(rx.len() + 1);
-        }
-        let (mut frames, mut bytes) = (0u64, 0u64);
-        // When each row change of the batch committed: observed once the batch is flushed.
-        let mut committed = Committed::default();
-        let mut count = |item: Outbound| {
-            committed.note(&item);
-            let message = message(item);
-            if let Message::Binary(frame) = &message {
-                frames += 1;
-                bytes += frame.len() as u64;
-            }
-            message
-        };
-        let write = async {
-            match first {
-                None => sink.send(Message::Ping(Default::default())).await,
-                Some(item) => {
-                    sink.feed(count(item)).await?;
-                    for _ in 1..MAX_BATCH {
-                        match rx.try_recv() {
-                            Some(item) => sink.feed(count(item)).await?,
-                            None => break,
-                        }
-                    }
-                    sink.flush().await
+            batch.clear();
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Some(item) => batch.push(item),
+                    None => break,
                 }
             }
-        };
-        let written = tokio::select! {
-            biased;
-            () = closer.closed() => break,
-            written = write => written,
-        };
-        if written.is_err() {
-            closer.close(CloseReason::TransportError);
-            break;
+            let frames = if bundles.load(Ordering::Relaxed) {
+                bundled(&batch)
+            } else {
+                batch.iter().map(single).collect()
+            };
+            let (count, bytes) = (
+                frames.len() as u64,
+                frames.iter().map(Bytes::len).sum::<usize>(),
+            );
+            let write = async {
+                for frame in frames {
+                    sink.feed(Message::Binary(frame)).await?;
+                }
+                sink.flush().await
+            };
+            let written = tokio::select! {
+                biased;
+                () = closer.closed() => break,
+                written = write => written,
+            };
+            if written.is_err() {
+                closer.close(CloseReason::TransportError);
+                break;
+            }
+            metrics.written(count, bytes as u64);
+            observe_commits(&batch, metrics);
         }
-        metrics.written(frames, bytes);
-        committed.observe(metrics);
-    }
-    let reason = closer.reason();
-    if reason == CloseReason::ClientClosed {
-        // The WebSocket queued its answer to the client's close frame; flush it out.
-        let _ = timeout(CLOSE_TIMEOUT, sink.close()).await;
-    } else if reason != CloseReason::TransportError {
-        let frame = CloseFrame {
-            code: reason.code(),
-            reason: reason.text().into(),
-        };
-        let _ = timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
-    }
-}
-
-/// The commit times of the row changes in one written batch, kept on the stack (a batch holds
-/// at most [`MAX_BATCH`] messages), so that measuring commit-to-send costs no allocation and one
-/// clock read per batch.
-struct Committed {
-    micros: [i64; MAX_BATCH],
-    len: usize,
-}
-
-impl Default for Committed {
-    fn default() -> Self {
-        Self {
-            micros: [0; MAX_BATCH],
-            len: 0,
+        let reason = closer.reason();
+        if reason == CloseReason::ClientClosed {
+            // The WebSocket queued its answer to the client's close frame; flush it out.
+            let _ = timeout(CLOSE_TIMEOUT, sink.close()).await;
+        } else if reason != CloseReason::TransportError {
+            let frame = CloseFrame {
+                code: reason.code(),
+                reason: reason.text().into(),
+            };
+            let _ = timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
         }
     }
 }
 
-impl Committed {
-    /// Keeps `item`'s commit time, if it is a row change that has one.
-    fn note(&mut self, item: &Outbound) {
+/// The batch is in the socket: each row change's latency from its commit to now. One clock
+/// read per batch; nothing allocated.
+fn observe_commits(batch: &[Outbound], metrics: &Metrics) {
+    let mut now = None;
+    for item in batch {
         let Outbound::Event { event, .. } = item else {
-            return;
+            continue;
         };
-        if let (Some(micros), Some(slot)) =
-            (event.committed_micros(), self.micros.get_mut(self.len))
-        {
-            *slot = micros;
-            self.len += 1;
-        }
-    }
-
-    /// The batch is in the socket: each change's latency from its commit to now.
-    fn observe(&self, metrics: &Metrics) {
-        if self.len == 0 {
-            return;
-        }
-        let now = now_micros();
-        for &micros in &self.micros[..self.len] {
+        if let Some(micros) = event.committed_micros() {
+            let now = *now.get_or_insert_with(now_micros);
             let latency = u64::try_from(now.saturating_sub(micros)).unwrap_or(0);
             metrics.commit_to_send(Duration::from_micros(latency));
         }
     }
 }
 
-fn message(item: Outbound) -> Message {
+fn part(item: &Outbound) -> Part<'_> {
     match item {
-        Outbound::Frame(bytes) => Message::Binary(bytes),
+        Outbound::Frame(bytes) => Part::Message(bytes),
         Outbound::Event {
             subscription_id,
             event,
-        } => Message::Binary(frame_shared(subscription_id, &event)),
+        } => Part::Event(*subscription_id, event),
+    }
+}
+
+/// One frame per message.
+fn single(item: &Outbound) -> Bytes {
+    match item {
+        Outbound::Frame(bytes) => bytes.clone(),
+        Outbound::Event {
+            subscription_id,
+            event,
+        } => frame_shared(*subscription_id, event),
+    }
+}
+
+/// The batch in as few frames as [`BUNDLE_BYTES`] allows, in order: consecutive messages that
+/// fit together in one bundle; a message alone (or one larger than the bound) in a plain frame.
+fn bundled(batch: &[Outbound]) -> Vec<Bytes> {
+    let mut frames = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, item) in batch.iter().enumerate() {
+        let len = part(item).len();
+        if i > start && size + len > BUNDLE_BYTES {
+            frames.push(frame(&batch[start..i]));
+            (start, size) = (i, 0);
+        }
+        size += len;
+    }
+    if start < batch.len() {
+        frames.push(frame(&batch[start..]));
+    }
+    frames
+}
+
+/// A bundle of `items`, or the one item alone.
+fn frame(items: &[Outbound]) -> Bytes {
+    match items {
+        [item] => single(item),
+        _ => {
+            let parts: Vec<Part<'_>> = items.iter().map(part).collect();
+            frame_bundle(&parts)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{share_event, ChangeKind, EventBody, RowChange};
+    use crate::protocol::{pb, share_event, ChangeKind, EventBody, RowChange};
+    use prost::Message as _;
 
     fn change(commit_time_micros: i64) -> Outbound {
         let change = RowChange {
@@ -174,19 +218,87 @@ mod tests {
     #[test]
     fn a_batch_observes_its_row_changes_once_each_and_nothing_else() {
         let metrics = Metrics::new();
-        let mut committed = Committed::default();
         let a_second_ago = now_micros() - 1_000_000;
-        // More than a batch holds: the rest is not kept (a batch never has them).
-        for _ in 0..MAX_BATCH + 3 {
-            committed.note(&change(a_second_ago));
-        }
-        committed.note(&change(0)); // an initial row
-        committed.note(&Outbound::Frame(bytes::Bytes::from_static(b"response")));
-        committed.observe(&metrics);
+        let mut batch: Vec<_> = (0..5).map(|_| change(a_second_ago)).collect();
+        batch.push(change(0)); // an initial row
+        batch.push(Outbound::Frame(Bytes::from_static(b"response")));
+        observe_commits(&batch, &metrics);
         let text = metrics.render(&crate::metrics::Scrape::default());
-        let count = format!("feedgate_changefeed_commit_to_send_seconds_count {MAX_BATCH}");
+        let count = "feedgate_changefeed_commit_to_send_seconds_count 5";
         assert!(text.lines().any(|l| l == count), "{text}");
         let under_a_second = "feedgate_changefeed_commit_to_send_seconds_bucket{le=\"0.5\"} 0";
         assert!(text.lines().any(|l| l == under_a_second), "{text}");
+    }
+
+    /// A response, then events of subscriptions 1 and 2 (payloads of `size` bytes).
+    fn queued(events: usize, size: usize) -> Vec<Outbound> {
+        let response = pb::ServerMessage {
+            message: Some(pb::server_message::Message::Response(pb::Response {
+                request_id: 9,
+                result: Some(pb::response::Result::Pong(pb::Pong::default())),
+            })),
+        };
+        let mut batch = vec![Outbound::Frame(response.encode_to_vec().into())];
+        for i in 0..events {
+            let message = crate::protocol::TopicMessage {
+                payload: Bytes::from(vec![b'x'; size]),
+                ..Default::default()
+            };
+            batch.push(Outbound::Event {
+                subscription_id: 1 + (i as u64 % 2),
+                event: share_event(b"c", EventBody::Message(&message)),
+            });
+        }
+        batch
+    }
+
+    /// What a client that reads bundles makes of the frames: every message, in order.
+    fn unbundle(frames: &[Bytes]) -> Vec<pb::ServerMessage> {
+        let mut messages = Vec::new();
+        for frame in frames {
+            let message = pb::ServerMessage::decode(frame.clone()).expect("a ServerMessage");
+            match message.message {
+                Some(pb::server_message::Message::Bundle(bundle)) => {
+                    assert!(bundle.messages.len() >= 2, "a bundle of one");
+                    messages.extend(bundle.messages);
+                }
+                _ => messages.push(message),
+            }
+        }
+        messages
+    }
+
+    #[test]
+    fn bundles_hold_the_same_messages_in_the_same_order() {
+        let batch = queued(40, 100);
+        let plain: Vec<_> = batch.iter().map(single).collect();
+        let expected: Vec<_> = plain
+            .iter()
+            .map(|f| pb::ServerMessage::decode(f.clone()).expect("decodes"))
+            .collect();
+        let frames = bundled(&batch);
+        assert_eq!(frames.len(), 1, "41 small messages fit in one bundle");
+        assert_eq!(unbundle(&frames), expected);
+    }
+
+    #[test]
+    fn bundles_are_bounded_by_bytes_and_a_lone_message_is_not_wrapped() {
+        let batch = queued(10, 20_000);
+        let frames = bundled(&batch);
+        assert!(frames.len() > 1, "{} frames", frames.len());
+        for frame in &frames {
+            assert!(frame.len() <= BUNDLE_BYTES + 64, "{} bytes", frame.len());
+        }
+        let plain: Vec<_> = batch.iter().map(single).collect();
+        let expected: Vec<_> = plain
+            .iter()
+            .map(|f| pb::ServerMessage::decode(f.clone()).expect("decodes"))
+            .collect();
+        assert_eq!(unbundle(&frames), expected);
+
+        let one = queued(1, 10);
+        assert_eq!(bundled(&one[1..]), vec![single(&one[1])]);
+        let large = queued(1, BUNDLE_BYTES * 2);
+        assert_eq!(bundled(&large), vec![single(&large[0]), single(&large[1])]);
     }
 }

@@ -50,10 +50,25 @@ pub async fn start_with(config: Config) -> Server {
     Server::start(config).await.expect("server starts")
 }
 
+/// A server message as [`Received`]; a bundle inside a bundle is an error.
+fn received(message: pb::ServerMessage) -> Result<Received> {
+    match message.message {
+        Some(pb::server_message::Message::Response(r)) => Ok(Received::Response(r)),
+        Some(pb::server_message::Message::Event(e)) => Ok(Received::Event(e)),
+        Some(pb::server_message::Message::Bundle(_)) => Err(anyhow!("a bundle in a bundle")),
+        None => Err(anyhow!("empty ServerMessage")),
+    }
+}
+
 /// One WebSocket client connection.
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     next_request_id: u64,
+    /// The rest of a bundle received (`Hello.bundles`), handed out before the next frame.
+    unbundled: std::collections::VecDeque<pb::ServerMessage>,
+    /// Binary frames received, and of those, bundles.
+    pub frames: u64,
+    pub bundles: u64,
 }
 
 /// Something a client received.
@@ -65,6 +80,16 @@ pub enum Received {
 }
 
 impl Client {
+    fn new(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Client {
+        Client {
+            ws,
+            next_request_id: 1,
+            unbundled: Default::default(),
+            frames: 0,
+            bundles: 0,
+        }
+    }
+
     pub async fn connect(addr: SocketAddr) -> Client {
         let url = format!("ws://{addr}/v1/ws");
         Self::connect_request(url.as_str())
@@ -83,10 +108,7 @@ impl Client {
         let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
             .await
             .expect("websocket handshake");
-        Client {
-            ws,
-            next_request_id: 1,
-        }
+        Client::new(ws)
     }
 
     /// Connects with a request of the caller's making (headers, query); the error is the
@@ -95,10 +117,7 @@ impl Client {
         request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
     ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
         let (ws, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(Client {
-            ws,
-            next_request_id: 1,
-        })
+        Ok(Client::new(ws))
     }
 
     /// Sends a request with the next request id and returns that id.
@@ -134,18 +153,27 @@ impl Client {
 
     /// The next protocol message or close; skips pings. Fails after [`WAIT`].
     pub async fn recv(&mut self) -> Result<Received> {
+        if let Some(message) = self.unbundled.pop_front() {
+            return received(message);
+        }
         loop {
             let next = tokio::time::timeout(WAIT, self.ws.next())
                 .await
                 .context("timed out waiting for a message")?;
             match next {
                 Some(Ok(Message::Binary(bytes))) => {
+                    self.frames += 1;
                     let message = pb::ServerMessage::decode(bytes)?;
-                    return match message.message {
-                        Some(pb::server_message::Message::Response(r)) => Ok(Received::Response(r)),
-                        Some(pb::server_message::Message::Event(e)) => Ok(Received::Event(e)),
-                        None => Err(anyhow!("empty ServerMessage")),
-                    };
+                    if let Some(pb::server_message::Message::Bundle(bundle)) = message.message {
+                        self.bundles += 1;
+                        if bundle.messages.len() < 2 {
+                            bail!("a bundle of {} messages", bundle.messages.len());
+                        }
+                        self.unbundled.extend(bundle.messages);
+                        let first = self.unbundled.pop_front().expect("two or more");
+                        return received(first);
+                    }
+                    return received(message);
                 }
                 Some(Ok(Message::Close(frame))) => {
                     return Ok(Received::Close(
@@ -158,6 +186,11 @@ impl Client {
                 None => bail!("connection ended without a close frame"),
             }
         }
+    }
+
+    /// Buffered messages of a bundle not handed out yet.
+    pub fn unbundled(&self) -> usize {
+        self.unbundled.len()
     }
 
     pub async fn recv_response(&mut self) -> pb::Response {

@@ -74,6 +74,7 @@ pub fn hello(token: &str) -> Command {
         protocol_version: 0,
         token: token.into(),
         client_name: "tests/auth".into(),
+        bundles: false,
     })
 }
 

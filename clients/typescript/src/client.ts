@@ -187,7 +187,7 @@ export class Client {
   async hello(token = "", clientName = ""): Promise<Welcome> {
     const response = await this.request({
       case: "hello",
-      value: { protocolVersion: 1, token, clientName },
+      value: { protocolVersion: 1, token, clientName, bundles: true },
     });
     if (response.result.case === "welcome") this.#link.welcome = response.result.value;
     return this.#link.welcome as Welcome;

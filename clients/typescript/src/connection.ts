@@ -193,6 +193,10 @@ export class Connection {
       this.#closeSocket(UNDECODABLE_CLOSURE, "undecodable server message");
       return;
     }
+    this.#handle(message);
+  }
+
+  #handle(message: ServerMessage): void {
     switch (message.message.case) {
       case "response": {
         const response = message.message.value;
@@ -205,6 +209,10 @@ export class Connection {
       }
       case "event":
         this.#handlers.onEvent(message.message.value);
+        break;
+      case "bundle":
+        // Several messages in one frame (Hello.bundles), each as if it had come alone.
+        for (const inner of message.message.value.messages) this.#handle(inner);
         break;
     }
   }

@@ -142,7 +142,7 @@ export class Link {
       Math.max(0, deadline - Date.now()),
     );
     try {
-      const response = await connection.request({ case: "hello", value: { protocolVersion: 1, token, clientName } });
+      const response = await connection.request({ case: "hello", value: { protocolVersion: 1, token, clientName, bundles: true } });
       if (response.result.case === "welcome") this.welcome = response.result.value;
     } finally {
       clearTimeout(timer);

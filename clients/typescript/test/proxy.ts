@@ -32,6 +32,7 @@ export class Proxy {
   #paused = false;
   #refusing = false;
   #cutMidFrame: (() => void) | undefined;
+  #cutAfter = 0;
 
   private constructor(server: NetServer, target: { host: string; port: number }) {
     this.#server = server;
@@ -75,9 +76,11 @@ export class Proxy {
     }
   }
 
-  /** Cuts the connections inside a frame: the next chunk from the server is forwarded but for
-   * its last byte, then both sides end. Resolves once that happened. */
-  cutMidFrame(): Promise<void> {
+  /** Cuts the connections inside a frame: after `afterBytes` more bytes from the server (0: at
+   * once), the next chunk from the server is forwarded but for its last byte, then both sides
+   * end. Resolves once that happened. */
+  cutMidFrame(afterBytes = 0): Promise<void> {
+    this.#cutAfter = afterBytes;
     return new Promise((resolve) => (this.#cutMidFrame = resolve));
   }
 
@@ -135,7 +138,9 @@ export class Proxy {
     client.on("data", (chunk: Buffer) => this.#forward(client, upstream, chunk));
     upstream.on("data", (chunk: Buffer) => {
       const cut = this.#cutMidFrame;
-      if (cut !== undefined && chunk.length >= 2) {
+      if (cut !== undefined && this.#cutAfter > 0) {
+        this.#cutAfter -= chunk.length;
+      } else if (cut !== undefined && chunk.length >= 2) {
         this.#cutMidFrame = undefined;
         for (const other of [...this.#pairs]) {
           if (other !== pair) {

@@ -179,8 +179,9 @@ class Model {
 
 test("a batch cut by a dropped connection is dropped, and comes again after the resume", async () => {
   const table = `counters_${process.pid}`;
-  await t.env.db.query(`CREATE TABLE ${table} (id bigint PRIMARY KEY, version bigint NOT NULL)`);
-  await t.env.db.query(`INSERT INTO ${table} SELECT g, 1 FROM generate_series(1, 500) g`);
+  // Rows of ~300 bytes: the batch spans several frames even in bundles (at most 64 KiB each).
+  await t.env.db.query(`CREATE TABLE ${table} (id bigint PRIMARY KEY, version bigint NOT NULL, pad text)`);
+  await t.env.db.query(`INSERT INTO ${table} SELECT g, 1, repeat('x', 300) FROM generate_series(1, 500) g`);
   await t.env.db.query("SELECT feedgate.watch($1)", [`public.${table}`]);
   const proxy = await Proxy.start(t.env.server.addr);
   const model = new Model();
@@ -205,9 +206,9 @@ test("a batch cut by a dropped connection is dropped, and comes again after the 
     await t.env.db.query(`UPDATE ${table} SET version = version + 1 WHERE id = 1`);
     await waitUntil(() => model.changes === 501); // the lone first change
     // Within the window: 500 rows change, sent as one batch when it ends. The proxy cuts the
-    // connection inside the first chunk of it.
+    // connection inside a chunk of it past its first bundle.
     await t.env.db.query(`UPDATE ${table} SET version = version + 1`);
-    await proxy.cutMidFrame();
+    await proxy.cutMidFrame(100_000);
     await waitUntil(() => states.filter((state) => state === "open").length === 2, INTERVAL_MS + 20_000);
     const want: Record<string, number> = {};
     for (let id = 1; id <= 500; id++) want[String(id)] = id === 1 ? 3 : 2;

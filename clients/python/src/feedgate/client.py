@@ -92,7 +92,9 @@ class Client:
         """Sends `Hello` (protocol version 1, the token if any) and returns the `Welcome`. The
         client says `Hello` on every connection by itself; this sends one more."""
         response = await self._request(
-            hello=pb.Hello(protocol_version=1, token=token, client_name=client_name)
+            hello=pb.Hello(
+                protocol_version=1, token=token, client_name=client_name, bundles=True
+            )
         )
         self.welcome = response.welcome
         return response.welcome

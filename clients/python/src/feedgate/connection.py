@@ -50,7 +50,9 @@ async def dial(endpoint: Endpoint, route: EventRouter) -> tuple[Connection, pb.W
     ws = await ws_connect(endpoint.url, **endpoint.ws_options)
     connection = Connection(ws, route)
     try:
-        hello = pb.Hello(protocol_version=1, token=token, client_name=endpoint.client_name)
+        hello = pb.Hello(
+            protocol_version=1, token=token, client_name=endpoint.client_name, bundles=True
+        )
         return connection, (await connection.request({"hello": hello})).welcome
     except BaseException:
         if connection.lost is None:
@@ -161,6 +163,9 @@ class Connection:
                 log.warning("error for an unknown request: %s", message.response.error.message)
         elif kind == "event":
             self._route(message.event)
+        elif kind == "bundle":  # several messages in one frame (Hello.bundles), in order
+            for inner in message.bundle.messages:
+                self._dispatch(inner)
 
     def _lose(self, error: FeedgateError) -> None:
         self.lost = error

@@ -113,14 +113,16 @@ class Request(_message.Message):
     def __init__(self, request_id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., authenticate: _Optional[_Union[Authenticate, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("protocol_version", "token", "client_name")
+    __slots__ = ("protocol_version", "token", "client_name", "bundles")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     token: str
     client_name: str
-    def __init__(self, protocol_version: _Optional[int] = ..., token: _Optional[str] = ..., client_name: _Optional[str] = ...) -> None: ...
+    bundles: bool
+    def __init__(self, protocol_version: _Optional[int] = ..., token: _Optional[str] = ..., client_name: _Optional[str] = ..., bundles: _Optional[bool] = ...) -> None: ...
 
 class Authenticate(_message.Message):
     __slots__ = ("token",)
@@ -270,12 +272,20 @@ class Ping(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("response", "event")
+    __slots__ = ("response", "event", "bundle")
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
     response: Response
     event: Event
-    def __init__(self, response: _Optional[_Union[Response, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ...) -> None: ...
+    bundle: Bundle
+    def __init__(self, response: _Optional[_Union[Response, _Mapping]] = ..., event: _Optional[_Union[Event, _Mapping]] = ..., bundle: _Optional[_Union[Bundle, _Mapping]] = ...) -> None: ...
+
+class Bundle(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ServerMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ServerMessage, _Mapping]]] = ...) -> None: ...
 
 class Response(_message.Message):
     __slots__ = ("request_id", "error", "welcome", "subscribed", "unsubscribed", "published", "pong", "authenticated")

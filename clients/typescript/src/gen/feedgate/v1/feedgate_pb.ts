@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file feedgate/v1/feedgate.proto.
  */
 export const file_feedgate_v1_feedgate: GenFile = /*@__PURE__*/
-  fileDesc("ChpmZWVkZ2F0ZS92MS9mZWVkZ2F0ZS5wcm90bxILZmVlZGdhdGUudjEiqgIKB1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIjCgVoZWxsbxgCIAEoCzISLmZlZWRnYXRlLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAMgASgLMhYuZmVlZGdhdGUudjEuU3Vic2NyaWJlSAASLwoLdW5zdWJzY3JpYmUYBCABKAsyGC5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZUgAEicKB3B1Ymxpc2gYBSABKAsyFC5mZWVkZ2F0ZS52MS5QdWJsaXNoSAASIQoEcGluZxgGIAEoCzIRLmZlZWRnYXRlLnYxLlBpbmdIABIxCgxhdXRoZW50aWNhdGUYByABKAsyGS5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVIAEIJCgdjb21tYW5kIkUKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SDQoFdG9rZW4YAiABKAkSEwoLY2xpZW50X25hbWUYAyABKAkiHQoMQXV0aGVudGljYXRlEg0KBXRva2VuGAEgASgJIpUBCglTdWJzY3JpYmUSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEEicKBXRhYmxlGAIgASgLMhYuZmVlZGdhdGUudjEuVGFibGVGZWVkSAASJwoFdG9waWMYAyABKAsyFi5mZWVkZ2F0ZS52MS5Ub3BpY0ZlZWRIABITCgtyZXN1bWVfZnJvbRgEIAEoDEIICgZzb3VyY2UiggEKCVRhYmxlRmVlZBINCgV0YWJsZRgBIAEoCRIXCg9pbmNsdWRlX2luaXRpYWwYAiABKAgSIwoGZmlsdGVyGAMgASgLMhMuZmVlZGdhdGUudjEuRmlsdGVyEg8KB2NvbHVtbnMYBCADKAkSFwoPbWluX2ludGVydmFsX21zGAUgASgNIqgCCgZGaWx0ZXISKgoHY29tcGFyZRgBIAEoCzIXLmZlZWRnYXRlLnYxLkNvbXBhcmlzb25IABIkCgZvbmVfb2YYAiABKAsyEi5mZWVkZ2F0ZS52MS5PbmVPZkgAEiYKB2lzX251bGwYAyABKAsyEy5mZWVkZ2F0ZS52MS5Jc051bGxIABIlCgZwcmVmaXgYBCABKAsyEy5mZWVkZ2F0ZS52MS5QcmVmaXhIABImCgZhbGxfb2YYBSABKAsyFC5mZWVkZ2F0ZS52MS5GaWx0ZXJzSAASJgoGYW55X29mGAYgASgLMhQuZmVlZGdhdGUudjEuRmlsdGVyc0gAEiUKBm5lZ2F0ZRgHIAEoCzITLmZlZWRnYXRlLnYxLkZpbHRlckgAQgYKBG5vZGUiLQoHRmlsdGVycxIiCgVpdGVtcxgBIAMoCzITLmZlZWRnYXRlLnYxLkZpbHRlciJSCgdPcGVyYW5kEhAKBmNvbHVtbhgBIAEoCUgAEg4KBHBhdGgYAiABKAlIABINCgNrZXkYAyABKAhIABIQCgZoZWFkZXIYBCABKAlIAEIECgJvZiJ6CgpDb21wYXJpc29uEiUKB29wZXJhbmQYASABKAsyFC5mZWVkZ2F0ZS52MS5PcGVyYW5kEiIKAm9wGAIgASgOMhYuZmVlZGdhdGUudjEuQ29tcGFyZU9wEiEKBXZhbHVlGAMgASgLMhIuZmVlZGdhdGUudjEuVmFsdWUiUgoFT25lT2YSJQoHb3BlcmFuZBgBIAEoCzIULmZlZWRnYXRlLnYxLk9wZXJhbmQSIgoGdmFsdWVzGAIgAygLMhIuZmVlZGdhdGUudjEuVmFsdWUiQAoGSXNOdWxsEiUKB29wZXJhbmQYASABKAsyFC5mZWVkZ2F0ZS52MS5PcGVyYW5kEg8KB25lZ2F0ZWQYAiABKAgiPwoGUHJlZml4EiUKB29wZXJhbmQYASABKAsyFC5mZWVkZ2F0ZS52MS5PcGVyYW5kEg4KBnByZWZpeBgCIAEoCSKZAQoJVG9waWNGZWVkEg0KBXRvcGljGAEgASgJEikKBXN0YXJ0GAIgASgOMhouZmVlZGdhdGUudjEuU3RhcnRQb3NpdGlvbhIUCgxzdGFydF9vZmZzZXQYAyABKAMSIwoGZmlsdGVyGAQgASgLMhMuZmVlZGdhdGUudjEuRmlsdGVyEhcKD21pbl9pbnRlcnZhbF9tcxgFIAEoDSImCgtVbnN1YnNjcmliZRIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiswEKB1B1Ymxpc2gSDQoFdG9waWMYASABKAkSDwoHcGF5bG9hZBgCIAEoDBILCgNrZXkYAyABKAkSMgoHaGVhZGVycxgEIAMoCzIhLmZlZWRnYXRlLnYxLlB1Ymxpc2guSGVhZGVyc0VudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIGCgRQaW5nImoKDVNlcnZlck1lc3NhZ2USKQoIcmVzcG9uc2UYASABKAsyFS5mZWVkZ2F0ZS52MS5SZXNwb25zZUgAEiMKBWV2ZW50GAIgASgLMhIuZmVlZGdhdGUudjEuRXZlbnRIAEIJCgdtZXNzYWdlIt0CCghSZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEiMKBWVycm9yGAIgASgLMhIuZmVlZGdhdGUudjEuRXJyb3JIABInCgd3ZWxjb21lGAMgASgLMhQuZmVlZGdhdGUudjEuV2VsY29tZUgAEi0KCnN1YnNjcmliZWQYBCABKAsyFy5mZWVkZ2F0ZS52MS5TdWJzY3JpYmVkSAASMQoMdW5zdWJzY3JpYmVkGAUgASgLMhkuZmVlZGdhdGUudjEuVW5zdWJzY3JpYmVkSAASKwoJcHVibGlzaGVkGAYgASgLMhYuZmVlZGdhdGUudjEuUHVibGlzaGVkSAASIQoEcG9uZxgHIAEoCzIRLmZlZWRnYXRlLnYxLlBvbmdIABIzCg1hdXRoZW50aWNhdGVkGAggASgLMhouZmVlZGdhdGUudjEuQXV0aGVudGljYXRlZEgAQggKBnJlc3VsdCKnAQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEhYKDnNlcnZlcl92ZXJzaW9uGAIgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAyABKA0SIwoGbGltaXRzGAQgASgLMhMuZmVlZGdhdGUudjEuTGltaXRzEjEKDWF1dGhlbnRpY2F0ZWQYBSABKAsyGi5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVkIkcKDUF1dGhlbnRpY2F0ZWQSDAoEdXNlchgBIAEoCRINCgVyb2xlcxgCIAMoCRIZChFleHBpcmVzX2F0X21pY3JvcxgDIAEoAyK+AQoGTGltaXRzEhgKEG1heF9tZXNzYWdlX3NpemUYASABKA0SGAoQcGluZ19pbnRlcnZhbF9tcxgCIAEoDRIXCg9pZGxlX3RpbWVvdXRfbXMYAyABKA0SGQoRbWF4X3N1YnNjcmlwdGlvbnMYBCABKA0SFgoOb3V0Ym91bmRfcXVldWUYBSABKA0SHAoUb3V0Ym91bmRfcXVldWVfYnl0ZXMYBiABKA0SFgoObWF4X2ZyYW1lX3NpemUYByABKA0iJQoKU3Vic2NyaWJlZBIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiJwoMVW5zdWJzY3JpYmVkEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBCIrCglQdWJsaXNoZWQSDgoGY3Vyc29yGAEgASgMEg4KBm9mZnNldBgCIAEoAyIiCgRQb25nEhoKEnNlcnZlcl90aW1lX21pY3JvcxgBIAEoAyKjAgoFRXZlbnQSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEEg4KBmN1cnNvchgCIAEoDBIoCgZjaGFuZ2UYAyABKAsyFi5mZWVkZ2F0ZS52MS5Sb3dDaGFuZ2VIABIjCgVyZWFkeRgEIAEoCzISLmZlZWRnYXRlLnYxLlJlYWR5SAASLAoHbWVzc2FnZRgFIAEoCzIZLmZlZWRnYXRlLnYxLlRvcGljTWVzc2FnZUgAEjEKBmNsb3NlZBgGIAEoCzIfLmZlZWRnYXRlLnYxLlN1YnNjcmlwdGlvbkNsb3NlZEgAEisKBnN0YXR1cxgHIAEoCzIZLmZlZWRnYXRlLnYxLlNvdXJjZVN0YXR1c0gAEgwKBG1vcmUYCCABKAhCBgoEYm9keSJECgxTb3VyY2VTdGF0dXMSEQoJYXZhaWxhYmxlGAEgASgIEiEKBWVycm9yGAIgASgLMhIuZmVlZGdhdGUudjEuRXJyb3IiBwoFUmVhZHkiNwoSU3Vic2NyaXB0aW9uQ2xvc2VkEiEKBWVycm9yGAEgASgLMhIuZmVlZGdhdGUudjEuRXJyb3Ii4QEKDFRvcGljTWVzc2FnZRINCgV0b3BpYxgBIAEoCRIPCgdwYXlsb2FkGAIgASgMEgsKA2tleRgDIAEoCRI3CgdoZWFkZXJzGAQgAygLMiYuZmVlZGdhdGUudjEuVG9waWNNZXNzYWdlLkhlYWRlcnNFbnRyeRIYChB0aW1lc3RhbXBfbWljcm9zGAUgASgDEhEKCXBhcnRpdGlvbhgGIAEoBRIOCgZvZmZzZXQYByABKAMaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi2gEKCVJvd0NoYW5nZRIlCgRraW5kGAEgASgOMhcuZmVlZGdhdGUudjEuQ2hhbmdlS2luZBINCgV0YWJsZRgCIAEoCRIdCgNrZXkYAyABKAsyEC5mZWVkZ2F0ZS52MS5Sb3cSIQoHbmV3X3JvdxgEIAEoCzIQLmZlZWRnYXRlLnYxLlJvdxIhCgdvbGRfcm93GAUgASgLMhAuZmVlZGdhdGUudjEuUm93EhYKDnRyYW5zYWN0aW9uX2lkGAYgASgEEhoKEmNvbW1pdF90aW1lX21pY3JvcxgHIAEoAyJ5CgNSb3cSLgoHY29sdW1ucxgBIAMoCzIdLmZlZWRnYXRlLnYxLlJvdy5Db2x1bW5zRW50cnkaQgoMQ29sdW1uc0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLmZlZWRnYXRlLnYxLlZhbHVlOgI4ASL/AQoFVmFsdWUSJgoEbnVsbBgBIAEoDjIWLmZlZWRnYXRlLnYxLk51bGxWYWx1ZUgAEg4KBGJvb2wYAiABKAhIABINCgNpbnQYAyABKANIABIQCgZkb3VibGUYBCABKAFIABIOCgR0ZXh0GAUgASgJSAASDwoFYnl0ZXMYBiABKAxIABIRCgdudW1lcmljGAcgASgJSAASGgoQdGltZXN0YW1wX21pY3JvcxgIIAEoA0gAEiAKFmxvY2FsX3RpbWVzdGFtcF9taWNyb3MYCSABKANIABITCglkYXRlX2RheXMYCiABKAVIABIOCgRqc29uGAsgASgJSABCBgoEa2luZCLLAQoFRXJyb3ISJAoEY29kZRgBIAEoDjIWLmZlZWRnYXRlLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhEKCXJldHJ5YWJsZRgDIAEoCBIWCg5yZXRyeV9hZnRlcl9tcxgEIAEoDRIwCgdkZXRhaWxzGAUgAygLMh8uZmVlZGdhdGUudjEuRXJyb3IuRGV0YWlsc0VudHJ5Gi4KDERldGFpbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKpkBCglDb21wYXJlT3ASGgoWQ09NUEFSRV9PUF9VTlNQRUNJRklFRBAAEhEKDUNPTVBBUkVfT1BfRVEQARIRCg1DT01QQVJFX09QX05FEAISEQoNQ09NUEFSRV9PUF9MVBADEhEKDUNPTVBBUkVfT1BfTEUQBBIRCg1DT01QQVJFX09QX0dUEAUSEQoNQ09NUEFSRV9PUF9HRRAGKmIKDVN0YXJ0UG9zaXRpb24SGQoVU1RBUlRfUE9TSVRJT05fTEFURVNUEAASGwoXU1RBUlRfUE9TSVRJT05fRUFSTElFU1QQARIZChVTVEFSVF9QT1NJVElPTl9PRkZTRVQQAiqKAQoKQ2hhbmdlS2luZBIbChdDSEFOR0VfS0lORF9VTlNQRUNJRklFRBAAEhcKE0NIQU5HRV9LSU5EX0lOSVRJQUwQARIWChJDSEFOR0VfS0lORF9JTlNFUlQQAhIWChJDSEFOR0VfS0lORF9VUERBVEUQAxIWChJDSEFOR0VfS0lORF9ERUxFVEUQBCobCglOdWxsVmFsdWUSDgoKTlVMTF9WQUxVRRAAKokFCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh4KGkVSUk9SX0NPREVfSU5WQUxJRF9NRVNTQUdFEAESGQoVRVJST1JfQ09ERV9WQUxJREFUSU9OEAISHgoaRVJST1JfQ09ERV9VTktOT1dOX0NPTU1BTkQQAxIeChpFUlJPUl9DT0RFX1VOQVVUSEVOVElDQVRFRBAEEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQBRIYChRFUlJPUl9DT0RFX05PVF9GT1VORBAGEiUKIUVSUk9SX0NPREVfRFVQTElDQVRFX1NVQlNDUklQVElPThAHEiUKIUVSUk9SX0NPREVfU1VCU0NSSVBUSU9OX05PVF9GT1VORBAIEh0KGUVSUk9SX0NPREVfTElNSVRfRVhDRUVERUQQCRIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAKEh0KGUVSUk9SX0NPREVfUFVCTElTSF9GQUlMRUQQCxIhCh1FUlJPUl9DT0RFX1NPVVJDRV9VTkFWQUlMQUJMRRAMEiEKHUVSUk9SX0NPREVfUkVTVU1FX1VOQVZBSUxBQkxFEA0SFwoTRVJST1JfQ09ERV9JTlRFUk5BTBAOEisKJ0VSUk9SX0NPREVfVU5TVVBQT1JURURfUFJPVE9DT0xfVkVSU0lPThAPEhwKGEVSUk9SX0NPREVfU0xPV19DT05TVU1FUhAQEhwKGEVSUk9SX0NPREVfU0hVVFRJTkdfRE9XThAREhsKF0VSUk9SX0NPREVfSURMRV9USU1FT1VUEBISGwoXRVJST1JfQ09ERV9TT1VSQ0VfUkVTRVQQE0JVCg9kZXYuZmVlZGdhdGUudjFCDUZlZWRnYXRlUHJvdG9QAVojZmVlZGdhdGUuZGV2L2ZlZWRnYXRlL3YxO2ZlZWRnYXRldjGqAgtGZWVkZ2F0ZS5WMWIGcHJvdG8z");
+  fileDesc("ChpmZWVkZ2F0ZS92MS9mZWVkZ2F0ZS5wcm90bxILZmVlZGdhdGUudjEiqgIKB1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIjCgVoZWxsbxgCIAEoCzISLmZlZWRnYXRlLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAMgASgLMhYuZmVlZGdhdGUudjEuU3Vic2NyaWJlSAASLwoLdW5zdWJzY3JpYmUYBCABKAsyGC5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZUgAEicKB3B1Ymxpc2gYBSABKAsyFC5mZWVkZ2F0ZS52MS5QdWJsaXNoSAASIQoEcGluZxgGIAEoCzIRLmZlZWRnYXRlLnYxLlBpbmdIABIxCgxhdXRoZW50aWNhdGUYByABKAsyGS5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVIAEIJCgdjb21tYW5kIlYKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SDQoFdG9rZW4YAiABKAkSEwoLY2xpZW50X25hbWUYAyABKAkSDwoHYnVuZGxlcxgEIAEoCCIdCgxBdXRoZW50aWNhdGUSDQoFdG9rZW4YASABKAkilQEKCVN1YnNjcmliZRIXCg9zdWJzY3JpcHRpb25faWQYASABKAQSJwoFdGFibGUYAiABKAsyFi5mZWVkZ2F0ZS52MS5UYWJsZUZlZWRIABInCgV0b3BpYxgDIAEoCzIWLmZlZWRnYXRlLnYxLlRvcGljRmVlZEgAEhMKC3Jlc3VtZV9mcm9tGAQgASgMQggKBnNvdXJjZSKCAQoJVGFibGVGZWVkEg0KBXRhYmxlGAEgASgJEhcKD2luY2x1ZGVfaW5pdGlhbBgCIAEoCBIjCgZmaWx0ZXIYAyABKAsyEy5mZWVkZ2F0ZS52MS5GaWx0ZXISDwoHY29sdW1ucxgEIAMoCRIXCg9taW5faW50ZXJ2YWxfbXMYBSABKA0iqAIKBkZpbHRlchIqCgdjb21wYXJlGAEgASgLMhcuZmVlZGdhdGUudjEuQ29tcGFyaXNvbkgAEiQKBm9uZV9vZhgCIAEoCzISLmZlZWRnYXRlLnYxLk9uZU9mSAASJgoHaXNfbnVsbBgDIAEoCzITLmZlZWRnYXRlLnYxLklzTnVsbEgAEiUKBnByZWZpeBgEIAEoCzITLmZlZWRnYXRlLnYxLlByZWZpeEgAEiYKBmFsbF9vZhgFIAEoCzIULmZlZWRnYXRlLnYxLkZpbHRlcnNIABImCgZhbnlfb2YYBiABKAsyFC5mZWVkZ2F0ZS52MS5GaWx0ZXJzSAASJQoGbmVnYXRlGAcgASgLMhMuZmVlZGdhdGUudjEuRmlsdGVySABCBgoEbm9kZSItCgdGaWx0ZXJzEiIKBWl0ZW1zGAEgAygLMhMuZmVlZGdhdGUudjEuRmlsdGVyIlIKB09wZXJhbmQSEAoGY29sdW1uGAEgASgJSAASDgoEcGF0aBgCIAEoCUgAEg0KA2tleRgDIAEoCEgAEhAKBmhlYWRlchgEIAEoCUgAQgQKAm9mInoKCkNvbXBhcmlzb24SJQoHb3BlcmFuZBgBIAEoCzIULmZlZWRnYXRlLnYxLk9wZXJhbmQSIgoCb3AYAiABKA4yFi5mZWVkZ2F0ZS52MS5Db21wYXJlT3ASIQoFdmFsdWUYAyABKAsyEi5mZWVkZ2F0ZS52MS5WYWx1ZSJSCgVPbmVPZhIlCgdvcGVyYW5kGAEgASgLMhQuZmVlZGdhdGUudjEuT3BlcmFuZBIiCgZ2YWx1ZXMYAiADKAsyEi5mZWVkZ2F0ZS52MS5WYWx1ZSJACgZJc051bGwSJQoHb3BlcmFuZBgBIAEoCzIULmZlZWRnYXRlLnYxLk9wZXJhbmQSDwoHbmVnYXRlZBgCIAEoCCI/CgZQcmVmaXgSJQoHb3BlcmFuZBgBIAEoCzIULmZlZWRnYXRlLnYxLk9wZXJhbmQSDgoGcHJlZml4GAIgASgJIpkBCglUb3BpY0ZlZWQSDQoFdG9waWMYASABKAkSKQoFc3RhcnQYAiABKA4yGi5mZWVkZ2F0ZS52MS5TdGFydFBvc2l0aW9uEhQKDHN0YXJ0X29mZnNldBgDIAEoAxIjCgZmaWx0ZXIYBCABKAsyEy5mZWVkZ2F0ZS52MS5GaWx0ZXISFwoPbWluX2ludGVydmFsX21zGAUgASgNIiYKC1Vuc3Vic2NyaWJlEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBCKzAQoHUHVibGlzaBINCgV0b3BpYxgBIAEoCRIPCgdwYXlsb2FkGAIgASgMEgsKA2tleRgDIAEoCRIyCgdoZWFkZXJzGAQgAygLMiEuZmVlZGdhdGUudjEuUHVibGlzaC5IZWFkZXJzRW50cnkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIgYKBFBpbmcikQEKDVNlcnZlck1lc3NhZ2USKQoIcmVzcG9uc2UYASABKAsyFS5mZWVkZ2F0ZS52MS5SZXNwb25zZUgAEiMKBWV2ZW50GAIgASgLMhIuZmVlZGdhdGUudjEuRXZlbnRIABIlCgZidW5kbGUYAyABKAsyEy5mZWVkZ2F0ZS52MS5CdW5kbGVIAEIJCgdtZXNzYWdlIjYKBkJ1bmRsZRIsCghtZXNzYWdlcxgBIAMoCzIaLmZlZWRnYXRlLnYxLlNlcnZlck1lc3NhZ2Ui3QIKCFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSIwoFZXJyb3IYAiABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvckgAEicKB3dlbGNvbWUYAyABKAsyFC5mZWVkZ2F0ZS52MS5XZWxjb21lSAASLQoKc3Vic2NyaWJlZBgEIAEoCzIXLmZlZWRnYXRlLnYxLlN1YnNjcmliZWRIABIxCgx1bnN1YnNjcmliZWQYBSABKAsyGS5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZWRIABIrCglwdWJsaXNoZWQYBiABKAsyFi5mZWVkZ2F0ZS52MS5QdWJsaXNoZWRIABIhCgRwb25nGAcgASgLMhEuZmVlZGdhdGUudjEuUG9uZ0gAEjMKDWF1dGhlbnRpY2F0ZWQYCCABKAsyGi5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVkSABCCAoGcmVzdWx0IqcBCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSFgoOc2VydmVyX3ZlcnNpb24YAiABKAkSGAoQcHJvdG9jb2xfdmVyc2lvbhgDIAEoDRIjCgZsaW1pdHMYBCABKAsyEy5mZWVkZ2F0ZS52MS5MaW1pdHMSMQoNYXV0aGVudGljYXRlZBgFIAEoCzIaLmZlZWRnYXRlLnYxLkF1dGhlbnRpY2F0ZWQiRwoNQXV0aGVudGljYXRlZBIMCgR1c2VyGAEgASgJEg0KBXJvbGVzGAIgAygJEhkKEWV4cGlyZXNfYXRfbWljcm9zGAMgASgDIr4BCgZMaW1pdHMSGAoQbWF4X21lc3NhZ2Vfc2l6ZRgBIAEoDRIYChBwaW5nX2ludGVydmFsX21zGAIgASgNEhcKD2lkbGVfdGltZW91dF9tcxgDIAEoDRIZChFtYXhfc3Vic2NyaXB0aW9ucxgEIAEoDRIWCg5vdXRib3VuZF9xdWV1ZRgFIAEoDRIcChRvdXRib3VuZF9xdWV1ZV9ieXRlcxgGIAEoDRIWCg5tYXhfZnJhbWVfc2l6ZRgHIAEoDSIlCgpTdWJzY3JpYmVkEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBCInCgxVbnN1YnNjcmliZWQSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEIisKCVB1Ymxpc2hlZBIOCgZjdXJzb3IYASABKAwSDgoGb2Zmc2V0GAIgASgDIiIKBFBvbmcSGgoSc2VydmVyX3RpbWVfbWljcm9zGAEgASgDIqMCCgVFdmVudBIXCg9zdWJzY3JpcHRpb25faWQYASABKAQSDgoGY3Vyc29yGAIgASgMEigKBmNoYW5nZRgDIAEoCzIWLmZlZWRnYXRlLnYxLlJvd0NoYW5nZUgAEiMKBXJlYWR5GAQgASgLMhIuZmVlZGdhdGUudjEuUmVhZHlIABIsCgdtZXNzYWdlGAUgASgLMhkuZmVlZGdhdGUudjEuVG9waWNNZXNzYWdlSAASMQoGY2xvc2VkGAYgASgLMh8uZmVlZGdhdGUudjEuU3Vic2NyaXB0aW9uQ2xvc2VkSAASKwoGc3RhdHVzGAcgASgLMhkuZmVlZGdhdGUudjEuU291cmNlU3RhdHVzSAASDAoEbW9yZRgIIAEoCEIGCgRib2R5IkQKDFNvdXJjZVN0YXR1cxIRCglhdmFpbGFibGUYASABKAgSIQoFZXJyb3IYAiABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvciIHCgVSZWFkeSI3ChJTdWJzY3JpcHRpb25DbG9zZWQSIQoFZXJyb3IYASABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvciLhAQoMVG9waWNNZXNzYWdlEg0KBXRvcGljGAEgASgJEg8KB3BheWxvYWQYAiABKAwSCwoDa2V5GAMgASgJEjcKB2hlYWRlcnMYBCADKAsyJi5mZWVkZ2F0ZS52MS5Ub3BpY01lc3NhZ2UuSGVhZGVyc0VudHJ5EhgKEHRpbWVzdGFtcF9taWNyb3MYBSABKAMSEQoJcGFydGl0aW9uGAYgASgFEg4KBm9mZnNldBgHIAEoAxouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLaAQoJUm93Q2hhbmdlEiUKBGtpbmQYASABKA4yFy5mZWVkZ2F0ZS52MS5DaGFuZ2VLaW5kEg0KBXRhYmxlGAIgASgJEh0KA2tleRgDIAEoCzIQLmZlZWRnYXRlLnYxLlJvdxIhCgduZXdfcm93GAQgASgLMhAuZmVlZGdhdGUudjEuUm93EiEKB29sZF9yb3cYBSABKAsyEC5mZWVkZ2F0ZS52MS5Sb3cSFgoOdHJhbnNhY3Rpb25faWQYBiABKAQSGgoSY29tbWl0X3RpbWVfbWljcm9zGAcgASgDInkKA1JvdxIuCgdjb2x1bW5zGAEgAygLMh0uZmVlZGdhdGUudjEuUm93LkNvbHVtbnNFbnRyeRpCCgxDb2x1bW5zRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIuZmVlZGdhdGUudjEuVmFsdWU6AjgBIv8BCgVWYWx1ZRImCgRudWxsGAEgASgOMhYuZmVlZGdhdGUudjEuTnVsbFZhbHVlSAASDgoEYm9vbBgCIAEoCEgAEg0KA2ludBgDIAEoA0gAEhAKBmRvdWJsZRgEIAEoAUgAEg4KBHRleHQYBSABKAlIABIPCgVieXRlcxgGIAEoDEgAEhEKB251bWVyaWMYByABKAlIABIaChB0aW1lc3RhbXBfbWljcm9zGAggASgDSAASIAoWbG9jYWxfdGltZXN0YW1wX21pY3JvcxgJIAEoA0gAEhMKCWRhdGVfZGF5cxgKIAEoBUgAEg4KBGpzb24YCyABKAlIAEIGCgRraW5kIssBCgVFcnJvchIkCgRjb2RlGAEgASgOMhYuZmVlZGdhdGUudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSEQoJcmV0cnlhYmxlGAMgASgIEhYKDnJldHJ5X2FmdGVyX21zGAQgASgNEjAKB2RldGFpbHMYBSADKAsyHy5mZWVkZ2F0ZS52MS5FcnJvci5EZXRhaWxzRW50cnkaLgoMRGV0YWlsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqmQEKCUNvbXBhcmVPcBIaChZDT01QQVJFX09QX1VOU1BFQ0lGSUVEEAASEQoNQ09NUEFSRV9PUF9FURABEhEKDUNPTVBBUkVfT1BfTkUQAhIRCg1DT01QQVJFX09QX0xUEAMSEQoNQ09NUEFSRV9PUF9MRRAEEhEKDUNPTVBBUkVfT1BfR1QQBRIRCg1DT01QQVJFX09QX0dFEAYqYgoNU3RhcnRQb3NpdGlvbhIZChVTVEFSVF9QT1NJVElPTl9MQVRFU1QQABIbChdTVEFSVF9QT1NJVElPTl9FQVJMSUVTVBABEhkKFVNUQVJUX1BPU0lUSU9OX09GRlNFVBACKooBCgpDaGFuZ2VLaW5kEhsKF0NIQU5HRV9LSU5EX1VOU1BFQ0lGSUVEEAASFwoTQ0hBTkdFX0tJTkRfSU5JVElBTBABEhYKEkNIQU5HRV9LSU5EX0lOU0VSVBACEhYKEkNIQU5HRV9LSU5EX1VQREFURRADEhYKEkNIQU5HRV9LSU5EX0RFTEVURRAEKhsKCU51bGxWYWx1ZRIOCgpOVUxMX1ZBTFVFEAAqiQUKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHgoaRVJST1JfQ09ERV9JTlZBTElEX01FU1NBR0UQARIZChVFUlJPUl9DT0RFX1ZBTElEQVRJT04QAhIeChpFUlJPUl9DT0RFX1VOS05PV05fQ09NTUFORBADEh4KGkVSUk9SX0NPREVfVU5BVVRIRU5USUNBVEVEEAQSIAocRVJST1JfQ09ERV9QRVJNSVNTSU9OX0RFTklFRBAFEhgKFEVSUk9SX0NPREVfTk9UX0ZPVU5EEAYSJQohRVJST1JfQ09ERV9EVVBMSUNBVEVfU1VCU0NSSVBUSU9OEAcSJQohRVJST1JfQ09ERV9TVUJTQ1JJUFRJT05fTk9UX0ZPVU5EEAgSHQoZRVJST1JfQ09ERV9MSU1JVF9FWENFRURFRBAJEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAoSHQoZRVJST1JfQ09ERV9QVUJMSVNIX0ZBSUxFRBALEiEKHUVSUk9SX0NPREVfU09VUkNFX1VOQVZBSUxBQkxFEAwSIQodRVJST1JfQ09ERV9SRVNVTUVfVU5BVkFJTEFCTEUQDRIXChNFUlJPUl9DT0RFX0lOVEVSTkFMEA4SKwonRVJST1JfQ09ERV9VTlNVUFBPUlRFRF9QUk9UT0NPTF9WRVJTSU9OEA8SHAoYRVJST1JfQ09ERV9TTE9XX0NPTlNVTUVSEBASHAoYRVJST1JfQ09ERV9TSFVUVElOR19ET1dOEBESGwoXRVJST1JfQ09ERV9JRExFX1RJTUVPVVQQEhIbChdFUlJPUl9DT0RFX1NPVVJDRV9SRVNFVBATQlUKD2Rldi5mZWVkZ2F0ZS52MUINRmVlZGdhdGVQcm90b1ABWiNmZWVkZ2F0ZS5kZXYvZmVlZGdhdGUvdjE7ZmVlZGdhdGV2MaoCC0ZlZWRnYXRlLlYxYgZwcm90bzM");
 
 /**
  * One command from the client. `request_id` is chosen by the client, must be non-zero, and is
@@ -110,6 +110,15 @@ export type Hello = Message<"feedgate.v1.Hello"> & {
    * @generated from field: string client_name = 3;
    */
   clientName: string;
+
+  /**
+   * The client reads `ServerMessage.bundle`: the server may then send several messages in one
+   * frame (what is already queued for the connection, never waiting for more). Without it,
+   * exactly one message per frame.
+   *
+   * @generated from field: bool bundles = 4;
+   */
+  bundles: boolean;
 };
 
 /**
@@ -635,6 +644,14 @@ export type ServerMessage = Message<"feedgate.v1.ServerMessage"> & {
      */
     value: Event;
     case: "event";
+  } | {
+    /**
+     * Only to a client that asked for them (`Hello.bundles`).
+     *
+     * @generated from field: feedgate.v1.Bundle bundle = 3;
+     */
+    value: Bundle;
+    case: "bundle";
   } | { case: undefined; value?: undefined };
 };
 
@@ -644,6 +661,26 @@ export type ServerMessage = Message<"feedgate.v1.ServerMessage"> & {
  */
 export const ServerMessageSchema: GenMessage<ServerMessage> = /*@__PURE__*/
   messageDesc(file_feedgate_v1_feedgate, 16);
+
+/**
+ * Several server messages in one frame, to be handled in order as if each had come in a frame
+ * of its own. Never nested; never fewer than two.
+ *
+ * @generated from message feedgate.v1.Bundle
+ */
+export type Bundle = Message<"feedgate.v1.Bundle"> & {
+  /**
+   * @generated from field: repeated feedgate.v1.ServerMessage messages = 1;
+   */
+  messages: ServerMessage[];
+};
+
+/**
+ * Describes the message feedgate.v1.Bundle.
+ * Use `create(BundleSchema)` to create a new message.
+ */
+export const BundleSchema: GenMessage<Bundle> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 17);
 
 /**
  * The answer to one `Request`.
@@ -711,7 +748,7 @@ export type Response = Message<"feedgate.v1.Response"> & {
  * Use `create(ResponseSchema)` to create a new message.
  */
 export const ResponseSchema: GenMessage<Response> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 17);
+  messageDesc(file_feedgate_v1_feedgate, 18);
 
 /**
  * @generated from message feedgate.v1.Welcome
@@ -758,7 +795,7 @@ export type Welcome = Message<"feedgate.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 18);
+  messageDesc(file_feedgate_v1_feedgate, 19);
 
 /**
  * Who the connection acts as, and until when.
@@ -794,7 +831,7 @@ export type Authenticated = Message<"feedgate.v1.Authenticated"> & {
  * Use `create(AuthenticatedSchema)` to create a new message.
  */
 export const AuthenticatedSchema: GenMessage<Authenticated> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 19);
+  messageDesc(file_feedgate_v1_feedgate, 20);
 
 /**
  * @generated from message feedgate.v1.Limits
@@ -857,7 +894,7 @@ export type Limits = Message<"feedgate.v1.Limits"> & {
  * Use `create(LimitsSchema)` to create a new message.
  */
 export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 20);
+  messageDesc(file_feedgate_v1_feedgate, 21);
 
 /**
  * @generated from message feedgate.v1.Subscribed
@@ -874,7 +911,7 @@ export type Subscribed = Message<"feedgate.v1.Subscribed"> & {
  * Use `create(SubscribedSchema)` to create a new message.
  */
 export const SubscribedSchema: GenMessage<Subscribed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 21);
+  messageDesc(file_feedgate_v1_feedgate, 22);
 
 /**
  * @generated from message feedgate.v1.Unsubscribed
@@ -891,7 +928,7 @@ export type Unsubscribed = Message<"feedgate.v1.Unsubscribed"> & {
  * Use `create(UnsubscribedSchema)` to create a new message.
  */
 export const UnsubscribedSchema: GenMessage<Unsubscribed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 22);
+  messageDesc(file_feedgate_v1_feedgate, 23);
 
 /**
  * @generated from message feedgate.v1.Published
@@ -917,7 +954,7 @@ export type Published = Message<"feedgate.v1.Published"> & {
  * Use `create(PublishedSchema)` to create a new message.
  */
 export const PublishedSchema: GenMessage<Published> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 23);
+  messageDesc(file_feedgate_v1_feedgate, 24);
 
 /**
  * @generated from message feedgate.v1.Pong
@@ -936,7 +973,7 @@ export type Pong = Message<"feedgate.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 24);
+  messageDesc(file_feedgate_v1_feedgate, 25);
 
 /**
  * Something that happened on a subscription.
@@ -1009,7 +1046,7 @@ export type Event = Message<"feedgate.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 25);
+  messageDesc(file_feedgate_v1_feedgate, 26);
 
 /**
  * The subscription's source became unavailable (the database is unreachable) or available again.
@@ -1037,7 +1074,7 @@ export type SourceStatus = Message<"feedgate.v1.SourceStatus"> & {
  * Use `create(SourceStatusSchema)` to create a new message.
  */
 export const SourceStatusSchema: GenMessage<SourceStatus> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 26);
+  messageDesc(file_feedgate_v1_feedgate, 27);
 
 /**
  * The initial state is complete; live events follow. Sent once for every subscription, right
@@ -1053,7 +1090,7 @@ export type Ready = Message<"feedgate.v1.Ready"> & {
  * Use `create(ReadySchema)` to create a new message.
  */
 export const ReadySchema: GenMessage<Ready> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 27);
+  messageDesc(file_feedgate_v1_feedgate, 28);
 
 /**
  * The server ended the subscription; no event for it follows. The id may be reused.
@@ -1072,7 +1109,7 @@ export type SubscriptionClosed = Message<"feedgate.v1.SubscriptionClosed"> & {
  * Use `create(SubscriptionClosedSchema)` to create a new message.
  */
 export const SubscriptionClosedSchema: GenMessage<SubscriptionClosed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 28);
+  messageDesc(file_feedgate_v1_feedgate, 29);
 
 /**
  * A message on a topic.
@@ -1127,7 +1164,7 @@ export type TopicMessage = Message<"feedgate.v1.TopicMessage"> & {
  * Use `create(TopicMessageSchema)` to create a new message.
  */
 export const TopicMessageSchema: GenMessage<TopicMessage> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 29);
+  messageDesc(file_feedgate_v1_feedgate, 30);
 
 /**
  * One row-level change of a PostgreSQL table.
@@ -1188,7 +1225,7 @@ export type RowChange = Message<"feedgate.v1.RowChange"> & {
  * Use `create(RowChangeSchema)` to create a new message.
  */
 export const RowChangeSchema: GenMessage<RowChange> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 30);
+  messageDesc(file_feedgate_v1_feedgate, 31);
 
 /**
  * @generated from message feedgate.v1.Row
@@ -1205,7 +1242,7 @@ export type Row = Message<"feedgate.v1.Row"> & {
  * Use `create(RowSchema)` to create a new message.
  */
 export const RowSchema: GenMessage<Row> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 31);
+  messageDesc(file_feedgate_v1_feedgate, 32);
 
 /**
  * A column value that loses nothing.
@@ -1309,7 +1346,7 @@ export type Value = Message<"feedgate.v1.Value"> & {
  * Use `create(ValueSchema)` to create a new message.
  */
 export const ValueSchema: GenMessage<Value> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 32);
+  messageDesc(file_feedgate_v1_feedgate, 33);
 
 /**
  * A coded error. `code` is what programs branch on; `message` is for people.
@@ -1354,7 +1391,7 @@ export type Error = Message<"feedgate.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 33);
+  messageDesc(file_feedgate_v1_feedgate, 34);
 
 /**
  * @generated from enum feedgate.v1.CompareOp
