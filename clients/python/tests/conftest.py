@@ -22,6 +22,9 @@ import feedgate
 import feedgate.testing
 from feedgate.testing import Server, ServerOptions
 
+#: pytester runs a user's suite with the plugin in tests/test_testing.py.
+pytest_plugins = ["pytester"]
+
 REPO = pathlib.Path(__file__).resolve().parents[3]
 #: The test server's limit on subscriptions per connection (tests/test_errors.py reaches it).
 MAX_SUBSCRIPTIONS = 16
