@@ -210,8 +210,12 @@ def describe(got: Received) -> str:
         key = f" key={got.key!r}" if got.key else ""
         topic = got.event.message.topic
         return f"MESSAGE {topic}{key} payload={short(got.payload)}"
-    if got.kind in ("READY", "STATUS"):
-        return got.kind if got.kind == "READY" else f"STATUS {short(got.event.status)}"
+    if got.kind == "READY":
+        return "READY"
+    if got.kind == "STATUS":
+        status = got.event.status
+        error = f" ({status.error.message})" if status.HasField("error") else ""
+        return f"STATUS {'available' if status.available else 'unavailable'}{error}"
     text = f"{got.kind} {short(got.row)}"
     if got.kind == "UPDATE" and got.old_row is not None:
         text += f" (old: {short(got.old_row)})"
