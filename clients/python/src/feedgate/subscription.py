@@ -132,12 +132,14 @@ class Subscription:
 
     async def expect(self, kind: str | None = None, **options: Any) -> Received:
         """Waits for the next event and asserts what it is; see `feedgate.testing.expect`."""
+        __tracebackhide__ = True  # pytest: show the test's line, not this one
         from .testing.expect import expect
 
         return await expect(self, kind, **options)
 
     async def expect_sequence(self, events: Sequence[SpecLike], **options: Any) -> list[Received]:
         """Asserts the next events, in order; see `feedgate.testing.expect_sequence`."""
+        __tracebackhide__ = True
         from .testing.expect import expect_sequence
 
         return await expect_sequence(self, events, **options)
@@ -145,6 +147,7 @@ class Subscription:
     async def expect_nothing(self, for_: float, **options: Any) -> list[Received]:
         """Asserts that no event arrives for `for_` seconds; see
         `feedgate.testing.expect_nothing`."""
+        __tracebackhide__ = True
         from .testing.expect import expect_nothing
 
         return await expect_nothing(self, for_, **options)

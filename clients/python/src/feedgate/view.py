@@ -187,6 +187,7 @@ class MaterializedView:
     async def wait_until(self, condition: Condition, **options: Any) -> dict[Any, dict[str, Any]]:
         """Waits until `condition` (a function of `rows`, or the expected rows) holds; see
         `feedgate.testing.wait_until`."""
+        __tracebackhide__ = True  # pytest: show the test's line, not this one
         from .testing.views import wait_until
 
         return await wait_until(self, condition, **options)

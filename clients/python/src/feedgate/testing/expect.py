@@ -46,6 +46,7 @@ class _Watch:
     async def next(self, wait: bool = True) -> Received | None:
         """The next event, or None at the deadline (or at once when `wait` is False). An end
         of the subscription fails the expectation."""
+        __tracebackhide__ = True  # pytest: show the test's line, not this one
         try:
             event = await self.subscription._next_within(max(self.remaining(), 0) if wait else 0)
         except FeedgateError as err:
@@ -92,6 +93,7 @@ async def expect(
     (the old row), `key` and `payload`; a field's value may be a function that says whether
     the arrived value is right. Returns the event. With `skip`, events that do not match are
     passed over (and listed if none does)."""
+    __tracebackhide__ = True
     want = make_spec(kind, where=where, old=old, key=key, payload=payload)
     watch = _Watch(subscription, within)
     while True:
@@ -136,6 +138,7 @@ async def expect_sequence(
     `within` seconds. Each is a kind ("INSERT"), a (kind, where) pair, a mapping of `expect`'s
     arguments ({"kind": "UPDATE", "where": {...}, "old": {...}}) or a `Spec`. Without `skip`
     nothing else may come in between. Returns the matched events."""
+    __tracebackhide__ = True
     wants = [spec(item) for item in events]
     watch = _Watch(subscription, within)
     matched: list[Received] = []
@@ -186,10 +189,12 @@ async def expect_nothing(
     arrives for `for_` seconds. At the end it makes a round trip to the server (a ping), so
     every event the server sent before then has arrived and is judged too. Returns the events
     it read and let pass."""
+    __tracebackhide__ = True
     want = make_spec(kind, **parts)
     watch = _Watch(subscription, for_)
 
     def check(got: Received) -> None:
+        __tracebackhide__ = True
         if _wanted(want, got) and not want.mismatches(got):
             raise watch.fail(f"expected no {'event' if kind is None and not parts else want}, "
                              f"but {describe(got)} arrived")

@@ -40,6 +40,7 @@ async def wait_until(
     """Waits at most `within` seconds until the view is ready and `condition` holds for its
     rows (see the module doc); returns the rows. Raises `ExpectationFailed` otherwise, or the
     view's error when it stopped following its table."""
+    __tracebackhide__ = True  # pytest: show the test's line, not this one
     check = _expected_rows(condition) if isinstance(condition, Mapping) else _predicate(condition)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
