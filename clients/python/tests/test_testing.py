@@ -13,13 +13,20 @@ import pytest
 import feedgate
 from feedgate.testing import ExpectationFailed, Received, rows_diff
 
+
 async def test_expect_returns_the_matching_change(client, db, table):
     subscription = await client.subscribe_table(table)
     await subscription.expect("READY", within=5)
     await db.execute(f"INSERT INTO {table} (id, name, price) VALUES (7, 'seven', 7.5)")
     got = await subscription.expect("INSERT", where={"id": 7, "price": Decimal("7.5")}, within=5)
     assert isinstance(got, Received)
-    assert got.row == {"id": 7, "name": "seven", "price": Decimal("7.5"), "added": None, "tags": None}
+    assert got.row == {
+        "id": 7,
+        "name": "seven",
+        "price": Decimal("7.5"),
+        "added": None,
+        "tags": None,
+    }
     assert got.key == 7
     await db.execute(f"UPDATE {table} SET name = 'SEVEN' WHERE id = 7")
     got = await subscription.expect(
@@ -39,11 +46,15 @@ async def test_expect_fails_at_once_on_the_wrong_next_event(client, db, table):
     message = str(failure.value)
     assert message.startswith(
         f"subscription {subscription.id} (table {table}): expected INSERT where "
-        "{'id': 7, 'name': 'seven'}, but the next event was INSERT {'added': None, 'id': 6, 'name': 'six', "
+        "{'id': 7, 'name': 'seven'}, but the next event was INSERT "
+        "{'added': None, 'id': 6, 'name': 'six', "
     ), message
     assert "\n  id: expected 7, got 6\n  name: expected 'seven', got 'six'\n" in message
-    assert re.search(r"arrived within 30 s \(2 events\):\n  \+\d\.\d{3} s  READY\n"
-                     r"  \+\d\.\d{3} s  INSERT \{'added': None, 'id': 6", message), message
+    assert re.search(
+        r"arrived within 30 s \(2 events\):\n  \+\d\.\d{3} s  READY\n"
+        r"  \+\d\.\d{3} s  INSERT \{'added': None, 'id': 6",
+        message,
+    ), message
 
 
 async def test_expect_with_skip_passes_over_others_and_shows_the_closest(client, db, table):
@@ -58,7 +69,9 @@ async def test_expect_with_skip_passes_over_others_and_shows_the_closest(client,
     with pytest.raises(ExpectationFailed) as failure:
         await subscription.expect("UPDATE", where={"id": 1, "name": "eins"}, within=0.5, skip=True)
     message = str(failure.value)
-    assert "expected UPDATE where {'id': 1, 'name': 'eins'}: none of the 1 events matched" in message
+    assert (
+        "expected UPDATE where {'id': 1, 'name': 'eins'}: none of the 1 events matched" in message
+    )
     assert "closest: UPDATE {'added': None, 'id': 1, 'name': 'uno'" in message
     assert "(old: {'added': None, 'id': 1, 'name': 'one'" in message
     assert "  name: expected 'eins', got 'uno'" in message
@@ -176,7 +189,9 @@ async def test_expect_nothing_of_one_kind(client, db, table):
     await db.execute(f"INSERT INTO {table} (id, name) VALUES (1, 'a')")
     await subscription.expect_nothing(for_=0.2, kind="DELETE")
     await db.execute(f"DELETE FROM {table} WHERE id = 1")
-    with pytest.raises(ExpectationFailed, match=r"expected no DELETE where \{'id': 1\}, but DELETE"):
+    with pytest.raises(
+        ExpectationFailed, match=r"expected no DELETE where \{'id': 1\}, but DELETE"
+    ):
         await subscription.expect_nothing(for_=5, kind="DELETE", where={"id": 1})
 
 
@@ -208,7 +223,7 @@ async def test_wait_until_fails_with_the_rows_and_the_last_error(client, db, tab
         await view.wait_until(lambda rows: rows[9]["name"] == "z", within=0.5)
     assert str(failure.value).splitlines() == [
         f"view of {table}: the condition "
-        "`await view.wait_until(lambda rows: rows[9][\"name\"] == \"z\", within=0.5)` "
+        '`await view.wait_until(lambda rows: rows[9]["name"] == "z", within=0.5)` '
         "did not hold within 0.5 s",
         "  the condition raised KeyError: 9",
         "rows now (1):",
@@ -245,7 +260,7 @@ def _at(error: BaseException, index: int) -> str:
     return re.findall(r"\+(\d+\.\d{3}) s", str(error))[index]
 
 
-PLUGIN_TEST = '''
+PLUGIN_TEST = """
 import pytest
 
 @pytest.fixture(scope="session")
@@ -264,7 +279,7 @@ async def test_own_server_with_a_config(feedgate_server, feedgate_session_server
 async def test_that_fails(feedgate_client):
     sub = await feedgate_client.subscribe_topic("plugin.fail")
     await sub.expect("MESSAGE", within=0.2)
-'''
+"""
 
 
 def test_the_pytest_plugin(pytester: pytest.Pytester):
@@ -272,7 +287,9 @@ def test_the_pytest_plugin(pytester: pytest.Pytester):
     server, a marked test's own server, and a failed test's report with the server's log."""
     binary = feedgate.testing.find_binary(_suite_binary())
     pytester.makepyfile(test_user=PLUGIN_TEST.format(binary=binary))
-    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(

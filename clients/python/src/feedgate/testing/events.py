@@ -132,7 +132,7 @@ class Spec:
         return " ".join(parts)
 
 
-SpecLike = Union[Spec, str, tuple, Mapping[str, Any]]
+SpecLike = Union[Spec, str, tuple[str, Mapping[str, Any]], Mapping[str, Any]]
 
 
 def spec(item: SpecLike) -> Spec:

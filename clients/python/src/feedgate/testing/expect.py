@@ -67,7 +67,9 @@ class _Watch:
 
     def name(self) -> str:
         feed = self.subscription._feed
-        source = f"table {feed['table'].table}" if "table" in feed else f"topic {feed['topic'].topic}"
+        source = (
+            f"table {feed['table'].table}" if "table" in feed else f"topic {feed['topic'].topic}"
+        )
         return f"subscription {self.subscription.id} ({source})"
 
 
@@ -99,7 +101,9 @@ async def expect(
     while True:
         got = await watch.next()
         if got is None:
-            raise watch.fail(f"expected {want}: {_none_matched(watch, want)}", _closest(watch, want))
+            raise watch.fail(
+                f"expected {want}: {_none_matched(watch, want)}", _closest(watch, want)
+            )
         if not _wanted(want, got):
             continue
         mismatches = want.mismatches(got)
@@ -162,7 +166,9 @@ async def expect_sequence(
     return matched
 
 
-def _sequence_table(wants: list[Spec], matched: list[Received], wrong: Received | None) -> list[str]:
+def _sequence_table(
+    wants: list[Spec], matched: list[Received], wrong: Received | None
+) -> list[str]:
     lines = []
     for i, want in enumerate(wants):
         if i < len(matched):
@@ -196,8 +202,10 @@ async def expect_nothing(
     def check(got: Received) -> None:
         __tracebackhide__ = True
         if _wanted(want, got) and not want.mismatches(got):
-            raise watch.fail(f"expected no {'event' if kind is None and not parts else want}, "
-                             f"but {describe(got)} arrived")
+            raise watch.fail(
+                f"expected no {'event' if kind is None and not parts else want}, "
+                f"but {describe(got)} arrived"
+            )
 
     while (got := await watch.next()) is not None:
         check(got)

@@ -111,12 +111,15 @@ except ImportError:  # the plugin loads wherever feedgate is installed; the clie
     @pytest.fixture
     def feedgate_client(feedgate_server: Server) -> Any:
         """Needs pytest-asyncio: `pip install feedgate[testing]`."""
-        pytest.fail("the feedgate_client fixture needs pytest-asyncio: pip install 'feedgate[testing]'")
+        pytest.fail(
+            "the feedgate_client fixture needs pytest-asyncio: pip install 'feedgate[testing]'"
+        )
 
 else:
 
+    # One of two definitions, by what is installed.
     @pytest_asyncio.fixture
-    async def feedgate_client(
+    async def feedgate_client(  # type: ignore[misc]
         request: pytest.FixtureRequest, feedgate_server: Server
     ) -> AsyncIterator[Client]:
         """A client connected to `feedgate_server` (named after the test), closed after it."""

@@ -175,7 +175,9 @@ def start_server(options: ServerOptions | None = None, **changes: Any) -> Server
     if not listening.wait(START_TIMEOUT) or not found:
         process.kill()
         process.wait()
-        raise ServerError(f"feedgate did not start (exit code {process.returncode}):\n" + _tail(log))
+        raise ServerError(
+            f"feedgate did not start (exit code {process.returncode}):\n" + _tail(log)
+        )
     server = Server(process, found[0], options, log)
     if options.database_url and options.wait_for_database:
         _wait_for_database(server)

@@ -48,7 +48,9 @@ async def wait_until(
     while True:
         changed = view._changed  # taken before checking: a change after the check sets it
         if view.error is not None:
-            raise _failure(view, within, description, condition, "the view stopped: " + str(view.error))
+            raise _failure(
+                view, within, description, condition, "the view stopped: " + str(view.error)
+            )
         if view.ready.is_set():
             last = check(view.rows)
             if last is None:
@@ -76,7 +78,11 @@ def _predicate(condition: Callable[[Rows], Any]) -> Callable[[Rows], str | None]
 def _expected_rows(expected: Mapping[Any, Mapping[str, Any]]) -> Callable[[Rows], str | None]:
     def check(rows: Rows) -> str | None:
         lines = rows_diff(expected, rows)
-        return None if not lines else "the rows differ (- expected, + in the view):\n" + "\n".join(lines)
+        return (
+            None
+            if not lines
+            else "the rows differ (- expected, + in the view):\n" + "\n".join(lines)
+        )
 
     return check
 
@@ -94,7 +100,9 @@ def rows_diff(expected: Mapping[Any, Mapping[str, Any]], rows: Rows) -> list[str
             if column not in row:
                 lines.append(f"    {key!r}.{column}: expected {short(value)}, no such column")
             elif not value == row[column]:
-                lines.append(f"    {key!r}.{column}: expected {short(value)}, got {short(row[column])}")
+                lines.append(
+                    f"    {key!r}.{column}: expected {short(value)}, got {short(row[column])}"
+                )
     lines += [f"  + {key!r}: {short(row)}" for key, row in rows.items() if key not in expected]
     return lines
 
@@ -106,7 +114,9 @@ def _failure(
     condition: Condition,
     reason: str | None,
 ) -> ExpectationFailed:
-    what = description or ("the expected rows" if isinstance(condition, Mapping) else _name(condition))
+    what = description or (
+        "the expected rows" if isinstance(condition, Mapping) else _name(condition)
+    )
     lines = [f"view of {view.table}: {what} did not hold within {within} s", f"  {reason}"]
     lines.append(f"rows now ({len(view.rows)}{'' if view.ready.is_set() else ', not ready'}):")
     for key, row in list(view.rows.items())[:SHOWN_ROWS]:
