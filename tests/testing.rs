@@ -2,7 +2,7 @@
 //! process with a database, a table watched, a change the test makes arriving, and a filtered
 //! subscription that does not see another tenant's row. Only the database comes from
 //! `tests/support`; the rest is the shipped module (and is the Rust example of
-//! docs/testing-with-feedgate.md).
+//! docs/testing-with-feedgate.md), and its assertions failing with what arrived instead.
 
 mod support;
 
@@ -71,4 +71,26 @@ async fn a_filtered_subscription_does_not_see_another_tenants_row() {
     client.close().await;
     server.shutdown().await.expect("shutdown");
     db.drop_db().await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "expected a row change, got Some(Message(TopicMessage { topic: \"news\"")]
+async fn recv_change_fails_naming_what_arrived_instead() {
+    let server = testing::start().await;
+    let mut client = Client::connect(server.local_addr()).await;
+    client.subscribe_topic(1, "news").await;
+    let mut publisher = Client::connect(server.local_addr()).await;
+    publisher.publish("news", b"not a row").await;
+    client.recv_change(1).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "expected a response, got Event(")]
+async fn barrier_fails_when_an_event_arrived_first() {
+    let server = testing::start().await;
+    let mut client = Client::connect(server.local_addr()).await;
+    client.subscribe_topic(1, "news").await;
+    let mut publisher = Client::connect(server.local_addr()).await;
+    publisher.publish("news", b"unexpected").await;
+    client.barrier().await;
 }

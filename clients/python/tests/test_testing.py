@@ -3,6 +3,7 @@ each one failing with a message that says what did arrive."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from decimal import Decimal
@@ -12,6 +13,7 @@ import pytest
 
 import feedgate
 from feedgate.testing import ExpectationFailed, Received, rows_diff
+from support import FAST
 
 
 async def test_expect_returns_the_matching_change(client, db, table):
@@ -200,6 +202,26 @@ async def test_a_subscription_that_ends_fails_the_expectation(client):
     await subscription.unsubscribe()
     with pytest.raises(ExpectationFailed, match="the subscription ended"):
         await subscription.expect("MESSAGE", within=5)
+
+
+@pytest.mark.feedgate  # a server of this test's own (the plugin's marker): it is killed
+async def test_expectations_hold_across_a_server_restart(feedgate_server, db, table):
+    """The helpers read a subscription that outlives connections: what was committed while
+    the server was down arrives after the restart, once, in order."""
+    async with feedgate_server.connect(reconnect=FAST) as client:
+        subscription = await client.subscribe_table(table)
+        await subscription.ready.wait()
+        await db.execute(f"INSERT INTO {table} (id, name) VALUES (1, 'before')")
+        await subscription.expect("INSERT", where={"id": 1}, within=10)
+        await asyncio.to_thread(feedgate_server.kill)
+        await db.execute(f"INSERT INTO {table} (id, name) VALUES (2, 'while down')")
+        await asyncio.to_thread(feedgate_server.restart)
+        await db.execute(f"INSERT INTO {table} (id, name) VALUES (3, 'after')")
+        await subscription.expect_sequence(
+            [("INSERT", {"id": 2}), ("INSERT", {"id": 3})], within=30
+        )
+        await subscription.expect_nothing(for_=0.2)
+    assert "--- feedgate.testing: restarted on" in "\n".join(feedgate_server.log)
 
 
 async def test_wait_until_on_a_view(client, db, table):

@@ -239,6 +239,28 @@ test("waitUntil fails with the rows, the last error, and a diff of expected rows
   await view.close();
 });
 
+test("expectations hold across a server restart (the subscription resumes)", async () => {
+  const server = await fg.startServer({ binary: feedgateBin(), databaseUrl });
+  const client = await server.connect({ reconnect: { initialDelayMs: 20, maxDelayMs: 500 } });
+  try {
+    const table = await createTable(db);
+    const sub = await client.subscribeTable(table);
+    await sub.ready;
+    await db.query(`INSERT INTO ${table} (id, name) VALUES (1, 'before')`);
+    await fg.expect(sub, ["INSERT", { id: 1 }], { within: 10_000 });
+    await server.kill();
+    await db.query(`INSERT INTO ${table} (id, name) VALUES (2, 'while down')`);
+    await server.restart();
+    await db.query(`INSERT INTO ${table} (id, name) VALUES (3, 'after')`);
+    await fg.expectSequence(sub, [["INSERT", { id: 2 }], ["INSERT", { id: 3 }]], { within: 30_000 });
+    await fg.expectNothing(sub, { for: 200 });
+    assert.ok(server.log.some((line) => line.startsWith("--- @feedgate/client/testing: restarted on")));
+  } finally {
+    await client.close();
+    await server.stop();
+  }
+});
+
 test("startServer reports a missing binary and a server that cannot start", async () => {
   await assert.rejects(fg.startServer({ binary: "/nonexistent/feedgate" }), {
     name: "ServerError",

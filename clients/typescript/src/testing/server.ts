@@ -71,9 +71,11 @@ export class Server {
   constructor(
     /** host:port it listens on. */
     readonly addr: string,
-    readonly options: ServerOptions,
-    readonly process: ChildProcess,
-    /** Every line the server logged so far. */
+    /** What it was started with (a restart's changes included). */
+    public options: ServerOptions,
+    /** The `feedgate serve` process (a new one after `restart()`). */
+    public process: ChildProcess,
+    /** Every line the server logged so far, across restarts. */
     readonly log: string[],
   ) {
     this.url = `ws://${addr}/v1/ws`;
@@ -120,11 +122,16 @@ export class Server {
     await exited;
   }
 
-  /** Stops this server and starts another with the same options (and `changes`) on the same
-   * address, so that clients reconnect to it. */
-  async restart(changes: ServerOptions = {}): Promise<Server> {
+  /** Stops this server (SIGTERM; nothing to do after `kill()`) and runs it again with the same
+   * options (and `changes`) on the same address, so that clients reconnect and resume. This
+   * object becomes the new process, and `log` goes on after a line that marks the restart. */
+  async restart(changes: ServerOptions = {}): Promise<this> {
     await this.stop();
-    return startServer({ ...this.options, listen: this.addr, ...changes });
+    this.log.push(`--- @feedgate/client/testing: restarted on ${this.addr} ---`);
+    const restarted = await startServer({ ...this.options, listen: this.addr, ...changes }, this.log);
+    this.process = restarted.process;
+    this.options = restarted.options;
+    return this;
   }
 }
 
@@ -146,13 +153,13 @@ export function findBinary(binary?: string): string {
 }
 
 /** Starts `feedgate serve`; resolves once it listens and, with a database, once its
- * changefeed reader is connected. Rejects with `ServerError` (and the log) otherwise. */
-export async function startServer(options: ServerOptions = {}): Promise<Server> {
+ * changefeed reader is connected. Rejects with `ServerError` (and the log) otherwise. Its log
+ * lines are appended to `log` when given. */
+export async function startServer(options: ServerOptions = {}, log: string[] = []): Promise<Server> {
   const child = spawn(findBinary(options.binary), command(options), {
     stdio: ["ignore", "ignore", "pipe"],
     env: { ...process.env, FEEDGATE_LOG: options.logLevel ?? "info,sqlx=warn", ...options.env },
   });
-  const log: string[] = [];
   const addr = await listening(child, log);
   const server = new Server(addr, options, child, log);
   if (options.databaseUrl !== undefined && options.waitForDatabase !== false) await waitForDatabase(server);
@@ -174,13 +181,14 @@ function command(options: ServerOptions): string[] {
 
 /** Collects the server's log lines and resolves with the address it reports. */
 function listening(child: ChildProcess, log: string[]): Promise<string> {
+  const start = log.length;
   return new Promise<string>((resolve, reject) => {
     let buffered = "";
     let found = false;
     const fail = (why: string) => {
       clearTimeout(timer);
       child.kill("SIGKILL");
-      reject(new ServerError(`feedgate did not start (${why}):\n${log.slice(-60).join("\n")}`));
+      reject(new ServerError(`feedgate did not start (${why}):\n${log.slice(start).slice(-60).join("\n")}`));
     };
     const timer = setTimeout(() => fail(`no address within ${START_TIMEOUT_MS} ms`), START_TIMEOUT_MS);
     child.stderr!.on("data", (chunk: Buffer) => {

@@ -116,7 +116,6 @@ except ImportError:  # the plugin loads wherever feedgate is installed; the clie
         )
 
 else:
-
     # One of two definitions, by what is installed.
     @pytest_asyncio.fixture
     async def feedgate_client(  # type: ignore[misc]

@@ -127,10 +127,16 @@ class Server:
         self.process.wait()
 
     def restart(self, **changes: Any) -> Server:
-        """Stops this server and starts another with the same options (and `changes`) on the
-        same address, so that clients reconnect to it."""
+        """Stops this server (SIGTERM; nothing to do after `kill()`) and runs it again with the
+        same options (and `changes`) on the same address, so that clients reconnect and resume.
+        This object becomes the new process: fixtures that stop it stop the new one, and `log`
+        goes on (after a line that marks the restart). Returns it."""
         self.stop()
-        return start_server(self.options.replace(listen=self.addr, **changes))
+        self.log.append(f"--- feedgate.testing: restarted on {self.addr} ---")
+        options = self.options.replace(listen=self.addr, **changes)
+        restarted = start_server(options, log=self.log)
+        self.process, self.options = restarted.process, restarted.options
+        return self
 
 
 def find_binary(binary: str | None = None) -> str:
@@ -144,10 +150,13 @@ def find_binary(binary: str | None = None) -> str:
     return path
 
 
-def start_server(options: ServerOptions | None = None, **changes: Any) -> Server:
+def start_server(
+    options: ServerOptions | None = None, *, log: list[str] | None = None, **changes: Any
+) -> Server:
     """Starts `feedgate serve` with `options` (and `changes` to them) and returns it once it
     listens and, with a database, once its changefeed reader is connected. Raises
-    `ServerError` (with the server's log) when it does not get that far."""
+    `ServerError` (with the server's log) when it does not get that far. Its log lines are
+    appended to `log` when given (else to a new list)."""
     options = (options or ServerOptions()).replace(**changes)
     process = subprocess.Popen(
         _command(options),
@@ -156,7 +165,8 @@ def start_server(options: ServerOptions | None = None, **changes: Any) -> Server
         stderr=subprocess.PIPE,
         env={**os.environ, "FEEDGATE_LOG": options.log_level, **options.env},
     )
-    log: list[str] = []
+    log = [] if log is None else log
+    start = len(log)
     found: list[str] = []
     listening = threading.Event()
 
@@ -176,7 +186,7 @@ def start_server(options: ServerOptions | None = None, **changes: Any) -> Server
         process.kill()
         process.wait()
         raise ServerError(
-            f"feedgate did not start (exit code {process.returncode}):\n" + _tail(log)
+            f"feedgate did not start (exit code {process.returncode}):\n" + _tail(log[start:])
         )
     server = Server(process, found[0], options, log)
     if options.database_url and options.wait_for_database:
