@@ -218,7 +218,7 @@ function showFields(fields: Record<string, Check>): string {
 
 /** The spec in words: `INSERT where {id: 7}`. */
 export function describeSpec(spec: Spec): string {
-  const parts = [spec.kind?.toUpperCase() ?? "any event"];
+  const parts = [spec.kind?.toUpperCase() ?? "event"];
   if (spec.where !== undefined) parts.push(`where ${showFields(spec.where)}`);
   if (spec.old !== undefined) parts.push(`old ${showFields(spec.old)}`);
   if (spec.key !== undefined) parts.push(`key ${showCheck(spec.key)}`);

@@ -196,8 +196,7 @@ export async function expectNothing(subscription: Subscription, options: Nothing
   const watch = new Watch(subscription, options.for);
   const judge = (got: Received) => {
     if (wanted(want, got) && mismatches(want, got).length === 0) {
-      const what = options.matching === undefined ? "event" : describeSpec(want);
-      throw watch.fail(`expected no ${what}, but ${describe(got)} arrived`);
+      throw watch.fail(`expected no ${describeSpec(want)}, but ${describe(got)} arrived`);
     }
   };
   for (let got = await watch.next(); got !== undefined; got = await watch.next()) judge(got);

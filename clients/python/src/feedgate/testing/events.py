@@ -120,7 +120,7 @@ class Spec:
         return out
 
     def __str__(self) -> str:
-        parts = [self.kind or "any event"]
+        parts = [self.kind or "event"]
         if self.where is not None:
             parts.append(f"where {_show_fields(self.where)}")
         if self.old is not None:

@@ -202,10 +202,7 @@ async def expect_nothing(
     def check(got: Received) -> None:
         __tracebackhide__ = True
         if _wanted(want, got) and not want.mismatches(got):
-            raise watch.fail(
-                f"expected no {'event' if kind is None and not parts else want}, "
-                f"but {describe(got)} arrived"
-            )
+            raise watch.fail(f"expected no {want}, but {describe(got)} arrived")
 
     while (got := await watch.next()) is not None:
         check(got)
