@@ -322,6 +322,31 @@ def test_the_pytest_plugin(pytester: pytest.Pytester):
     )
 
 
+def test_the_plugin_gives_each_test_a_server_when_asked(pytester: pytest.Pytester):
+    """`feedgate_server_scope = function`: every test its own server, stopped after it."""
+    binary = feedgate.testing.find_binary(_suite_binary())
+    pytester.makepyfile(
+        test_scope=f"""
+import pytest
+
+@pytest.fixture(scope="session")
+def feedgate_server_options(feedgate_server_options):
+    return feedgate_server_options.replace(binary={binary!r})
+
+servers = []
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_own(feedgate_server, n):
+    servers.append(feedgate_server)
+    assert all(s.process.poll() is not None for s in servers[:-1]), "the last one was stopped"
+    assert len({{id(s) for s in servers}}) == len(servers)
+"""
+    )
+    pytester.makeini("[pytest]\nfeedgate_server_scope = function\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
 def _suite_binary() -> str | None:
     from conftest import BASE
 
