@@ -1,5 +1,6 @@
-//! HTTP surface: the WebSocket endpoint (`/v1/ws`), liveness and readiness (`/health`,
-//! `/health/ready`: see `readiness`) and statistics (`/v1/stats`). Handlers here only translate
+//! HTTP surface: the WebSocket endpoint (`/v1/ws`), Server-Sent Events (`/v1/sse`: see `sse`),
+//! liveness and readiness (`/health`, `/health/ready`: see `readiness`), statistics
+//! (`/v1/stats`) and metrics (`/metrics`). Handlers here only translate
 //! HTTP into calls on the session and the sources; they hold no state of their own beyond
 //! counters.
 
@@ -10,14 +11,16 @@ use std::sync::Arc;
 use axum::extract::connect_info::Connected;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::{IncomingStream, Listener};
 use axum::{Json, Router};
+use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::warn;
 
 use crate::auth::permissions::Permissions;
@@ -32,6 +35,7 @@ use crate::protocol::{code_name, Code};
 use crate::readiness::{Dependencies, Report};
 use crate::session::{self, SessionContext, SessionSettings};
 use crate::source::Availability;
+use crate::sse::{self, Subscriptions};
 use crate::stats::{tallies, KindStats, PerKind, Rates, RATE_WINDOW};
 
 /// What the HTTP handlers share. Built by `app`.
@@ -59,8 +63,22 @@ pub(crate) struct HttpState {
 }
 
 pub(crate) fn router(state: Arc<HttpState>) -> Router {
+    let allowed = state.allowed_origins.clone();
+    // A page on another origin may read a stream when the origin is allowed (preflights for
+    // POST and `Authorization` answered here); a refused origin gets 403 from the handler.
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origin_allowed(&allowed, origin.to_str().unwrap_or(""))
+        }))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("last-event-id"),
+        ]);
     Router::new()
         .route("/v1/ws", get(websocket))
+        .route("/v1/sse", get(sse_get).post(sse_post).layer(cors))
         .route("/health", get(health))
         .route("/health/ready", get(ready))
         .route("/v1/stats", get(stats))
@@ -121,42 +139,14 @@ async fn websocket(
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if !origin_allowed(&state.allowed_origins, origin.to_str().unwrap_or("")) {
-            return (
-                StatusCode::FORBIDDEN,
-                format!(
-                    "{}: origin not allowed (websocket.allowed_origins)",
-                    code_name(Code::PermissionDenied)
-                ),
-            )
-                .into_response();
-        }
+    if let Some(refused) = origin_refused(&state, &headers) {
+        return refused;
     }
     let Some(slot) = state.limits.connect() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{}: too many connections (limits.max_connections)",
-                code_name(Code::LimitExceeded)
-            ),
-        )
-            .into_response();
+        return too_many_connections();
     };
     let token = bearer(&headers).or_else(|| query.get("token").cloned());
-    let ctx = SessionContext {
-        connection: state.next_connection.fetch_add(1, Ordering::Relaxed),
-        settings: state.settings.clone(),
-        topics: state.topics.clone(),
-        tables: state.tables.clone(),
-        shutdown: state.shutdown.clone(),
-        auth: state.auth.clone(),
-        permissions: state.permissions.clone(),
-        limits: state.limits.clone(),
-        token,
-        backlog: Some(peer.backlog),
-        metrics: state.metrics.clone(),
-    };
+    let ctx = session_context(&state, token, peer);
     let tracked = state.clone();
     upgrade
         .read_buffer_size(READ_BUFFER)
@@ -170,6 +160,118 @@ async fn websocket(
                 drop(slot);
             })
         })
+}
+
+/// A connection's session context: the server's shared parts, and what its request carried.
+fn session_context(state: &HttpState, token: Option<String>, peer: Peer) -> SessionContext {
+    SessionContext {
+        connection: state.next_connection.fetch_add(1, Ordering::Relaxed),
+        settings: state.settings.clone(),
+        topics: state.topics.clone(),
+        tables: state.tables.clone(),
+        shutdown: state.shutdown.clone(),
+        auth: state.auth.clone(),
+        permissions: state.permissions.clone(),
+        limits: state.limits.clone(),
+        token,
+        backlog: Some(peer.backlog),
+        metrics: state.metrics.clone(),
+    }
+}
+
+/// 403 when a browser's `Origin` is not in `websocket.allowed_origins`.
+fn origin_refused(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
+    let origin = headers.get(header::ORIGIN)?;
+    if origin_allowed(&state.allowed_origins, origin.to_str().unwrap_or("")) {
+        return None;
+    }
+    Some((
+        StatusCode::FORBIDDEN,
+        format!(
+            "{}: origin not allowed (websocket.allowed_origins)",
+            code_name(Code::PermissionDenied)
+        ),
+    )
+        .into_response())
+}
+
+fn too_many_connections() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "{}: too many connections (limits.max_connections)",
+            code_name(Code::LimitExceeded)
+        ),
+    )
+        .into_response()
+}
+
+/// `GET /v1/sse?table=...&topic=...`: an SSE stream (see `sse`).
+async fn sse_get(
+    State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let value = |name: &str| {
+        query
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let token = bearer(&headers).or_else(|| value("token"));
+    let last_event_id = last_event_id(&headers).or_else(|| value("last_event_id"));
+    match Subscriptions::from_query(&query) {
+        Ok(subscriptions) => {
+            stream(&state, peer, &headers, token, subscriptions, last_event_id).await
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `POST /v1/sse` with `{"subscriptions": [...]}`: an SSE stream (see `sse`).
+async fn sse_post(
+    State(state): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let token = bearer(&headers).or_else(|| query.get("token").cloned());
+    match Subscriptions::from_body(&body) {
+        Ok(subscriptions) => {
+            let last_event_id = last_event_id(&headers);
+            stream(&state, peer, &headers, token, subscriptions, last_event_id).await
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+async fn stream(
+    state: &HttpState,
+    peer: Peer,
+    headers: &HeaderMap,
+    token: Option<String>,
+    subscriptions: Subscriptions,
+    last_event_id: Option<String>,
+) -> Response {
+    if let Some(refused) = origin_refused(state, headers) {
+        return refused;
+    }
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let Some(slot) = state.limits.connect() else {
+        return too_many_connections();
+    };
+    let ctx = session_context(state, token, peer);
+    sse::open(ctx, &state.sessions, slot, subscriptions, last_event_id).await
+}
+
+/// The `Last-Event-ID` header a reconnecting `EventSource` sends.
+fn last_event_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get("last-event-id")?.to_str().ok()?.trim();
+    (!value.is_empty()).then(|| value.to_owned())
 }
 
 /// The token of an `Authorization: Bearer <token>` header.

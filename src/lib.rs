@@ -9,7 +9,9 @@
 //! - [`config`]: typed settings from a TOML file, `FEEDGATE_*` variables and flags.
 //! - [`app`]: binds the listener, builds the shared state, owns the shutdown order.
 //! - [`http`]: the `/v1/ws` upgrade (Origin check, connection limit, the token in the request),
-//!   `/health`, `/health/ready`, `/v1/stats`.
+//!   `/v1/sse`, `/health`, `/health/ready`, `/v1/stats`, `/metrics`.
+//! - [`sse`]: Server-Sent Events: a session driven through a pipe instead of a socket, its
+//!   events written as proto3 JSON with cursors as event ids (`Last-Event-ID` resumes).
 //! - [`readiness`]: what `/health` and `/health/ready` answer: the server's status, its
 //!   dependencies' availability, its build (pure).
 //! - [`stats`]: the per-source-kind part of `/v1/stats`: subscriptions, deliveries counted by
@@ -88,6 +90,7 @@ pub(crate) mod registry;
 pub mod row_filter;
 pub mod session;
 pub mod source;
+mod sse;
 mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;

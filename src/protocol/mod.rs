@@ -25,6 +25,7 @@ pub use row::{column, ChangeKind, Row, RowChange, Value};
 #[allow(missing_docs, clippy::all)]
 pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/feedgate.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/feedgate.v1.serde.rs"));
 }
 
 /// The protocol's error codes; the generated enum is the domain's too, since it is a plain
