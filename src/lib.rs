@@ -43,6 +43,10 @@
 //! - [`topic_pattern`]: topic names and `*`/`#` patterns (pure; used by `broker`, `auth` and
 //!   `config`).
 //!
+//! Beside the flow, behind the `testing` feature: `testing`, a server started in the test's
+//! process and a WebSocket client, for applications' own integration tests (and feedgate's);
+//! it uses only [`app`], [`config`] and [`protocol`], and nothing uses it.
+//!
 //! # The one path an event takes
 //!
 //! Every source delivers the same way. The source (the changefeed reader for a table change;
@@ -88,5 +92,7 @@ pub mod session;
 pub mod source;
 mod sse;
 mod stats;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod topic_pattern;
 pub mod version;

@@ -80,30 +80,11 @@ pub fn config_for(db: &TestDb) -> Config {
 
 /// Waits until `/v1/stats` says the changefeed reader is connected.
 pub async fn wait_connected(addr: std::net::SocketAddr) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if super::stats(addr).await["database"] == "connected" {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "reader never connected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    feedgate::testing::wait_for_database(addr).await;
 }
 
-pub fn table_feed(subscription_id: u64, table: &str, include_initial: bool) -> super::Command {
-    super::Command::Subscribe(pb::Subscribe {
-        subscription_id,
-        source: Some(pb::subscribe::Source::Table(pb::TableFeed {
-            table: table.into(),
-            include_initial,
-            ..Default::default()
-        })),
-        resume_from: Default::default(),
-    })
-}
+#[allow(unused_imports)] // not every test binary subscribes to tables
+pub use feedgate::testing::table_feed;
 
 /// A compact text form of a value, for comparisons.
 pub fn show(value: &pb::Value) -> String {

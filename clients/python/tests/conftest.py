@@ -1,5 +1,7 @@
 """Fixtures: a real feedgate server (the binary built by cargo) with a real PostgreSQL database
-of its own behind it, and helpers to create watched tables and change them with SQL.
+of its own behind it, and helpers to create watched tables and change them with SQL. The server
+and the client are the shipped pytest plugin's (`feedgate.testing.plugin`: `feedgate_server`,
+`feedgate_client`), given this session's database through `feedgate_server_options`.
 
 The server is found at $FEEDGATE_BIN, else <repo>/target/debug/feedgate (scripts/test builds it);
 PostgreSQL at $FEEDGATE_TEST_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres).
@@ -9,22 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import pathlib
-import re
-import signal
-import subprocess
-import threading
-import time
-import urllib.request
 import uuid
-from dataclasses import dataclass, field
 
 import asyncpg
 import pytest
 
 import feedgate
+import feedgate.testing
+from feedgate.testing import Server, ServerOptions
+
+#: pytester runs a user's suite with the plugin in tests/test_testing.py.
+pytest_plugins = ["pytester"]
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
 #: The test server's limit on subscriptions per connection (tests/test_errors.py reaches it).
@@ -34,33 +33,15 @@ ADMIN_URL = os.environ.get(
 )
 
 
-@dataclass
-class Server:
-    """A running `feedgate serve` process."""
-
-    process: subprocess.Popen[bytes]
-    addr: str
-    database_url: str
-    log: list[str] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"ws://{self.addr}/v1/ws"
-
-    @property
-    def port(self) -> int:
-        return int(self.addr.rsplit(":", 1)[1])
-
-    def stats(self) -> dict:
-        with urllib.request.urlopen(f"http://{self.addr}/v1/stats", timeout=5) as response:
-            return json.load(response)
+def _feedgate_bin() -> str | None:
+    """$FEEDGATE_BIN, else the binary `cargo build` makes in this repository."""
+    built = REPO / "target" / "debug" / "feedgate"
+    return os.environ.get("FEEDGATE_BIN") or (str(built) if built.exists() else None)
 
 
-def _feedgate_bin() -> str:
-    path = os.environ.get("FEEDGATE_BIN") or str(REPO / "target" / "debug" / "feedgate")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"no feedgate binary at {path}: run `cargo build` or set FEEDGATE_BIN")
-    return path
+#: What every server of this suite starts with: the plugin's defaults (a free port, anonymous
+#: access, no rate limit) with the binary this repository builds.
+BASE = ServerOptions(binary=_feedgate_bin())
 
 
 def _database_url(name: str) -> str:
@@ -82,61 +63,28 @@ def start_server(
     listen: str = "127.0.0.1:0",
     wait_database: bool = True,
 ) -> Server:
-    """Starts `feedgate serve` on `listen` (default: a free port) and waits until its changefeed
-    reader is connected (unless `wait_database=False`). Anonymous access is on unless
-    `anonymous=False` (then `extra` must configure keys); no request rate limit."""
-    args = [_feedgate_bin(), "serve", "--listen", listen, "--requests-per-second", "0"]
-    if anonymous:
-        args.append("--allow-anonymous")
-    process = subprocess.Popen(
-        [*args, "--database-url", database_url, *extra],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "FEEDGATE_LOG": "info,sqlx=warn"},
+    """A server of the test's own (`feedgate.testing.start_server`) on `database_url`, with
+    `extra` arguments; stop it with `server.stop()` (or `kill()`)."""
+    options = BASE.replace(
+        database_url=database_url,
+        args=extra,
+        anonymous=anonymous,
+        listen=listen,
+        wait_for_database=wait_database,
     )
-    log: list[str] = []
-    listening = threading.Event()
-    found: list[str] = []
-
-    def drain() -> None:
-        assert process.stderr is not None
-        for raw in process.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            log.append(line)
-            match = re.search(r"listening addr=(\S+)", line)
-            if match and not found:
-                found.append(match.group(1))
-                listening.set()
-        listening.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    if not listening.wait(60) or not found:
-        process.kill()
-        pytest.fail("feedgate did not start:\n" + "\n".join(log))
-    server = Server(process, found[0], database_url, log)
-    deadline = time.monotonic() + 30
-    while wait_database and server.stats().get("database") != "connected":
-        if time.monotonic() > deadline:
-            stop_server(server)
-            pytest.fail("feedgate's changefeed reader never connected:\n" + "\n".join(log))
-        time.sleep(0.02)
-    return server
+    try:
+        return feedgate.testing.start_server(options)
+    except feedgate.testing.ServerError as err:
+        pytest.fail(str(err), pytrace=False)
 
 
 def kill_server(server: Server) -> None:
     """SIGKILL: the process gets no chance to close anything."""
-    server.process.kill()
-    server.process.wait()
+    server.kill()
 
 
 def stop_server(server: Server) -> None:
-    server.process.send_signal(signal.SIGTERM)
-    try:
-        server.process.wait(15)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -149,10 +97,17 @@ def database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def server(database_url: str) -> Server:
-    server = start_server(database_url, "--max-subscriptions", str(MAX_SUBSCRIPTIONS))
-    yield server
-    stop_server(server)
+def feedgate_server_options(database_url: str) -> ServerOptions:
+    """The plugin's server (`feedgate_server`, shared by the session) runs on this session's
+    database, with a low subscription limit that tests/test_errors.py reaches."""
+    return BASE.replace(
+        database_url=database_url, args=["--max-subscriptions", str(MAX_SUBSCRIPTIONS)]
+    )
+
+
+@pytest.fixture
+def server(feedgate_server: Server) -> Server:
+    return feedgate_server
 
 
 #: In-process topic history large enough that a publisher running flat out during a reconnect
@@ -165,19 +120,19 @@ history_bytes = 268435456
 
 
 @pytest.fixture(scope="session")
-def history_server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Server:
+def history_server(database_url: str) -> Server:
     """A server whose in-process topics keep a long history, for the reconnect tests."""
-    config = tmp_path_factory.mktemp("feedgate") / "history.toml"
-    config.write_text(LARGE_HISTORY)
-    server = start_server(database_url, "--config", str(config))
+    server = feedgate.testing.start_server(
+        BASE.replace(database_url=database_url, config=LARGE_HISTORY)
+    )
     yield server
-    stop_server(server)
+    server.stop()
 
 
 @pytest.fixture
-async def client(server: Server):
-    async with feedgate.connect(server.url, client_name="pytest") as client:
-        yield client
+def client(feedgate_client: feedgate.Client) -> feedgate.Client:
+    """The plugin's client (`feedgate_client`), connected to the session's server."""
+    return feedgate_client
 
 
 @pytest.fixture

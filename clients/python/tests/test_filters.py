@@ -4,7 +4,6 @@ a filter the server cannot use is refused with VALIDATION and the connection sta
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 from decimal import Decimal
@@ -13,13 +12,6 @@ import pytest
 
 import feedgate
 from feedgate import col, header, key, path
-
-
-async def wait_until(predicate, timeout: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_filtered_view_holds_exactly_the_matching_rows(client, db, table):
@@ -53,7 +45,7 @@ async def test_a_filtered_view_holds_exactly_the_matching_rows(client, db, table
     await db.execute(f"DELETE FROM {table} WHERE id IN (101, 5)")
     await db.execute(f"INSERT INTO {table} (id, name, price, added) VALUES (999, 'n', 2, now())")
     want = await matching()
-    await wait_until(lambda: set(view.rows) == want and 999 in view.rows)
+    await view.wait_until(lambda rows: set(rows) == want and 999 in rows, within=10)
     assert view.rows[100]["name"] == "renamed"
     await view.close()
 
@@ -116,6 +108,6 @@ async def test_a_view_with_columns_holds_only_those_and_skips_other_updates(clie
     assert view.rows == {1: {"id": 1, "name": "a"}, 2: {"id": 2, "name": "b"}}
     await db.execute(f"UPDATE {table} SET price = 10 WHERE id = 1")  # not a column it holds
     await db.execute(f"UPDATE {table} SET name = 'c' WHERE id = 2")
-    await wait_until(lambda: view.rows[2]["name"] == "c")
+    await view.wait_until(lambda rows: rows[2]["name"] == "c", within=10)
     assert changes.count("update") == 1
     await view.close()

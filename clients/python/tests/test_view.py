@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 import pytest
 
 import feedgate
-
-
-async def wait_until(predicate, timeout: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def table_state(db, table: str) -> dict:
@@ -43,7 +35,7 @@ async def test_view_follows_the_table(client, db, table):
     await db.execute(f"UPDATE {table} SET id = 2000 WHERE id = 20")  # the primary key changes
     await db.execute(f"DELETE FROM {table} WHERE id BETWEEN 100 AND 199")
     expected = await table_state(db, table)
-    await wait_until(lambda: view_state(view) == expected)
+    await view.wait_until(lambda rows: view_state(view) == expected, within=10)
     assert 20 not in view.rows and view.get(2000)["name"] == "row 20"
     assert ("delete", 150, None) in [c[:3] for c in changes]
     assert sum(1 for kind, *_ in changes if kind == "initial") == 500
@@ -79,13 +71,11 @@ async def test_view_rebuilds_after_truncate(client, db, table):
     async with db.transaction():
         await db.execute(f"TRUNCATE {table}")
         await db.execute(f"INSERT INTO {table} (id, name) VALUES (3, 'c')")
-    await wait_until(lambda: view.resets == 1)
-    await view.wait_ready()
-    await wait_until(lambda: set(view.rows) == {3})
+    await view.wait_until(lambda rows: view.resets == 1 and set(rows) == {3}, within=10)
     assert view.error is None
 
     await db.execute(f"INSERT INTO {table} (id, name) VALUES (4, 'd')")
-    await wait_until(lambda: set(view.rows) == {3, 4})
+    await view.wait_until({3: {"name": "c"}, 4: {"name": "d"}}, within=10)
 
 
 async def test_view_of_a_missing_table_raises_not_found(client):

@@ -134,21 +134,53 @@ export class Subscription implements AsyncIterable<FeedEvent> {
       throw new TypeError("this subscription delivers to its onEvent callback");
     }
     for (;;) {
-      while (this.head < this.queue.length) {
-        const event = this.queue[this.head] as FeedEvent;
-        this.queue[this.head++] = undefined;
-        if (this.head > COMPACT_AFTER && this.head * 2 > this.queue.length) {
-          this.queue = this.queue.slice(this.head);
-          this.head = 0;
-        }
-        yield event;
-      }
+      while (this.head < this.queue.length) yield this.take();
       if (this.ended) {
         if (this.failure !== undefined) throw this.failure;
         return;
       }
       await new Promise<void>((resolve) => (this.waiter = resolve));
     }
+  }
+
+  /** @internal The next queued event, waiting at most `timeoutMs`: undefined when none came in
+   * time or the subscription ended without an error; throws its error when it ended with one.
+   * For the test helpers (`@feedgate/client/testing`), which wait with a deadline. */
+  async nextWithin(timeoutMs: number): Promise<FeedEvent | undefined> {
+    if (this.onEvent !== undefined) {
+      throw new TypeError("this subscription delivers to its onEvent callback");
+    }
+    const deadline = Date.now() + timeoutMs;
+    while (this.head >= this.queue.length && !this.ended) {
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return undefined;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.waiter = resolve;
+        timer = setTimeout(resolve, remaining);
+      });
+      clearTimeout(timer);
+    }
+    if (this.head < this.queue.length) return this.take();
+    if (this.failure !== undefined) throw this.failure;
+    return undefined;
+  }
+
+  /** @internal A round trip to the server on this subscription's client: every event the
+   * server sent before it has been delivered when it resolves. */
+  async barrier(): Promise<void> {
+    await this.client.ping();
+  }
+
+  /** The queue's next event (there is one), compacting the queue now and then. */
+  private take(): FeedEvent {
+    const event = this.queue[this.head] as FeedEvent;
+    this.queue[this.head++] = undefined;
+    if (this.head > COMPACT_AFTER && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    return event;
   }
 
   /** @internal Called by the client for each event of this subscription; held while it

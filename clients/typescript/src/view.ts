@@ -117,6 +117,8 @@ export class MaterializedView {
   private stopped = false;
   /** Why the snapshot being filled is a rebuild; undefined for the first one. */
   private rebuilding: FeedgateError | undefined;
+  /** Called each time `rows` changed or the view failed (see `watch`). */
+  private readonly watchers = new Set<() => void>();
 
   /** @internal Use `client.materializedView(table)`. */
   constructor(client: Client, table: string, options: ViewOptions) {
@@ -163,6 +165,18 @@ export class MaterializedView {
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
+  /** @internal Calls `listener` each time `rows` changed (a change, a batch, a snapshot) or the
+   * view failed; returns the function that stops it. What the test helpers' `waitUntil` waits
+   * on instead of polling. */
+  watch(listener: () => void): () => void {
+    this.watchers.add(listener);
+    return () => this.watchers.delete(listener);
+  }
+
+  private touch(): void {
+    for (const listener of [...this.watchers]) listener();
+  }
+
   /** Stops following the table (unsubscribes); `rows` keeps its last state. */
   async close(): Promise<void> {
     this.stopped = true;
@@ -178,6 +192,7 @@ export class MaterializedView {
     const change = event.body.value;
     const target = feed.live ? this.rows : feed.staging;
     const [key, row] = applyChange(target, change);
+    if (feed.live && !event.more) this.touch();
     if (this.onChange === undefined || (!feed.live && this.rebuilding !== undefined)) return;
     const kind = KINDS[change.kind] ?? "update";
     const micros = change.commitTimeMicros;
@@ -219,6 +234,7 @@ export class MaterializedView {
       this.resets += 1;
       this.onReset?.(reason);
     }
+    this.touch();
   }
 
   private ended(error: FeedgateError | undefined): void {
@@ -257,6 +273,7 @@ export class MaterializedView {
   private fail(error: FeedgateError): void {
     this.error = error;
     for (const waiter of this.waiters.splice(0)) waiter.reject(error);
+    this.touch();
   }
 }
 

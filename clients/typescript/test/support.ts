@@ -6,9 +6,8 @@
  * PostgreSQL is $FEEDGATE_TEST_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres).
  */
 
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { accessSync, constants, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,6 +15,10 @@ import { after, before } from "node:test";
 import pg from "pg";
 
 import { Client, type Event, type Subscription } from "../src/index.js";
+import * as testing from "../src/testing/index.js";
+import type { Server } from "../src/testing/index.js";
+
+export type { Server };
 
 const here = dirname(fileURLToPath(import.meta.url));
 // build/test/support.js -> the repository root is four levels up.
@@ -25,14 +28,6 @@ export const adminUrl =
 
 /** The test servers' limit on subscriptions per connection. */
 export const MAX_SUBSCRIPTIONS = 16;
-
-export interface Server {
-  url: string;
-  addr: string;
-  databaseUrl: string;
-  log: string[];
-  process: ChildProcess;
-}
 
 async function admin(sql: string): Promise<void> {
   const client = new pg.Client({ connectionString: adminUrl });
@@ -56,10 +51,9 @@ export async function dropDatabase(url: string): Promise<void> {
   await admin(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
 }
 
-function feedgateBin(): string {
-  const path = process.env.FEEDGATE_BIN ?? join(repo, "target", "debug", "feedgate");
-  accessSync(path, constants.X_OK);
-  return path;
+/** $FEEDGATE_BIN, else the binary `cargo build` makes in this repository. */
+export function feedgateBin(): string {
+  return process.env.FEEDGATE_BIN ?? join(repo, "target", "debug", "feedgate");
 }
 
 export interface ServerOptions {
@@ -74,42 +68,18 @@ export interface ServerOptions {
   waitForDatabase?: boolean;
 }
 
-/** Starts `feedgate serve` on a free port; resolves once its changefeed reader is connected. */
-export async function startServer(databaseUrl: string, options: ServerOptions = {}): Promise<Server> {
-  const access = options.anonymous === false ? [] : ["--allow-anonymous"];
-  const child = spawn(
-    feedgateBin(),
-    ["serve", "--listen", options.listen ?? "127.0.0.1:0", ...access, "--requests-per-second", "0",
-      "--database-url", databaseUrl,
-      "--max-subscriptions", String(MAX_SUBSCRIPTIONS), ...(options.extra ?? [])],
-    { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, FEEDGATE_LOG: "info,sqlx=warn" } },
-  );
-  const log: string[] = [];
-  const addr = await new Promise<string>((resolve, reject) => {
-    let buffered = "";
-    const timer = setTimeout(() => reject(new Error(`feedgate did not start:\n${log.join("\n")}`)), 60_000);
-    child.stderr!.on("data", (chunk: Buffer) => {
-      buffered += chunk.toString();
-      const lines = buffered.split("\n");
-      buffered = lines.pop() ?? "";
-      for (const line of lines) {
-        log.push(line);
-        const match = /listening addr=(\S+)/.exec(line);
-        if (match) {
-          clearTimeout(timer);
-          resolve(match[1]!);
-        }
-      }
-    });
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`feedgate exited with ${code}:\n${log.join("\n")}`));
-    });
+/** Starts `feedgate serve` (the shipped `startServer` of `@feedgate/client/testing`) on
+ * `databaseUrl`, on a free port, with this suite's subscription limit; resolves once its
+ * changefeed reader is connected. */
+export async function startServer(databaseUrl: string | undefined, options: ServerOptions = {}): Promise<Server> {
+  return testing.startServer({
+    binary: feedgateBin(),
+    databaseUrl,
+    anonymous: options.anonymous,
+    listen: options.listen,
+    waitForDatabase: options.waitForDatabase,
+    args: ["--max-subscriptions", String(MAX_SUBSCRIPTIONS), ...(options.extra ?? [])],
   });
-  const server = { url: `ws://${addr}/v1/ws`, addr, databaseUrl, log, process: child };
-  if (options.waitForDatabase === false) return server;
-  await waitForDatabase(server);
-  return server;
 }
 
 /** What the server's `/v1/stats` says of its database: "connected", "unavailable", ... */
@@ -132,10 +102,7 @@ export async function waitForDatabase(server: Server, timeoutMs = 30_000): Promi
 
 /** Kills the server with SIGKILL (no shutdown: connections just drop) and waits for its end. */
 export async function killServer(server: Server): Promise<void> {
-  if (server.process.exitCode !== null || server.process.signalCode !== null) return;
-  const exited = new Promise((resolve) => server.process.once("exit", resolve));
-  server.process.kill("SIGKILL");
-  await exited;
+  await server.kill();
 }
 
 /** A TOML configuration file for `--config` (in the system's temporary directory). */
@@ -146,12 +113,7 @@ export function configFile(toml: string): string {
 }
 
 export async function stopServer(server: Server): Promise<void> {
-  if (server.process.exitCode !== null || server.process.signalCode !== null) return;
-  const exited = new Promise((resolve) => server.process.once("exit", resolve));
-  server.process.kill("SIGTERM");
-  const timer = setTimeout(() => server.process.kill("SIGKILL"), 15_000);
-  await exited;
-  clearTimeout(timer);
+  await server.stop();
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -8,7 +8,8 @@
 `feedgate.v1.feedgate_pb2` holds the generated protocol types; events are yielded as those
 (`feedgate.v1.Event`). The client reconnects by itself and resumes every subscription from its
 last cursor (`connect(reconnect=...)`, `client.state`). Protocol reference: docs/protocol.md in
-the feedgate repository.
+the feedgate repository. For an application's own tests, `feedgate.testing` runs a real server
+and asserts what arrives (`sub.expect(...)`), with a pytest plugin: docs/testing-with-feedgate.md.
 """
 
 from .client import DEFAULT_QUEUE_SIZE, Client, connect

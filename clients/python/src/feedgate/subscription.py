@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .batch import Batch
@@ -22,6 +22,7 @@ from .v1 import feedgate_pb2 as pb
 if TYPE_CHECKING:
     from .client import Client
     from .connection import Connection
+    from .testing.events import Received, SpecLike
 
 EventCallback = Callable[[pb.Event], None]
 
@@ -128,6 +129,51 @@ class Subscription:
                 return
             self._wakeup.clear()
             await self._wakeup.wait()
+
+    async def expect(self, kind: str | None = None, **options: Any) -> Received:
+        """Waits for the next event and asserts what it is; see `feedgate.testing.expect`."""
+        __tracebackhide__ = True  # pytest: show the test's line, not this one
+        from .testing.expect import expect
+
+        return await expect(self, kind, **options)
+
+    async def expect_sequence(self, events: Sequence[SpecLike], **options: Any) -> list[Received]:
+        """Asserts the next events, in order; see `feedgate.testing.expect_sequence`."""
+        __tracebackhide__ = True
+        from .testing.expect import expect_sequence
+
+        return await expect_sequence(self, events, **options)
+
+    async def expect_nothing(self, for_: float, **options: Any) -> list[Received]:
+        """Asserts that no event arrives for `for_` seconds; see
+        `feedgate.testing.expect_nothing`."""
+        __tracebackhide__ = True
+        from .testing.expect import expect_nothing
+
+        return await expect_nothing(self, for_, **options)
+
+    async def _next_within(self, timeout: float) -> pb.Event | None:
+        """The next queued event, waiting at most `timeout` seconds: None when none came in
+        time, or when the subscription ended without an error; raises its error when it ended
+        with one. For the test helpers (`feedgate.testing`), which wait with a deadline."""
+        if self._on_event is not None:
+            raise TypeError("this subscription delivers to its on_event callback")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._queue and not self._ended:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                return None
+        if self._queue:
+            return self._queue.popleft()
+        if self._error is not None:
+            raise self._error
+        return None
 
     # Called by the client.
     def _first_request(self) -> pb.Subscribe:

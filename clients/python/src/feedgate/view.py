@@ -33,6 +33,7 @@ from .values import key_of, row_to_dict
 if TYPE_CHECKING:
     from .client import Client
     from .subscription import Subscription
+    from .testing.views import Condition
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,9 @@ class MaterializedView:
         self._rebuilding: FeedgateError | None = None
         self._failed = asyncio.Event()
         self._stopped = False
+        #: Set, and replaced by a fresh one, each time `rows` changes or the view fails: what
+        #: `wait_until` waits on instead of polling.
+        self._changed = asyncio.Event()
 
     async def _start(self) -> None:
         """Subscribes from a fresh snapshot, received into a new dict."""
@@ -179,6 +183,18 @@ class MaterializedView:
             failed.cancel()
         if self.error is not None:
             raise self.error
+
+    async def wait_until(self, condition: Condition, **options: Any) -> dict[Any, dict[str, Any]]:
+        """Waits until `condition` (a function of `rows`, or the expected rows) holds; see
+        `feedgate.testing.wait_until`."""
+        __tracebackhide__ = True  # pytest: show the test's line, not this one
+        from .testing.views import wait_until
+
+        return await wait_until(self, condition, **options)
+
+    def _touch(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def close(self) -> None:
         """Stops following the table (unsubscribes); `rows` keeps its last state."""
@@ -219,6 +235,8 @@ class MaterializedView:
                     target.pop(old_key, None)
             row = row_to_dict(change.new_row)
             target[key] = row
+        if feed.live and not event.more:
+            self._touch()
         if self._on_change is None or (not feed.live and self._rebuilding):
             return
         if not self._details:
@@ -258,6 +276,7 @@ class MaterializedView:
         feed.staging.clear()
         feed.live = True
         self.ready.set()
+        self._touch()
         reason, self._rebuilding = self._rebuilding, None
         if reason is not None:
             self.resets += 1
@@ -278,6 +297,7 @@ class MaterializedView:
             error = rebuilt
         self.error = error
         self._failed.set()
+        self._touch()
 
     async def _rebuild(self) -> FeedgateError | None:
         """Subscribes again from a fresh snapshot, retrying retryable refusals (e.g.
