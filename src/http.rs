@@ -33,6 +33,7 @@ use crate::metrics::{self, Metrics, Scrape};
 use crate::outbound::Backlog;
 use crate::protocol::{code_name, Code};
 use crate::readiness::{Dependencies, Report};
+use crate::registry::Tally;
 use crate::session::{self, SessionContext, SessionSettings};
 use crate::source::Availability;
 use crate::sse::{self, Subscriptions};
@@ -416,19 +417,25 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     ]
     .into_iter()
     .filter(|(_, _, availability)| *availability != Availability::NotConfigured);
-    let memory = state.topics.tally(BackendKind::Memory).subscriptions;
-    let mut subscriptions = vec![("memory", memory)];
+    let memory = state.topics.tally(BackendKind::Memory);
+    let mut subscriptions = vec![("memory", memory.subscriptions)];
+    let mut delivered = vec![("memory", memory.delivered)];
     let mut dependencies = Vec::new();
     for (name, backend, availability) in configured {
         dependencies.push((name, availability == Availability::Connected));
         if let Some(backend) = backend {
-            subscriptions.push((name, state.topics.tally(backend).subscriptions));
+            let tally = state.topics.tally(backend);
+            subscriptions.push((name, tally.subscriptions));
+            delivered.push((name, tally.delivered));
         }
     }
-    subscriptions.push(("table", tables.map_or(0, Changefeed::subscriptions)));
+    let table = tables.map_or_else(Tally::default, Changefeed::tally);
+    subscriptions.push(("table", table.subscriptions));
+    delivered.push(("table", table.delivered));
     let now = Scrape {
         connections: state.limits.open(),
         subscriptions,
+        delivered,
         dropped: state.topics.dropped() + tables.map_or(0, Changefeed::dropped),
         dependencies,
         process: process(),

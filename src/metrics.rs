@@ -37,6 +37,8 @@ pub const BYTES_WRITTEN: &str = "feedgate_written_bytes";
 pub const QUEUE_DEPTH: &str = "feedgate_outbound_queue_depth";
 /// Subscriptions active now, by source kind (`source`: memory, kafka, rabbitmq, table).
 pub const SUBSCRIPTIONS: &str = "feedgate_subscriptions";
+/// Events queued to subscribers, counted per subscriber, by source kind.
+pub const EVENTS_DELIVERED: &str = "feedgate_events_delivered";
 /// Subscribers fan-out removed because their queue was full or their connection gone.
 pub const FANOUT_DROPPED: &str = "feedgate_fanout_dropped_subscribers";
 /// Whether a configured dependency is available (1) or not (0), by `dependency`.
@@ -92,6 +94,8 @@ pub struct Scrape {
     pub connections: usize,
     /// Active subscriptions per source kind.
     pub subscriptions: Vec<(&'static str, usize)>,
+    /// Events delivered since start per source kind (each subscriber's copy counted).
+    pub delivered: Vec<(&'static str, u64)>,
     /// Subscribers fan-out removed so far, all sources.
     pub dropped: u64,
     /// Each configured dependency and whether it is available.
@@ -133,6 +137,7 @@ pub struct Metrics {
     bytes_written: Counter,
     queue_depth: Histogram,
     subscriptions: Family<SourceLabel, Gauge>,
+    events_delivered: Family<SourceLabel, Counter>,
     fanout_dropped: Counter,
     dependency_up: Family<DependencyLabel, Gauge>,
     changefeed_batch: Histogram,
@@ -170,6 +175,7 @@ impl Metrics {
             // 1 to ~32k messages.
             queue_depth: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             subscriptions: Family::default(),
+            events_delivered: Family::default(),
             fanout_dropped: Counter::default(),
             dependency_up: Family::default(),
             // 1 to ~16k changes per poll.
@@ -232,6 +238,11 @@ impl Metrics {
             SUBSCRIPTIONS,
             "Subscriptions active now, by source kind",
             m.subscriptions.clone(),
+        );
+        registry.register(
+            EVENTS_DELIVERED,
+            "Events queued to subscribers (each subscriber's copy counted), by source kind",
+            m.events_delivered.clone(),
         );
         registry.register(
             FANOUT_DROPPED,
@@ -380,6 +391,10 @@ impl Metrics {
             let count = i64::try_from(*count).unwrap_or(i64::MAX);
             self.subscriptions.get_or_create(&label).set(count);
         }
+        for (source, total) in &now.delivered {
+            let counter = self.events_delivered.get_or_create(&SourceLabel { source });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         let counted = self.fanout_dropped.get();
         self.fanout_dropped
             .inc_by(now.dropped.saturating_sub(counted));
@@ -425,6 +440,7 @@ mod tests {
         let text = metrics.render(&Scrape {
             connections: 3,
             subscriptions: vec![("memory", 2), ("table", 1)],
+            delivered: vec![("memory", 9)],
             dropped: 5,
             dependencies: vec![("postgres", true)],
             process: Some(Process {
@@ -442,6 +458,7 @@ mod tests {
             "feedgate_request_errors_total{code=\"VALIDATION\"} 1",
             "feedgate_written_bytes_total 100",
             "feedgate_subscriptions{source=\"memory\"} 2",
+            "feedgate_events_delivered_total{source=\"memory\"} 9",
             "feedgate_fanout_dropped_subscribers_total 5",
             "feedgate_dependency_up{dependency=\"postgres\"} 1",
             "feedgate_process_resident_memory_bytes 4096",

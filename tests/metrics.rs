@@ -130,6 +130,10 @@ async fn metrics_move_by_what_a_known_workload_did() {
         ("feedgate_subscriptions{source=\"memory\"}", 1.0),
         ("feedgate_subscriptions{source=\"table\"}", 1.0),
         ("feedgate_snapshot_rows_total", 25.0),
+        // What fan-out delivered: the 10 messages and the 5 live changes (not the snapshot's
+        // rows, Ready or responses, which the session queues itself).
+        ("feedgate_events_delivered_total{source=\"memory\"}", 10.0),
+        ("feedgate_events_delivered_total{source=\"table\"}", 5.0),
         ("feedgate_snapshot_seconds_count", 1.0),
     ] {
         assert_eq!(get(&during, name), want, "{name}");
