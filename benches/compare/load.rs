@@ -116,6 +116,26 @@ fn request(request_id: u64, command: pb::request::Command) -> Message {
     )
 }
 
+/// feedgate's `Hello` asking for bundles (`Hello.bundles`); its request id is one no
+/// subscription uses.
+fn hello_with_bundles() -> Message {
+    let hello = pb::Hello {
+        bundles: true,
+        client_name: "bench".into(),
+        ..Default::default()
+    };
+    request(u64::MAX, pb::request::Command::Hello(hello))
+}
+
+/// A frame's server messages: the one it holds, or a bundle's, in order.
+fn unbundle(frame: &[u8]) -> Result<Vec<pb::ServerMessage>> {
+    let message = pb::ServerMessage::decode(frame)?;
+    Ok(match message.message {
+        Some(pb::server_message::Message::Bundle(bundle)) => bundle.messages,
+        _ => vec![message],
+    })
+}
+
 /// feedgate's `Subscribe` request; the request id is the subscription id.
 pub fn subscribe_request(subscription_id: u64, source: pb::subscribe::Source) -> Message {
     resume_request(subscription_id, source, Default::default())
@@ -198,21 +218,26 @@ pub async fn subscribe(
                     return ranges::subscribe(proto, ws, plan, connection).await
                 }
             };
+            // Bundles, as the generated clients ask for them: a receiver that falls behind gets
+            // what queued up in few frames.
+            ws.feed(hello_with_bundles()).await?;
             ws.send(subscribe_request(1, source)).await?;
             loop {
                 let frame = next_binary(ws).await?;
-                match pb::ServerMessage::decode(frame.as_ref())?.message {
-                    Some(pb::server_message::Message::Event(event))
-                        if matches!(event.body, Some(pb::event::Body::Ready(_))) =>
-                    {
-                        return Ok(())
+                for message in unbundle(&frame)? {
+                    match message.message {
+                        Some(pb::server_message::Message::Event(event))
+                            if matches!(event.body, Some(pb::event::Body::Ready(_))) =>
+                        {
+                            return Ok(())
+                        }
+                        Some(pb::server_message::Message::Response(response))
+                            if matches!(response.result, Some(pb::response::Result::Error(_))) =>
+                        {
+                            bail!("subscribe refused: {response:?}")
+                        }
+                        _ => {}
                     }
-                    Some(pb::server_message::Message::Response(response))
-                        if matches!(response.result, Some(pb::response::Result::Error(_))) =>
-                    {
-                        bail!("subscribe refused: {response:?}")
-                    }
-                    _ => {}
                 }
             }
         }
@@ -499,9 +524,22 @@ fn feedgate_stamps(frame: &[u8], out: &mut Vec<u64>) {
     let Ok(message) = pb::ServerMessage::decode(frame) else {
         return;
     };
-    let Some(pb::server_message::Message::Event(event)) = message.message else {
-        return;
+    let event = match message.message {
+        Some(pb::server_message::Message::Event(event)) => event,
+        Some(pb::server_message::Message::Bundle(bundle)) => {
+            for message in bundle.messages {
+                if let Some(pb::server_message::Message::Event(event)) = message.message {
+                    event_stamps(event, out);
+                }
+            }
+            return;
+        }
+        _ => return,
     };
+    event_stamps(event, out);
+}
+
+fn event_stamps(event: pb::Event, out: &mut Vec<u64>) {
     match event.body {
         Some(pb::event::Body::Message(message)) => out.extend(stamp_of(&message.payload)),
         Some(pb::event::Body::Change(change)) => {
