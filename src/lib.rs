@@ -18,7 +18,8 @@
 //! - [`auth`]: token -> principal (JWT, pinned algorithms); may this principal subscribe or
 //!   publish to that ([`auth::permissions`]).
 //! - [`limits`]: connections in all, per user and per tenant; requests per second.
-//! - [`session`]: one connection: reads frames, runs commands, holds its subscriptions, writes.
+//! - [`session`]: one connection: reads frames, runs commands, holds its subscriptions, writes;
+//!   answers `GetCatalog` from the changefeed, the topic front and the permissions.
 //! - [`protocol`]: prost types and pure decode/encode between frames and domain values,
 //!   including the encode-once framing used by fan-out, and PostgreSQL's date and timestamp text
 //!   read into the protocol's units ([`protocol::datetime`]).
@@ -26,6 +27,7 @@
 //!   subscription's next offset per partition, a table feed's position in snapshots and log
 //!   ids), as the versioned bytes events carry and `resume_from` sends back; encodes and
 //!   decodes (pure).
+//! - [`demo`]: `serve --demo`'s sample stream (price ticks on the in-process `demo.prices`).
 //! - [`broker`]: topic backends behind one front ([`broker::Topics`]): the in-process broker,
 //!   Kafka and RabbitMQ, and which of them serves a topic ([`broker::route`]).
 //! - [`changefeed`]: PostgreSQL tables: the change log, snapshots and their hand-off to live
@@ -74,6 +76,7 @@ pub mod broker;
 pub mod changefeed;
 pub mod config;
 pub mod cursor;
+pub mod demo;
 mod http;
 pub mod limits;
 pub mod metrics;

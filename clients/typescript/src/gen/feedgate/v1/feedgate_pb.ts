@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file feedgate/v1/feedgate.proto.
  */
 export const file_feedgate_v1_feedgate: GenFile = /*@__PURE__*/
-  fileDesc("ChpmZWVkZ2F0ZS92MS9mZWVkZ2F0ZS5wcm90bxILZmVlZGdhdGUudjEiqgIKB1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIjCgVoZWxsbxgCIAEoCzISLmZlZWRnYXRlLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAMgASgLMhYuZmVlZGdhdGUudjEuU3Vic2NyaWJlSAASLwoLdW5zdWJzY3JpYmUYBCABKAsyGC5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZUgAEicKB3B1Ymxpc2gYBSABKAsyFC5mZWVkZ2F0ZS52MS5QdWJsaXNoSAASIQoEcGluZxgGIAEoCzIRLmZlZWRnYXRlLnYxLlBpbmdIABIxCgxhdXRoZW50aWNhdGUYByABKAsyGS5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVIAEIJCgdjb21tYW5kIkUKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SDQoFdG9rZW4YAiABKAkSEwoLY2xpZW50X25hbWUYAyABKAkiHQoMQXV0aGVudGljYXRlEg0KBXRva2VuGAEgASgJIpUBCglTdWJzY3JpYmUSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEEicKBXRhYmxlGAIgASgLMhYuZmVlZGdhdGUudjEuVGFibGVGZWVkSAASJwoFdG9waWMYAyABKAsyFi5mZWVkZ2F0ZS52MS5Ub3BpY0ZlZWRIABITCgtyZXN1bWVfZnJvbRgEIAEoDEIICgZzb3VyY2UiggEKCVRhYmxlRmVlZBINCgV0YWJsZRgBIAEoCRIXCg9pbmNsdWRlX2luaXRpYWwYAiABKAgSIwoGZmlsdGVyGAMgASgLMhMuZmVlZGdhdGUudjEuRmlsdGVyEg8KB2NvbHVtbnMYBCADKAkSFwoPbWluX2ludGVydmFsX21zGAUgASgNIqgCCgZGaWx0ZXISKgoHY29tcGFyZRgBIAEoCzIXLmZlZWRnYXRlLnYxLkNvbXBhcmlzb25IABIkCgZvbmVfb2YYAiABKAsyEi5mZWVkZ2F0ZS52MS5PbmVPZkgAEiYKB2lzX251bGwYAyABKAsyEy5mZWVkZ2F0ZS52MS5Jc051bGxIABIlCgZwcmVmaXgYBCABKAsyEy5mZWVkZ2F0ZS52MS5QcmVmaXhIABImCgZhbGxfb2YYBSABKAsyFC5mZWVkZ2F0ZS52MS5GaWx0ZXJzSAASJgoGYW55X29mGAYgASgLMhQuZmVlZGdhdGUudjEuRmlsdGVyc0gAEiUKBm5lZ2F0ZRgHIAEoCzITLmZlZWRnYXRlLnYxLkZpbHRlckgAQgYKBG5vZGUiLQoHRmlsdGVycxIiCgVpdGVtcxgBIAMoCzITLmZlZWRnYXRlLnYxLkZpbHRlciJSCgdPcGVyYW5kEhAKBmNvbHVtbhgBIAEoCUgAEg4KBHBhdGgYAiABKAlIABINCgNrZXkYAyABKAhIABIQCgZoZWFkZXIYBCABKAlIAEIECgJvZiJ6CgpDb21wYXJpc29uEiUKB29wZXJhbmQYASABKAsyFC5mZWVkZ2F0ZS52MS5PcGVyYW5kEiIKAm9wGAIgASgOMhYuZmVlZGdhdGUudjEuQ29tcGFyZU9wEiEKBXZhbHVlGAMgASgLMhIuZmVlZGdhdGUudjEuVmFsdWUiUgoFT25lT2YSJQoHb3BlcmFuZBgBIAEoCzIULmZlZWRnYXRlLnYxLk9wZXJhbmQSIgoGdmFsdWVzGAIgAygLMhIuZmVlZGdhdGUudjEuVmFsdWUiQAoGSXNOdWxsEiUKB29wZXJhbmQYASABKAsyFC5mZWVkZ2F0ZS52MS5PcGVyYW5kEg8KB25lZ2F0ZWQYAiABKAgiPwoGUHJlZml4EiUKB29wZXJhbmQYASABKAsyFC5mZWVkZ2F0ZS52MS5PcGVyYW5kEg4KBnByZWZpeBgCIAEoCSKZAQoJVG9waWNGZWVkEg0KBXRvcGljGAEgASgJEikKBXN0YXJ0GAIgASgOMhouZmVlZGdhdGUudjEuU3RhcnRQb3NpdGlvbhIUCgxzdGFydF9vZmZzZXQYAyABKAMSIwoGZmlsdGVyGAQgASgLMhMuZmVlZGdhdGUudjEuRmlsdGVyEhcKD21pbl9pbnRlcnZhbF9tcxgFIAEoDSImCgtVbnN1YnNjcmliZRIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiswEKB1B1Ymxpc2gSDQoFdG9waWMYASABKAkSDwoHcGF5bG9hZBgCIAEoDBILCgNrZXkYAyABKAkSMgoHaGVhZGVycxgEIAMoCzIhLmZlZWRnYXRlLnYxLlB1Ymxpc2guSGVhZGVyc0VudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIGCgRQaW5nImoKDVNlcnZlck1lc3NhZ2USKQoIcmVzcG9uc2UYASABKAsyFS5mZWVkZ2F0ZS52MS5SZXNwb25zZUgAEiMKBWV2ZW50GAIgASgLMhIuZmVlZGdhdGUudjEuRXZlbnRIAEIJCgdtZXNzYWdlIt0CCghSZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgEEiMKBWVycm9yGAIgASgLMhIuZmVlZGdhdGUudjEuRXJyb3JIABInCgd3ZWxjb21lGAMgASgLMhQuZmVlZGdhdGUudjEuV2VsY29tZUgAEi0KCnN1YnNjcmliZWQYBCABKAsyFy5mZWVkZ2F0ZS52MS5TdWJzY3JpYmVkSAASMQoMdW5zdWJzY3JpYmVkGAUgASgLMhkuZmVlZGdhdGUudjEuVW5zdWJzY3JpYmVkSAASKwoJcHVibGlzaGVkGAYgASgLMhYuZmVlZGdhdGUudjEuUHVibGlzaGVkSAASIQoEcG9uZxgHIAEoCzIRLmZlZWRnYXRlLnYxLlBvbmdIABIzCg1hdXRoZW50aWNhdGVkGAggASgLMhouZmVlZGdhdGUudjEuQXV0aGVudGljYXRlZEgAQggKBnJlc3VsdCKnAQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEhYKDnNlcnZlcl92ZXJzaW9uGAIgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAyABKA0SIwoGbGltaXRzGAQgASgLMhMuZmVlZGdhdGUudjEuTGltaXRzEjEKDWF1dGhlbnRpY2F0ZWQYBSABKAsyGi5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVkIkcKDUF1dGhlbnRpY2F0ZWQSDAoEdXNlchgBIAEoCRINCgVyb2xlcxgCIAMoCRIZChFleHBpcmVzX2F0X21pY3JvcxgDIAEoAyK+AQoGTGltaXRzEhgKEG1heF9tZXNzYWdlX3NpemUYASABKA0SGAoQcGluZ19pbnRlcnZhbF9tcxgCIAEoDRIXCg9pZGxlX3RpbWVvdXRfbXMYAyABKA0SGQoRbWF4X3N1YnNjcmlwdGlvbnMYBCABKA0SFgoOb3V0Ym91bmRfcXVldWUYBSABKA0SHAoUb3V0Ym91bmRfcXVldWVfYnl0ZXMYBiABKA0SFgoObWF4X2ZyYW1lX3NpemUYByABKA0iJQoKU3Vic2NyaWJlZBIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiJwoMVW5zdWJzY3JpYmVkEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBCIrCglQdWJsaXNoZWQSDgoGY3Vyc29yGAEgASgMEg4KBm9mZnNldBgCIAEoAyIiCgRQb25nEhoKEnNlcnZlcl90aW1lX21pY3JvcxgBIAEoAyKjAgoFRXZlbnQSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEEg4KBmN1cnNvchgCIAEoDBIoCgZjaGFuZ2UYAyABKAsyFi5mZWVkZ2F0ZS52MS5Sb3dDaGFuZ2VIABIjCgVyZWFkeRgEIAEoCzISLmZlZWRnYXRlLnYxLlJlYWR5SAASLAoHbWVzc2FnZRgFIAEoCzIZLmZlZWRnYXRlLnYxLlRvcGljTWVzc2FnZUgAEjEKBmNsb3NlZBgGIAEoCzIfLmZlZWRnYXRlLnYxLlN1YnNjcmlwdGlvbkNsb3NlZEgAEisKBnN0YXR1cxgHIAEoCzIZLmZlZWRnYXRlLnYxLlNvdXJjZVN0YXR1c0gAEgwKBG1vcmUYCCABKAhCBgoEYm9keSJECgxTb3VyY2VTdGF0dXMSEQoJYXZhaWxhYmxlGAEgASgIEiEKBWVycm9yGAIgASgLMhIuZmVlZGdhdGUudjEuRXJyb3IiBwoFUmVhZHkiNwoSU3Vic2NyaXB0aW9uQ2xvc2VkEiEKBWVycm9yGAEgASgLMhIuZmVlZGdhdGUudjEuRXJyb3Ii4QEKDFRvcGljTWVzc2FnZRINCgV0b3BpYxgBIAEoCRIPCgdwYXlsb2FkGAIgASgMEgsKA2tleRgDIAEoCRI3CgdoZWFkZXJzGAQgAygLMiYuZmVlZGdhdGUudjEuVG9waWNNZXNzYWdlLkhlYWRlcnNFbnRyeRIYChB0aW1lc3RhbXBfbWljcm9zGAUgASgDEhEKCXBhcnRpdGlvbhgGIAEoBRIOCgZvZmZzZXQYByABKAMaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi2gEKCVJvd0NoYW5nZRIlCgRraW5kGAEgASgOMhcuZmVlZGdhdGUudjEuQ2hhbmdlS2luZBINCgV0YWJsZRgCIAEoCRIdCgNrZXkYAyABKAsyEC5mZWVkZ2F0ZS52MS5Sb3cSIQoHbmV3X3JvdxgEIAEoCzIQLmZlZWRnYXRlLnYxLlJvdxIhCgdvbGRfcm93GAUgASgLMhAuZmVlZGdhdGUudjEuUm93EhYKDnRyYW5zYWN0aW9uX2lkGAYgASgEEhoKEmNvbW1pdF90aW1lX21pY3JvcxgHIAEoAyJ5CgNSb3cSLgoHY29sdW1ucxgBIAMoCzIdLmZlZWRnYXRlLnYxLlJvdy5Db2x1bW5zRW50cnkaQgoMQ29sdW1uc0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLmZlZWRnYXRlLnYxLlZhbHVlOgI4ASL/AQoFVmFsdWUSJgoEbnVsbBgBIAEoDjIWLmZlZWRnYXRlLnYxLk51bGxWYWx1ZUgAEg4KBGJvb2wYAiABKAhIABINCgNpbnQYAyABKANIABIQCgZkb3VibGUYBCABKAFIABIOCgR0ZXh0GAUgASgJSAASDwoFYnl0ZXMYBiABKAxIABIRCgdudW1lcmljGAcgASgJSAASGgoQdGltZXN0YW1wX21pY3JvcxgIIAEoA0gAEiAKFmxvY2FsX3RpbWVzdGFtcF9taWNyb3MYCSABKANIABITCglkYXRlX2RheXMYCiABKAVIABIOCgRqc29uGAsgASgJSABCBgoEa2luZCLLAQoFRXJyb3ISJAoEY29kZRgBIAEoDjIWLmZlZWRnYXRlLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhEKCXJldHJ5YWJsZRgDIAEoCBIWCg5yZXRyeV9hZnRlcl9tcxgEIAEoDRIwCgdkZXRhaWxzGAUgAygLMh8uZmVlZGdhdGUudjEuRXJyb3IuRGV0YWlsc0VudHJ5Gi4KDERldGFpbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKpkBCglDb21wYXJlT3ASGgoWQ09NUEFSRV9PUF9VTlNQRUNJRklFRBAAEhEKDUNPTVBBUkVfT1BfRVEQARIRCg1DT01QQVJFX09QX05FEAISEQoNQ09NUEFSRV9PUF9MVBADEhEKDUNPTVBBUkVfT1BfTEUQBBIRCg1DT01QQVJFX09QX0dUEAUSEQoNQ09NUEFSRV9PUF9HRRAGKmIKDVN0YXJ0UG9zaXRpb24SGQoVU1RBUlRfUE9TSVRJT05fTEFURVNUEAASGwoXU1RBUlRfUE9TSVRJT05fRUFSTElFU1QQARIZChVTVEFSVF9QT1NJVElPTl9PRkZTRVQQAiqKAQoKQ2hhbmdlS2luZBIbChdDSEFOR0VfS0lORF9VTlNQRUNJRklFRBAAEhcKE0NIQU5HRV9LSU5EX0lOSVRJQUwQARIWChJDSEFOR0VfS0lORF9JTlNFUlQQAhIWChJDSEFOR0VfS0lORF9VUERBVEUQAxIWChJDSEFOR0VfS0lORF9ERUxFVEUQBCobCglOdWxsVmFsdWUSDgoKTlVMTF9WQUxVRRAAKokFCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh4KGkVSUk9SX0NPREVfSU5WQUxJRF9NRVNTQUdFEAESGQoVRVJST1JfQ09ERV9WQUxJREFUSU9OEAISHgoaRVJST1JfQ09ERV9VTktOT1dOX0NPTU1BTkQQAxIeChpFUlJPUl9DT0RFX1VOQVVUSEVOVElDQVRFRBAEEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQBRIYChRFUlJPUl9DT0RFX05PVF9GT1VORBAGEiUKIUVSUk9SX0NPREVfRFVQTElDQVRFX1NVQlNDUklQVElPThAHEiUKIUVSUk9SX0NPREVfU1VCU0NSSVBUSU9OX05PVF9GT1VORBAIEh0KGUVSUk9SX0NPREVfTElNSVRfRVhDRUVERUQQCRIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAKEh0KGUVSUk9SX0NPREVfUFVCTElTSF9GQUlMRUQQCxIhCh1FUlJPUl9DT0RFX1NPVVJDRV9VTkFWQUlMQUJMRRAMEiEKHUVSUk9SX0NPREVfUkVTVU1FX1VOQVZBSUxBQkxFEA0SFwoTRVJST1JfQ09ERV9JTlRFUk5BTBAOEisKJ0VSUk9SX0NPREVfVU5TVVBQT1JURURfUFJPVE9DT0xfVkVSU0lPThAPEhwKGEVSUk9SX0NPREVfU0xPV19DT05TVU1FUhAQEhwKGEVSUk9SX0NPREVfU0hVVFRJTkdfRE9XThAREhsKF0VSUk9SX0NPREVfSURMRV9USU1FT1VUEBISGwoXRVJST1JfQ09ERV9TT1VSQ0VfUkVTRVQQE0JVCg9kZXYuZmVlZGdhdGUudjFCDUZlZWRnYXRlUHJvdG9QAVojZmVlZGdhdGUuZGV2L2ZlZWRnYXRlL3YxO2ZlZWRnYXRldjGqAgtGZWVkZ2F0ZS5WMWIGcHJvdG8z");
+  fileDesc("ChpmZWVkZ2F0ZS92MS9mZWVkZ2F0ZS5wcm90bxILZmVlZGdhdGUudjEi2gIKB1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIjCgVoZWxsbxgCIAEoCzISLmZlZWRnYXRlLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAMgASgLMhYuZmVlZGdhdGUudjEuU3Vic2NyaWJlSAASLwoLdW5zdWJzY3JpYmUYBCABKAsyGC5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZUgAEicKB3B1Ymxpc2gYBSABKAsyFC5mZWVkZ2F0ZS52MS5QdWJsaXNoSAASIQoEcGluZxgGIAEoCzIRLmZlZWRnYXRlLnYxLlBpbmdIABIxCgxhdXRoZW50aWNhdGUYByABKAsyGS5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVIABIuCgtnZXRfY2F0YWxvZxgIIAEoCzIXLmZlZWRnYXRlLnYxLkdldENhdGFsb2dIAEIJCgdjb21tYW5kIkUKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SDQoFdG9rZW4YAiABKAkSEwoLY2xpZW50X25hbWUYAyABKAkiHQoMQXV0aGVudGljYXRlEg0KBXRva2VuGAEgASgJIpUBCglTdWJzY3JpYmUSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEEicKBXRhYmxlGAIgASgLMhYuZmVlZGdhdGUudjEuVGFibGVGZWVkSAASJwoFdG9waWMYAyABKAsyFi5mZWVkZ2F0ZS52MS5Ub3BpY0ZlZWRIABITCgtyZXN1bWVfZnJvbRgEIAEoDEIICgZzb3VyY2UiggEKCVRhYmxlRmVlZBINCgV0YWJsZRgBIAEoCRIXCg9pbmNsdWRlX2luaXRpYWwYAiABKAgSIwoGZmlsdGVyGAMgASgLMhMuZmVlZGdhdGUudjEuRmlsdGVyEg8KB2NvbHVtbnMYBCADKAkSFwoPbWluX2ludGVydmFsX21zGAUgASgNIqgCCgZGaWx0ZXISKgoHY29tcGFyZRgBIAEoCzIXLmZlZWRnYXRlLnYxLkNvbXBhcmlzb25IABIkCgZvbmVfb2YYAiABKAsyEi5mZWVkZ2F0ZS52MS5PbmVPZkgAEiYKB2lzX251bGwYAyABKAsyEy5mZWVkZ2F0ZS52MS5Jc051bGxIABIlCgZwcmVmaXgYBCABKAsyEy5mZWVkZ2F0ZS52MS5QcmVmaXhIABImCgZhbGxfb2YYBSABKAsyFC5mZWVkZ2F0ZS52MS5GaWx0ZXJzSAASJgoGYW55X29mGAYgASgLMhQuZmVlZGdhdGUudjEuRmlsdGVyc0gAEiUKBm5lZ2F0ZRgHIAEoCzITLmZlZWRnYXRlLnYxLkZpbHRlckgAQgYKBG5vZGUiLQoHRmlsdGVycxIiCgVpdGVtcxgBIAMoCzITLmZlZWRnYXRlLnYxLkZpbHRlciJSCgdPcGVyYW5kEhAKBmNvbHVtbhgBIAEoCUgAEg4KBHBhdGgYAiABKAlIABINCgNrZXkYAyABKAhIABIQCgZoZWFkZXIYBCABKAlIAEIECgJvZiJ6CgpDb21wYXJpc29uEiUKB29wZXJhbmQYASABKAsyFC5mZWVkZ2F0ZS52MS5PcGVyYW5kEiIKAm9wGAIgASgOMhYuZmVlZGdhdGUudjEuQ29tcGFyZU9wEiEKBXZhbHVlGAMgASgLMhIuZmVlZGdhdGUudjEuVmFsdWUiUgoFT25lT2YSJQoHb3BlcmFuZBgBIAEoCzIULmZlZWRnYXRlLnYxLk9wZXJhbmQSIgoGdmFsdWVzGAIgAygLMhIuZmVlZGdhdGUudjEuVmFsdWUiQAoGSXNOdWxsEiUKB29wZXJhbmQYASABKAsyFC5mZWVkZ2F0ZS52MS5PcGVyYW5kEg8KB25lZ2F0ZWQYAiABKAgiPwoGUHJlZml4EiUKB29wZXJhbmQYASABKAsyFC5mZWVkZ2F0ZS52MS5PcGVyYW5kEg4KBnByZWZpeBgCIAEoCSKZAQoJVG9waWNGZWVkEg0KBXRvcGljGAEgASgJEikKBXN0YXJ0GAIgASgOMhouZmVlZGdhdGUudjEuU3RhcnRQb3NpdGlvbhIUCgxzdGFydF9vZmZzZXQYAyABKAMSIwoGZmlsdGVyGAQgASgLMhMuZmVlZGdhdGUudjEuRmlsdGVyEhcKD21pbl9pbnRlcnZhbF9tcxgFIAEoDSImCgtVbnN1YnNjcmliZRIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiswEKB1B1Ymxpc2gSDQoFdG9waWMYASABKAkSDwoHcGF5bG9hZBgCIAEoDBILCgNrZXkYAyABKAkSMgoHaGVhZGVycxgEIAMoCzIhLmZlZWRnYXRlLnYxLlB1Ymxpc2guSGVhZGVyc0VudHJ5EhcKD2lkZW1wb3RlbmN5X2tleRgFIAEoCRouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIGCgRQaW5nIgwKCkdldENhdGFsb2ciagoNU2VydmVyTWVzc2FnZRIpCghyZXNwb25zZRgBIAEoCzIVLmZlZWRnYXRlLnYxLlJlc3BvbnNlSAASIwoFZXZlbnQYAiABKAsyEi5mZWVkZ2F0ZS52MS5FdmVudEgAQgkKB21lc3NhZ2UihgMKCFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSIwoFZXJyb3IYAiABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvckgAEicKB3dlbGNvbWUYAyABKAsyFC5mZWVkZ2F0ZS52MS5XZWxjb21lSAASLQoKc3Vic2NyaWJlZBgEIAEoCzIXLmZlZWRnYXRlLnYxLlN1YnNjcmliZWRIABIxCgx1bnN1YnNjcmliZWQYBSABKAsyGS5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZWRIABIrCglwdWJsaXNoZWQYBiABKAsyFi5mZWVkZ2F0ZS52MS5QdWJsaXNoZWRIABIhCgRwb25nGAcgASgLMhEuZmVlZGdhdGUudjEuUG9uZ0gAEjMKDWF1dGhlbnRpY2F0ZWQYCCABKAsyGi5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVkSAASJwoHY2F0YWxvZxgJIAEoCzIULmZlZWRnYXRlLnYxLkNhdGFsb2dIAEIICgZyZXN1bHQipwEKB1dlbGNvbWUSEgoKc2Vzc2lvbl9pZBgBIAEoCRIWCg5zZXJ2ZXJfdmVyc2lvbhgCIAEoCRIYChBwcm90b2NvbF92ZXJzaW9uGAMgASgNEiMKBmxpbWl0cxgEIAEoCzITLmZlZWRnYXRlLnYxLkxpbWl0cxIxCg1hdXRoZW50aWNhdGVkGAUgASgLMhouZmVlZGdhdGUudjEuQXV0aGVudGljYXRlZCJHCg1BdXRoZW50aWNhdGVkEgwKBHVzZXIYASABKAkSDQoFcm9sZXMYAiADKAkSGQoRZXhwaXJlc19hdF9taWNyb3MYAyABKAMivgEKBkxpbWl0cxIYChBtYXhfbWVzc2FnZV9zaXplGAEgASgNEhgKEHBpbmdfaW50ZXJ2YWxfbXMYAiABKA0SFwoPaWRsZV90aW1lb3V0X21zGAMgASgNEhkKEW1heF9zdWJzY3JpcHRpb25zGAQgASgNEhYKDm91dGJvdW5kX3F1ZXVlGAUgASgNEhwKFG91dGJvdW5kX3F1ZXVlX2J5dGVzGAYgASgNEhYKDm1heF9mcmFtZV9zaXplGAcgASgNIiUKClN1YnNjcmliZWQSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEIicKDFVuc3Vic2NyaWJlZBIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiKwoJUHVibGlzaGVkEg4KBmN1cnNvchgBIAEoDBIOCgZvZmZzZXQYAiABKAMiIgoEUG9uZxIaChJzZXJ2ZXJfdGltZV9taWNyb3MYASABKAMimQEKB0NhdGFsb2cSKQoGdGFibGVzGAEgAygLMhkuZmVlZGdhdGUudjEuQ2F0YWxvZ1RhYmxlEicKBnRvcGljcxgCIAMoCzIXLmZlZWRnYXRlLnYxLlRvcGljUm91dGUSEAoIZGF0YWJhc2UYAyABKAgSKAoMdGFibGVzX2Vycm9yGAQgASgLMhIuZmVlZGdhdGUudjEuRXJyb3IidQoMQ2F0YWxvZ1RhYmxlEg0KBXRhYmxlGAEgASgJEisKB2NvbHVtbnMYAiADKAsyGi5mZWVkZ2F0ZS52MS5DYXRhbG9nQ29sdW1uEhMKC3ByaW1hcnlfa2V5GAMgAygJEhQKDHJvd19maWx0ZXJlZBgEIAEoCCJRCg1DYXRhbG9nQ29sdW1uEgwKBG5hbWUYASABKAkSDAoEdHlwZRgCIAEoCRIkCgRraW5kGAMgASgOMhYuZmVlZGdhdGUudjEuVmFsdWVLaW5kIrsBCgpUb3BpY1JvdXRlEg8KB3BhdHRlcm4YASABKAkSKgoHYmFja2VuZBgCIAEoDjIZLmZlZWRnYXRlLnYxLlRvcGljQmFja2VuZBIPCgdoaXN0b3J5GAMgASgIEg4KBnJlc3VtZRgEIAEoCBIRCgl3aWxkY2FyZHMYBSABKAgSFQoNc3Vic2NyaWJlX2FsbBgGIAEoCBIPCgdwdWJsaXNoGAcgASgIEhQKDGtub3duX3RvcGljcxgIIAMoCSKjAgoFRXZlbnQSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEEg4KBmN1cnNvchgCIAEoDBIoCgZjaGFuZ2UYAyABKAsyFi5mZWVkZ2F0ZS52MS5Sb3dDaGFuZ2VIABIjCgVyZWFkeRgEIAEoCzISLmZlZWRnYXRlLnYxLlJlYWR5SAASLAoHbWVzc2FnZRgFIAEoCzIZLmZlZWRnYXRlLnYxLlRvcGljTWVzc2FnZUgAEjEKBmNsb3NlZBgGIAEoCzIfLmZlZWRnYXRlLnYxLlN1YnNjcmlwdGlvbkNsb3NlZEgAEisKBnN0YXR1cxgHIAEoCzIZLmZlZWRnYXRlLnYxLlNvdXJjZVN0YXR1c0gAEgwKBG1vcmUYCCABKAhCBgoEYm9keSJECgxTb3VyY2VTdGF0dXMSEQoJYXZhaWxhYmxlGAEgASgIEiEKBWVycm9yGAIgASgLMhIuZmVlZGdhdGUudjEuRXJyb3IiBwoFUmVhZHkiNwoSU3Vic2NyaXB0aW9uQ2xvc2VkEiEKBWVycm9yGAEgASgLMhIuZmVlZGdhdGUudjEuRXJyb3Ii4QEKDFRvcGljTWVzc2FnZRINCgV0b3BpYxgBIAEoCRIPCgdwYXlsb2FkGAIgASgMEgsKA2tleRgDIAEoCRI3CgdoZWFkZXJzGAQgAygLMiYuZmVlZGdhdGUudjEuVG9waWNNZXNzYWdlLkhlYWRlcnNFbnRyeRIYChB0aW1lc3RhbXBfbWljcm9zGAUgASgDEhEKCXBhcnRpdGlvbhgGIAEoBRIOCgZvZmZzZXQYByABKAMaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi2gEKCVJvd0NoYW5nZRIlCgRraW5kGAEgASgOMhcuZmVlZGdhdGUudjEuQ2hhbmdlS2luZBINCgV0YWJsZRgCIAEoCRIdCgNrZXkYAyABKAsyEC5mZWVkZ2F0ZS52MS5Sb3cSIQoHbmV3X3JvdxgEIAEoCzIQLmZlZWRnYXRlLnYxLlJvdxIhCgdvbGRfcm93GAUgASgLMhAuZmVlZGdhdGUudjEuUm93EhYKDnRyYW5zYWN0aW9uX2lkGAYgASgEEhoKEmNvbW1pdF90aW1lX21pY3JvcxgHIAEoAyJ5CgNSb3cSLgoHY29sdW1ucxgBIAMoCzIdLmZlZWRnYXRlLnYxLlJvdy5Db2x1bW5zRW50cnkaQgoMQ29sdW1uc0VudHJ5EgsKA2tleRgBIAEoCRIhCgV2YWx1ZRgCIAEoCzISLmZlZWRnYXRlLnYxLlZhbHVlOgI4ASL/AQoFVmFsdWUSJgoEbnVsbBgBIAEoDjIWLmZlZWRnYXRlLnYxLk51bGxWYWx1ZUgAEg4KBGJvb2wYAiABKAhIABINCgNpbnQYAyABKANIABIQCgZkb3VibGUYBCABKAFIABIOCgR0ZXh0GAUgASgJSAASDwoFYnl0ZXMYBiABKAxIABIRCgdudW1lcmljGAcgASgJSAASGgoQdGltZXN0YW1wX21pY3JvcxgIIAEoA0gAEiAKFmxvY2FsX3RpbWVzdGFtcF9taWNyb3MYCSABKANIABITCglkYXRlX2RheXMYCiABKAVIABIOCgRqc29uGAsgASgJSABCBgoEa2luZCLLAQoFRXJyb3ISJAoEY29kZRgBIAEoDjIWLmZlZWRnYXRlLnYxLkVycm9yQ29kZRIPCgdtZXNzYWdlGAIgASgJEhEKCXJldHJ5YWJsZRgDIAEoCBIWCg5yZXRyeV9hZnRlcl9tcxgEIAEoDRIwCgdkZXRhaWxzGAUgAygLMh8uZmVlZGdhdGUudjEuRXJyb3IuRGV0YWlsc0VudHJ5Gi4KDERldGFpbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKpkBCglDb21wYXJlT3ASGgoWQ09NUEFSRV9PUF9VTlNQRUNJRklFRBAAEhEKDUNPTVBBUkVfT1BfRVEQARIRCg1DT01QQVJFX09QX05FEAISEQoNQ09NUEFSRV9PUF9MVBADEhEKDUNPTVBBUkVfT1BfTEUQBBIRCg1DT01QQVJFX09QX0dUEAUSEQoNQ09NUEFSRV9PUF9HRRAGKmIKDVN0YXJ0UG9zaXRpb24SGQoVU1RBUlRfUE9TSVRJT05fTEFURVNUEAASGwoXU1RBUlRfUE9TSVRJT05fRUFSTElFU1QQARIZChVTVEFSVF9QT1NJVElPTl9PRkZTRVQQAiqhAgoJVmFsdWVLaW5kEhoKFlZBTFVFX0tJTkRfVU5TUEVDSUZJRUQQABITCg9WQUxVRV9LSU5EX0JPT0wQAhISCg5WQUxVRV9LSU5EX0lOVBADEhUKEVZBTFVFX0tJTkRfRE9VQkxFEAQSEwoPVkFMVUVfS0lORF9URVhUEAUSFAoQVkFMVUVfS0lORF9CWVRFUxAGEhYKElZBTFVFX0tJTkRfTlVNRVJJQxAHEh8KG1ZBTFVFX0tJTkRfVElNRVNUQU1QX01JQ1JPUxAIEiUKIVZBTFVFX0tJTkRfTE9DQUxfVElNRVNUQU1QX01JQ1JPUxAJEhgKFFZBTFVFX0tJTkRfREFURV9EQVlTEAoSEwoPVkFMVUVfS0lORF9KU09OEAsqfAoMVG9waWNCYWNrZW5kEh0KGVRPUElDX0JBQ0tFTkRfVU5TUEVDSUZJRUQQABIYChRUT1BJQ19CQUNLRU5EX01FTU9SWRABEhcKE1RPUElDX0JBQ0tFTkRfS0FGS0EQAhIaChZUT1BJQ19CQUNLRU5EX1JBQkJJVE1REAMqigEKCkNoYW5nZUtpbmQSGwoXQ0hBTkdFX0tJTkRfVU5TUEVDSUZJRUQQABIXChNDSEFOR0VfS0lORF9JTklUSUFMEAESFgoSQ0hBTkdFX0tJTkRfSU5TRVJUEAISFgoSQ0hBTkdFX0tJTkRfVVBEQVRFEAMSFgoSQ0hBTkdFX0tJTkRfREVMRVRFEAQqGwoJTnVsbFZhbHVlEg4KCk5VTExfVkFMVUUQACqJBQoJRXJyb3JDb2RlEhoKFkVSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIeChpFUlJPUl9DT0RFX0lOVkFMSURfTUVTU0FHRRABEhkKFUVSUk9SX0NPREVfVkFMSURBVElPThACEh4KGkVSUk9SX0NPREVfVU5LTk9XTl9DT01NQU5EEAMSHgoaRVJST1JfQ09ERV9VTkFVVEhFTlRJQ0FURUQQBBIgChxFUlJPUl9DT0RFX1BFUk1JU1NJT05fREVOSUVEEAUSGAoURVJST1JfQ09ERV9OT1RfRk9VTkQQBhIlCiFFUlJPUl9DT0RFX0RVUExJQ0FURV9TVUJTQ1JJUFRJT04QBxIlCiFFUlJPUl9DT0RFX1NVQlNDUklQVElPTl9OT1RfRk9VTkQQCBIdChlFUlJPUl9DT0RFX0xJTUlUX0VYQ0VFREVEEAkSGwoXRVJST1JfQ09ERV9SQVRFX0xJTUlURUQQChIdChlFUlJPUl9DT0RFX1BVQkxJU0hfRkFJTEVEEAsSIQodRVJST1JfQ09ERV9TT1VSQ0VfVU5BVkFJTEFCTEUQDBIhCh1FUlJPUl9DT0RFX1JFU1VNRV9VTkFWQUlMQUJMRRANEhcKE0VSUk9SX0NPREVfSU5URVJOQUwQDhIrCidFUlJPUl9DT0RFX1VOU1VQUE9SVEVEX1BST1RPQ09MX1ZFUlNJT04QDxIcChhFUlJPUl9DT0RFX1NMT1dfQ09OU1VNRVIQEBIcChhFUlJPUl9DT0RFX1NIVVRUSU5HX0RPV04QERIbChdFUlJPUl9DT0RFX0lETEVfVElNRU9VVBASEhsKF0VSUk9SX0NPREVfU09VUkNFX1JFU0VUEBNCVQoPZGV2LmZlZWRnYXRlLnYxQg1GZWVkZ2F0ZVByb3RvUAFaI2ZlZWRnYXRlLmRldi9mZWVkZ2F0ZS92MTtmZWVkZ2F0ZXYxqgILRmVlZGdhdGUuVjFiBnByb3RvMw");
 
 /**
  * One command from the client. `request_id` is chosen by the client, must be non-zero, and is
@@ -73,6 +73,12 @@ export type Request = Message<"feedgate.v1.Request"> & {
      */
     value: Authenticate;
     case: "authenticate";
+  } | {
+    /**
+     * @generated from field: feedgate.v1.GetCatalog get_catalog = 8;
+     */
+    value: GetCatalog;
+    case: "getCatalog";
   } | { case: undefined; value?: undefined };
 };
 
@@ -615,6 +621,22 @@ export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
   messageDesc(file_feedgate_v1_feedgate, 15);
 
 /**
+ * List what this connection may subscribe to: the watched tables and the topic routes its
+ * principal's permissions let it at. Answered by `Catalog`.
+ *
+ * @generated from message feedgate.v1.GetCatalog
+ */
+export type GetCatalog = Message<"feedgate.v1.GetCatalog"> & {
+};
+
+/**
+ * Describes the message feedgate.v1.GetCatalog.
+ * Use `create(GetCatalogSchema)` to create a new message.
+ */
+export const GetCatalogSchema: GenMessage<GetCatalog> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 16);
+
+/**
  * Everything the server sends.
  *
  * @generated from message feedgate.v1.ServerMessage
@@ -643,7 +665,7 @@ export type ServerMessage = Message<"feedgate.v1.ServerMessage"> & {
  * Use `create(ServerMessageSchema)` to create a new message.
  */
 export const ServerMessageSchema: GenMessage<ServerMessage> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 16);
+  messageDesc(file_feedgate_v1_feedgate, 17);
 
 /**
  * The answer to one `Request`.
@@ -703,6 +725,12 @@ export type Response = Message<"feedgate.v1.Response"> & {
      */
     value: Authenticated;
     case: "authenticated";
+  } | {
+    /**
+     * @generated from field: feedgate.v1.Catalog catalog = 9;
+     */
+    value: Catalog;
+    case: "catalog";
   } | { case: undefined; value?: undefined };
 };
 
@@ -711,7 +739,7 @@ export type Response = Message<"feedgate.v1.Response"> & {
  * Use `create(ResponseSchema)` to create a new message.
  */
 export const ResponseSchema: GenMessage<Response> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 17);
+  messageDesc(file_feedgate_v1_feedgate, 18);
 
 /**
  * @generated from message feedgate.v1.Welcome
@@ -758,7 +786,7 @@ export type Welcome = Message<"feedgate.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 18);
+  messageDesc(file_feedgate_v1_feedgate, 19);
 
 /**
  * Who the connection acts as, and until when.
@@ -794,7 +822,7 @@ export type Authenticated = Message<"feedgate.v1.Authenticated"> & {
  * Use `create(AuthenticatedSchema)` to create a new message.
  */
 export const AuthenticatedSchema: GenMessage<Authenticated> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 19);
+  messageDesc(file_feedgate_v1_feedgate, 20);
 
 /**
  * @generated from message feedgate.v1.Limits
@@ -857,7 +885,7 @@ export type Limits = Message<"feedgate.v1.Limits"> & {
  * Use `create(LimitsSchema)` to create a new message.
  */
 export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 20);
+  messageDesc(file_feedgate_v1_feedgate, 21);
 
 /**
  * @generated from message feedgate.v1.Subscribed
@@ -874,7 +902,7 @@ export type Subscribed = Message<"feedgate.v1.Subscribed"> & {
  * Use `create(SubscribedSchema)` to create a new message.
  */
 export const SubscribedSchema: GenMessage<Subscribed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 21);
+  messageDesc(file_feedgate_v1_feedgate, 22);
 
 /**
  * @generated from message feedgate.v1.Unsubscribed
@@ -891,7 +919,7 @@ export type Unsubscribed = Message<"feedgate.v1.Unsubscribed"> & {
  * Use `create(UnsubscribedSchema)` to create a new message.
  */
 export const UnsubscribedSchema: GenMessage<Unsubscribed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 22);
+  messageDesc(file_feedgate_v1_feedgate, 23);
 
 /**
  * @generated from message feedgate.v1.Published
@@ -917,7 +945,7 @@ export type Published = Message<"feedgate.v1.Published"> & {
  * Use `create(PublishedSchema)` to create a new message.
  */
 export const PublishedSchema: GenMessage<Published> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 23);
+  messageDesc(file_feedgate_v1_feedgate, 24);
 
 /**
  * @generated from message feedgate.v1.Pong
@@ -936,7 +964,193 @@ export type Pong = Message<"feedgate.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 24);
+  messageDesc(file_feedgate_v1_feedgate, 25);
+
+/**
+ * What the connection may subscribe to, filtered by its principal's permissions.
+ *
+ * @generated from message feedgate.v1.Catalog
+ */
+export type Catalog = Message<"feedgate.v1.Catalog"> & {
+  /**
+   * Watched tables the principal may subscribe to, by name.
+   *
+   * @generated from field: repeated feedgate.v1.CatalogTable tables = 1;
+   */
+  tables: CatalogTable[];
+
+  /**
+   * The server's topic routing rules, in the order they are tried, that serve a topic the
+   * principal may subscribe to or publish to. A server without rules has one: `#`, in-process.
+   *
+   * @generated from field: repeated feedgate.v1.TopicRoute topics = 2;
+   */
+  topics: TopicRoute[];
+
+  /**
+   * Whether this server has a database configured (else there are no tables to list).
+   *
+   * @generated from field: bool database = 3;
+   */
+  database: boolean;
+
+  /**
+   * Why the tables could not be listed now (SOURCE_UNAVAILABLE: the database is unreachable);
+   * absent when they were. The topics are listed either way.
+   *
+   * @generated from field: feedgate.v1.Error tables_error = 4;
+   */
+  tablesError?: Error | undefined;
+};
+
+/**
+ * Describes the message feedgate.v1.Catalog.
+ * Use `create(CatalogSchema)` to create a new message.
+ */
+export const CatalogSchema: GenMessage<Catalog> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 26);
+
+/**
+ * A watched table.
+ *
+ * @generated from message feedgate.v1.CatalogTable
+ */
+export type CatalogTable = Message<"feedgate.v1.CatalogTable"> & {
+  /**
+   * "schema.table", as `RowChange.table` names it and `TableFeed.table` accepts it.
+   *
+   * @generated from field: string table = 1;
+   */
+  table: string;
+
+  /**
+   * Every column, in the table's order.
+   *
+   * @generated from field: repeated feedgate.v1.CatalogColumn columns = 2;
+   */
+  columns: CatalogColumn[];
+
+  /**
+   * The primary key's columns, in key order (`RowChange.key`).
+   *
+   * @generated from field: repeated string primary_key = 3;
+   */
+  primaryKey: string[];
+
+  /**
+   * The principal sees only some rows: a permission row filter applies to its subscriptions.
+   *
+   * @generated from field: bool row_filtered = 4;
+   */
+  rowFiltered: boolean;
+};
+
+/**
+ * Describes the message feedgate.v1.CatalogTable.
+ * Use `create(CatalogTableSchema)` to create a new message.
+ */
+export const CatalogTableSchema: GenMessage<CatalogTable> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 27);
+
+/**
+ * @generated from message feedgate.v1.CatalogColumn
+ */
+export type CatalogColumn = Message<"feedgate.v1.CatalogColumn"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The PostgreSQL type, as `format_type` spells it ("integer", "numeric(10,2)", "text[]").
+   *
+   * @generated from field: string type = 2;
+   */
+  type: string;
+
+  /**
+   * The `Value` kind its values arrive as (NULL aside).
+   *
+   * @generated from field: feedgate.v1.ValueKind kind = 3;
+   */
+  kind: ValueKind;
+};
+
+/**
+ * Describes the message feedgate.v1.CatalogColumn.
+ * Use `create(CatalogColumnSchema)` to create a new message.
+ */
+export const CatalogColumnSchema: GenMessage<CatalogColumn> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 28);
+
+/**
+ * A topic routing rule: the topics its pattern matches are served by its backend.
+ *
+ * @generated from message feedgate.v1.TopicRoute
+ */
+export type TopicRoute = Message<"feedgate.v1.TopicRoute"> & {
+  /**
+   * A topic pattern (`*` one segment, `#` zero or more).
+   *
+   * @generated from field: string pattern = 1;
+   */
+  pattern: string;
+
+  /**
+   * @generated from field: feedgate.v1.TopicBackend backend = 2;
+   */
+  backend: TopicBackend;
+
+  /**
+   * Subscriptions may start from EARLIEST or an OFFSET (the backend keeps messages).
+   *
+   * @generated from field: bool history = 3;
+   */
+  history: boolean;
+
+  /**
+   * Subscriptions may resume from an event's cursor.
+   *
+   * @generated from field: bool resume = 4;
+   */
+  resume: boolean;
+
+  /**
+   * Subscriptions may use `*`/`#` in the topic they name.
+   *
+   * @generated from field: bool wildcards = 5;
+   */
+  wildcards: boolean;
+
+  /**
+   * The principal may subscribe to every topic the pattern matches (false: only to some).
+   *
+   * @generated from field: bool subscribe_all = 6;
+   */
+  subscribeAll: boolean;
+
+  /**
+   * The principal may publish to at least one topic the pattern matches.
+   *
+   * @generated from field: bool publish = 7;
+   */
+  publish: boolean;
+
+  /**
+   * Topics of this route the server knows of now and the principal may subscribe to: the
+   * in-process topics that have kept messages (brokers' topics are not listed).
+   *
+   * @generated from field: repeated string known_topics = 8;
+   */
+  knownTopics: string[];
+};
+
+/**
+ * Describes the message feedgate.v1.TopicRoute.
+ * Use `create(TopicRouteSchema)` to create a new message.
+ */
+export const TopicRouteSchema: GenMessage<TopicRoute> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 29);
 
 /**
  * Something that happened on a subscription.
@@ -1009,7 +1223,7 @@ export type Event = Message<"feedgate.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 25);
+  messageDesc(file_feedgate_v1_feedgate, 30);
 
 /**
  * The subscription's source became unavailable (the database is unreachable) or available again.
@@ -1037,7 +1251,7 @@ export type SourceStatus = Message<"feedgate.v1.SourceStatus"> & {
  * Use `create(SourceStatusSchema)` to create a new message.
  */
 export const SourceStatusSchema: GenMessage<SourceStatus> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 26);
+  messageDesc(file_feedgate_v1_feedgate, 31);
 
 /**
  * The initial state is complete; live events follow. Sent once for every subscription, right
@@ -1053,7 +1267,7 @@ export type Ready = Message<"feedgate.v1.Ready"> & {
  * Use `create(ReadySchema)` to create a new message.
  */
 export const ReadySchema: GenMessage<Ready> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 27);
+  messageDesc(file_feedgate_v1_feedgate, 32);
 
 /**
  * The server ended the subscription; no event for it follows. The id may be reused.
@@ -1072,7 +1286,7 @@ export type SubscriptionClosed = Message<"feedgate.v1.SubscriptionClosed"> & {
  * Use `create(SubscriptionClosedSchema)` to create a new message.
  */
 export const SubscriptionClosedSchema: GenMessage<SubscriptionClosed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 28);
+  messageDesc(file_feedgate_v1_feedgate, 33);
 
 /**
  * A message on a topic.
@@ -1127,7 +1341,7 @@ export type TopicMessage = Message<"feedgate.v1.TopicMessage"> & {
  * Use `create(TopicMessageSchema)` to create a new message.
  */
 export const TopicMessageSchema: GenMessage<TopicMessage> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 29);
+  messageDesc(file_feedgate_v1_feedgate, 34);
 
 /**
  * One row-level change of a PostgreSQL table.
@@ -1188,7 +1402,7 @@ export type RowChange = Message<"feedgate.v1.RowChange"> & {
  * Use `create(RowChangeSchema)` to create a new message.
  */
 export const RowChangeSchema: GenMessage<RowChange> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 30);
+  messageDesc(file_feedgate_v1_feedgate, 35);
 
 /**
  * @generated from message feedgate.v1.Row
@@ -1205,7 +1419,7 @@ export type Row = Message<"feedgate.v1.Row"> & {
  * Use `create(RowSchema)` to create a new message.
  */
 export const RowSchema: GenMessage<Row> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 31);
+  messageDesc(file_feedgate_v1_feedgate, 36);
 
 /**
  * A column value that loses nothing.
@@ -1309,7 +1523,7 @@ export type Value = Message<"feedgate.v1.Value"> & {
  * Use `create(ValueSchema)` to create a new message.
  */
 export const ValueSchema: GenMessage<Value> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 32);
+  messageDesc(file_feedgate_v1_feedgate, 37);
 
 /**
  * A coded error. `code` is what programs branch on; `message` is for people.
@@ -1354,7 +1568,7 @@ export type Error = Message<"feedgate.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 33);
+  messageDesc(file_feedgate_v1_feedgate, 38);
 
 /**
  * @generated from enum feedgate.v1.CompareOp
@@ -1435,6 +1649,105 @@ export const StartPositionSchema: GenEnum<StartPosition> = /*@__PURE__*/
   enumDesc(file_feedgate_v1_feedgate, 1);
 
 /**
+ * The `Value` oneof's kinds, numbered as its fields.
+ *
+ * @generated from enum feedgate.v1.ValueKind
+ */
+export enum ValueKind {
+  /**
+   * @generated from enum value: VALUE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: VALUE_KIND_BOOL = 2;
+   */
+  BOOL = 2,
+
+  /**
+   * @generated from enum value: VALUE_KIND_INT = 3;
+   */
+  INT = 3,
+
+  /**
+   * @generated from enum value: VALUE_KIND_DOUBLE = 4;
+   */
+  DOUBLE = 4,
+
+  /**
+   * @generated from enum value: VALUE_KIND_TEXT = 5;
+   */
+  TEXT = 5,
+
+  /**
+   * @generated from enum value: VALUE_KIND_BYTES = 6;
+   */
+  BYTES = 6,
+
+  /**
+   * @generated from enum value: VALUE_KIND_NUMERIC = 7;
+   */
+  NUMERIC = 7,
+
+  /**
+   * @generated from enum value: VALUE_KIND_TIMESTAMP_MICROS = 8;
+   */
+  TIMESTAMP_MICROS = 8,
+
+  /**
+   * @generated from enum value: VALUE_KIND_LOCAL_TIMESTAMP_MICROS = 9;
+   */
+  LOCAL_TIMESTAMP_MICROS = 9,
+
+  /**
+   * @generated from enum value: VALUE_KIND_DATE_DAYS = 10;
+   */
+  DATE_DAYS = 10,
+
+  /**
+   * @generated from enum value: VALUE_KIND_JSON = 11;
+   */
+  JSON = 11,
+}
+
+/**
+ * Describes the enum feedgate.v1.ValueKind.
+ */
+export const ValueKindSchema: GenEnum<ValueKind> = /*@__PURE__*/
+  enumDesc(file_feedgate_v1_feedgate, 2);
+
+/**
+ * @generated from enum feedgate.v1.TopicBackend
+ */
+export enum TopicBackend {
+  /**
+   * @generated from enum value: TOPIC_BACKEND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: TOPIC_BACKEND_MEMORY = 1;
+   */
+  MEMORY = 1,
+
+  /**
+   * @generated from enum value: TOPIC_BACKEND_KAFKA = 2;
+   */
+  KAFKA = 2,
+
+  /**
+   * @generated from enum value: TOPIC_BACKEND_RABBITMQ = 3;
+   */
+  RABBITMQ = 3,
+}
+
+/**
+ * Describes the enum feedgate.v1.TopicBackend.
+ */
+export const TopicBackendSchema: GenEnum<TopicBackend> = /*@__PURE__*/
+  enumDesc(file_feedgate_v1_feedgate, 3);
+
+/**
  * @generated from enum feedgate.v1.ChangeKind
  */
 export enum ChangeKind {
@@ -1470,7 +1783,7 @@ export enum ChangeKind {
  * Describes the enum feedgate.v1.ChangeKind.
  */
 export const ChangeKindSchema: GenEnum<ChangeKind> = /*@__PURE__*/
-  enumDesc(file_feedgate_v1_feedgate, 2);
+  enumDesc(file_feedgate_v1_feedgate, 4);
 
 /**
  * @generated from enum feedgate.v1.NullValue
@@ -1486,7 +1799,7 @@ export enum NullValue {
  * Describes the enum feedgate.v1.NullValue.
  */
 export const NullValueSchema: GenEnum<NullValue> = /*@__PURE__*/
-  enumDesc(file_feedgate_v1_feedgate, 3);
+  enumDesc(file_feedgate_v1_feedgate, 5);
 
 /**
  * @generated from enum feedgate.v1.ErrorCode
@@ -1636,5 +1949,5 @@ export enum ErrorCode {
  * Describes the enum feedgate.v1.ErrorCode.
  */
 export const ErrorCodeSchema: GenEnum<ErrorCode> = /*@__PURE__*/
-  enumDesc(file_feedgate_v1_feedgate, 4);
+  enumDesc(file_feedgate_v1_feedgate, 6);
 
