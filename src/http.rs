@@ -1,5 +1,6 @@
 //! HTTP surface: the WebSocket endpoint (`/v1/ws`), liveness and readiness (`/health`,
-//! `/health/ready`: see `readiness`) and statistics (`/v1/stats`). Handlers here only translate
+//! `/health/ready`: see `readiness`), statistics (`/v1/stats`, `/metrics`) and the dashboard
+//! (`/ui/`, see `dashboard`). Handlers here only translate
 //! HTTP into calls on the session and the sources; they hold no state of their own beyond
 //! counters.
 
@@ -65,6 +66,7 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
         .route("/health/ready", get(ready))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .with_state(state)
 }
 

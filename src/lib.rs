@@ -10,6 +10,7 @@
 //! - [`app`]: binds the listener, builds the shared state, owns the shutdown order.
 //! - [`http`]: the `/v1/ws` upgrade (Origin check, connection limit, the token in the request),
 //!   `/health`, `/health/ready`, `/v1/stats`.
+//! - `dashboard`: the dashboard page's built files, embedded, served at `/ui/`.
 //! - [`readiness`]: what `/health` and `/health/ready` answer: the server's status, its
 //!   dependencies' availability, its build (pure).
 //! - [`stats`]: the per-source-kind part of `/v1/stats`: subscriptions, deliveries counted by
@@ -76,6 +77,7 @@ pub mod broker;
 pub mod changefeed;
 pub mod config;
 pub mod cursor;
+mod dashboard;
 pub mod demo;
 mod http;
 pub mod limits;
