@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { accessSync, constants, mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { createHmac } from "node:crypto";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
@@ -175,6 +176,55 @@ test("a table: rows, changes marked as they happen, a filter, and a restart resu
   assert.deepEqual(await rowKeys(), ["5", "7"]);
   const { rows } = (await db.query("SELECT count(*)::int AS rows FROM dash_items WHERE price > 10")).rows[0] as { rows: number };
   assert.equal(await page.locator(".counters").getAttribute("data-rows"), String(rows));
+});
+
+test("the column chooser and the squash interval reopen the view", async () => {
+  // A query string makes this a new page, not a move within the one the last test left.
+  await page.goto(`${base()}/ui/?columns#table=public.dash_items`);
+  await page.locator(".snapshot[data-ready=true]").waitFor(WAIT);
+  await page.locator(".controls summary").click();
+  await page.locator('input[name=column][value="name"]').uncheck();
+  assert.ok(await page.locator('input[name=column][value="id"]').isDisabled(), "the key's columns always stay");
+  await page.locator("#squash").fill("300");
+  await page.getByRole("button", { name: "Apply" }).click();
+  await page.locator(".snapshot[data-ready=true]").waitFor(WAIT);
+  await page.waitForFunction(() => !document.querySelector(".grid-head")?.textContent?.includes("name"), null, WAIT);
+  const head = await page.locator(".grid-head .cell").allInnerTexts();
+  assert.equal(head.length, 2, head.join(" | "));
+  assert.match(head[0]!, /^id/);
+  assert.equal(head[1], "price");
+  // Squashed: three quick updates of one row arrive as one, marked.
+  for (const price of [71, 72, 73]) await db.query(`UPDATE dash_items SET price = ${price} WHERE id = 7`);
+  await page.locator('.row.update[data-key="7"]', { hasText: "73" }).waitFor(WAIT);
+  const updated = async () => Number(/(\d+) updated/.exec(await page.locator(".counters").innerText())![1]);
+  const squashed = await updated();
+  assert.ok(squashed === 1 || squashed === 2, `${squashed} updates for 3 squashed ones`);
+  // A change to a column not chosen is not sent at all.
+  await db.query("UPDATE dash_items SET name = 'SEVEN' WHERE id = 7");
+  await sleep(1_000);
+  assert.equal(await updated(), squashed);
+});
+
+test("a server that needs a token: the page asks for one, and connects with it", async () => {
+  const secret = "dashboard-test-secret-of-32-bytes!!";
+  const b64 = (data: string | Buffer) => Buffer.from(data).toString("base64url");
+  const header = b64(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+  const payload = b64(JSON.stringify({ sub: "dash", exp: Math.floor(Date.now() / 1000) + 600, roles: ["user"] }));
+  const token = `${header}.${payload}.${b64(createHmac("sha256", secret).update(`${header}.${payload}`).digest())}`;
+  const keyed = await startServer(databaseUrl, { anonymous: false, extra: ["--hs256-secret", secret] });
+  const secured = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  try {
+    await secured.goto(`http://${keyed.addr}/`);
+    await secured.locator("#tables-note", { hasText: "needs a token" }).waitFor(WAIT);
+    await secured.locator("#token").fill(token);
+    await secured.getByRole("button", { name: "Connect" }).click();
+    await secured.locator('[data-open="table=public.dash_items"]').click(WAIT);
+    await secured.locator(".snapshot[data-ready=true]").waitFor(WAIT);
+    assert.equal(await secured.locator("#state").getAttribute("data-state"), "open");
+  } finally {
+    await secured.close();
+    await stopServer(keyed);
+  }
 });
 
 test("a topic: the demo stream's tail, and a publish from the page", async () => {

@@ -6,7 +6,7 @@
  * reload or a link reopens it. Built with esbuild into `ui/` (see `build.mjs`).
  */
 
-import { Client, type ConnectionState, type FeedgateError, TopicBackend, type pb } from "../../../src/index.js";
+import { Client, type ConnectionState, ErrorCode, FeedgateError, TopicBackend, type pb } from "../../../src/index.js";
 import { arrowKeys, byId, el } from "./dom.js";
 import { TableGrid } from "./grid.js";
 import { ServerPanel } from "./stats.js";
@@ -108,7 +108,11 @@ class Dashboard {
     try {
       this.#catalog = await client.catalog();
     } catch (error) {
-      byId("tables-note").textContent = `catalog: ${(error as Error).message}`;
+      const unauthenticated = error instanceof FeedgateError && error.code === ErrorCode.UNAUTHENTICATED;
+      byId("tables-note").textContent = unauthenticated
+        ? "This server needs a token: enter it above and press Connect."
+        : `catalog: ${(error as Error).message}`;
+      if (unauthenticated) byId("token").focus();
       return;
     }
     this.renderCatalog(this.#catalog);
