@@ -3,6 +3,7 @@
 //! permissions exactly as a subscribe would be. Reads; changes nothing.
 
 use super::SessionContext;
+use crate::auth::permissions::Action;
 use crate::auth::Principal;
 use crate::broker::RouteInfo;
 use crate::config::BackendKind;
@@ -40,7 +41,6 @@ fn topic_route(
     principal: &Principal,
     route: RouteInfo,
 ) -> Option<TopicRoute> {
-    use crate::auth::permissions::Action;
     let access = ctx.permissions.route_access(principal, &route.pattern);
     if !access.subscribe_some && !access.publish_some {
         return None;
