@@ -8,8 +8,8 @@
 //!    1001 and the session drops its subscriptions; the server waits for the sessions;
 //! 3. only then do the sources stop (a token of their own, so that no session sees its sources
 //!    go away before it is closed): the changefeed reader stops polling and removes its row from
-//!    `feedgate.readers`, broker consumers and connections close, snapshot tasks end, and the
-//!    delivery-rate sampler of `/v1/stats` stops;
+//!    `feedgate.readers`, broker consumers and connections close, snapshot tasks end, the
+//!    delivery-rate sampler of `/v1/stats` stops, and so does the `--demo` stream;
 //! 4. the server waits for the sources' tasks and in-flight HTTP requests. All of it takes at most
 //!    `shutdown_timeout`; what is still running then is left behind with a warning.
 
@@ -110,6 +110,10 @@ impl Server {
             ),
             None => None,
         };
+        let memory = MemoryBroker::new(config.memory.clone(), &background, sources.clone());
+        if config.demo {
+            background.spawn(crate::demo::run(memory.clone(), sources.clone()));
+        }
         let started = tokio::time::Instant::now();
         let rates = Arc::new(Rates::default());
         let state = Arc::new(HttpState {
@@ -126,7 +130,7 @@ impl Server {
             },
             topics: Topics::new(
                 config.topics.clone(),
-                MemoryBroker::new(config.memory.clone(), &background, sources.clone()),
+                memory,
                 config
                     .rabbitmq
                     .clone()

@@ -44,6 +44,9 @@ pub struct Config {
     pub permissions: Vec<PermissionRule>,
     /// How log lines are written to stderr: text for people, JSON for log collectors.
     pub log_format: LogFormat,
+    /// Publish a small live sample stream on the in-process topic `demo.prices` (`serve
+    /// --demo`), so a first run has something to show.
+    pub demo: bool,
 }
 
 /// How log lines are written.
@@ -399,6 +402,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             permissions: Vec::new(),
             log_format: LogFormat::Text,
+            demo: false,
         }
     }
 }
@@ -499,6 +503,10 @@ pub struct Overrides {
     /// Log format: text (the default) or json.
     #[arg(long, env = "FEEDGATE_LOG_FORMAT", value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Publish a live sample stream (price ticks, JSON, four a second) on the in-process topic
+    /// demo.prices.
+    #[arg(long, env = "FEEDGATE_DEMO")]
+    pub demo: bool,
 }
 
 /// Why the configuration cannot be used.
@@ -577,6 +585,9 @@ impl Config {
         set(&mut self.log_format, &o.log_format);
         if o.allow_anonymous {
             self.auth.anonymous = true;
+        }
+        if o.demo {
+            self.demo = true;
         }
         if o.hs256_secret.is_some() {
             self.auth.hs256_secret.clone_from(&o.hs256_secret);

@@ -1,8 +1,8 @@
 //! HTTP surface: the WebSocket endpoint (`/v1/ws`), Server-Sent Events (`/v1/sse`: see `sse`),
 //! liveness and readiness (`/health`, `/health/ready`: see `readiness`), statistics
-//! (`/v1/stats`) and metrics (`/metrics`). Handlers here only translate
-//! HTTP into calls on the session and the sources; they hold no state of their own beyond
-//! counters.
+//! (`/v1/stats`), metrics (`/metrics`) and the dashboard (`/ui/`, see `dashboard`). Handlers
+//! here only translate HTTP into calls on the session and the sources; they hold no state of
+//! their own beyond counters.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +84,7 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
         .route("/health/ready", get(ready))
         .route("/v1/stats", get(stats))
         .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .with_state(state)
 }
 

@@ -9,9 +9,10 @@
 //! - [`config`]: typed settings from a TOML file, `FEEDGATE_*` variables and flags.
 //! - [`app`]: binds the listener, builds the shared state, owns the shutdown order.
 //! - [`http`]: the `/v1/ws` upgrade (Origin check, connection limit, the token in the request),
-//!   `/v1/sse`, `/health`, `/health/ready`, `/v1/stats`, `/metrics`.
+//!   `/v1/sse`, `/health`, `/health/ready`, `/v1/stats`, `/metrics`, `/ui/`.
 //! - [`sse`]: Server-Sent Events: a session driven through a pipe instead of a socket, its
 //!   events written as proto3 JSON with cursors as event ids (`Last-Event-ID` resumes).
+//! - `dashboard`: the dashboard page's built files, embedded, served at `/ui/`.
 //! - [`readiness`]: what `/health` and `/health/ready` answer: the server's status, its
 //!   dependencies' availability, its build (pure).
 //! - [`stats`]: the per-source-kind part of `/v1/stats`: subscriptions, deliveries counted by
@@ -20,7 +21,8 @@
 //! - [`auth`]: token -> principal (JWT, pinned algorithms); may this principal subscribe or
 //!   publish to that ([`auth::permissions`]).
 //! - [`limits`]: connections in all, per user and per tenant; requests per second.
-//! - [`session`]: one connection: reads frames, runs commands, holds its subscriptions, writes.
+//! - [`session`]: one connection: reads frames, runs commands, holds its subscriptions, writes;
+//!   answers `GetCatalog` from the changefeed, the topic front and the permissions.
 //! - [`protocol`]: prost types and pure decode/encode between frames and domain values,
 //!   including the encode-once framing used by fan-out, and PostgreSQL's date and timestamp text
 //!   read into the protocol's units ([`protocol::datetime`]).
@@ -28,6 +30,7 @@
 //!   subscription's next offset per partition, a table feed's position in snapshots and log
 //!   ids), as the versioned bytes events carry and `resume_from` sends back; encodes and
 //!   decodes (pure).
+//! - [`demo`]: `serve --demo`'s sample stream (price ticks on the in-process `demo.prices`).
 //! - [`broker`]: topic backends behind one front ([`broker::Topics`]): the in-process broker,
 //!   Kafka and RabbitMQ, and which of them serves a topic ([`broker::route`]).
 //! - [`changefeed`]: PostgreSQL tables: the change log, snapshots and their hand-off to live
@@ -80,6 +83,8 @@ pub mod broker;
 pub mod changefeed;
 pub mod config;
 pub mod cursor;
+mod dashboard;
+pub mod demo;
 mod http;
 pub mod limits;
 pub mod metrics;

@@ -25,6 +25,31 @@ pub fn matches_segments(pattern: &[&str], topic: &[&str]) -> bool {
     }
 }
 
+/// Whether some topic name matches both patterns (a permission grant and a routing rule's
+/// pattern, say).
+pub fn overlap(a: &str, b: &str) -> bool {
+    let a: Vec<&str> = a.split('.').collect();
+    let b: Vec<&str> = b.split('.').collect();
+    overlap_segments(&a, &b)
+}
+
+fn overlap_segments(a: &[&str], b: &[&str]) -> bool {
+    match (a.split_first(), b.split_first()) {
+        (None, None) => true,
+        // `#` matches nothing (then the rest must overlap) or one more segment of the other.
+        (Some((&"#", a_rest)), _) => {
+            overlap_segments(a_rest, b) || (!b.is_empty() && overlap_segments(a, &b[1..]))
+        }
+        (_, Some((&"#", b_rest))) => {
+            overlap_segments(a, b_rest) || (!a.is_empty() && overlap_segments(&a[1..], b))
+        }
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some((&x, a_rest)), Some((&y, b_rest))) => {
+            (x == "*" || y == "*" || x == y) && overlap_segments(a_rest, b_rest)
+        }
+    }
+}
+
 /// Whether a topic name contains wildcard characters.
 pub fn has_wildcards(topic: &str) -> bool {
     topic.split('.').any(|s| s == "*" || s == "#") || topic.contains(['*', '#', '>'])
@@ -49,6 +74,19 @@ pub fn check_pattern(pattern: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_overlap_when_some_topic_matches_both() {
+        assert!(overlap("#", "orders.eu"));
+        assert!(overlap("orders.*", "orders.eu"));
+        assert!(overlap("orders.*", "*.eu"));
+        assert!(overlap("audit.#", "#.failed"));
+        assert!(overlap("demo.#", "demo"));
+        assert!(!overlap("orders.*", "orders"));
+        assert!(!overlap("orders.*", "audit.#"));
+        assert!(!overlap("orders.eu", "orders.us"));
+        assert!(!overlap("a.*.c", "a.b"));
+    }
 
     #[test]
     fn amqp_style_patterns() {

@@ -99,7 +99,7 @@ fn spec(raw: &pb::Request) -> Result<(), Code> {
     }
     match raw.command.as_ref().ok_or(Code::UnknownCommand)? {
         C::Hello(hello) if hello.protocol_version > 1 => Err(Code::UnsupportedProtocolVersion),
-        C::Hello(_) | C::Ping(_) => Ok(()),
+        C::Hello(_) | C::Ping(_) | C::GetCatalog(_) => Ok(()),
         C::Authenticate(auth) if auth.token.is_empty() => Err(Code::Validation),
         C::Authenticate(_) => Ok(()),
         C::Unsubscribe(u) if u.subscription_id == 0 => Err(Code::Validation),
@@ -218,6 +218,7 @@ fn encode(request: &Request, headers: std::collections::HashMap<String, String>)
         Command::Authenticate { token } => C::Authenticate(pb::Authenticate {
             token: token.clone(),
         }),
+        Command::GetCatalog => C::GetCatalog(pb::GetCatalog {}),
     };
     pb::Request {
         request_id: request.request_id,

@@ -407,6 +407,7 @@ impl Oracle {
                 }
             }
             Command::Publish(message) => self.published(message, result, error),
+            Command::GetCatalog => assert!(matches!(result, R::Catalog(_)), "{result:?}"),
         }
     }
 

@@ -25,7 +25,7 @@ use super::Principal;
 use crate::config::PermissionRule;
 use crate::protocol::{Code, Failure};
 use crate::row_filter::{Claims, FilterTemplate, ParseError, RowFilter};
-use crate::topic_pattern::matches_segments;
+use crate::topic_pattern::{matches_segments, overlap};
 
 /// Which rows of a table a subscription may see.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +51,17 @@ pub enum Action<'a> {
         /// The table.
         table: &'a str,
     },
+}
+
+/// What a principal may do with the topics a routing pattern serves (for the catalog).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteAccess {
+    /// It may subscribe to every topic the pattern matches.
+    pub subscribe_all: bool,
+    /// It may subscribe to at least one of them.
+    pub subscribe_some: bool,
+    /// It may publish to at least one of them.
+    pub publish_some: bool,
 }
 
 /// The configured rules.
@@ -119,6 +130,37 @@ impl Permissions {
         self.rules.is_empty()
     }
 
+    /// What `principal` may do with the topics routing `pattern` matches.
+    pub fn route_access(&self, principal: &Principal, pattern: &str) -> RouteAccess {
+        if self.is_open() {
+            return RouteAccess {
+                subscribe_all: true,
+                subscribe_some: true,
+                publish_some: true,
+            };
+        }
+        let mut access = RouteAccess::default();
+        for rule in &self.rules {
+            if !applies(rule, principal) {
+                continue;
+            }
+            let filled = |patterns: &[String]| -> Vec<String> {
+                patterns
+                    .iter()
+                    .filter_map(|granted| fill(granted, principal))
+                    .collect()
+            };
+            for granted in filled(&rule.subscribe_topics) {
+                access.subscribe_all |= covers(&granted, pattern);
+                access.subscribe_some |= overlap(&granted, pattern);
+            }
+            for granted in filled(&rule.publish_topics) {
+                access.publish_some |= overlap(&granted, pattern);
+            }
+        }
+        access
+    }
+
     /// `Ok` when a rule grants `action` to `principal`; otherwise `PERMISSION_DENIED` naming
     /// what was denied.
     /// For tables this says only whether the principal may subscribe at all; which rows it may
@@ -156,12 +198,15 @@ fn denial(principal: &Principal, action: Action<'_>) -> Failure {
     .detail(kind, name)
 }
 
-fn grants(rule: &PermissionRule, principal: &Principal, action: Action<'_>) -> bool {
-    let applies = rule
-        .roles
+/// Whether `rule` is for one of `principal`'s roles.
+fn applies(rule: &PermissionRule, principal: &Principal) -> bool {
+    rule.roles
         .iter()
-        .any(|role| role == "*" || principal.roles.iter().any(|r| r == role));
-    if !applies {
+        .any(|role| role == "*" || principal.roles.iter().any(|r| r == role))
+}
+
+fn grants(rule: &PermissionRule, principal: &Principal, action: Action<'_>) -> bool {
+    if !applies(rule, principal) {
         return false;
     }
     let patterns = match action {
@@ -383,5 +428,36 @@ mod tests {
         assert!(open
             .check(&Principal::anonymous(), Action::PublishTopic("anything"))
             .is_ok());
+    }
+
+    #[test]
+    fn route_access_says_what_a_principal_may_do_under_a_pattern() {
+        let permissions = seeds();
+        let alice = principal(json!({"sub": "alice", "roles": ["user"]}));
+        let access = |pattern| permissions.route_access(&alice, pattern);
+        assert_eq!(
+            access("user.*.#"),
+            RouteAccess {
+                subscribe_all: false,
+                subscribe_some: true,
+                publish_some: true,
+            }
+        );
+        assert_eq!(
+            access("public.#"),
+            RouteAccess {
+                subscribe_all: true,
+                subscribe_some: true,
+                publish_some: false,
+            }
+        );
+        assert_eq!(access("orders.*"), RouteAccess::default());
+        let admin = principal(json!({"sub": "root", "roles": ["admin"]}));
+        assert!(permissions.route_access(&admin, "orders.*").subscribe_all);
+        assert!(
+            Permissions::default()
+                .route_access(&alice, "#")
+                .publish_some
+        );
     }
 }

@@ -376,6 +376,16 @@ impl MemoryBroker {
         Receipt { offset, cursor }
     }
 
+    /// The topics that have kept messages now, sorted (for the catalog).
+    pub fn kept_topics(&self) -> Vec<String> {
+        self.shared.histories.names()
+    }
+
+    /// Whether this broker keeps messages to replay and resume from.
+    pub fn keeps_history(&self) -> bool {
+        self.shared.histories.enabled()
+    }
+
     /// The registry behind this broker, for statistics.
     pub fn registry(&self) -> &Registry<TopicState> {
         &self.registry

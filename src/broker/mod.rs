@@ -185,6 +185,23 @@ fn latest_only(request: &TopicSubscribe<'_>, backend: &str) -> Result<(), Failur
     .detail("topic", request.topic))
 }
 
+/// A routing rule as the catalog shows it, before permissions narrow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The rule's pattern.
+    pub pattern: String,
+    /// Which backend serves it.
+    pub backend: BackendKind,
+    /// Subscriptions may start from EARLIEST or an OFFSET.
+    pub history: bool,
+    /// Subscriptions may resume from a cursor.
+    pub resume: bool,
+    /// Subscriptions may name wildcard topics.
+    pub wildcards: bool,
+    /// The in-process topics this rule serves that have kept messages now.
+    pub known_topics: Vec<String>,
+}
+
 /// The topic front all sessions share: routes each topic to its backend. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Topics {
@@ -261,6 +278,50 @@ impl Topics {
             }
             Backend::Kafka(kafka) => kafka.publish(message).await,
         }
+    }
+
+    /// The routing rules in the order they are tried (without rules: one, `#`, in-process),
+    /// with what each backend offers, for the catalog.
+    pub fn routes(&self) -> Vec<RouteInfo> {
+        let everything = [TopicRule {
+            pattern: "#".into(),
+            backend: BackendKind::Memory,
+            allow_wildcards: false,
+            stream: false,
+        }];
+        let rules: &[TopicRule] = if self.rules.is_empty() {
+            &everything
+        } else {
+            &self.rules
+        };
+        let kept = self.memory.kept_topics();
+        let memory_history = self.memory.keeps_history();
+        rules
+            .iter()
+            .map(|rule| {
+                let (history, resume) = match rule.backend {
+                    BackendKind::Memory => (memory_history, memory_history),
+                    BackendKind::Kafka => (true, true),
+                    BackendKind::Rabbitmq => (rule.stream, rule.stream),
+                };
+                let known_topics = kept
+                    .iter()
+                    .filter(|topic| {
+                        rule.backend == BackendKind::Memory
+                            && route::route(rules, topic).ok().flatten() == Some(rule)
+                    })
+                    .cloned()
+                    .collect();
+                RouteInfo {
+                    pattern: rule.pattern.clone(),
+                    backend: rule.backend,
+                    history,
+                    resume,
+                    wildcards: rule.allow_wildcards,
+                    known_topics,
+                }
+            })
+            .collect()
     }
 
     /// The RabbitMQ backend's availability.

@@ -12,6 +12,7 @@
 //!
 //! Sessions use the [`Changefeed`] handle; nothing here knows about sessions or WebSockets.
 
+mod catalog;
 mod changes;
 mod fence;
 mod reader;

@@ -180,6 +180,52 @@ pub(crate) async fn column_types(
         .collect())
 }
 
+/// One column of a watched table, as the catalog lists it.
+pub(super) struct WatchedColumn {
+    /// The table's `schema.table`.
+    pub(super) table: String,
+    /// Schema and table name as stored, for permission checks.
+    pub(super) schema: String,
+    pub(super) relname: String,
+    /// The primary key's columns, in key order.
+    pub(super) key_columns: Vec<String>,
+    pub(super) name: String,
+    /// `format_type`, for people.
+    pub(super) pg_type: String,
+    /// `regtype::text`, for [`ColumnType::from_regtype`].
+    pub(super) regtype: String,
+}
+
+/// Every column of every watched table, by table name and then column order.
+pub(super) async fn watched_columns(pool: &PgPool) -> Result<Vec<WatchedColumn>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT w.table_name, n.nspname::text AS schema_name, c.relname::text AS rel_name, \
+                w.key_columns, a.attname::text AS column_name, \
+                format_type(a.atttypid, a.atttypmod) AS pg_type, \
+                a.atttypid::regtype::text AS regtype \
+           FROM feedgate.watched w \
+           JOIN pg_class c ON c.oid = w.table_oid \
+           JOIN pg_namespace n ON n.oid = c.relnamespace \
+           JOIN pg_attribute a ON a.attrelid = w.table_oid AND a.attnum > 0 AND NOT a.attisdropped \
+          ORDER BY w.table_name, a.attnum",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(WatchedColumn {
+                table: row.try_get("table_name")?,
+                schema: row.try_get("schema_name")?,
+                relname: row.try_get("rel_name")?,
+                key_columns: row.try_get("key_columns")?,
+                name: row.try_get("column_name")?,
+                pg_type: row.try_get("pg_type")?,
+                regtype: row.try_get("regtype")?,
+            })
+        })
+        .collect()
+}
+
 /// A name PostgreSQL cannot parse is the client's fault; anything else means the database is
 /// not answering as it should.
 fn lookup_failure(table: &str, err: &sqlx::Error) -> Failure {

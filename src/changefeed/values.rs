@@ -89,6 +89,24 @@ impl ColumnType {
 }
 
 impl ColumnType {
+    /// The `Value` kind this column's values arrive as (NULL aside), for the catalog;
+    /// `regtype` as for [`Self::from_regtype`], which tells booleans among `Other`.
+    pub(crate) fn value_kind(&self, regtype: &str) -> crate::protocol::catalog::ValueKind {
+        use crate::protocol::catalog::ValueKind;
+        match self {
+            Self::Int => ValueKind::Int,
+            Self::Double => ValueKind::Double,
+            Self::Numeric => ValueKind::Numeric,
+            Self::Bytes => ValueKind::Bytes,
+            Self::Timestamp => ValueKind::TimestampMicros,
+            Self::LocalTimestamp => ValueKind::LocalTimestampMicros,
+            Self::Date => ValueKind::DateDays,
+            Self::Json => ValueKind::Json,
+            Self::Other if regtype.trim() == "boolean" => ValueKind::Bool,
+            Self::Text | Self::Other => ValueKind::Text,
+        }
+    }
+
     /// What a client's filter may compare this column with.
     pub(crate) fn filter_kind(&self) -> crate::row_filter::FilterKind {
         use crate::row_filter::FilterKind;

@@ -50,6 +50,8 @@ pub enum Command {
         /// The bearer token (JWT).
         token: String,
     },
+    /// List what the connection may subscribe to.
+    GetCatalog,
 }
 
 /// A subscribe command.
@@ -161,7 +163,7 @@ pub fn peek_request_id(frame: &[u8]) -> u64 {
 fn missing_command(frame: &[u8]) -> Failure {
     let mut fields = Fields(frame);
     while let Some((number, _)) = fields.next_field() {
-        if !(1..=6).contains(&number) {
+        if !(1..=8).contains(&number) {
             return Failure::new(
                 Code::UnknownCommand,
                 format!("request field {number} is not a command this server knows"),
@@ -220,6 +222,7 @@ fn convert_command(command: pb::request::Command) -> Result<Command, Failure> {
             }
             Command::Authenticate { token: auth.token }
         }
+        C::GetCatalog(_) => Command::GetCatalog,
     })
 }
 

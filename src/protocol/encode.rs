@@ -71,6 +71,8 @@ pub enum Reply {
         /// The server's clock.
         server_time_micros: i64,
     },
+    /// Answer to GetCatalog.
+    Catalog(super::catalog::Catalog),
     /// The request failed.
     Error(Failure),
 }
@@ -149,6 +151,7 @@ pub fn encode_response(request_id: u64, reply: Reply) -> Bytes {
         Reply::Published { cursor, offset } => R::Published(pb::Published { cursor, offset }),
         Reply::Pong { server_time_micros } => R::Pong(pb::Pong { server_time_micros }),
         Reply::Authenticated(info) => R::Authenticated(authenticated(info)),
+        Reply::Catalog(catalog) => R::Catalog(super::catalog::catalog(catalog)),
         Reply::Error(failure) => R::Error(error(&failure)),
     };
     let message = pb::ServerMessage {
@@ -321,7 +324,7 @@ fn authenticated(info: AuthInfo) -> pb::Authenticated {
     }
 }
 
-fn error(failure: &Failure) -> pb::Error {
+pub(super) fn error(failure: &Failure) -> pb::Error {
     pb::Error {
         code: failure.code as i32,
         message: failure.message.clone(),

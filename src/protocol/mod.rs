@@ -5,6 +5,7 @@
 //! frame into a validated [`Request`] or a [`Rejection`] carrying the coded error to send back;
 //! encoding turns domain values into complete `ServerMessage` frames. Prost types stop here.
 
+pub mod catalog;
 pub mod datetime;
 pub(crate) mod decode;
 mod encode;

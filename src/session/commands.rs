@@ -215,6 +215,12 @@ impl Session {
                     ),
                 }
             }
+            Command::GetCatalog => match self.principal() {
+                Ok(principal) => {
+                    Reply::Catalog(super::catalog::catalog(&self.ctx, principal).await)
+                }
+                Err(failure) => Reply::Error(failure),
+            },
             Command::Publish(message) => {
                 if let Err(failure) = self.permit(Action::PublishTopic(&message.topic)) {
                     return Some(Reply::Error(failure));
@@ -454,6 +460,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Publish(_) => "publish",
         Command::Ping => "ping",
         Command::Authenticate { .. } => "authenticate",
+        Command::GetCatalog => "get_catalog",
     }
 }
 

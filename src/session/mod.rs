@@ -11,6 +11,7 @@
 //! a read error is any `std::error::Error`, classified by the WebSocket error found among its
 //! sources (axum's socket wraps tungstenite's).
 
+mod catalog;
 mod commands;
 mod identity;
 mod writer;

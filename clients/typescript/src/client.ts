@@ -13,6 +13,7 @@
 
 import {
   type Authenticated,
+  type Catalog,
   type Event as FeedEvent,
   type Published,
   type Response,
@@ -253,6 +254,16 @@ export class Client {
   async authenticate(token: string): Promise<Authenticated> {
     const response = await this.request({ case: "authenticate", value: { token } });
     if (response.result.case !== "authenticated") throw unexpected(response);
+    return response.result.value;
+  }
+
+  /** What this connection may subscribe to: the watched tables (name, columns with their
+   * PostgreSQL type and `Value` kind, primary key) and the topic routes (pattern, backend,
+   * whether history and resume are available, whether it may publish), as its permissions
+   * allow. `catalog.tablesError` says why tables could not be listed, when they could not. */
+  async catalog(): Promise<Catalog> {
+    const response = await this.request({ case: "getCatalog", value: {} });
+    if (response.result.case !== "catalog") throw unexpected(response);
     return response.result.value;
   }
 

@@ -57,13 +57,19 @@ export {
   type ViewOptions,
 } from "./view.js";
 export {
+  type Catalog,
+  type CatalogColumn,
+  type CatalogTable,
   ChangeKind,
   type Event,
   type Published,
   type Row,
   type RowChange,
+  TopicBackend,
   type TopicMessage,
+  type TopicRoute,
   type Value,
+  ValueKind,
   type Welcome,
 } from "./gen/feedgate/v1/feedgate_pb.js";
 export * as pb from "./gen/feedgate/v1/feedgate_pb.js";

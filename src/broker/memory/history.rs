@@ -55,8 +55,23 @@ impl Histories {
         }
     }
 
+    /// The topics that have kept messages now, sorted.
+    pub(super) fn names(&self) -> Vec<String> {
+        let topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<String> = topics
+            .iter()
+            .filter(|(_, history)| {
+                let history = history.lock().unwrap_or_else(PoisonError::into_inner);
+                !history.messages.is_empty()
+            })
+            .map(|(name, _)| name.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Whether history is kept at all.
-    fn enabled(&self) -> bool {
+    pub(super) fn enabled(&self) -> bool {
         self.settings.history_size > 0 && !self.settings.history_ttl.is_zero()
     }
 

@@ -211,6 +211,13 @@ class Client:
         tokens fresh across reconnects."""
         return (await self._request(authenticate=pb.Authenticate(token=token))).authenticated
 
+    async def catalog(self) -> pb.Catalog:
+        """What this connection may subscribe to: the watched tables (name, columns with their
+        PostgreSQL type and `Value` kind, primary key) and the topic routes (pattern, backend,
+        whether history and resume are available, whether it may publish), as its permissions
+        allow. `catalog.HasField("tables_error")` when the tables could not be listed."""
+        return (await self._request(get_catalog=pb.GetCatalog())).catalog
+
     async def ping(self) -> int:
         """A round trip; returns the server's clock in microseconds since the Unix epoch. Every
         event queued for this client before the ping has arrived when it returns."""

@@ -23,6 +23,27 @@ class StartPosition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     START_POSITION_EARLIEST: _ClassVar[StartPosition]
     START_POSITION_OFFSET: _ClassVar[StartPosition]
 
+class ValueKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VALUE_KIND_UNSPECIFIED: _ClassVar[ValueKind]
+    VALUE_KIND_BOOL: _ClassVar[ValueKind]
+    VALUE_KIND_INT: _ClassVar[ValueKind]
+    VALUE_KIND_DOUBLE: _ClassVar[ValueKind]
+    VALUE_KIND_TEXT: _ClassVar[ValueKind]
+    VALUE_KIND_BYTES: _ClassVar[ValueKind]
+    VALUE_KIND_NUMERIC: _ClassVar[ValueKind]
+    VALUE_KIND_TIMESTAMP_MICROS: _ClassVar[ValueKind]
+    VALUE_KIND_LOCAL_TIMESTAMP_MICROS: _ClassVar[ValueKind]
+    VALUE_KIND_DATE_DAYS: _ClassVar[ValueKind]
+    VALUE_KIND_JSON: _ClassVar[ValueKind]
+
+class TopicBackend(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TOPIC_BACKEND_UNSPECIFIED: _ClassVar[TopicBackend]
+    TOPIC_BACKEND_MEMORY: _ClassVar[TopicBackend]
+    TOPIC_BACKEND_KAFKA: _ClassVar[TopicBackend]
+    TOPIC_BACKEND_RABBITMQ: _ClassVar[TopicBackend]
+
 class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CHANGE_KIND_UNSPECIFIED: _ClassVar[ChangeKind]
@@ -67,6 +88,21 @@ COMPARE_OP_GE: CompareOp
 START_POSITION_LATEST: StartPosition
 START_POSITION_EARLIEST: StartPosition
 START_POSITION_OFFSET: StartPosition
+VALUE_KIND_UNSPECIFIED: ValueKind
+VALUE_KIND_BOOL: ValueKind
+VALUE_KIND_INT: ValueKind
+VALUE_KIND_DOUBLE: ValueKind
+VALUE_KIND_TEXT: ValueKind
+VALUE_KIND_BYTES: ValueKind
+VALUE_KIND_NUMERIC: ValueKind
+VALUE_KIND_TIMESTAMP_MICROS: ValueKind
+VALUE_KIND_LOCAL_TIMESTAMP_MICROS: ValueKind
+VALUE_KIND_DATE_DAYS: ValueKind
+VALUE_KIND_JSON: ValueKind
+TOPIC_BACKEND_UNSPECIFIED: TopicBackend
+TOPIC_BACKEND_MEMORY: TopicBackend
+TOPIC_BACKEND_KAFKA: TopicBackend
+TOPIC_BACKEND_RABBITMQ: TopicBackend
 CHANGE_KIND_UNSPECIFIED: ChangeKind
 CHANGE_KIND_INITIAL: ChangeKind
 CHANGE_KIND_INSERT: ChangeKind
@@ -95,7 +131,7 @@ ERROR_CODE_IDLE_TIMEOUT: ErrorCode
 ERROR_CODE_SOURCE_RESET: ErrorCode
 
 class Request(_message.Message):
-    __slots__ = ("request_id", "hello", "subscribe", "unsubscribe", "publish", "ping", "authenticate")
+    __slots__ = ("request_id", "hello", "subscribe", "unsubscribe", "publish", "ping", "authenticate", "get_catalog")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +139,7 @@ class Request(_message.Message):
     PUBLISH_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     AUTHENTICATE_FIELD_NUMBER: _ClassVar[int]
+    GET_CATALOG_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     hello: Hello
     subscribe: Subscribe
@@ -110,7 +147,8 @@ class Request(_message.Message):
     publish: Publish
     ping: Ping
     authenticate: Authenticate
-    def __init__(self, request_id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., authenticate: _Optional[_Union[Authenticate, _Mapping]] = ...) -> None: ...
+    get_catalog: GetCatalog
+    def __init__(self, request_id: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribe, _Mapping]] = ..., unsubscribe: _Optional[_Union[Unsubscribe, _Mapping]] = ..., publish: _Optional[_Union[Publish, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., authenticate: _Optional[_Union[Authenticate, _Mapping]] = ..., get_catalog: _Optional[_Union[GetCatalog, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "token", "client_name", "bundles")
@@ -271,6 +309,10 @@ class Ping(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class GetCatalog(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class ServerMessage(_message.Message):
     __slots__ = ("response", "event", "bundle")
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
@@ -288,7 +330,7 @@ class Bundle(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ServerMessage, _Mapping]]] = ...) -> None: ...
 
 class Response(_message.Message):
-    __slots__ = ("request_id", "error", "welcome", "subscribed", "unsubscribed", "published", "pong", "authenticated")
+    __slots__ = ("request_id", "error", "welcome", "subscribed", "unsubscribed", "published", "pong", "authenticated", "catalog")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     WELCOME_FIELD_NUMBER: _ClassVar[int]
@@ -297,6 +339,7 @@ class Response(_message.Message):
     PUBLISHED_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     AUTHENTICATED_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     error: Error
     welcome: Welcome
@@ -305,7 +348,8 @@ class Response(_message.Message):
     published: Published
     pong: Pong
     authenticated: Authenticated
-    def __init__(self, request_id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., unsubscribed: _Optional[_Union[Unsubscribed, _Mapping]] = ..., published: _Optional[_Union[Published, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., authenticated: _Optional[_Union[Authenticated, _Mapping]] = ...) -> None: ...
+    catalog: Catalog
+    def __init__(self, request_id: _Optional[int] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., welcome: _Optional[_Union[Welcome, _Mapping]] = ..., subscribed: _Optional[_Union[Subscribed, _Mapping]] = ..., unsubscribed: _Optional[_Union[Unsubscribed, _Mapping]] = ..., published: _Optional[_Union[Published, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., authenticated: _Optional[_Union[Authenticated, _Mapping]] = ..., catalog: _Optional[_Union[Catalog, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("session_id", "server_version", "protocol_version", "limits", "authenticated")
@@ -374,6 +418,60 @@ class Pong(_message.Message):
     SERVER_TIME_MICROS_FIELD_NUMBER: _ClassVar[int]
     server_time_micros: int
     def __init__(self, server_time_micros: _Optional[int] = ...) -> None: ...
+
+class Catalog(_message.Message):
+    __slots__ = ("tables", "topics", "database", "tables_error")
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    TOPICS_FIELD_NUMBER: _ClassVar[int]
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    TABLES_ERROR_FIELD_NUMBER: _ClassVar[int]
+    tables: _containers.RepeatedCompositeFieldContainer[CatalogTable]
+    topics: _containers.RepeatedCompositeFieldContainer[TopicRoute]
+    database: bool
+    tables_error: Error
+    def __init__(self, tables: _Optional[_Iterable[_Union[CatalogTable, _Mapping]]] = ..., topics: _Optional[_Iterable[_Union[TopicRoute, _Mapping]]] = ..., database: _Optional[bool] = ..., tables_error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class CatalogTable(_message.Message):
+    __slots__ = ("table", "columns", "primary_key", "row_filtered")
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_KEY_FIELD_NUMBER: _ClassVar[int]
+    ROW_FILTERED_FIELD_NUMBER: _ClassVar[int]
+    table: str
+    columns: _containers.RepeatedCompositeFieldContainer[CatalogColumn]
+    primary_key: _containers.RepeatedScalarFieldContainer[str]
+    row_filtered: bool
+    def __init__(self, table: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[CatalogColumn, _Mapping]]] = ..., primary_key: _Optional[_Iterable[str]] = ..., row_filtered: _Optional[bool] = ...) -> None: ...
+
+class CatalogColumn(_message.Message):
+    __slots__ = ("name", "type", "kind")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    kind: ValueKind
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., kind: _Optional[_Union[ValueKind, str]] = ...) -> None: ...
+
+class TopicRoute(_message.Message):
+    __slots__ = ("pattern", "backend", "history", "resume", "wildcards", "subscribe_all", "publish", "known_topics")
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
+    WILDCARDS_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_ALL_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_TOPICS_FIELD_NUMBER: _ClassVar[int]
+    pattern: str
+    backend: TopicBackend
+    history: bool
+    resume: bool
+    wildcards: bool
+    subscribe_all: bool
+    publish: bool
+    known_topics: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, pattern: _Optional[str] = ..., backend: _Optional[_Union[TopicBackend, str]] = ..., history: _Optional[bool] = ..., resume: _Optional[bool] = ..., wildcards: _Optional[bool] = ..., subscribe_all: _Optional[bool] = ..., publish: _Optional[bool] = ..., known_topics: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("subscription_id", "cursor", "change", "ready", "message", "closed", "status", "more")

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file feedgate/v1/feedgate.proto.
  */
 export const file_feedgate_v1_feedgate: GenFile = /*@__PURE__*/
-  fileDesc("ChpmZWVkZ2F0ZS92MS9mZWVkZ2F0ZS5wcm90bxILZmVlZGdhdGUudjEiqgIKB1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIjCgVoZWxsbxgCIAEoCzISLmZlZWRnYXRlLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAMgASgLMhYuZmVlZGdhdGUudjEuU3Vic2NyaWJlSAASLwoLdW5zdWJzY3JpYmUYBCABKAsyGC5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZUgAEicKB3B1Ymxpc2gYBSABKAsyFC5mZWVkZ2F0ZS52MS5QdWJsaXNoSAASIQoEcGluZxgGIAEoCzIRLmZlZWRnYXRlLnYxLlBpbmdIABIxCgxhdXRoZW50aWNhdGUYByABKAsyGS5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVIAEIJCgdjb21tYW5kIlYKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SDQoFdG9rZW4YAiABKAkSEwoLY2xpZW50X25hbWUYAyABKAkSDwoHYnVuZGxlcxgEIAEoCCIdCgxBdXRoZW50aWNhdGUSDQoFdG9rZW4YASABKAkilQEKCVN1YnNjcmliZRIXCg9zdWJzY3JpcHRpb25faWQYASABKAQSJwoFdGFibGUYAiABKAsyFi5mZWVkZ2F0ZS52MS5UYWJsZUZlZWRIABInCgV0b3BpYxgDIAEoCzIWLmZlZWRnYXRlLnYxLlRvcGljRmVlZEgAEhMKC3Jlc3VtZV9mcm9tGAQgASgMQggKBnNvdXJjZSKCAQoJVGFibGVGZWVkEg0KBXRhYmxlGAEgASgJEhcKD2luY2x1ZGVfaW5pdGlhbBgCIAEoCBIjCgZmaWx0ZXIYAyABKAsyEy5mZWVkZ2F0ZS52MS5GaWx0ZXISDwoHY29sdW1ucxgEIAMoCRIXCg9taW5faW50ZXJ2YWxfbXMYBSABKA0iqAIKBkZpbHRlchIqCgdjb21wYXJlGAEgASgLMhcuZmVlZGdhdGUudjEuQ29tcGFyaXNvbkgAEiQKBm9uZV9vZhgCIAEoCzISLmZlZWRnYXRlLnYxLk9uZU9mSAASJgoHaXNfbnVsbBgDIAEoCzITLmZlZWRnYXRlLnYxLklzTnVsbEgAEiUKBnByZWZpeBgEIAEoCzITLmZlZWRnYXRlLnYxLlByZWZpeEgAEiYKBmFsbF9vZhgFIAEoCzIULmZlZWRnYXRlLnYxLkZpbHRlcnNIABImCgZhbnlfb2YYBiABKAsyFC5mZWVkZ2F0ZS52MS5GaWx0ZXJzSAASJQoGbmVnYXRlGAcgASgLMhMuZmVlZGdhdGUudjEuRmlsdGVySABCBgoEbm9kZSItCgdGaWx0ZXJzEiIKBWl0ZW1zGAEgAygLMhMuZmVlZGdhdGUudjEuRmlsdGVyIlIKB09wZXJhbmQSEAoGY29sdW1uGAEgASgJSAASDgoEcGF0aBgCIAEoCUgAEg0KA2tleRgDIAEoCEgAEhAKBmhlYWRlchgEIAEoCUgAQgQKAm9mInoKCkNvbXBhcmlzb24SJQoHb3BlcmFuZBgBIAEoCzIULmZlZWRnYXRlLnYxLk9wZXJhbmQSIgoCb3AYAiABKA4yFi5mZWVkZ2F0ZS52MS5Db21wYXJlT3ASIQoFdmFsdWUYAyABKAsyEi5mZWVkZ2F0ZS52MS5WYWx1ZSJSCgVPbmVPZhIlCgdvcGVyYW5kGAEgASgLMhQuZmVlZGdhdGUudjEuT3BlcmFuZBIiCgZ2YWx1ZXMYAiADKAsyEi5mZWVkZ2F0ZS52MS5WYWx1ZSJACgZJc051bGwSJQoHb3BlcmFuZBgBIAEoCzIULmZlZWRnYXRlLnYxLk9wZXJhbmQSDwoHbmVnYXRlZBgCIAEoCCI/CgZQcmVmaXgSJQoHb3BlcmFuZBgBIAEoCzIULmZlZWRnYXRlLnYxLk9wZXJhbmQSDgoGcHJlZml4GAIgASgJIpkBCglUb3BpY0ZlZWQSDQoFdG9waWMYASABKAkSKQoFc3RhcnQYAiABKA4yGi5mZWVkZ2F0ZS52MS5TdGFydFBvc2l0aW9uEhQKDHN0YXJ0X29mZnNldBgDIAEoAxIjCgZmaWx0ZXIYBCABKAsyEy5mZWVkZ2F0ZS52MS5GaWx0ZXISFwoPbWluX2ludGVydmFsX21zGAUgASgNIiYKC1Vuc3Vic2NyaWJlEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBCKzAQoHUHVibGlzaBINCgV0b3BpYxgBIAEoCRIPCgdwYXlsb2FkGAIgASgMEgsKA2tleRgDIAEoCRIyCgdoZWFkZXJzGAQgAygLMiEuZmVlZGdhdGUudjEuUHVibGlzaC5IZWFkZXJzRW50cnkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIgYKBFBpbmcikQEKDVNlcnZlck1lc3NhZ2USKQoIcmVzcG9uc2UYASABKAsyFS5mZWVkZ2F0ZS52MS5SZXNwb25zZUgAEiMKBWV2ZW50GAIgASgLMhIuZmVlZGdhdGUudjEuRXZlbnRIABIlCgZidW5kbGUYAyABKAsyEy5mZWVkZ2F0ZS52MS5CdW5kbGVIAEIJCgdtZXNzYWdlIjYKBkJ1bmRsZRIsCghtZXNzYWdlcxgBIAMoCzIaLmZlZWRnYXRlLnYxLlNlcnZlck1lc3NhZ2Ui3QIKCFJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAQSIwoFZXJyb3IYAiABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvckgAEicKB3dlbGNvbWUYAyABKAsyFC5mZWVkZ2F0ZS52MS5XZWxjb21lSAASLQoKc3Vic2NyaWJlZBgEIAEoCzIXLmZlZWRnYXRlLnYxLlN1YnNjcmliZWRIABIxCgx1bnN1YnNjcmliZWQYBSABKAsyGS5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZWRIABIrCglwdWJsaXNoZWQYBiABKAsyFi5mZWVkZ2F0ZS52MS5QdWJsaXNoZWRIABIhCgRwb25nGAcgASgLMhEuZmVlZGdhdGUudjEuUG9uZ0gAEjMKDWF1dGhlbnRpY2F0ZWQYCCABKAsyGi5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVkSABCCAoGcmVzdWx0IqcBCgdXZWxjb21lEhIKCnNlc3Npb25faWQYASABKAkSFgoOc2VydmVyX3ZlcnNpb24YAiABKAkSGAoQcHJvdG9jb2xfdmVyc2lvbhgDIAEoDRIjCgZsaW1pdHMYBCABKAsyEy5mZWVkZ2F0ZS52MS5MaW1pdHMSMQoNYXV0aGVudGljYXRlZBgFIAEoCzIaLmZlZWRnYXRlLnYxLkF1dGhlbnRpY2F0ZWQiRwoNQXV0aGVudGljYXRlZBIMCgR1c2VyGAEgASgJEg0KBXJvbGVzGAIgAygJEhkKEWV4cGlyZXNfYXRfbWljcm9zGAMgASgDIr4BCgZMaW1pdHMSGAoQbWF4X21lc3NhZ2Vfc2l6ZRgBIAEoDRIYChBwaW5nX2ludGVydmFsX21zGAIgASgNEhcKD2lkbGVfdGltZW91dF9tcxgDIAEoDRIZChFtYXhfc3Vic2NyaXB0aW9ucxgEIAEoDRIWCg5vdXRib3VuZF9xdWV1ZRgFIAEoDRIcChRvdXRib3VuZF9xdWV1ZV9ieXRlcxgGIAEoDRIWCg5tYXhfZnJhbWVfc2l6ZRgHIAEoDSIlCgpTdWJzY3JpYmVkEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBCInCgxVbnN1YnNjcmliZWQSFwoPc3Vic2NyaXB0aW9uX2lkGAEgASgEIisKCVB1Ymxpc2hlZBIOCgZjdXJzb3IYASABKAwSDgoGb2Zmc2V0GAIgASgDIiIKBFBvbmcSGgoSc2VydmVyX3RpbWVfbWljcm9zGAEgASgDIqMCCgVFdmVudBIXCg9zdWJzY3JpcHRpb25faWQYASABKAQSDgoGY3Vyc29yGAIgASgMEigKBmNoYW5nZRgDIAEoCzIWLmZlZWRnYXRlLnYxLlJvd0NoYW5nZUgAEiMKBXJlYWR5GAQgASgLMhIuZmVlZGdhdGUudjEuUmVhZHlIABIsCgdtZXNzYWdlGAUgASgLMhkuZmVlZGdhdGUudjEuVG9waWNNZXNzYWdlSAASMQoGY2xvc2VkGAYgASgLMh8uZmVlZGdhdGUudjEuU3Vic2NyaXB0aW9uQ2xvc2VkSAASKwoGc3RhdHVzGAcgASgLMhkuZmVlZGdhdGUudjEuU291cmNlU3RhdHVzSAASDAoEbW9yZRgIIAEoCEIGCgRib2R5IkQKDFNvdXJjZVN0YXR1cxIRCglhdmFpbGFibGUYASABKAgSIQoFZXJyb3IYAiABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvciIHCgVSZWFkeSI3ChJTdWJzY3JpcHRpb25DbG9zZWQSIQoFZXJyb3IYASABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvciLhAQoMVG9waWNNZXNzYWdlEg0KBXRvcGljGAEgASgJEg8KB3BheWxvYWQYAiABKAwSCwoDa2V5GAMgASgJEjcKB2hlYWRlcnMYBCADKAsyJi5mZWVkZ2F0ZS52MS5Ub3BpY01lc3NhZ2UuSGVhZGVyc0VudHJ5EhgKEHRpbWVzdGFtcF9taWNyb3MYBSABKAMSEQoJcGFydGl0aW9uGAYgASgFEg4KBm9mZnNldBgHIAEoAxouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLaAQoJUm93Q2hhbmdlEiUKBGtpbmQYASABKA4yFy5mZWVkZ2F0ZS52MS5DaGFuZ2VLaW5kEg0KBXRhYmxlGAIgASgJEh0KA2tleRgDIAEoCzIQLmZlZWRnYXRlLnYxLlJvdxIhCgduZXdfcm93GAQgASgLMhAuZmVlZGdhdGUudjEuUm93EiEKB29sZF9yb3cYBSABKAsyEC5mZWVkZ2F0ZS52MS5Sb3cSFgoOdHJhbnNhY3Rpb25faWQYBiABKAQSGgoSY29tbWl0X3RpbWVfbWljcm9zGAcgASgDInkKA1JvdxIuCgdjb2x1bW5zGAEgAygLMh0uZmVlZGdhdGUudjEuUm93LkNvbHVtbnNFbnRyeRpCCgxDb2x1bW5zRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIuZmVlZGdhdGUudjEuVmFsdWU6AjgBIv8BCgVWYWx1ZRImCgRudWxsGAEgASgOMhYuZmVlZGdhdGUudjEuTnVsbFZhbHVlSAASDgoEYm9vbBgCIAEoCEgAEg0KA2ludBgDIAEoA0gAEhAKBmRvdWJsZRgEIAEoAUgAEg4KBHRleHQYBSABKAlIABIPCgVieXRlcxgGIAEoDEgAEhEKB251bWVyaWMYByABKAlIABIaChB0aW1lc3RhbXBfbWljcm9zGAggASgDSAASIAoWbG9jYWxfdGltZXN0YW1wX21pY3JvcxgJIAEoA0gAEhMKCWRhdGVfZGF5cxgKIAEoBUgAEg4KBGpzb24YCyABKAlIAEIGCgRraW5kIssBCgVFcnJvchIkCgRjb2RlGAEgASgOMhYuZmVlZGdhdGUudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSEQoJcmV0cnlhYmxlGAMgASgIEhYKDnJldHJ5X2FmdGVyX21zGAQgASgNEjAKB2RldGFpbHMYBSADKAsyHy5mZWVkZ2F0ZS52MS5FcnJvci5EZXRhaWxzRW50cnkaLgoMRGV0YWlsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqmQEKCUNvbXBhcmVPcBIaChZDT01QQVJFX09QX1VOU1BFQ0lGSUVEEAASEQoNQ09NUEFSRV9PUF9FURABEhEKDUNPTVBBUkVfT1BfTkUQAhIRCg1DT01QQVJFX09QX0xUEAMSEQoNQ09NUEFSRV9PUF9MRRAEEhEKDUNPTVBBUkVfT1BfR1QQBRIRCg1DT01QQVJFX09QX0dFEAYqYgoNU3RhcnRQb3NpdGlvbhIZChVTVEFSVF9QT1NJVElPTl9MQVRFU1QQABIbChdTVEFSVF9QT1NJVElPTl9FQVJMSUVTVBABEhkKFVNUQVJUX1BPU0lUSU9OX09GRlNFVBACKooBCgpDaGFuZ2VLaW5kEhsKF0NIQU5HRV9LSU5EX1VOU1BFQ0lGSUVEEAASFwoTQ0hBTkdFX0tJTkRfSU5JVElBTBABEhYKEkNIQU5HRV9LSU5EX0lOU0VSVBACEhYKEkNIQU5HRV9LSU5EX1VQREFURRADEhYKEkNIQU5HRV9LSU5EX0RFTEVURRAEKhsKCU51bGxWYWx1ZRIOCgpOVUxMX1ZBTFVFEAAqiQUKCUVycm9yQ29kZRIaChZFUlJPUl9DT0RFX1VOU1BFQ0lGSUVEEAASHgoaRVJST1JfQ09ERV9JTlZBTElEX01FU1NBR0UQARIZChVFUlJPUl9DT0RFX1ZBTElEQVRJT04QAhIeChpFUlJPUl9DT0RFX1VOS05PV05fQ09NTUFORBADEh4KGkVSUk9SX0NPREVfVU5BVVRIRU5USUNBVEVEEAQSIAocRVJST1JfQ09ERV9QRVJNSVNTSU9OX0RFTklFRBAFEhgKFEVSUk9SX0NPREVfTk9UX0ZPVU5EEAYSJQohRVJST1JfQ09ERV9EVVBMSUNBVEVfU1VCU0NSSVBUSU9OEAcSJQohRVJST1JfQ09ERV9TVUJTQ1JJUFRJT05fTk9UX0ZPVU5EEAgSHQoZRVJST1JfQ09ERV9MSU1JVF9FWENFRURFRBAJEhsKF0VSUk9SX0NPREVfUkFURV9MSU1JVEVEEAoSHQoZRVJST1JfQ09ERV9QVUJMSVNIX0ZBSUxFRBALEiEKHUVSUk9SX0NPREVfU09VUkNFX1VOQVZBSUxBQkxFEAwSIQodRVJST1JfQ09ERV9SRVNVTUVfVU5BVkFJTEFCTEUQDRIXChNFUlJPUl9DT0RFX0lOVEVSTkFMEA4SKwonRVJST1JfQ09ERV9VTlNVUFBPUlRFRF9QUk9UT0NPTF9WRVJTSU9OEA8SHAoYRVJST1JfQ09ERV9TTE9XX0NPTlNVTUVSEBASHAoYRVJST1JfQ09ERV9TSFVUVElOR19ET1dOEBESGwoXRVJST1JfQ09ERV9JRExFX1RJTUVPVVQQEhIbChdFUlJPUl9DT0RFX1NPVVJDRV9SRVNFVBATQlUKD2Rldi5mZWVkZ2F0ZS52MUINRmVlZGdhdGVQcm90b1ABWiNmZWVkZ2F0ZS5kZXYvZmVlZGdhdGUvdjE7ZmVlZGdhdGV2MaoCC0ZlZWRnYXRlLlYxYgZwcm90bzM");
+  fileDesc("ChpmZWVkZ2F0ZS92MS9mZWVkZ2F0ZS5wcm90bxILZmVlZGdhdGUudjEi2gIKB1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoBBIjCgVoZWxsbxgCIAEoCzISLmZlZWRnYXRlLnYxLkhlbGxvSAASKwoJc3Vic2NyaWJlGAMgASgLMhYuZmVlZGdhdGUudjEuU3Vic2NyaWJlSAASLwoLdW5zdWJzY3JpYmUYBCABKAsyGC5mZWVkZ2F0ZS52MS5VbnN1YnNjcmliZUgAEicKB3B1Ymxpc2gYBSABKAsyFC5mZWVkZ2F0ZS52MS5QdWJsaXNoSAASIQoEcGluZxgGIAEoCzIRLmZlZWRnYXRlLnYxLlBpbmdIABIxCgxhdXRoZW50aWNhdGUYByABKAsyGS5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVIABIuCgtnZXRfY2F0YWxvZxgIIAEoCzIXLmZlZWRnYXRlLnYxLkdldENhdGFsb2dIAEIJCgdjb21tYW5kIlYKBUhlbGxvEhgKEHByb3RvY29sX3ZlcnNpb24YASABKA0SDQoFdG9rZW4YAiABKAkSEwoLY2xpZW50X25hbWUYAyABKAkSDwoHYnVuZGxlcxgEIAEoCCIdCgxBdXRoZW50aWNhdGUSDQoFdG9rZW4YASABKAkilQEKCVN1YnNjcmliZRIXCg9zdWJzY3JpcHRpb25faWQYASABKAQSJwoFdGFibGUYAiABKAsyFi5mZWVkZ2F0ZS52MS5UYWJsZUZlZWRIABInCgV0b3BpYxgDIAEoCzIWLmZlZWRnYXRlLnYxLlRvcGljRmVlZEgAEhMKC3Jlc3VtZV9mcm9tGAQgASgMQggKBnNvdXJjZSKCAQoJVGFibGVGZWVkEg0KBXRhYmxlGAEgASgJEhcKD2luY2x1ZGVfaW5pdGlhbBgCIAEoCBIjCgZmaWx0ZXIYAyABKAsyEy5mZWVkZ2F0ZS52MS5GaWx0ZXISDwoHY29sdW1ucxgEIAMoCRIXCg9taW5faW50ZXJ2YWxfbXMYBSABKA0iqAIKBkZpbHRlchIqCgdjb21wYXJlGAEgASgLMhcuZmVlZGdhdGUudjEuQ29tcGFyaXNvbkgAEiQKBm9uZV9vZhgCIAEoCzISLmZlZWRnYXRlLnYxLk9uZU9mSAASJgoHaXNfbnVsbBgDIAEoCzITLmZlZWRnYXRlLnYxLklzTnVsbEgAEiUKBnByZWZpeBgEIAEoCzITLmZlZWRnYXRlLnYxLlByZWZpeEgAEiYKBmFsbF9vZhgFIAEoCzIULmZlZWRnYXRlLnYxLkZpbHRlcnNIABImCgZhbnlfb2YYBiABKAsyFC5mZWVkZ2F0ZS52MS5GaWx0ZXJzSAASJQoGbmVnYXRlGAcgASgLMhMuZmVlZGdhdGUudjEuRmlsdGVySABCBgoEbm9kZSItCgdGaWx0ZXJzEiIKBWl0ZW1zGAEgAygLMhMuZmVlZGdhdGUudjEuRmlsdGVyIlIKB09wZXJhbmQSEAoGY29sdW1uGAEgASgJSAASDgoEcGF0aBgCIAEoCUgAEg0KA2tleRgDIAEoCEgAEhAKBmhlYWRlchgEIAEoCUgAQgQKAm9mInoKCkNvbXBhcmlzb24SJQoHb3BlcmFuZBgBIAEoCzIULmZlZWRnYXRlLnYxLk9wZXJhbmQSIgoCb3AYAiABKA4yFi5mZWVkZ2F0ZS52MS5Db21wYXJlT3ASIQoFdmFsdWUYAyABKAsyEi5mZWVkZ2F0ZS52MS5WYWx1ZSJSCgVPbmVPZhIlCgdvcGVyYW5kGAEgASgLMhQuZmVlZGdhdGUudjEuT3BlcmFuZBIiCgZ2YWx1ZXMYAiADKAsyEi5mZWVkZ2F0ZS52MS5WYWx1ZSJACgZJc051bGwSJQoHb3BlcmFuZBgBIAEoCzIULmZlZWRnYXRlLnYxLk9wZXJhbmQSDwoHbmVnYXRlZBgCIAEoCCI/CgZQcmVmaXgSJQoHb3BlcmFuZBgBIAEoCzIULmZlZWRnYXRlLnYxLk9wZXJhbmQSDgoGcHJlZml4GAIgASgJIpkBCglUb3BpY0ZlZWQSDQoFdG9waWMYASABKAkSKQoFc3RhcnQYAiABKA4yGi5mZWVkZ2F0ZS52MS5TdGFydFBvc2l0aW9uEhQKDHN0YXJ0X29mZnNldBgDIAEoAxIjCgZmaWx0ZXIYBCABKAsyEy5mZWVkZ2F0ZS52MS5GaWx0ZXISFwoPbWluX2ludGVydmFsX21zGAUgASgNIiYKC1Vuc3Vic2NyaWJlEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBCKzAQoHUHVibGlzaBINCgV0b3BpYxgBIAEoCRIPCgdwYXlsb2FkGAIgASgMEgsKA2tleRgDIAEoCRIyCgdoZWFkZXJzGAQgAygLMiEuZmVlZGdhdGUudjEuUHVibGlzaC5IZWFkZXJzRW50cnkSFwoPaWRlbXBvdGVuY3lfa2V5GAUgASgJGi4KDEhlYWRlcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIgYKBFBpbmciDAoKR2V0Q2F0YWxvZyKRAQoNU2VydmVyTWVzc2FnZRIpCghyZXNwb25zZRgBIAEoCzIVLmZlZWRnYXRlLnYxLlJlc3BvbnNlSAASIwoFZXZlbnQYAiABKAsyEi5mZWVkZ2F0ZS52MS5FdmVudEgAEiUKBmJ1bmRsZRgDIAEoCzITLmZlZWRnYXRlLnYxLkJ1bmRsZUgAQgkKB21lc3NhZ2UiNgoGQnVuZGxlEiwKCG1lc3NhZ2VzGAEgAygLMhouZmVlZGdhdGUudjEuU2VydmVyTWVzc2FnZSKGAwoIUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoBBIjCgVlcnJvchgCIAEoCzISLmZlZWRnYXRlLnYxLkVycm9ySAASJwoHd2VsY29tZRgDIAEoCzIULmZlZWRnYXRlLnYxLldlbGNvbWVIABItCgpzdWJzY3JpYmVkGAQgASgLMhcuZmVlZGdhdGUudjEuU3Vic2NyaWJlZEgAEjEKDHVuc3Vic2NyaWJlZBgFIAEoCzIZLmZlZWRnYXRlLnYxLlVuc3Vic2NyaWJlZEgAEisKCXB1Ymxpc2hlZBgGIAEoCzIWLmZlZWRnYXRlLnYxLlB1Ymxpc2hlZEgAEiEKBHBvbmcYByABKAsyES5mZWVkZ2F0ZS52MS5Qb25nSAASMwoNYXV0aGVudGljYXRlZBgIIAEoCzIaLmZlZWRnYXRlLnYxLkF1dGhlbnRpY2F0ZWRIABInCgdjYXRhbG9nGAkgASgLMhQuZmVlZGdhdGUudjEuQ2F0YWxvZ0gAQggKBnJlc3VsdCKnAQoHV2VsY29tZRISCgpzZXNzaW9uX2lkGAEgASgJEhYKDnNlcnZlcl92ZXJzaW9uGAIgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAyABKA0SIwoGbGltaXRzGAQgASgLMhMuZmVlZGdhdGUudjEuTGltaXRzEjEKDWF1dGhlbnRpY2F0ZWQYBSABKAsyGi5mZWVkZ2F0ZS52MS5BdXRoZW50aWNhdGVkIkcKDUF1dGhlbnRpY2F0ZWQSDAoEdXNlchgBIAEoCRINCgVyb2xlcxgCIAMoCRIZChFleHBpcmVzX2F0X21pY3JvcxgDIAEoAyK+AQoGTGltaXRzEhgKEG1heF9tZXNzYWdlX3NpemUYASABKA0SGAoQcGluZ19pbnRlcnZhbF9tcxgCIAEoDRIXCg9pZGxlX3RpbWVvdXRfbXMYAyABKA0SGQoRbWF4X3N1YnNjcmlwdGlvbnMYBCABKA0SFgoOb3V0Ym91bmRfcXVldWUYBSABKA0SHAoUb3V0Ym91bmRfcXVldWVfYnl0ZXMYBiABKA0SFgoObWF4X2ZyYW1lX3NpemUYByABKA0iJQoKU3Vic2NyaWJlZBIXCg9zdWJzY3JpcHRpb25faWQYASABKAQiJwoMVW5zdWJzY3JpYmVkEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoBCIrCglQdWJsaXNoZWQSDgoGY3Vyc29yGAEgASgMEg4KBm9mZnNldBgCIAEoAyIiCgRQb25nEhoKEnNlcnZlcl90aW1lX21pY3JvcxgBIAEoAyKZAQoHQ2F0YWxvZxIpCgZ0YWJsZXMYASADKAsyGS5mZWVkZ2F0ZS52MS5DYXRhbG9nVGFibGUSJwoGdG9waWNzGAIgAygLMhcuZmVlZGdhdGUudjEuVG9waWNSb3V0ZRIQCghkYXRhYmFzZRgDIAEoCBIoCgx0YWJsZXNfZXJyb3IYBCABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvciJ1CgxDYXRhbG9nVGFibGUSDQoFdGFibGUYASABKAkSKwoHY29sdW1ucxgCIAMoCzIaLmZlZWRnYXRlLnYxLkNhdGFsb2dDb2x1bW4SEwoLcHJpbWFyeV9rZXkYAyADKAkSFAoMcm93X2ZpbHRlcmVkGAQgASgIIlEKDUNhdGFsb2dDb2x1bW4SDAoEbmFtZRgBIAEoCRIMCgR0eXBlGAIgASgJEiQKBGtpbmQYAyABKA4yFi5mZWVkZ2F0ZS52MS5WYWx1ZUtpbmQiuwEKClRvcGljUm91dGUSDwoHcGF0dGVybhgBIAEoCRIqCgdiYWNrZW5kGAIgASgOMhkuZmVlZGdhdGUudjEuVG9waWNCYWNrZW5kEg8KB2hpc3RvcnkYAyABKAgSDgoGcmVzdW1lGAQgASgIEhEKCXdpbGRjYXJkcxgFIAEoCBIVCg1zdWJzY3JpYmVfYWxsGAYgASgIEg8KB3B1Ymxpc2gYByABKAgSFAoMa25vd25fdG9waWNzGAggAygJIqMCCgVFdmVudBIXCg9zdWJzY3JpcHRpb25faWQYASABKAQSDgoGY3Vyc29yGAIgASgMEigKBmNoYW5nZRgDIAEoCzIWLmZlZWRnYXRlLnYxLlJvd0NoYW5nZUgAEiMKBXJlYWR5GAQgASgLMhIuZmVlZGdhdGUudjEuUmVhZHlIABIsCgdtZXNzYWdlGAUgASgLMhkuZmVlZGdhdGUudjEuVG9waWNNZXNzYWdlSAASMQoGY2xvc2VkGAYgASgLMh8uZmVlZGdhdGUudjEuU3Vic2NyaXB0aW9uQ2xvc2VkSAASKwoGc3RhdHVzGAcgASgLMhkuZmVlZGdhdGUudjEuU291cmNlU3RhdHVzSAASDAoEbW9yZRgIIAEoCEIGCgRib2R5IkQKDFNvdXJjZVN0YXR1cxIRCglhdmFpbGFibGUYASABKAgSIQoFZXJyb3IYAiABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvciIHCgVSZWFkeSI3ChJTdWJzY3JpcHRpb25DbG9zZWQSIQoFZXJyb3IYASABKAsyEi5mZWVkZ2F0ZS52MS5FcnJvciLhAQoMVG9waWNNZXNzYWdlEg0KBXRvcGljGAEgASgJEg8KB3BheWxvYWQYAiABKAwSCwoDa2V5GAMgASgJEjcKB2hlYWRlcnMYBCADKAsyJi5mZWVkZ2F0ZS52MS5Ub3BpY01lc3NhZ2UuSGVhZGVyc0VudHJ5EhgKEHRpbWVzdGFtcF9taWNyb3MYBSABKAMSEQoJcGFydGl0aW9uGAYgASgFEg4KBm9mZnNldBgHIAEoAxouCgxIZWFkZXJzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLaAQoJUm93Q2hhbmdlEiUKBGtpbmQYASABKA4yFy5mZWVkZ2F0ZS52MS5DaGFuZ2VLaW5kEg0KBXRhYmxlGAIgASgJEh0KA2tleRgDIAEoCzIQLmZlZWRnYXRlLnYxLlJvdxIhCgduZXdfcm93GAQgASgLMhAuZmVlZGdhdGUudjEuUm93EiEKB29sZF9yb3cYBSABKAsyEC5mZWVkZ2F0ZS52MS5Sb3cSFgoOdHJhbnNhY3Rpb25faWQYBiABKAQSGgoSY29tbWl0X3RpbWVfbWljcm9zGAcgASgDInkKA1JvdxIuCgdjb2x1bW5zGAEgAygLMh0uZmVlZGdhdGUudjEuUm93LkNvbHVtbnNFbnRyeRpCCgxDb2x1bW5zRW50cnkSCwoDa2V5GAEgASgJEiEKBXZhbHVlGAIgASgLMhIuZmVlZGdhdGUudjEuVmFsdWU6AjgBIv8BCgVWYWx1ZRImCgRudWxsGAEgASgOMhYuZmVlZGdhdGUudjEuTnVsbFZhbHVlSAASDgoEYm9vbBgCIAEoCEgAEg0KA2ludBgDIAEoA0gAEhAKBmRvdWJsZRgEIAEoAUgAEg4KBHRleHQYBSABKAlIABIPCgVieXRlcxgGIAEoDEgAEhEKB251bWVyaWMYByABKAlIABIaChB0aW1lc3RhbXBfbWljcm9zGAggASgDSAASIAoWbG9jYWxfdGltZXN0YW1wX21pY3JvcxgJIAEoA0gAEhMKCWRhdGVfZGF5cxgKIAEoBUgAEg4KBGpzb24YCyABKAlIAEIGCgRraW5kIssBCgVFcnJvchIkCgRjb2RlGAEgASgOMhYuZmVlZGdhdGUudjEuRXJyb3JDb2RlEg8KB21lc3NhZ2UYAiABKAkSEQoJcmV0cnlhYmxlGAMgASgIEhYKDnJldHJ5X2FmdGVyX21zGAQgASgNEjAKB2RldGFpbHMYBSADKAsyHy5mZWVkZ2F0ZS52MS5FcnJvci5EZXRhaWxzRW50cnkaLgoMRGV0YWlsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEqmQEKCUNvbXBhcmVPcBIaChZDT01QQVJFX09QX1VOU1BFQ0lGSUVEEAASEQoNQ09NUEFSRV9PUF9FURABEhEKDUNPTVBBUkVfT1BfTkUQAhIRCg1DT01QQVJFX09QX0xUEAMSEQoNQ09NUEFSRV9PUF9MRRAEEhEKDUNPTVBBUkVfT1BfR1QQBRIRCg1DT01QQVJFX09QX0dFEAYqYgoNU3RhcnRQb3NpdGlvbhIZChVTVEFSVF9QT1NJVElPTl9MQVRFU1QQABIbChdTVEFSVF9QT1NJVElPTl9FQVJMSUVTVBABEhkKFVNUQVJUX1BPU0lUSU9OX09GRlNFVBACKqECCglWYWx1ZUtpbmQSGgoWVkFMVUVfS0lORF9VTlNQRUNJRklFRBAAEhMKD1ZBTFVFX0tJTkRfQk9PTBACEhIKDlZBTFVFX0tJTkRfSU5UEAMSFQoRVkFMVUVfS0lORF9ET1VCTEUQBBITCg9WQUxVRV9LSU5EX1RFWFQQBRIUChBWQUxVRV9LSU5EX0JZVEVTEAYSFgoSVkFMVUVfS0lORF9OVU1FUklDEAcSHwobVkFMVUVfS0lORF9USU1FU1RBTVBfTUlDUk9TEAgSJQohVkFMVUVfS0lORF9MT0NBTF9USU1FU1RBTVBfTUlDUk9TEAkSGAoUVkFMVUVfS0lORF9EQVRFX0RBWVMQChITCg9WQUxVRV9LSU5EX0pTT04QCyp8CgxUb3BpY0JhY2tlbmQSHQoZVE9QSUNfQkFDS0VORF9VTlNQRUNJRklFRBAAEhgKFFRPUElDX0JBQ0tFTkRfTUVNT1JZEAESFwoTVE9QSUNfQkFDS0VORF9LQUZLQRACEhoKFlRPUElDX0JBQ0tFTkRfUkFCQklUTVEQAyqKAQoKQ2hhbmdlS2luZBIbChdDSEFOR0VfS0lORF9VTlNQRUNJRklFRBAAEhcKE0NIQU5HRV9LSU5EX0lOSVRJQUwQARIWChJDSEFOR0VfS0lORF9JTlNFUlQQAhIWChJDSEFOR0VfS0lORF9VUERBVEUQAxIWChJDSEFOR0VfS0lORF9ERUxFVEUQBCobCglOdWxsVmFsdWUSDgoKTlVMTF9WQUxVRRAAKokFCglFcnJvckNvZGUSGgoWRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEh4KGkVSUk9SX0NPREVfSU5WQUxJRF9NRVNTQUdFEAESGQoVRVJST1JfQ09ERV9WQUxJREFUSU9OEAISHgoaRVJST1JfQ09ERV9VTktOT1dOX0NPTU1BTkQQAxIeChpFUlJPUl9DT0RFX1VOQVVUSEVOVElDQVRFRBAEEiAKHEVSUk9SX0NPREVfUEVSTUlTU0lPTl9ERU5JRUQQBRIYChRFUlJPUl9DT0RFX05PVF9GT1VORBAGEiUKIUVSUk9SX0NPREVfRFVQTElDQVRFX1NVQlNDUklQVElPThAHEiUKIUVSUk9SX0NPREVfU1VCU0NSSVBUSU9OX05PVF9GT1VORBAIEh0KGUVSUk9SX0NPREVfTElNSVRfRVhDRUVERUQQCRIbChdFUlJPUl9DT0RFX1JBVEVfTElNSVRFRBAKEh0KGUVSUk9SX0NPREVfUFVCTElTSF9GQUlMRUQQCxIhCh1FUlJPUl9DT0RFX1NPVVJDRV9VTkFWQUlMQUJMRRAMEiEKHUVSUk9SX0NPREVfUkVTVU1FX1VOQVZBSUxBQkxFEA0SFwoTRVJST1JfQ09ERV9JTlRFUk5BTBAOEisKJ0VSUk9SX0NPREVfVU5TVVBQT1JURURfUFJPVE9DT0xfVkVSU0lPThAPEhwKGEVSUk9SX0NPREVfU0xPV19DT05TVU1FUhAQEhwKGEVSUk9SX0NPREVfU0hVVFRJTkdfRE9XThAREhsKF0VSUk9SX0NPREVfSURMRV9USU1FT1VUEBISGwoXRVJST1JfQ09ERV9TT1VSQ0VfUkVTRVQQE0JVCg9kZXYuZmVlZGdhdGUudjFCDUZlZWRnYXRlUHJvdG9QAVojZmVlZGdhdGUuZGV2L2ZlZWRnYXRlL3YxO2ZlZWRnYXRldjGqAgtGZWVkZ2F0ZS5WMWIGcHJvdG8z");
 
 /**
  * One command from the client. `request_id` is chosen by the client, must be non-zero, and is
@@ -73,6 +73,12 @@ export type Request = Message<"feedgate.v1.Request"> & {
      */
     value: Authenticate;
     case: "authenticate";
+  } | {
+    /**
+     * @generated from field: feedgate.v1.GetCatalog get_catalog = 8;
+     */
+    value: GetCatalog;
+    case: "getCatalog";
   } | { case: undefined; value?: undefined };
 };
 
@@ -624,6 +630,22 @@ export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
   messageDesc(file_feedgate_v1_feedgate, 15);
 
 /**
+ * List what this connection may subscribe to: the watched tables and the topic routes its
+ * principal's permissions let it at. Answered by `Catalog`.
+ *
+ * @generated from message feedgate.v1.GetCatalog
+ */
+export type GetCatalog = Message<"feedgate.v1.GetCatalog"> & {
+};
+
+/**
+ * Describes the message feedgate.v1.GetCatalog.
+ * Use `create(GetCatalogSchema)` to create a new message.
+ */
+export const GetCatalogSchema: GenMessage<GetCatalog> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 16);
+
+/**
  * Everything the server sends.
  *
  * @generated from message feedgate.v1.ServerMessage
@@ -660,7 +682,7 @@ export type ServerMessage = Message<"feedgate.v1.ServerMessage"> & {
  * Use `create(ServerMessageSchema)` to create a new message.
  */
 export const ServerMessageSchema: GenMessage<ServerMessage> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 16);
+  messageDesc(file_feedgate_v1_feedgate, 17);
 
 /**
  * Several server messages in one frame, to be handled in order as if each had come in a frame
@@ -680,7 +702,7 @@ export type Bundle = Message<"feedgate.v1.Bundle"> & {
  * Use `create(BundleSchema)` to create a new message.
  */
 export const BundleSchema: GenMessage<Bundle> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 17);
+  messageDesc(file_feedgate_v1_feedgate, 18);
 
 /**
  * The answer to one `Request`.
@@ -740,6 +762,12 @@ export type Response = Message<"feedgate.v1.Response"> & {
      */
     value: Authenticated;
     case: "authenticated";
+  } | {
+    /**
+     * @generated from field: feedgate.v1.Catalog catalog = 9;
+     */
+    value: Catalog;
+    case: "catalog";
   } | { case: undefined; value?: undefined };
 };
 
@@ -748,7 +776,7 @@ export type Response = Message<"feedgate.v1.Response"> & {
  * Use `create(ResponseSchema)` to create a new message.
  */
 export const ResponseSchema: GenMessage<Response> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 18);
+  messageDesc(file_feedgate_v1_feedgate, 19);
 
 /**
  * @generated from message feedgate.v1.Welcome
@@ -795,7 +823,7 @@ export type Welcome = Message<"feedgate.v1.Welcome"> & {
  * Use `create(WelcomeSchema)` to create a new message.
  */
 export const WelcomeSchema: GenMessage<Welcome> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 19);
+  messageDesc(file_feedgate_v1_feedgate, 20);
 
 /**
  * Who the connection acts as, and until when.
@@ -831,7 +859,7 @@ export type Authenticated = Message<"feedgate.v1.Authenticated"> & {
  * Use `create(AuthenticatedSchema)` to create a new message.
  */
 export const AuthenticatedSchema: GenMessage<Authenticated> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 20);
+  messageDesc(file_feedgate_v1_feedgate, 21);
 
 /**
  * @generated from message feedgate.v1.Limits
@@ -894,7 +922,7 @@ export type Limits = Message<"feedgate.v1.Limits"> & {
  * Use `create(LimitsSchema)` to create a new message.
  */
 export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 21);
+  messageDesc(file_feedgate_v1_feedgate, 22);
 
 /**
  * @generated from message feedgate.v1.Subscribed
@@ -911,7 +939,7 @@ export type Subscribed = Message<"feedgate.v1.Subscribed"> & {
  * Use `create(SubscribedSchema)` to create a new message.
  */
 export const SubscribedSchema: GenMessage<Subscribed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 22);
+  messageDesc(file_feedgate_v1_feedgate, 23);
 
 /**
  * @generated from message feedgate.v1.Unsubscribed
@@ -928,7 +956,7 @@ export type Unsubscribed = Message<"feedgate.v1.Unsubscribed"> & {
  * Use `create(UnsubscribedSchema)` to create a new message.
  */
 export const UnsubscribedSchema: GenMessage<Unsubscribed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 23);
+  messageDesc(file_feedgate_v1_feedgate, 24);
 
 /**
  * @generated from message feedgate.v1.Published
@@ -954,7 +982,7 @@ export type Published = Message<"feedgate.v1.Published"> & {
  * Use `create(PublishedSchema)` to create a new message.
  */
 export const PublishedSchema: GenMessage<Published> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 24);
+  messageDesc(file_feedgate_v1_feedgate, 25);
 
 /**
  * @generated from message feedgate.v1.Pong
@@ -973,7 +1001,193 @@ export type Pong = Message<"feedgate.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 25);
+  messageDesc(file_feedgate_v1_feedgate, 26);
+
+/**
+ * What the connection may subscribe to, filtered by its principal's permissions.
+ *
+ * @generated from message feedgate.v1.Catalog
+ */
+export type Catalog = Message<"feedgate.v1.Catalog"> & {
+  /**
+   * Watched tables the principal may subscribe to, by name.
+   *
+   * @generated from field: repeated feedgate.v1.CatalogTable tables = 1;
+   */
+  tables: CatalogTable[];
+
+  /**
+   * The server's topic routing rules, in the order they are tried, that serve a topic the
+   * principal may subscribe to or publish to. A server without rules has one: `#`, in-process.
+   *
+   * @generated from field: repeated feedgate.v1.TopicRoute topics = 2;
+   */
+  topics: TopicRoute[];
+
+  /**
+   * Whether this server has a database configured (else there are no tables to list).
+   *
+   * @generated from field: bool database = 3;
+   */
+  database: boolean;
+
+  /**
+   * Why the tables could not be listed now (SOURCE_UNAVAILABLE: the database is unreachable);
+   * absent when they were. The topics are listed either way.
+   *
+   * @generated from field: feedgate.v1.Error tables_error = 4;
+   */
+  tablesError?: Error | undefined;
+};
+
+/**
+ * Describes the message feedgate.v1.Catalog.
+ * Use `create(CatalogSchema)` to create a new message.
+ */
+export const CatalogSchema: GenMessage<Catalog> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 27);
+
+/**
+ * A watched table.
+ *
+ * @generated from message feedgate.v1.CatalogTable
+ */
+export type CatalogTable = Message<"feedgate.v1.CatalogTable"> & {
+  /**
+   * "schema.table", as `RowChange.table` names it and `TableFeed.table` accepts it.
+   *
+   * @generated from field: string table = 1;
+   */
+  table: string;
+
+  /**
+   * Every column, in the table's order.
+   *
+   * @generated from field: repeated feedgate.v1.CatalogColumn columns = 2;
+   */
+  columns: CatalogColumn[];
+
+  /**
+   * The primary key's columns, in key order (`RowChange.key`).
+   *
+   * @generated from field: repeated string primary_key = 3;
+   */
+  primaryKey: string[];
+
+  /**
+   * The principal sees only some rows: a permission row filter applies to its subscriptions.
+   *
+   * @generated from field: bool row_filtered = 4;
+   */
+  rowFiltered: boolean;
+};
+
+/**
+ * Describes the message feedgate.v1.CatalogTable.
+ * Use `create(CatalogTableSchema)` to create a new message.
+ */
+export const CatalogTableSchema: GenMessage<CatalogTable> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 28);
+
+/**
+ * @generated from message feedgate.v1.CatalogColumn
+ */
+export type CatalogColumn = Message<"feedgate.v1.CatalogColumn"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The PostgreSQL type, as `format_type` spells it ("integer", "numeric(10,2)", "text[]").
+   *
+   * @generated from field: string type = 2;
+   */
+  type: string;
+
+  /**
+   * The `Value` kind its values arrive as (NULL aside).
+   *
+   * @generated from field: feedgate.v1.ValueKind kind = 3;
+   */
+  kind: ValueKind;
+};
+
+/**
+ * Describes the message feedgate.v1.CatalogColumn.
+ * Use `create(CatalogColumnSchema)` to create a new message.
+ */
+export const CatalogColumnSchema: GenMessage<CatalogColumn> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 29);
+
+/**
+ * A topic routing rule: the topics its pattern matches are served by its backend.
+ *
+ * @generated from message feedgate.v1.TopicRoute
+ */
+export type TopicRoute = Message<"feedgate.v1.TopicRoute"> & {
+  /**
+   * A topic pattern (`*` one segment, `#` zero or more).
+   *
+   * @generated from field: string pattern = 1;
+   */
+  pattern: string;
+
+  /**
+   * @generated from field: feedgate.v1.TopicBackend backend = 2;
+   */
+  backend: TopicBackend;
+
+  /**
+   * Subscriptions may start from EARLIEST or an OFFSET (the backend keeps messages).
+   *
+   * @generated from field: bool history = 3;
+   */
+  history: boolean;
+
+  /**
+   * Subscriptions may resume from an event's cursor.
+   *
+   * @generated from field: bool resume = 4;
+   */
+  resume: boolean;
+
+  /**
+   * Subscriptions may use `*`/`#` in the topic they name.
+   *
+   * @generated from field: bool wildcards = 5;
+   */
+  wildcards: boolean;
+
+  /**
+   * The principal may subscribe to every topic the pattern matches (false: only to some).
+   *
+   * @generated from field: bool subscribe_all = 6;
+   */
+  subscribeAll: boolean;
+
+  /**
+   * The principal may publish to at least one topic the pattern matches.
+   *
+   * @generated from field: bool publish = 7;
+   */
+  publish: boolean;
+
+  /**
+   * Topics of this route the server knows of now and the principal may subscribe to: the
+   * in-process topics that have kept messages (brokers' topics are not listed).
+   *
+   * @generated from field: repeated string known_topics = 8;
+   */
+  knownTopics: string[];
+};
+
+/**
+ * Describes the message feedgate.v1.TopicRoute.
+ * Use `create(TopicRouteSchema)` to create a new message.
+ */
+export const TopicRouteSchema: GenMessage<TopicRoute> = /*@__PURE__*/
+  messageDesc(file_feedgate_v1_feedgate, 30);
 
 /**
  * Something that happened on a subscription.
@@ -1046,7 +1260,7 @@ export type Event = Message<"feedgate.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 26);
+  messageDesc(file_feedgate_v1_feedgate, 31);
 
 /**
  * The subscription's source became unavailable (the database is unreachable) or available again.
@@ -1074,7 +1288,7 @@ export type SourceStatus = Message<"feedgate.v1.SourceStatus"> & {
  * Use `create(SourceStatusSchema)` to create a new message.
  */
 export const SourceStatusSchema: GenMessage<SourceStatus> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 27);
+  messageDesc(file_feedgate_v1_feedgate, 32);
 
 /**
  * The initial state is complete; live events follow. Sent once for every subscription, right
@@ -1090,7 +1304,7 @@ export type Ready = Message<"feedgate.v1.Ready"> & {
  * Use `create(ReadySchema)` to create a new message.
  */
 export const ReadySchema: GenMessage<Ready> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 28);
+  messageDesc(file_feedgate_v1_feedgate, 33);
 
 /**
  * The server ended the subscription; no event for it follows. The id may be reused.
@@ -1109,7 +1323,7 @@ export type SubscriptionClosed = Message<"feedgate.v1.SubscriptionClosed"> & {
  * Use `create(SubscriptionClosedSchema)` to create a new message.
  */
 export const SubscriptionClosedSchema: GenMessage<SubscriptionClosed> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 29);
+  messageDesc(file_feedgate_v1_feedgate, 34);
 
 /**
  * A message on a topic.
@@ -1164,7 +1378,7 @@ export type TopicMessage = Message<"feedgate.v1.TopicMessage"> & {
  * Use `create(TopicMessageSchema)` to create a new message.
  */
 export const TopicMessageSchema: GenMessage<TopicMessage> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 30);
+  messageDesc(file_feedgate_v1_feedgate, 35);
 
 /**
  * One row-level change of a PostgreSQL table.
@@ -1225,7 +1439,7 @@ export type RowChange = Message<"feedgate.v1.RowChange"> & {
  * Use `create(RowChangeSchema)` to create a new message.
  */
 export const RowChangeSchema: GenMessage<RowChange> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 31);
+  messageDesc(file_feedgate_v1_feedgate, 36);
 
 /**
  * @generated from message feedgate.v1.Row
@@ -1242,7 +1456,7 @@ export type Row = Message<"feedgate.v1.Row"> & {
  * Use `create(RowSchema)` to create a new message.
  */
 export const RowSchema: GenMessage<Row> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 32);
+  messageDesc(file_feedgate_v1_feedgate, 37);
 
 /**
  * A column value that loses nothing.
@@ -1346,7 +1560,7 @@ export type Value = Message<"feedgate.v1.Value"> & {
  * Use `create(ValueSchema)` to create a new message.
  */
 export const ValueSchema: GenMessage<Value> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 33);
+  messageDesc(file_feedgate_v1_feedgate, 38);
 
 /**
  * A coded error. `code` is what programs branch on; `message` is for people.
@@ -1391,7 +1605,7 @@ export type Error = Message<"feedgate.v1.Error"> & {
  * Use `create(ErrorSchema)` to create a new message.
  */
 export const ErrorSchema: GenMessage<Error> = /*@__PURE__*/
-  messageDesc(file_feedgate_v1_feedgate, 34);
+  messageDesc(file_feedgate_v1_feedgate, 39);
 
 /**
  * @generated from enum feedgate.v1.CompareOp
@@ -1472,6 +1686,105 @@ export const StartPositionSchema: GenEnum<StartPosition> = /*@__PURE__*/
   enumDesc(file_feedgate_v1_feedgate, 1);
 
 /**
+ * The `Value` oneof's kinds, numbered as its fields.
+ *
+ * @generated from enum feedgate.v1.ValueKind
+ */
+export enum ValueKind {
+  /**
+   * @generated from enum value: VALUE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: VALUE_KIND_BOOL = 2;
+   */
+  BOOL = 2,
+
+  /**
+   * @generated from enum value: VALUE_KIND_INT = 3;
+   */
+  INT = 3,
+
+  /**
+   * @generated from enum value: VALUE_KIND_DOUBLE = 4;
+   */
+  DOUBLE = 4,
+
+  /**
+   * @generated from enum value: VALUE_KIND_TEXT = 5;
+   */
+  TEXT = 5,
+
+  /**
+   * @generated from enum value: VALUE_KIND_BYTES = 6;
+   */
+  BYTES = 6,
+
+  /**
+   * @generated from enum value: VALUE_KIND_NUMERIC = 7;
+   */
+  NUMERIC = 7,
+
+  /**
+   * @generated from enum value: VALUE_KIND_TIMESTAMP_MICROS = 8;
+   */
+  TIMESTAMP_MICROS = 8,
+
+  /**
+   * @generated from enum value: VALUE_KIND_LOCAL_TIMESTAMP_MICROS = 9;
+   */
+  LOCAL_TIMESTAMP_MICROS = 9,
+
+  /**
+   * @generated from enum value: VALUE_KIND_DATE_DAYS = 10;
+   */
+  DATE_DAYS = 10,
+
+  /**
+   * @generated from enum value: VALUE_KIND_JSON = 11;
+   */
+  JSON = 11,
+}
+
+/**
+ * Describes the enum feedgate.v1.ValueKind.
+ */
+export const ValueKindSchema: GenEnum<ValueKind> = /*@__PURE__*/
+  enumDesc(file_feedgate_v1_feedgate, 2);
+
+/**
+ * @generated from enum feedgate.v1.TopicBackend
+ */
+export enum TopicBackend {
+  /**
+   * @generated from enum value: TOPIC_BACKEND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: TOPIC_BACKEND_MEMORY = 1;
+   */
+  MEMORY = 1,
+
+  /**
+   * @generated from enum value: TOPIC_BACKEND_KAFKA = 2;
+   */
+  KAFKA = 2,
+
+  /**
+   * @generated from enum value: TOPIC_BACKEND_RABBITMQ = 3;
+   */
+  RABBITMQ = 3,
+}
+
+/**
+ * Describes the enum feedgate.v1.TopicBackend.
+ */
+export const TopicBackendSchema: GenEnum<TopicBackend> = /*@__PURE__*/
+  enumDesc(file_feedgate_v1_feedgate, 3);
+
+/**
  * @generated from enum feedgate.v1.ChangeKind
  */
 export enum ChangeKind {
@@ -1507,7 +1820,7 @@ export enum ChangeKind {
  * Describes the enum feedgate.v1.ChangeKind.
  */
 export const ChangeKindSchema: GenEnum<ChangeKind> = /*@__PURE__*/
-  enumDesc(file_feedgate_v1_feedgate, 2);
+  enumDesc(file_feedgate_v1_feedgate, 4);
 
 /**
  * @generated from enum feedgate.v1.NullValue
@@ -1523,7 +1836,7 @@ export enum NullValue {
  * Describes the enum feedgate.v1.NullValue.
  */
 export const NullValueSchema: GenEnum<NullValue> = /*@__PURE__*/
-  enumDesc(file_feedgate_v1_feedgate, 3);
+  enumDesc(file_feedgate_v1_feedgate, 5);
 
 /**
  * @generated from enum feedgate.v1.ErrorCode
@@ -1673,5 +1986,5 @@ export enum ErrorCode {
  * Describes the enum feedgate.v1.ErrorCode.
  */
 export const ErrorCodeSchema: GenEnum<ErrorCode> = /*@__PURE__*/
-  enumDesc(file_feedgate_v1_feedgate, 4);
+  enumDesc(file_feedgate_v1_feedgate, 6);
 
