@@ -301,7 +301,7 @@ fn welcome(info: WelcomeInfo) -> pb::Welcome {
     let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     pb::Welcome {
         session_id: info.session_id,
-        server_version: env!("CARGO_PKG_VERSION").to_owned(),
+        server_version: crate::version::VERSION.to_owned(),
         protocol_version: PROTOCOL_VERSION,
         limits: Some(pb::Limits {
             max_message_size: clamp(info.max_message_size),
