@@ -261,6 +261,35 @@ test("expectations hold across a server restart (the subscription resumes)", asy
   }
 });
 
+test("withLog: a failing test's error carries what the server logged while it ran", async () => {
+  const server = await fg.startServer({ binary: feedgateBin(), logLevel: "debug,sqlx=warn" });
+  try {
+    const failing = fg.withServerLog(
+      () => server,
+      async () => {
+        const client = await server.connect(); // the server logs the session
+        await client.close();
+        assert.equal(1, 2, "the test's own failure");
+      },
+    );
+    const error = await failing().then(
+      () => assert.fail("the wrapped test passed"),
+      (thrown: unknown) => thrown,
+    );
+    assert.ok(error instanceof assert.AssertionError, String(error));
+    const message = error.message;
+    assert.match(message, /the test's own failure/);
+    assert.match(message, /-+ feedgate server log \(127\.0\.0\.1:\d+, during this test\) -+/);
+    assert.ok(message.includes("session started"), message);
+    assert.ok(!message.includes(server.log[0]!), "only the lines of the test's own time");
+    // A passing test is untouched, and so is useFeedgate's wrapper.
+    await fg.withServerLog(() => server, async () => {})();
+    await feedgate.withLog(async () => {})();
+  } finally {
+    await server.stop();
+  }
+});
+
 test("startServer reports a missing binary and a server that cannot start", async () => {
   await assert.rejects(fg.startServer({ binary: "/nonexistent/feedgate" }), {
     name: "ServerError",

@@ -33,6 +33,35 @@ export interface Feedgate {
   readonly client: Client;
   /** Another client connected to the server, closed by the `after` hook. */
   connect(options?: ConnectOptions): Promise<Client>;
+  /** Wraps a test's function so that when it fails, the lines the server logged while it ran
+   * are appended to the error's message, which is what the runner reports (node:test and
+   * Vitest alike): `test("...", feedgate.withLog(async () => { ... }))`. */
+  withLog<A extends unknown[]>(fn: (...args: A) => unknown): (...args: A) => Promise<void>;
+}
+
+/** `fn`, with `server`'s log lines logged while it ran appended to the message of what it
+ * throws. The error is rethrown, as it was, but for its message. */
+export function withServerLog<A extends unknown[]>(
+  server: () => Server,
+  fn: (...args: A) => unknown,
+): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    const log = server().log;
+    const start = log.length;
+    try {
+      await fn(...args);
+    } catch (error) {
+      const lines = log.slice(start);
+      const section = `\n---------------- feedgate server log (${server().addr}, during this test) ----------------\n${
+        lines.length > 0 ? lines.join("\n") : "(nothing)"
+      }`;
+      if (error instanceof Error) {
+        error.message += section;
+        if (error.stack !== undefined) error.stack += section;
+      }
+      throw error;
+    }
+  };
 }
 
 /** Registers hooks that start a server (and connect a client) before the file's tests and
@@ -58,6 +87,9 @@ export function useFeedgate(
       const connected = await fixture.server.connect(connectOptions);
       clients.push(connected);
       return connected;
+    },
+    withLog(fn) {
+      return withServerLog(() => fixture.server, fn);
     },
   };
   hooks.before(async () => {

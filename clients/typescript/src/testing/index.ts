@@ -37,5 +37,5 @@ export {
 export type { Kind, Row } from "./events.js";
 export { type Condition, type ExpectedRows, type Rows, rowsDiff, waitUntil, type WaitOptions } from "./views.js";
 export { findBinary, Server, ServerError, type ServerOptions, startServer } from "./server.js";
-export { type Feedgate, type FeedgateOptions, type Hooks, useFeedgate } from "./hooks.js";
+export { type Feedgate, type FeedgateOptions, type Hooks, useFeedgate, withServerLog } from "./hooks.js";
 export type { TomlTable, TomlValue } from "./toml.js";
