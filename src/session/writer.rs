@@ -53,7 +53,10 @@ impl Writer<'_> {
         } = self;
         let mut ping = interval_at(Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Reused by every flush (and empty between flushes): the queued messages taken, and the
+        // frames they make.
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut frames = Vec::with_capacity(MAX_BATCH);
         loop {
             let first = tokio::select! {
                 biased;
@@ -64,38 +67,31 @@ impl Writer<'_> {
                 },
                 _ = ping.tick() => None,
             };
-            let Some(first) = first else {
-                let pinged = tokio::select! {
-                    biased;
-                    () = closer.closed() => break,
-                    sent = sink.send(Message::Ping(Default::default())) => sent,
-                };
-                if pinged.is_err() {
-                    closer.close(CloseReason::TransportError);
-                    break;
+            if let Some(first) = first {
+                metrics.queue_depth(rx.len() + 1);
+                batch.push(first);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Some(item) => batch.push(item),
+                        None => break,
+                    }
                 }
-                continue;
-            };
-            metrics.queue_depth(rx.len() + 1);
-            batch.clear();
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Some(item) => batch.push(item),
-                    None => break,
+                if bundles.load(Ordering::Relaxed) {
+                    bundled(&batch, &mut frames);
+                } else {
+                    frames.extend(batch.iter().map(single));
                 }
             }
-            let frames = if bundles.load(Ordering::Relaxed) {
-                bundled(&batch)
-            } else {
-                batch.iter().map(single).collect()
-            };
             let (count, bytes) = (
                 frames.len() as u64,
                 frames.iter().map(Bytes::len).sum::<usize>(),
             );
             let write = async {
-                for frame in frames {
+                if frames.is_empty() {
+                    // The ping timer fired with nothing queued.
+                    return sink.send(Message::Ping(Default::default())).await;
+                }
+                for frame in frames.drain(..) {
                     sink.feed(Message::Binary(frame)).await?;
                 }
                 sink.flush().await
@@ -111,6 +107,8 @@ impl Writer<'_> {
             }
             metrics.written(count, bytes as u64);
             observe_commits(&batch, metrics);
+            // Not held while the writer waits: an idle connection keeps no message alive.
+            batch.clear();
         }
         let reason = closer.reason();
         if reason == CloseReason::ClientClosed {
@@ -163,10 +161,10 @@ fn single(item: &Outbound) -> Bytes {
     }
 }
 
-/// The batch in as few frames as [`BUNDLE_BYTES`] allows, in order: consecutive messages that
-/// fit together in one bundle; a message alone (or one larger than the bound) in a plain frame.
-fn bundled(batch: &[Outbound]) -> Vec<Bytes> {
-    let mut frames = Vec::new();
+/// The batch in as few frames as [`BUNDLE_BYTES`] allows, in order, added to `frames`:
+/// consecutive messages that fit together in one bundle; a message alone (or one larger than the
+/// bound) in a plain frame.
+fn bundled(batch: &[Outbound], frames: &mut Vec<Bytes>) {
     let (mut start, mut size) = (0, 0);
     for (i, item) in batch.iter().enumerate() {
         let len = part(item).len();
@@ -179,7 +177,6 @@ fn bundled(batch: &[Outbound]) -> Vec<Bytes> {
     if start < batch.len() {
         frames.push(frame(&batch[start..]));
     }
-    frames
 }
 
 /// A bundle of `items`, or the one item alone.
@@ -276,7 +273,8 @@ mod tests {
             .iter()
             .map(|f| pb::ServerMessage::decode(f.clone()).expect("decodes"))
             .collect();
-        let frames = bundled(&batch);
+        let mut frames = Vec::new();
+        bundled(&batch, &mut frames);
         assert_eq!(frames.len(), 1, "41 small messages fit in one bundle");
         assert_eq!(unbundle(&frames), expected);
     }
@@ -284,7 +282,8 @@ mod tests {
     #[test]
     fn bundles_are_bounded_by_bytes_and_a_lone_message_is_not_wrapped() {
         let batch = queued(10, 20_000);
-        let frames = bundled(&batch);
+        let mut frames = Vec::new();
+        bundled(&batch, &mut frames);
         assert!(frames.len() > 1, "{} frames", frames.len());
         for frame in &frames {
             assert!(frame.len() <= BUNDLE_BYTES + 64, "{} bytes", frame.len());
@@ -297,8 +296,13 @@ mod tests {
         assert_eq!(unbundle(&frames), expected);
 
         let one = queued(1, 10);
-        assert_eq!(bundled(&one[1..]), vec![single(&one[1])]);
+        let bundle = |batch: &[Outbound]| {
+            let mut frames = Vec::new();
+            bundled(batch, &mut frames);
+            frames
+        };
+        assert_eq!(bundle(&one[1..]), vec![single(&one[1])]);
         let large = queued(1, BUNDLE_BYTES * 2);
-        assert_eq!(bundled(&large), vec![single(&large[0]), single(&large[1])]);
+        assert_eq!(bundle(&large), vec![single(&large[0]), single(&large[1])]);
     }
 }
