@@ -27,13 +27,11 @@ use crate::auth::permissions::Permissions;
 use crate::auth::Authenticator;
 use crate::broker::Topics;
 use crate::changefeed::Changefeed;
-use crate::config::BackendKind;
 use crate::limits::ConnectionLimits;
 use crate::metrics::{self, Metrics, Scrape};
 use crate::outbound::Backlog;
 use crate::protocol::{code_name, Code};
 use crate::readiness::{Dependencies, Report};
-use crate::registry::Tally;
 use crate::session::{self, SessionContext, SessionSettings};
 use crate::source::Availability;
 use crate::sse::{self, Subscriptions};
@@ -138,10 +136,7 @@ async fn websocket(
     Query(query): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    if state.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
-    }
-    if let Some(refused) = origin_refused(&state, &headers) {
+    if let Some(refused) = refused(&state, &headers) {
         return refused;
     }
     let Some(slot) = state.limits.connect() else {
@@ -181,8 +176,12 @@ fn session_context(state: &HttpState, token: Option<String>, peer: Peer) -> Sess
     }
 }
 
-/// 403 when a browser's `Origin` is not in `websocket.allowed_origins`.
-fn origin_refused(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
+/// Why a new connection (WebSocket or SSE stream) is refused before it starts, if it is: 503
+/// while shutting down, 403 when a browser's `Origin` is not in `websocket.allowed_origins`.
+fn refused(state: &HttpState, headers: &HeaderMap) -> Option<Response> {
+    if state.shutdown.is_cancelled() {
+        return Some((StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response());
+    }
     let origin = headers.get(header::ORIGIN)?;
     if origin_allowed(&state.allowed_origins, origin.to_str().unwrap_or("")) {
         return None;
@@ -259,11 +258,8 @@ async fn stream(
     subscriptions: Subscriptions,
     last_event_id: Option<String>,
 ) -> Response {
-    if let Some(refused) = origin_refused(state, headers) {
+    if let Some(refused) = refused(state, headers) {
         return refused;
-    }
-    if state.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let Some(slot) = state.limits.connect() else {
         return too_many_connections();
@@ -399,6 +395,7 @@ async fn stats(State(state): State<Arc<HttpState>>) -> Json<Stats> {
 /// `GET /metrics`: Prometheus' text format, with the figures that are state read now.
 async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     let tables = state.tables.as_ref();
+    let kinds = tallies(&state.topics, tables);
     let configured = [
         (
             "postgres",
@@ -407,36 +404,31 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
         ),
         (
             "kafka",
-            Some(BackendKind::Kafka),
+            Some(kinds.kafka),
             state.topics.kafka_availability(),
         ),
         (
             "rabbitmq",
-            Some(BackendKind::Rabbitmq),
+            Some(kinds.rabbitmq),
             state.topics.rabbitmq_availability(),
         ),
     ]
     .into_iter()
     .filter(|(_, _, availability)| *availability != Availability::NotConfigured);
-    let memory = state.topics.tally(BackendKind::Memory);
-    let mut subscriptions = vec![("memory", memory.subscriptions)];
-    let mut delivered = vec![("memory", memory.delivered)];
+    // Per source kind: in-process topics, configured broker backends, tables.
+    let mut counted = vec![("memory", kinds.memory)];
     let mut dependencies = Vec::new();
-    for (name, backend, availability) in configured {
+    for (name, tally, availability) in configured {
         dependencies.push((name, availability == Availability::Connected));
-        if let Some(backend) = backend {
-            let tally = state.topics.tally(backend);
-            subscriptions.push((name, tally.subscriptions));
-            delivered.push((name, tally.delivered));
+        if let Some(tally) = tally {
+            counted.push((name, tally));
         }
     }
-    let table = tables.map_or_else(Tally::default, Changefeed::tally);
-    subscriptions.push(("table", table.subscriptions));
-    delivered.push(("table", table.delivered));
+    counted.push(("table", kinds.table));
     let now = Scrape {
         connections: state.limits.open(),
-        subscriptions,
-        delivered,
+        subscriptions: counted.iter().map(|&(n, t)| (n, t.subscriptions)).collect(),
+        delivered: counted.iter().map(|&(n, t)| (n, t.delivered)).collect(),
         dropped: state.topics.dropped() + tables.map_or(0, Changefeed::dropped),
         dependencies,
         process: process(),
