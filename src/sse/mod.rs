@@ -164,43 +164,32 @@ pub(crate) async fn open(
 
     let mut unanswered = subscribes.len();
     while unanswered > 0 && held.len() < HELD_BEFORE_ANSWERS {
-        let Some(message) = rx.recv().await else {
-            break;
-        };
-        let server = match message {
-            Message::Close(frame) => {
-                let (code, reason) =
-                    frame.map_or((1000, String::new()), |f| (f.code, f.reason.to_string()));
-                return Refusal(close_error(code, reason)).into_response();
+        let server = match next_written(&mut rx).await {
+            None => break,
+            Some(Written::Close(code, reason)) => {
+                return Refusal(close_error(code, reason)).into_response()
             }
-            Message::Binary(frame) => match pb::ServerMessage::decode(frame) {
-                Ok(server) => server,
-                Err(_) => continue,
-            },
-            _ => continue,
+            Some(Written::Message(server)) => server,
         };
-        match server.message {
-            Some(pb::server_message::Message::Response(response)) => {
-                unanswered -= 1;
-                if let Some(pb::response::Result::Error(err)) = response.result {
-                    let index = usize::try_from(response.request_id.saturating_sub(1)).ok();
-                    let id = index
-                        .and_then(|i| subscribes.get(i))
-                        .map_or(0, |s| s.subscription_id);
-                    if refuses_request(err.code()) {
-                        let mut err = err;
-                        err.details.insert("subscription_id".into(), id.to_string());
-                        return Refusal(err).into_response();
-                    }
-                    held.push_back(closed(id, err));
-                }
+        if matches!(server.message, Some(pb::server_message::Message::Event(_))) {
+            held.push_back(server);
+            continue;
+        }
+        // Bundles are never sent to a session that did not ask for them, as a stream's does not.
+        let Some(pb::server_message::Message::Response(response)) = server.message else {
+            continue;
+        };
+        unanswered -= 1;
+        if let Some(pb::response::Result::Error(mut err)) = response.result {
+            let index = usize::try_from(response.request_id.saturating_sub(1)).ok();
+            let id = index
+                .and_then(|i| subscribes.get(i))
+                .map_or(0, |s| s.subscription_id);
+            if refuses_request(err.code()) {
+                err.details.insert("subscription_id".into(), id.to_string());
+                return Refusal(err).into_response();
             }
-            // Never sent to a session that did not ask for bundles, as a stream's does not.
-            Some(pb::server_message::Message::Bundle(_)) => {}
-            Some(pb::server_message::Message::Event(event)) => held.push_back(pb::ServerMessage {
-                message: Some(pb::server_message::Message::Event(event)),
-            }),
-            None => {}
+            held.push_back(closed(id, err));
         }
     }
 
@@ -225,6 +214,37 @@ pub(crate) async fn open(
         .headers_mut()
         .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
     response
+}
+
+/// What the session wrote, as the stream reads it.
+// Returned and matched at once, never stored: boxing the large variant would only add an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
+enum Written {
+    /// A server message.
+    Message(pb::ServerMessage),
+    /// The close frame's code and reason: the session ended.
+    Close(u16, String),
+}
+
+/// The next thing the session wrote; pings and frames that do not decode are skipped. `None`:
+/// the session is gone.
+async fn next_written(rx: &mut mpsc::Receiver<Message>) -> Option<Written> {
+    loop {
+        match rx.recv().await? {
+            Message::Binary(frame) => {
+                if let Ok(server) = pb::ServerMessage::decode(frame) {
+                    return Some(Written::Message(server));
+                }
+            }
+            Message::Close(frame) => {
+                let (code, reason) =
+                    frame.map_or((1000, String::new()), |f| (f.code, f.reason.to_string()));
+                return Some(Written::Close(code, reason));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A `SubscriptionClosed` event on subscription `id`.
@@ -282,23 +302,17 @@ impl Events {
             if self.ended {
                 return None;
             }
-            match self.rx.recv().await? {
-                Message::Binary(frame) => {
-                    let Ok(server) = pb::ServerMessage::decode(frame) else {
-                        continue;
-                    };
+            match next_written(&mut self.rx).await? {
+                Written::Message(server) => {
                     if let Some(event) = self.event(server) {
                         return Some(event);
                     }
                 }
-                Message::Close(frame) => {
+                Written::Close(code, reason) => {
                     self.ended = true;
-                    let (code, reason) =
-                        frame.map_or((1000, String::new()), |f| (f.code, f.reason.to_string()));
                     let data = serde_json::json!({ "code": code, "reason": reason });
                     return Some(Event::default().event("close").data(data.to_string()));
                 }
-                _ => {}
             }
         }
     }
