@@ -3,7 +3,6 @@
 // DOM, and round-trips topic messages. Set CHROMIUM_PATH for a browser elsewhere than
 // /usr/bin/chromium (scripts/test installs Debian's when it is absent).
 import assert from "node:assert/strict";
-import { accessSync, constants } from "node:fs";
 import { createServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
@@ -11,12 +10,12 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 
 import { build } from "esbuild";
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 
 import { Client } from "../src/index.js";
+import { launchChromium } from "./chromium.js";
 import { createTable, environment } from "./support.js";
 
-const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const here = dirname(fileURLToPath(import.meta.url));
 
 const PAGE = `<!doctype html>
@@ -59,11 +58,6 @@ let page: Page;
 let pageUrl: string;
 
 before(async () => {
-  try {
-    accessSync(chromiumPath, constants.X_OK);
-  } catch {
-    throw new Error(`no Chromium at ${chromiumPath}: apt-get install chromium, or set CHROMIUM_PATH`);
-  }
   env = await environment();
   const bundle = await build({
     entryPoints: [join(here, "..", "src", "index.js")],
@@ -83,18 +77,7 @@ before(async () => {
   });
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   pageUrl = `http://127.0.0.1:${(http.address() as AddressInfo).port}/`;
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launchChromium();
   page = await browser.newPage();
 });
 

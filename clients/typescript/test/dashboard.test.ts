@@ -6,7 +6,7 @@
 // browser elsewhere than /usr/bin/chromium.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { accessSync, constants, mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { createHmac } from "node:crypto";
 import { after, before, test } from "node:test";
@@ -14,12 +14,12 @@ import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 
 import pg from "pg";
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 
 import { Client } from "../src/index.js";
+import { launchChromium } from "./chromium.js";
 import { createDatabase, dropDatabase, killServer, type Server, sleep, startServer, stopServer } from "./support.js";
 
-const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const repo = join(root, "..", "..");
 const shots = join(root, "build", "screenshots");
@@ -34,17 +34,12 @@ let page: Page;
 const base = () => `http://${server.addr}`;
 
 before(async () => {
-  accessSync(chromiumPath, constants.X_OK);
   mkdirSync(shots, { recursive: true });
   databaseUrl = await createDatabase();
   server = await startServer(databaseUrl, { extra: ["--demo"] });
   db = new pg.Client({ connectionString: databaseUrl });
   await db.connect();
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-      "--disable-sync", "--no-first-run"],
-  });
+  browser = await launchChromium();
   page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   page.on("pageerror", (error) => console.error(`page error: ${error.message}`));
 });

@@ -8,12 +8,11 @@ import { createServer, type Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, test } from "node:test";
 
-import { type Browser, chromium, type Page } from "playwright-core";
+import type { Browser, Page } from "playwright-core";
 
+import { launchChromium } from "./chromium.js";
 import { Proxy } from "./proxy.js";
 import { createTable, environment, TEST_TIMEOUT } from "./support.js";
-
-const chromiumPath = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
 const PAGE = `<!doctype html>
 <meta charset="utf-8"><title>feedgate over SSE</title>
@@ -48,18 +47,7 @@ before(async () => {
   });
   await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
   pageUrl = `http://127.0.0.1:${(http.address() as AddressInfo).port}/`;
-  browser = await chromium.launch({
-    executablePath: chromiumPath,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launchChromium();
   page = await browser.newPage();
 });
 
