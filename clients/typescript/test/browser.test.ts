@@ -3,8 +3,6 @@
 // DOM, and round-trips topic messages. Set CHROMIUM_PATH for a browser elsewhere than
 // /usr/bin/chromium (scripts/test installs Debian's when it is absent).
 import assert from "node:assert/strict";
-import { createServer, type Server as HttpServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { dirname, join } from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -13,7 +11,7 @@ import { build } from "esbuild";
 import type { Browser, Page } from "playwright-core";
 
 import { Client } from "../src/index.js";
-import { launchChromium } from "./chromium.js";
+import { launchChromium, servePage } from "./chromium.js";
 import { createTable, environment } from "./support.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -52,7 +50,7 @@ try {
 </script>`;
 
 let env: Awaited<ReturnType<typeof environment>>;
-let http: HttpServer;
+let pages: Awaited<ReturnType<typeof servePage>>;
 let browser: Browser;
 let page: Page;
 let pageUrl: string;
@@ -68,22 +66,15 @@ before(async () => {
     write: false,
   });
   const script = bundle.outputFiles[0]!.text;
-  http = createServer((request, response) => {
-    if (request.url?.startsWith("/feedgate.js")) {
-      response.writeHead(200, { "content-type": "text/javascript" }).end(script);
-    } else {
-      response.writeHead(200, { "content-type": "text/html" }).end(PAGE);
-    }
-  });
-  await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
-  pageUrl = `http://127.0.0.1:${(http.address() as AddressInfo).port}/`;
+  pages = await servePage(PAGE, { "/feedgate.js": ["text/javascript", script] });
+  pageUrl = pages.url;
   browser = await launchChromium();
   page = await browser.newPage();
 });
 
 after(async () => {
   await browser?.close();
-  await new Promise((resolve) => http?.close(resolve));
+  await pages?.close();
   await env?.close();
 });
 

@@ -4,13 +4,11 @@
 // itself, sending `Last-Event-ID`, with nothing missed or doubled. The Rust suite's tests/sse.rs
 // covers the rest with curl.
 import assert from "node:assert/strict";
-import { createServer, type Server as HttpServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { after, before, test } from "node:test";
 
 import type { Browser, Page } from "playwright-core";
 
-import { launchChromium } from "./chromium.js";
+import { launchChromium, servePage } from "./chromium.js";
 import { Proxy } from "./proxy.js";
 import { createTable, environment, TEST_TIMEOUT } from "./support.js";
 
@@ -33,7 +31,7 @@ for (const type of ["change", "ready", "closed", "close"]) {
 </script>`;
 
 let env: Awaited<ReturnType<typeof environment>>;
-let http: HttpServer;
+let pages: Awaited<ReturnType<typeof servePage>>;
 let browser: Browser;
 let page: Page;
 let pageUrl: string;
@@ -42,18 +40,15 @@ let proxy: Proxy;
 before(async () => {
   env = await environment();
   proxy = await Proxy.start(env.server.addr);
-  http = createServer((_request, response) => {
-    response.writeHead(200, { "content-type": "text/html" }).end(PAGE);
-  });
-  await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
-  pageUrl = `http://127.0.0.1:${(http.address() as AddressInfo).port}/`;
+  pages = await servePage(PAGE);
+  pageUrl = pages.url;
   browser = await launchChromium();
   page = await browser.newPage();
 });
 
 after(async () => {
   await browser?.close();
-  await new Promise((resolve) => http?.close(resolve));
+  await pages?.close();
   await proxy?.close();
   await env?.close();
 });
