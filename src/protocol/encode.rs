@@ -247,6 +247,13 @@ impl Part<'_> {
         }
     }
 
+    /// Whether it is a `Response` (`ServerMessage` field 1), which a client may be awaiting.
+    pub fn is_response(&self) -> bool {
+        // Field 1 (response), wire type 2 (length-delimited): the first byte of its encoding.
+        const RESPONSE_KEY: u8 = (1 << 3) | 2;
+        matches!(*self, Part::Message(bytes) if bytes.first() == Some(&RESPONSE_KEY))
+    }
+
     /// Whether the encoding is empty (no real message's is).
     pub fn is_empty(&self) -> bool {
         self.len() == 0

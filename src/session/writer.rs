@@ -163,16 +163,22 @@ fn single(item: &Outbound) -> Bytes {
 
 /// The batch in as few frames as [`BUNDLE_BYTES`] allows, in order, added to `frames`:
 /// consecutive messages that fit together in one bundle; a message alone (or one larger than the
-/// bound) in a plain frame.
+/// bound) in a plain frame. A response ends its bundle: what follows comes in the next frame, so
+/// that a client's code awaiting the response runs before it handles the events after it, as
+/// with one message per frame (a browser runs awaiting code between frames, not within one).
 fn bundled(batch: &[Outbound], frames: &mut Vec<Bytes>) {
     let (mut start, mut size) = (0, 0);
     for (i, item) in batch.iter().enumerate() {
-        let len = part(item).len();
-        if i > start && size + len > BUNDLE_BYTES {
+        let part = part(item);
+        if i > start && size + part.len() > BUNDLE_BYTES {
             frames.push(frame(&batch[start..i]));
             (start, size) = (i, 0);
         }
-        size += len;
+        size += part.len();
+        if part.is_response() {
+            frames.push(frame(&batch[start..=i]));
+            (start, size) = (i + 1, 0);
+        }
     }
     if start < batch.len() {
         frames.push(frame(&batch[start..]));
@@ -275,8 +281,39 @@ mod tests {
             .collect();
         let mut frames = Vec::new();
         bundled(&batch, &mut frames);
-        assert_eq!(frames.len(), 1, "41 small messages fit in one bundle");
+        assert_eq!(
+            frames.len(),
+            2,
+            "the response ends its frame; 40 small events in one bundle"
+        );
+        assert_eq!(frames[0], plain[0], "the response alone");
         assert_eq!(unbundle(&frames), expected);
+    }
+
+    #[test]
+    fn a_response_ends_its_bundle() {
+        let mut batch = queued(2, 100);
+        batch.rotate_left(1); // event, event, response
+        batch.extend(queued(2, 100)); // response, event, event
+        let mut frames = Vec::new();
+        bundled(&batch, &mut frames);
+        let sizes: Vec<_> = frames
+            .iter()
+            .map(|f| {
+                match pb::ServerMessage::decode(f.clone())
+                    .expect("decodes")
+                    .message
+                {
+                    Some(pb::server_message::Message::Bundle(bundle)) => bundle.messages.len(),
+                    _ => 1,
+                }
+            })
+            .collect();
+        assert_eq!(
+            sizes,
+            [3, 1, 2],
+            "events and their response; the next response; its events"
+        );
     }
 
     #[test]
