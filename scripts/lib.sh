@@ -54,6 +54,71 @@ need_postgres() {
   exit 1
 }
 
+# A private PostgreSQL cluster with wal_level = logical, for the logical-capture tests: never the
+# machine's own server. initdb from the machine's newest PostgreSQL binaries into
+# $FEEDGATE_LOGICAL_PGDATA (as the postgres user when run as root: initdb refuses root, and
+# root's home is closed to other users), port 55432 on 127.0.0.1, trust auth. Reused between
+# runs; `scripts/test --stop-services` stops it.
+LOGICAL_PORT=55432
+export FEEDGATE_TEST_LOGICAL_URL=${FEEDGATE_TEST_LOGICAL_URL:-postgres://postgres@127.0.0.1:$LOGICAL_PORT/postgres}
+
+logical_pg_bin() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1; }
+
+logical_pgdata() {
+  if [ "$(id -u)" = 0 ]; then
+    echo "${FEEDGATE_LOGICAL_PGDATA:-/var/lib/postgresql/feedgate-logical}"
+  else
+    echo "${FEEDGATE_LOGICAL_PGDATA:-$TOOL_CACHE/pg-logical}"
+  fi
+}
+
+as_pg_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+logical_up() { psql "$FEEDGATE_TEST_LOGICAL_URL" -qAtc 'select 1' >/dev/null 2>&1; }
+
+need_logical_postgres() {
+  logical_up && return 0
+  need_postgres
+  local bin data
+  bin=$(logical_pg_bin)
+  data=$(logical_pgdata)
+  if [ ! -f "$data/PG_VERSION" ]; then
+    step "creating a private PostgreSQL cluster (wal_level = logical) in $data"
+    mkdir -p "$data"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$data"
+    as_pg_owner "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-instructions >/dev/null
+    cat >>"$data/postgresql.conf" <<CONF
+# feedgate tests: logical decoding, many slots, a small WAL reserve so that slot invalidation
+# is quick to provoke, no fsync (test data only).
+listen_addresses = '127.0.0.1'
+port = $LOGICAL_PORT
+unix_socket_directories = '$data'
+wal_level = logical
+max_replication_slots = 40
+max_wal_senders = 40
+max_slot_wal_keep_size = 64MB
+max_connections = 300
+fsync = off
+synchronous_commit = on
+track_commit_timestamp = on
+CONF
+  fi
+  step "starting the private PostgreSQL cluster on port $LOGICAL_PORT"
+  as_pg_owner "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null
+  for _ in $(seq 1 60); do logical_up && return 0; sleep 0.5; done
+  echo "scripts/test: the private PostgreSQL cluster did not come up at $FEEDGATE_TEST_LOGICAL_URL" >&2
+  exit 1
+}
+
+stop_logical_postgres() {
+  local data
+  data=$(logical_pgdata)
+  [ -f "$data/postmaster.pid" ] || return 0
+  as_pg_owner "$(logical_pg_bin)/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+}
+
 # Databases left behind by tests that panicked.
 sweep_test_databases() {
   psql "$PG_URL" -qAtc "select datname from pg_database where datname like 'feedgate\_test\_%'" |
