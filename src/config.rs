@@ -289,6 +289,29 @@ pub struct ChangefeedConfig {
     /// conditions, rather than by asking every subscriber's filter. On by default; off only to
     /// measure what the index saves (`bench/run --only filtered`).
     pub filter_index: bool,
+    /// How changes are captured: `auto` (logical decoding when the database allows it, else
+    /// row triggers; the start-up log says which and why), `logical` or `trigger`. The first
+    /// node to start on a database decides for every node (docs/changefeeds.md).
+    pub capture: CaptureMode,
+    /// The logical replication slot's name (logical mode); empty: `feedgate_<database>`. Slot
+    /// names are the cluster's, not the database's.
+    pub slot: String,
+    /// Logical mode: how long a resume waits for the change log to catch up with its cursor
+    /// before answering `SOURCE_UNAVAILABLE` (retryable).
+    #[serde(with = "humantime_serde")]
+    pub capture_wait: Duration,
+}
+
+/// `changefeed.capture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    /// Logical decoding when the database allows it, else row triggers.
+    Auto,
+    /// Logical decoding, or the server does not start.
+    Logical,
+    /// Row triggers.
+    Trigger,
 }
 
 impl Default for ChangefeedConfig {
@@ -303,6 +326,9 @@ impl Default for ChangefeedConfig {
             prune_interval: Duration::from_secs(30),
             pool_size: 8,
             filter_index: true,
+            capture: CaptureMode::Auto,
+            slot: String::new(),
+            capture_wait: Duration::from_secs(5),
         }
     }
 }

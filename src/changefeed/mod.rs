@@ -12,6 +12,7 @@
 //!
 //! Sessions use the [`Changefeed`] handle; nothing here knows about sessions or WebSockets.
 
+mod capture;
 mod catalog;
 mod changes;
 mod fence;
@@ -23,6 +24,7 @@ mod snapshot;
 mod subscription;
 mod tables;
 pub(crate) mod values;
+mod xid;
 
 use std::str::FromStr;
 use std::sync::atomic::AtomicBool;
@@ -91,6 +93,9 @@ pub enum ChangefeedError {
         /// How long it was given.
         after: Duration,
     },
+    /// Capture from the write-ahead log cannot start or stopped (see `changefeed.capture`).
+    #[error("changefeed capture: {0}")]
+    Capture(String),
     /// A table named in `watch` could not be watched.
     #[error("cannot watch table {table:?} (setting `watch`): {source}")]
     Watch {
@@ -108,6 +113,8 @@ pub enum ChangefeedError {
 pub struct ChangefeedSettings {
     /// Where the database is.
     pub connect: PgConnectOptions,
+    /// The database URL as configured (the replication connection is made from it).
+    url: String,
     /// Tables to watch at start-up.
     pub watch: Vec<String>,
     /// Reader and buffer tuning.
@@ -126,6 +133,7 @@ impl ChangefeedSettings {
         let connect = PgConnectOptions::from_str(url).map_err(ChangefeedError::InvalidUrl)?;
         Ok(Self {
             connect: connect.disable_statement_logging(),
+            url: url.to_owned(),
             watch,
             tuning,
             metrics: Arc::default(),
@@ -219,6 +227,7 @@ impl Changefeed {
                 snapshots: Arc::new(Semaphore::new(turns)),
             }),
         };
+        tasks.spawn(capture::run(changefeed.shared.clone(), shutdown.clone()));
         tasks.spawn(reader::run(changefeed.shared.clone(), shutdown));
         changefeed
     }
@@ -310,6 +319,7 @@ impl Changefeed {
             resume,
             turns: self.shared.snapshots.clone(),
             metrics: self.shared.settings.metrics.clone(),
+            capture_wait: self.shared.settings.tuning.capture_wait,
         };
         let cancel = self.shared.shutdown.child_token();
         Ok(TableSubscription::start(

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use super::capture;
 use super::changes::row_change_from_json;
 use super::snapshot::Snapshot;
 use super::subscription::{truncated, unreadable_change};
@@ -56,6 +57,17 @@ macro_rules! committed_micros_sql {
 }
 pub(super) use committed_micros_sql;
 
+/// The snapshot a reader may read the log up to: in trigger mode `pg_current_snapshot()` (a
+/// change is logged in its own transaction), in logical mode the capture leader's latest
+/// watermark (every transaction it shows is in the log; see `capture`). One expression, read in
+/// the poll's own statement, so the mode needs no state here.
+macro_rules! current_snapshot_sql {
+    () => {
+        "coalesce((SELECT watermark FROM feedgate.capture WHERE mode = 'logical'), \
+                  pg_current_snapshot())"
+    };
+}
+
 const POLL: &str = concat!(
     "\
 SELECT cur.s::text AS cur, c.id, c.xid::text AS xid, c.table_oid::int8 AS table_oid, \
@@ -63,7 +75,7 @@ SELECT cur.s::text AS cur, c.id, c.xid::text AS xid, c.table_oid::int8 AS table_
        (extract(epoch FROM c.logged_at) * 1000000)::int8 AS logged_micros, ",
     committed_micros_sql!(),
     " AS committed_micros \
-  FROM (SELECT pg_current_snapshot() AS s) cur \
+  FROM (SELECT ", current_snapshot_sql!(), " AS s) cur \
   LEFT JOIN feedgate.changes c \
          ON c.xid >= $1::text::xid8 \
         AND pg_visible_in_snapshot(c.xid, cur.s) \
@@ -83,8 +95,11 @@ pub(super) async fn prepare(settings: &ChangefeedSettings) -> Result<Vec<String>
     Ok(watched)
 }
 
+/// Applies migrations and settles how the database captures changes (`capture::prepare`).
 async fn migrate(settings: &ChangefeedSettings) -> Result<(), ChangefeedError> {
-    schema::migrate(&settings.connect).await
+    schema::migrate(&settings.connect).await?;
+    capture::prepare(settings).await?;
+    Ok(())
 }
 
 /// Where the reader is; survives reconnects.
@@ -175,9 +190,10 @@ async fn connect<'a>(
     let position = match &progress.position {
         Some(position) => position.clone(),
         None => {
-            let text: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
-                .fetch_one(&mut conn)
-                .await?;
+            let text: String =
+                sqlx::query_scalar(concat!("SELECT (", current_snapshot_sql!(), ")::text"))
+                    .fetch_one(&mut conn)
+                    .await?;
             snapshot(&text)?
         }
     };

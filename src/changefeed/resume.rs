@@ -11,9 +11,13 @@
 //! see: the catch-up passes each change through the same filter as live delivery, so a row that
 //! moved into view arrives as an insert and a row it may not see does not arrive.
 
+use std::time::{Duration, Instant};
+
 use futures_util::TryStreamExt;
+use tokio::time::sleep;
 use sqlx::{PgConnection, PgPool, Row as _};
 
+use super::capture::WRITE_MARKER;
 use super::changes::{row_change_from_json, seen, Projection};
 use super::reader::{committed_micros_sql, LoggedOp};
 use super::snapshot::Snapshot;
@@ -27,6 +31,9 @@ use crate::row_filter::RowFilter;
 
 /// The logged changes of one table that a position does not cover, visible in the
 /// transaction's snapshot, in log order. `$4`/`$5`: the position's `then` snapshots and ids.
+/// `$6`: the snapshot that fences the live changes. In trigger mode it is the transaction's own
+/// and the condition changes nothing; in logical mode it is the watermark, and a transaction
+/// appended ahead of it is left to the reader (or it would come twice).
 const CATCH_UP: &str = concat!(
     "SELECT c.id, c.xid::text AS xid, c.op::text AS op, c.old_row, c.new_row, ",
     committed_micros_sql!(),
@@ -38,6 +45,7 @@ const CATCH_UP: &str = concat!(
    AND NOT EXISTS ( \
        SELECT 1 FROM unnest($4::text[], $5::int8[]) AS t(snapshot, last_id) \
         WHERE pg_visible_in_snapshot(c.xid, t.snapshot::pg_snapshot) AND c.id <= t.last_id) \
+   AND pg_visible_in_snapshot(c.xid, $6::text::pg_snapshot) \
  ORDER BY c.id"
 );
 
@@ -122,6 +130,45 @@ impl Resume {
         }
     }
 
+    /// Logical mode: waits until the watermark covers this position, so that the fence (the
+    /// watermark) never delivers again what the position already has. A position from an
+    /// initial snapshot can be a few milliseconds ahead of the watermark; a marker written here
+    /// moves it on. Trigger mode: returns at once. After `wait`, `SOURCE_UNAVAILABLE`
+    /// (retryable).
+    pub(crate) async fn wait_until_logged(
+        &self,
+        conn: &mut PgConnection,
+        wait: Duration,
+    ) -> Result<(), Failure> {
+        let started = Instant::now();
+        let db = |e: sqlx::Error| super::schema::unavailable(&e);
+        loop {
+            let watermark: Option<String> = sqlx::query_scalar(
+                "SELECT watermark::text FROM feedgate.capture WHERE mode = 'logical'",
+            )
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?
+            .flatten();
+            let Some(watermark) = watermark else {
+                return Ok(()); // trigger mode
+            };
+            let watermark = Snapshot::parse(&watermark).map_err(|e| super::schema::unavailable(&e))?;
+            let covered = watermark.covers(&self.base)
+                && self.then.iter().all(|(snapshot, _)| watermark.covers(snapshot));
+            if covered {
+                return Ok(());
+            }
+            if started.elapsed() >= wait {
+                return Err(super::schema::unavailable(
+                    &"the change log has not caught up with the cursor (changefeed.capture_wait)",
+                ));
+            }
+            sqlx::query(WRITE_MARKER).execute(&mut *conn).await.map_err(db)?;
+            sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// [`check_kept`](Self::check_kept) on a connection of `pool`.
     pub(crate) async fn check_kept_in(&self, pool: &PgPool, table: &str) -> Result<(), Failure> {
         let mut conn = pool
@@ -161,6 +208,7 @@ pub(crate) async fn catch_up(
         .bind(resume.base.to_string())
         .bind(then_texts)
         .bind(then_ids)
+        .bind(since.to_string())
         .fetch(conn);
     let db = |e: sqlx::Error| super::schema::unavailable(&e);
     while let Some(row) = rows.try_next().await.map_err(db)? {

@@ -54,6 +54,25 @@ impl Snapshot {
         self.xmin
     }
 
+    /// The first transaction id not yet assigned when the snapshot was taken.
+    pub(crate) fn xmax(&self) -> u64 {
+        self.xmax
+    }
+
+    /// Whether every transaction visible in `other` is visible here too (a snapshot taken later
+    /// covers an earlier one; a watermark may lag behind a cursor's snapshot).
+    pub(crate) fn covers(&self, other: &Snapshot) -> bool {
+        // Visible in `other` means below its xmax and not in its xip.
+        let beyond = other.xip.iter().filter(|x| **x >= self.xmax).count() as u64;
+        let above_ok = other.xmax <= self.xmax || other.xmax - self.xmax == beyond;
+        let in_progress_ok = self
+            .xip
+            .iter()
+            .filter(|x| **x < other.xmax)
+            .all(|x| other.xip.binary_search(x).is_ok());
+        above_ok && in_progress_ok
+    }
+
     /// The snapshot as a cursor holds it.
     pub(crate) fn to_tx(&self) -> TxSnapshot {
         TxSnapshot {
@@ -94,6 +113,27 @@ impl fmt::Display for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn covers_is_visibility_inclusion() {
+        let s = |t: &str| Snapshot::parse(t).expect("valid");
+        assert!(s("12:20:15").covers(&s("10:12:10,11")));
+        assert!(s("10:12:10,11").covers(&s("10:12:10,11")));
+        assert!(!s("10:12:10,11").covers(&s("12:20:15")));
+        // 11 is in progress in the later one's view only if it was in the earlier one's too.
+        assert!(!s("11:14:11").covers(&s("10:13:10")));
+        // An earlier xmax is fine when everything above it was in progress in `other`.
+        assert!(s("10:12:").covers(&s("10:14:12,13")));
+        // Exhaustively against the definition, on small snapshots.
+        let all = ["5:5:", "5:8:5", "5:8:6,7", "6:9:7", "6:9:", "7:7:", "5:9:5,8", "8:10:8,9"];
+        for a in all {
+            for b in all {
+                let (a, b) = (s(a), s(b));
+                let by_definition = (0..12).all(|x| !b.is_visible(x) || a.is_visible(x));
+                assert_eq!(a.covers(&b), by_definition, "{a} covers {b}");
+            }
+        }
+    }
 
     #[test]
     fn parses_and_prints_postgres_text() {

@@ -117,6 +117,8 @@ pub(super) struct Start {
     pub(super) turns: Arc<Semaphore>,
     /// Where snapshots are timed and counted.
     pub(super) metrics: Arc<Metrics>,
+    /// Logical mode: how long a resume waits for the log to cover its cursor.
+    pub(super) capture_wait: std::time::Duration,
 }
 
 impl Start {
@@ -190,15 +192,32 @@ impl Start {
             conn: self.pool.acquire().await.map_err(|e| unavailable(&e))?,
             ended: false,
         };
+        if let Some(resume) = &self.resume {
+            // Logical mode: the log is complete up to the watermark only, which may lag
+            // behind the cursor's snapshot by a few milliseconds.
+            resume
+                .wait_until_logged(&mut tx.conn, self.capture_wait)
+                .await?;
+        }
         sqlx::query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx.conn)
             .await
             .map_err(|e| unavailable(&e))?;
-        let text: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
-            .fetch_one(&mut *tx.conn)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let since = Snapshot::parse(&text).map_err(|e| unavailable(&e))?;
+        let (text, watermark): (String, Option<String>) = sqlx::query_as(
+            "SELECT pg_current_snapshot()::text, \
+                    (SELECT watermark::text FROM feedgate.capture WHERE mode = 'logical')",
+        )
+        .fetch_one(&mut *tx.conn)
+        .await
+        .map_err(|e| unavailable(&e))?;
+        // A resume reads the log, complete up to the watermark in logical mode: that is what
+        // fences the live changes then. The table's own rows are read under the transaction's
+        // snapshot, which fences them in either mode.
+        let since = match (&self.resume, watermark) {
+            (Some(_), Some(watermark)) => watermark,
+            _ => text,
+        };
+        let since = Snapshot::parse(&since).map_err(|e| unavailable(&e))?;
         if let Some(resume) = &self.resume {
             let target = Target {
                 entry: &self.entry,

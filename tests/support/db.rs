@@ -9,8 +9,21 @@ use feedgate::protocol::pb;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 
+/// Whether this run tests capture from the write-ahead log: `FEEDGATE_TEST_CAPTURE=logical`
+/// (scripts/test runs the changefeed tests once in each mode). Then every test database is made
+/// on the private cluster with `wal_level = logical` (`FEEDGATE_TEST_LOGICAL_URL`, started by
+/// scripts/test) and the server is configured with `changefeed.capture = logical`, so a test
+/// fails rather than falls back to triggers.
+pub fn logical() -> bool {
+    std::env::var("FEEDGATE_TEST_CAPTURE").is_ok_and(|mode| mode == "logical")
+}
+
 /// The admin database URL; the test script exports it, the default is the local trust setup.
 pub fn admin_url() -> String {
+    if logical() {
+        return std::env::var("FEEDGATE_TEST_LOGICAL_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/postgres".into());
+    }
     std::env::var("FEEDGATE_TEST_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -56,6 +69,7 @@ impl TestDb {
     pub async fn drop_db(self) {
         self.pool.close().await;
         let mut admin = PgConnection::connect(&admin_url()).await.expect("admin");
+        drop_slots(&mut admin, &self.name).await;
         sqlx::query(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
@@ -63,6 +77,31 @@ impl TestDb {
         .execute(&mut admin)
         .await
         .expect("drop database");
+    }
+}
+
+/// Drops the database's replication slots (a database with a slot cannot be dropped), ending
+/// the walsender that holds one first.
+pub async fn drop_slots(admin: &mut PgConnection, database: &str) {
+    for _ in 0..200 {
+        let _ = sqlx::query(
+            "SELECT CASE WHEN active_pid IS NOT NULL THEN pg_terminate_backend(active_pid) \
+                         ELSE pg_drop_replication_slot(slot_name) IS NULL END \
+               FROM pg_replication_slots WHERE database = $1",
+        )
+        .bind(database)
+        .execute(&mut *admin)
+        .await;
+        let remaining: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_replication_slots WHERE database = $1")
+                .bind(database)
+                .fetch_one(&mut *admin)
+                .await
+                .expect("slots");
+        if remaining == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -75,6 +114,9 @@ pub fn config_for(db: &TestDb) -> Config {
     config.changefeed.idle_poll = Duration::from_millis(200);
     // Tests run in parallel against one PostgreSQL (max_connections = 100 by default).
     config.changefeed.pool_size = 3;
+    if logical() {
+        config.changefeed.capture = feedgate::config::CaptureMode::Logical;
+    }
     config
 }
 

@@ -1,0 +1,331 @@
+//! Capture from the write-ahead log (`changefeed.capture = logical`): one elected node reads
+//! feedgate's logical replication slot (`pgoutput`) and appends the decoded changes to the same
+//! change log the row triggers fill, so the reader, resume, retention and pruning work as they
+//! do in trigger mode, and writers' transactions do no capture work.
+//!
+//! - [`prepare`] decides once per database how it captures (the first node to start decides
+//!   for all; the `feedgate.capture` row records it) and, for logical mode, creates the slot and
+//!   the publication.
+//! - [`run`] is every node's capture task: it tries to lead (an advisory lock taken on the
+//!   replication connection itself, so it ends with the stream), and the leader streams
+//!   ([`stream`]).
+//! - Readers poll up to the **watermark**, a snapshot whose every visible transaction is already
+//!   in the log, instead of `pg_current_snapshot()`: see [`stream`] for how markers make it.
+//!
+//! docs/changefeeds.md ("Capture from the write-ahead log") has the design and its trade-offs.
+
+mod stream;
+
+pub(super) use stream::WRITE_MARKER;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgwire_replication::{ReplicationClient, ReplicationConfig};
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::{ChangefeedError, ChangefeedSettings, Shared};
+use crate::config::CaptureMode;
+
+/// The publication logical mode adds watched tables to (one per database).
+const PUBLICATION: &str = "feedgate";
+/// The advisory lock the leader holds on its replication connection.
+const LEADER_LOCK: i64 = 0x6665_6564_6761_7465; // "feedgate"
+/// How often a follower tries to lead.
+const FOLLOWER_RETRY: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How this database's changes reach the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Row triggers in the writers' transactions.
+    Trigger,
+    /// The elected leader decodes the slot.
+    Logical,
+}
+
+/// Decides (the first node on a database) or reads (every other) how changes are captured, and
+/// says which and why once. For logical mode the slot and publication exist when it returns.
+pub(super) async fn prepare(settings: &ChangefeedSettings) -> Result<Mode, ChangefeedError> {
+    let mut conn = settings.connect.clone().connect().await?;
+    let wanted = settings.tuning.capture;
+    let recorded: Option<String> = sqlx::query_scalar("SELECT mode FROM feedgate.capture")
+        .fetch_one(&mut conn)
+        .await?;
+    let mode = match recorded.as_deref() {
+        Some("logical") => {
+            if wanted == CaptureMode::Trigger {
+                error!(
+                    "changefeed.capture is trigger, but this database captures with logical \
+                     decoding (decided by the first node): following the database"
+                );
+            }
+            Mode::Logical
+        }
+        Some(_) => {
+            if wanted == CaptureMode::Logical {
+                return Err(ChangefeedError::Capture(
+                    "changefeed.capture is logical, but this database already captures with \
+                     row triggers; switching an existing database is not supported yet"
+                        .into(),
+                ));
+            }
+            info!("changefeed capture: trigger (recorded for this database)");
+            Mode::Trigger
+        }
+        None => decide(settings, &mut conn, wanted).await?,
+    };
+    conn.close().await?;
+    Ok(mode)
+}
+
+/// The first node's decision.
+async fn decide(
+    settings: &ChangefeedSettings,
+    conn: &mut PgConnection,
+    wanted: CaptureMode,
+) -> Result<Mode, ChangefeedError> {
+    let slot = settings.slot_name();
+    let verdict = match wanted {
+        CaptureMode::Trigger => Err("changefeed.capture = trigger".to_owned()),
+        CaptureMode::Auto | CaptureMode::Logical => logical_possible(settings, conn, &slot).await,
+    };
+    let reason = match verdict {
+        Ok(reason) => reason,
+        Err(why) if wanted == CaptureMode::Logical => return Err(ChangefeedError::Capture(why)),
+        Err(why) => {
+            record(conn, Mode::Trigger, &slot).await?;
+            info!("changefeed capture: trigger ({why})");
+            return Ok(Mode::Trigger);
+        }
+    };
+    let mode = record(conn, Mode::Logical, &slot).await?;
+    match mode {
+        Mode::Logical => info!("changefeed capture: logical ({reason}, slot {slot})"),
+        Mode::Trigger => {
+            // Another node decided first, for triggers: the slot made here is not needed.
+            let _ = sqlx::query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                  WHERE slot_name = $1 AND NOT active",
+            )
+            .bind(&slot)
+            .execute(&mut *conn)
+            .await;
+            info!("changefeed capture: trigger (decided by another node)");
+        }
+    }
+    Ok(mode)
+}
+
+/// Whether logical decoding can be used, and if so a slot is made: `Ok(why)` or `Err(why not)`.
+async fn logical_possible(
+    settings: &ChangefeedSettings,
+    conn: &mut PgConnection,
+    slot: &str,
+) -> Result<String, String> {
+    let db = |e: sqlx::Error| format!("cannot check: {e}");
+    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+    if version < 140_000 {
+        return Err(format!(
+            "PostgreSQL {version} is older than 14, which logical capture needs"
+        ));
+    }
+    let wal_level: String = sqlx::query_scalar("SELECT current_setting('wal_level')")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?;
+    if wal_level != "logical" {
+        return Err(format!(
+            "wal_level is {wal_level}; logical decoding needs wal_level = logical and a server \
+             restart"
+        ));
+    }
+    if sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM feedgate.watched)")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db)?
+    {
+        return Err("tables are already watched with row triggers".into());
+    }
+    // The one test that covers the role's REPLICATION attribute, a managed service's
+    // equivalent and pg_hba.conf: open a replication connection.
+    let config = settings
+        .replication_config(slot, PUBLICATION)
+        .map_err(|e| e.to_string())?;
+    let mut client = ReplicationClient::connect_gated(config)
+        .await
+        .map_err(|e| format!("no replication connection: {e}"))?;
+    let identified = client.identify_system().await;
+    let _ = client.shutdown().await;
+    identified.map_err(|e| format!("no replication connection: {e}"))?;
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+    )
+    .bind(slot)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
+    if !exists {
+        sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
+            .bind(slot)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| format!("cannot create replication slot {slot}: {e}"))?;
+    }
+    Ok(format!(
+        "{}wal_level = logical, replication allowed",
+        if settings.tuning.capture == CaptureMode::Auto {
+            "auto: "
+        } else {
+            ""
+        }
+    ))
+}
+
+/// Records the decision unless another node recorded one first; returns what is recorded. For
+/// logical mode: the publication, and the first watermark, a snapshot taken after the slot was
+/// made (no table is published yet, so nothing it shows is missing from the log).
+async fn record(conn: &mut PgConnection, mode: Mode, slot: &str) -> Result<Mode, ChangefeedError> {
+    let mut tx = conn.begin().await?;
+    let current: Option<String> =
+        sqlx::query_scalar("SELECT mode FROM feedgate.capture FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+    if let Some(current) = current {
+        tx.rollback().await?;
+        return Ok(if current == "logical" {
+            Mode::Logical
+        } else {
+            Mode::Trigger
+        });
+    }
+    match mode {
+        Mode::Trigger => {
+            sqlx::query("UPDATE feedgate.capture SET mode = 'trigger'")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Mode::Logical => {
+            let published: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)")
+                    .bind(PUBLICATION)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if !published {
+                sqlx::query(&format!(
+                    "CREATE PUBLICATION {PUBLICATION} WITH (publish_via_partition_root = true)"
+                ))
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "UPDATE feedgate.capture SET mode = 'logical', slot_name = $1, publication = $2, \
+                        watermark = pg_current_snapshot(), \
+                        appended_lsn = (SELECT confirmed_flush_lsn FROM pg_replication_slots \
+                                         WHERE slot_name = $1)",
+            )
+            .bind(slot)
+            .bind(PUBLICATION)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(mode)
+}
+
+/// Every node's capture task, until shutdown: in logical mode, lead when the lock is free.
+pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut backoff = FOLLOWER_RETRY;
+    loop {
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return,
+            outcome = stream::lead(&shared, &shutdown) => outcome,
+        };
+        let wait = match outcome {
+            Ok(stream::Led::NotLogical) => return,
+            Ok(stream::Led::Follower) => FOLLOWER_RETRY,
+            Ok(stream::Led::Stopped) => return,
+            Err(err) => {
+                warn!(error = %err, retry_in = ?backoff, "changefeed capture stopped");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                backoff
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = sleep(wait) => {}
+        }
+    }
+}
+
+impl ChangefeedSettings {
+    /// The replication slot's name: `changefeed.slot`, or `feedgate_<database>` (slot names
+    /// are the cluster's; lower-case letters, digits and `_`, at most 63 bytes).
+    pub(super) fn slot_name(&self) -> String {
+        if !self.tuning.slot.is_empty() {
+            return self.tuning.slot.clone();
+        }
+        let database = self.connect.get_database().unwrap_or("postgres");
+        let mut name: String = format!("feedgate_{database}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        name.truncate(63);
+        name
+    }
+
+    /// A replication connection's settings, from the database URL. The session's date, time
+    /// and number formats are pinned, so the text form of decoded values does not depend on the
+    /// server's defaults.
+    pub(super) fn replication_config(
+        &self,
+        slot: &str,
+        publication: &str,
+    ) -> Result<ReplicationConfig, ChangefeedError> {
+        let url = url::Url::parse(&self.url)
+            .map_err(|e| ChangefeedError::Capture(format!("database_url: {e}")))?;
+        let password = url
+            .password()
+            .map(|p| {
+                percent_encoding::percent_decode_str(p)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        let host = match self.connect.get_socket() {
+            Some(socket) => socket.to_string_lossy().into_owned(),
+            None => self.connect.get_host().to_owned(),
+        };
+        let config = ReplicationConfig::new(
+            host,
+            self.connect.get_username(),
+            password,
+            self.connect.get_database().unwrap_or("postgres"),
+            slot,
+            publication,
+        )
+        .with_port(self.connect.get_port())
+        .with_status_interval(Duration::from_secs(1))
+        .with_wakeup_interval(Duration::from_secs(1))
+        .with_buffer_size(1024)
+        .with_application_name("feedgate-capture")
+        .with_options(
+            "-c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC \
+             -c extra_float_digits=3 -c bytea_output=hex",
+        );
+        Ok(config)
+    }
+}
