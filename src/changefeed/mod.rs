@@ -9,6 +9,8 @@
 //!   change whose transaction that snapshot already contains ([`subscription`]).
 //! - A table the `watch` setting names but that cannot be watched (no primary key, ...) does not
 //!   stop the server; its subscribers are told why ([`refusals`]).
+//! - For capture from the write-ahead log (issue 19, not wired in yet), `pgoutput` decodes
+//!   PostgreSQL's logical replication messages (pure).
 //!
 //! Sessions use the [`Changefeed`] handle; nothing here knows about sessions or WebSockets.
 
@@ -16,6 +18,9 @@ mod capture;
 mod catalog;
 mod changes;
 mod fence;
+/// Exposed for the fuzz target (`fuzz/fuzz_targets/pgoutput.rs`); not an API.
+#[doc(hidden)]
+pub mod pgoutput;
 mod reader;
 mod refusals;
 mod resume;
