@@ -69,9 +69,10 @@ BEGIN
                         WHERE p.pubname = pub AND r.prrelid = target) THEN
             EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', pub, target);
         END IF;
-        FOR part IN SELECT relid FROM pg_partition_tree(target) t
-                      JOIN pg_class c ON c.oid = t.relid
-                     WHERE c.relreplident <> 'f' LOOP
+        -- pg_partition_tree has no rows for a table that is not partitioned.
+        FOR part IN SELECT c.oid FROM pg_class c
+                     WHERE (c.oid = target OR c.oid IN (SELECT relid FROM pg_partition_tree(target)))
+                       AND c.relkind = 'r' AND c.relreplident <> 'f' LOOP
             EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', part);
         END LOOP;
         RETURN display;

@@ -9,8 +9,9 @@
 //!   change whose transaction that snapshot already contains ([`subscription`]).
 //! - A table the `watch` setting names but that cannot be watched (no primary key, ...) does not
 //!   stop the server; its subscribers are told why ([`refusals`]).
-//! - For capture from the write-ahead log (issue 19, not wired in yet), `pgoutput` decodes
-//!   PostgreSQL's logical replication messages (pure).
+//! - With `changefeed.capture = logical`, no triggers: one elected node decodes the write-ahead
+//!   log (a logical replication slot, [`pgoutput`]) and appends to the same log ([`capture`]);
+//!   readers read up to its watermark instead of `pg_current_snapshot()`.
 //!
 //! Sessions use the [`Changefeed`] handle; nothing here knows about sessions or WebSockets.
 

@@ -75,7 +75,9 @@ SELECT cur.s::text AS cur, c.id, c.xid::text AS xid, c.table_oid::int8 AS table_
        (extract(epoch FROM c.logged_at) * 1000000)::int8 AS logged_micros, ",
     committed_micros_sql!(),
     " AS committed_micros \
-  FROM (SELECT ", current_snapshot_sql!(), " AS s) cur \
+  FROM (SELECT ",
+    current_snapshot_sql!(),
+    " AS s) cur \
   LEFT JOIN feedgate.changes c \
          ON c.xid >= $1::text::xid8 \
         AND pg_visible_in_snapshot(c.xid, cur.s) \

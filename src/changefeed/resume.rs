@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
-use tokio::time::sleep;
 use sqlx::{PgConnection, PgPool, Row as _};
+use tokio::time::sleep;
 
 use super::capture::WRITE_MARKER;
 use super::changes::{row_change_from_json, seen, Projection};
@@ -153,9 +153,13 @@ impl Resume {
             let Some(watermark) = watermark else {
                 return Ok(()); // trigger mode
             };
-            let watermark = Snapshot::parse(&watermark).map_err(|e| super::schema::unavailable(&e))?;
+            let watermark =
+                Snapshot::parse(&watermark).map_err(|e| super::schema::unavailable(&e))?;
             let covered = watermark.covers(&self.base)
-                && self.then.iter().all(|(snapshot, _)| watermark.covers(snapshot));
+                && self
+                    .then
+                    .iter()
+                    .all(|(snapshot, _)| watermark.covers(snapshot));
             if covered {
                 return Ok(());
             }
@@ -164,7 +168,10 @@ impl Resume {
                     &"the change log has not caught up with the cursor (changefeed.capture_wait)",
                 ));
             }
-            sqlx::query(WRITE_MARKER).execute(&mut *conn).await.map_err(db)?;
+            sqlx::query(WRITE_MARKER)
+                .execute(&mut *conn)
+                .await
+                .map_err(db)?;
             sleep(Duration::from_millis(5)).await;
         }
     }

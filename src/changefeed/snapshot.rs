@@ -125,7 +125,9 @@ mod tests {
         // An earlier xmax is fine when everything above it was in progress in `other`.
         assert!(s("10:12:").covers(&s("10:14:12,13")));
         // Exhaustively against the definition, on small snapshots.
-        let all = ["5:5:", "5:8:5", "5:8:6,7", "6:9:7", "6:9:", "7:7:", "5:9:5,8", "8:10:8,9"];
+        let all = [
+            "5:5:", "5:8:5", "5:8:6,7", "6:9:7", "6:9:", "7:7:", "5:9:5,8", "8:10:8,9",
+        ];
         for a in all {
             for b in all {
                 let (a, b) = (s(a), s(b));

@@ -34,8 +34,6 @@ use serde_json::Value as Json;
 use crate::protocol::datetime::{date, timestamp};
 use crate::protocol::{Row, Value};
 
-// The capture leader (issue 19, a later step) is its first caller; until then only its tests use it.
-#[allow(dead_code)]
 pub(crate) mod pgoutput;
 
 /// A column's type, as far as value conversion cares: only types whose JSON needs more than its

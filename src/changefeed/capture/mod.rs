@@ -162,7 +162,7 @@ async fn logical_possible(
         .await
         .map_err(|e| format!("no replication connection: {e}"))?;
     let identified = client.identify_system().await;
-    let _ = client.shutdown().await;
+    client.abort(); // a gated session that never started
     identified.map_err(|e| format!("no replication connection: {e}"))?;
     let exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
@@ -212,11 +212,12 @@ async fn record(conn: &mut PgConnection, mode: Mode, slot: &str) -> Result<Mode,
                 .await?;
         }
         Mode::Logical => {
-            let published: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)")
-                    .bind(PUBLICATION)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let published: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+            )
+            .bind(PUBLICATION)
+            .fetch_one(&mut *tx)
+            .await?;
             if !published {
                 sqlx::query(&format!(
                     "CREATE PUBLICATION {PUBLICATION} WITH (publish_via_partition_root = true)"
@@ -251,6 +252,7 @@ pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         let wait = match outcome {
             Ok(stream::Led::NotLogical) => return,
             Ok(stream::Led::Follower) => FOLLOWER_RETRY,
+            Ok(stream::Led::Undecided) => Duration::from_millis(100),
             Ok(stream::Led::Stopped) => return,
             Err(err) => {
                 warn!(error = %err, retry_in = ?backoff, "changefeed capture stopped");

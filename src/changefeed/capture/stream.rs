@@ -45,7 +45,7 @@ const CHUNK: usize = 1000;
 /// A marker asked for and not seen within this is asked for again.
 const MARKER_RETRY: Duration = Duration::from_secs(1);
 /// How long the stream may be silent before the leader checks on its marker.
-const TICK: Duration = Duration::from_millis(500);
+const TICK: Duration = Duration::from_millis(100);
 
 /// Writes a marker: a watermark candidate that the leader publishes when it arrives.
 pub(crate) const WRITE_MARKER: &str =
@@ -65,12 +65,17 @@ pub(super) enum Led {
     NotLogical,
     /// Another node leads (or just did): try again later.
     Follower,
+    /// No node has decided how this database captures yet (it is about to).
+    Undecided,
     /// Shutdown.
     Stopped,
 }
 
 /// Tries to lead; as leader, streams until shutdown or a failure.
-pub(super) async fn lead(shared: &Shared, shutdown: &CancellationToken) -> Result<Led, ChangefeedError> {
+pub(super) async fn lead(
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Result<Led, ChangefeedError> {
     let settings = &shared.settings;
     let mut log = settings
         .connect
@@ -88,7 +93,7 @@ pub(super) async fn lead(shared: &Shared, shutdown: &CancellationToken) -> Resul
     match mode.as_deref() {
         Some("logical") => {}
         Some(_) => return Ok(Led::NotLogical),
-        None => return Ok(Led::Follower), // not decided yet
+        None => return Ok(Led::Undecided),
     }
     let slot: String = row.try_get("slot_name")?;
     let publication: String = row.try_get("publication")?;
@@ -114,7 +119,7 @@ pub(super) async fn lead(shared: &Shared, shutdown: &CancellationToken) -> Resul
         .and_then(|value| value.as_deref())
         == Some(b"t".as_slice());
     if !granted {
-        let _ = client.shutdown().await;
+        client.abort(); // a gated session that never started
         return Ok(Led::Follower);
     }
     // Leading: fence off any earlier leader, and check nobody appended since we looked.
@@ -127,7 +132,7 @@ pub(super) async fn lead(shared: &Shared, shutdown: &CancellationToken) -> Resul
     let generation: i64 = row.try_get("generation")?;
     let now_appended: Option<String> = row.try_get("appended")?;
     if parse_lsn(now_appended.as_deref())? != appended {
-        let _ = client.shutdown().await;
+        client.abort(); // a gated session that never started
         return Ok(Led::Follower);
     }
     let status: Option<Option<String>> =
@@ -157,6 +162,9 @@ pub(super) async fn lead(shared: &Shared, shutdown: &CancellationToken) -> Resul
                 generation,
                 appended,
                 reference: watermark.xmax(),
+                watermark,
+                idle_marker: settings.tuning.idle_poll,
+                last_marker: Instant::now(),
                 relations: HashMap::new(),
                 types: TypeCatalog::default(),
                 type_oids: HashSet::new(),
@@ -167,12 +175,13 @@ pub(super) async fn lead(shared: &Shared, shutdown: &CancellationToken) -> Resul
                 marker_asked: None,
             };
             let outcome = leader.stream(shutdown).await;
-            let _ = leader.client.shutdown().await;
+            let _ = timeout(Duration::from_secs(2), leader.client.shutdown()).await;
+            leader.client.abort();
             return outcome;
         }
         None => {}
     }
-    let _ = client.shutdown().await;
+    client.abort(); // a gated session that never started
     reset(&mut log, &slot, generation).await?;
     Ok(Led::Follower)
 }
@@ -205,9 +214,11 @@ async fn reset(log: &mut PgConnection, slot: &str, generation: i64) -> Result<()
         .execute(&mut *log)
         .await?;
     let mut tx = sqlx::Connection::begin(&mut *log).await?;
-    sqlx::query("INSERT INTO feedgate.changes (table_oid, op) SELECT table_oid, 'T' FROM feedgate.watched")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO feedgate.changes (table_oid, op) SELECT table_oid, 'T' FROM feedgate.watched",
+    )
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT INTO feedgate.pruned (below) VALUES (pg_current_xact_id()) \
          ON CONFLICT (singleton) DO UPDATE SET below = greatest(feedgate.pruned.below, EXCLUDED.below)",
@@ -258,7 +269,14 @@ impl Chunk {
         self.xid.len()
     }
 
-    fn push(&mut self, tx: &SourceTx, table: u32, op: &str, old: Option<String>, new: Option<String>) {
+    fn push(
+        &mut self,
+        tx: &SourceTx,
+        table: u32,
+        op: &str,
+        old: Option<String>,
+        new: Option<String>,
+    ) {
         self.xid.push(tx.xid.to_string());
         self.table.push(i64::from(table));
         self.op.push(op.to_owned());
@@ -280,6 +298,12 @@ struct Leader {
     appended: Lsn,
     /// A recent snapshot's xmax, to widen 32-bit xids by.
     reference: u64,
+    /// The latest watermark published.
+    watermark: Snapshot,
+    /// While idle, how often to check whether the watermark lags behind (transactions that
+    /// touched no watched table ended: readers, resumes and pruning wait on it).
+    idle_marker: Duration,
+    last_marker: Instant,
     relations: HashMap<u32, Relation>,
     types: TypeCatalog,
     type_oids: HashSet<u32>,
@@ -317,6 +341,17 @@ impl Leader {
                 .is_some_and(|asked| asked.elapsed() > MARKER_RETRY);
             if self.pending && (self.marker_asked.is_none() || overdue) {
                 self.ask_marker().await?;
+            } else if !self.pending
+                && self.marker_asked.is_none()
+                && self.last_marker.elapsed() >= self.idle_marker
+            {
+                self.last_marker = Instant::now();
+                let now: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
+                    .fetch_one(&mut self.marker)
+                    .await?;
+                if Snapshot::parse(&now)? != self.watermark {
+                    self.ask_marker().await?;
+                }
             }
         }
     }
@@ -433,7 +468,12 @@ impl Leader {
     /// A tuple as the JSON object `to_jsonb` gives for the row. A column whose value did not
     /// change and is stored out of line (TOAST) is not in an update's new tuple: it is taken
     /// from the old tuple, which `REPLICA IDENTITY FULL` makes whole.
-    fn row(&self, relation: u32, tuple: &Tuple, old: Option<&Tuple>) -> Result<String, ChangefeedError> {
+    fn row(
+        &self,
+        relation: u32,
+        tuple: &Tuple,
+        old: Option<&Tuple>,
+    ) -> Result<String, ChangefeedError> {
         let Some(rel) = self.relations.get(&relation) else {
             return Err(ChangefeedError::Capture(format!(
                 "a change of relation {relation} came before its description"
@@ -554,6 +594,7 @@ impl Leader {
         self.marker_asked = None;
         self.appended = end;
         self.reference = watermark.xmax();
+        self.watermark = watermark.clone();
         self.client.update_applied_lsn(end);
         Ok(())
     }
@@ -561,6 +602,7 @@ impl Leader {
     async fn ask_marker(&mut self) -> Result<(), ChangefeedError> {
         sqlx::query(WRITE_MARKER).execute(&mut self.marker).await?;
         self.marker_asked = Some(Instant::now());
+        self.last_marker = Instant::now();
         Ok(())
     }
 }

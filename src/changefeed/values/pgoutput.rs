@@ -174,7 +174,7 @@ GROUP BY t.oid, e.typdelim
 impl TypeCatalog {
     /// Loads the types with these oids and, transitively, what they need (array element types,
     /// composites' attribute types, domains' base types), in one query. Oids that name no type
-    /// are left out ([`Self::knows`] says so).
+    /// are left out (`to_json` answers `UnknownType` for them).
     ///
     /// Cancel safe: it only reads.
     pub(crate) async fn load(conn: &mut PgConnection, oids: &[u32]) -> Result<Self, sqlx::Error> {
@@ -185,11 +185,6 @@ impl TypeCatalog {
             .filter_map(|row| Some((u32::try_from(row.oid).ok()?, Kind::of(row))))
             .collect();
         Ok(TypeCatalog { types })
-    }
-
-    /// Whether values of type `oid` can be converted (the type and what it needs are loaded).
-    pub(crate) fn knows(&self, oid: u32) -> bool {
-        self.types.contains_key(&oid)
     }
 
     /// The JSON that to_jsonb gives for a value of type `oid` whose text form is `text`.
