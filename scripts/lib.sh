@@ -58,7 +58,7 @@ need_postgres() {
 # machine's own server. initdb from the machine's newest PostgreSQL binaries into
 # $FEEDGATE_LOGICAL_PGDATA (as the postgres user when run as root: initdb refuses root, and
 # root's home is closed to other users), port 55432 on 127.0.0.1, trust auth. Reused between
-# runs; `scripts/test --stop-services` stops it.
+# runs; `bash -c 'source scripts/lib.sh && stop_logical_postgres'` stops it.
 LOGICAL_PORT=55432
 export FEEDGATE_TEST_LOGICAL_URL=${FEEDGATE_TEST_LOGICAL_URL:-postgres://postgres@127.0.0.1:$LOGICAL_PORT/postgres}
 
@@ -119,10 +119,17 @@ stop_logical_postgres() {
   as_pg_owner "$(logical_pg_bin)/pg_ctl" -D "$data" -m fast -w stop >/dev/null
 }
 
-# Databases left behind by tests that panicked.
+# Databases left behind by tests that panicked (on the private logical cluster too, when it
+# runs: their replication slots first, which would otherwise keep WAL and block the drop).
 sweep_test_databases() {
-  psql "$PG_URL" -qAtc "select datname from pg_database where datname like 'feedgate\_test\_%'" |
-    while read -r db; do psql "$PG_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null; done
+  local url
+  for url in "$PG_URL" "$FEEDGATE_TEST_LOGICAL_URL"; do
+    psql "$url" -qAtc 'select 1' >/dev/null 2>&1 || continue
+    psql "$url" -qAtc "select pg_drop_replication_slot(slot_name) from pg_replication_slots
+                       where database like 'feedgate\_test\_%' and not active" >/dev/null
+    psql "$url" -qAtc "select datname from pg_database where datname like 'feedgate\_test\_%'" |
+      while read -r db; do psql "$url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null; done
+  done
 }
 
 rabbit_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && rabbitmqctl -q await_startup >/dev/null 2>&1; }

@@ -142,20 +142,26 @@ impl Resume {
     ) -> Result<(), Failure> {
         let started = Instant::now();
         let db = |e: sqlx::Error| super::schema::unavailable(&e);
+        let parse = |text: &str| Snapshot::parse(text).map_err(|e| super::schema::unavailable(&e));
+        let mut now: Option<Snapshot> = None;
         loop {
-            let watermark: Option<String> = sqlx::query_scalar(
-                "SELECT watermark::text FROM feedgate.capture WHERE mode = 'logical'",
+            let (watermark, current): (Option<String>, String) = sqlx::query_as(
+                "SELECT (SELECT watermark::text FROM feedgate.capture WHERE mode = 'logical'), \
+                        pg_current_snapshot()::text",
             )
-            .fetch_optional(&mut *conn)
+            .fetch_one(&mut *conn)
             .await
-            .map_err(db)?
-            .flatten();
+            .map_err(db)?;
             let Some(watermark) = watermark else {
                 return Ok(()); // trigger mode
             };
-            let watermark =
-                Snapshot::parse(&watermark).map_err(|e| super::schema::unavailable(&e))?;
-            let covered = watermark.covers(&self.base)
+            let watermark = parse(&watermark)?;
+            let now = match &mut now {
+                Some(now) => now,
+                None => now.insert(parse(&current)?),
+            };
+            let covered = watermark.covers(now)
+                && watermark.covers(&self.base)
                 && self
                     .then
                     .iter()

@@ -73,6 +73,20 @@ impl Snapshot {
         above_ok && in_progress_ok
     }
 
+    /// Whether a transaction other than `except` ended between `earlier` and this snapshot:
+    /// one running or not yet started then, and finished (committed or rolled back) now.
+    pub(crate) fn ended_since(&self, earlier: &Snapshot, except: Option<u64>) -> bool {
+        let counts = |x: u64| Some(x) != except;
+        if earlier.xip.iter().any(|&x| counts(x) && self.is_visible(x)) {
+            return true;
+        }
+        // Started after `earlier` and no longer running.
+        let started_and_ended = (earlier.xmax..self.xmax)
+            .take(self.xip.len() + 2)
+            .any(|x| counts(x) && self.xip.binary_search(&x).is_err());
+        started_and_ended
+    }
+
     /// The snapshot as a cursor holds it.
     pub(crate) fn to_tx(&self) -> TxSnapshot {
         TxSnapshot {
@@ -113,6 +127,41 @@ impl fmt::Display for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ended_since_ignores_the_exception() {
+        let s = |t: &str| Snapshot::parse(t).expect("valid");
+        // Only our marker (12) ran and ended since "12:12:".
+        assert!(!s("13:13:").ended_since(&s("12:12:"), Some(12)));
+        assert!(s("13:13:").ended_since(&s("12:12:"), None));
+        // A transaction that was running (10) ended.
+        assert!(s("13:13:").ended_since(&s("10:12:10"), Some(12)));
+        // Another one started and ended beside our marker.
+        assert!(s("14:14:").ended_since(&s("12:12:"), Some(12)));
+        // Nothing ended: 13 still runs.
+        assert!(!s("13:14:13").ended_since(&s("12:12:"), Some(12)));
+        // Exhaustively against the definition.
+        let all = [
+            "5:5:", "5:8:5", "5:8:6,7", "6:9:7", "6:9:", "7:7:", "5:9:5,8", "8:10:8,9",
+        ];
+        for a in all {
+            for b in all {
+                let (a, b) = (s(a), s(b));
+                if !a.covers(&b) {
+                    continue; // only later snapshots are compared
+                }
+                for except in [None, Some(5), Some(7), Some(8)] {
+                    let by_definition =
+                        (0..12).any(|x| Some(x) != except && a.is_visible(x) && !b.is_visible(x));
+                    assert_eq!(
+                        a.ended_since(&b, except),
+                        by_definition,
+                        "{a} since {b} except {except:?}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn covers_is_visibility_inclusion() {

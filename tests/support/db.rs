@@ -21,32 +21,43 @@ pub fn logical() -> bool {
 /// The admin database URL; the test script exports it, the default is the local trust setup.
 pub fn admin_url() -> String {
     if logical() {
-        return std::env::var("FEEDGATE_TEST_LOGICAL_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/postgres".into());
+        return logical_admin_url();
     }
     std::env::var("FEEDGATE_TEST_ADMIN_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The private cluster with `wal_level = logical` that scripts/test starts.
+pub fn logical_admin_url() -> String {
+    std::env::var("FEEDGATE_TEST_LOGICAL_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/postgres".into())
 }
 
 /// A database created for one test; `drop_db` removes it (a panicking test leaves it behind for
 /// the test script to sweep: names start with `feedgate_test_`).
 pub struct TestDb {
     pub name: String,
+    /// The cluster's admin URL it was made with.
+    pub admin: String,
     pub url: String,
     pub pool: PgPool,
 }
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        Self::on(admin_url()).await
+    }
+
+    /// A database on the cluster of `base` (an admin URL).
+    pub async fn on(base: String) -> TestDb {
         let name = format!("feedgate_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url())
+        let mut admin = PgConnection::connect(&base)
             .await
             .expect("PostgreSQL at FEEDGATE_TEST_ADMIN_URL (run scripts/test)");
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
             .expect("create database");
-        let base = admin_url();
         let url = match base.rsplit_once('/') {
             Some((prefix, _)) => format!("{prefix}/{name}"),
             None => panic!("admin url without a database"),
@@ -56,7 +67,12 @@ impl TestDb {
             .connect(&url)
             .await
             .expect("connect to the test database");
-        TestDb { name, url, pool }
+        TestDb {
+            name,
+            admin: base,
+            url,
+            pool,
+        }
     }
 
     pub async fn execute(&self, sql: &str) {
@@ -68,7 +84,7 @@ impl TestDb {
 
     pub async fn drop_db(self) {
         self.pool.close().await;
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("admin");
+        let mut admin = PgConnection::connect(&self.admin).await.expect("admin");
         drop_slots(&mut admin, &self.name).await;
         sqlx::query(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",

@@ -36,6 +36,7 @@ const PUBLICATION: &str = "feedgate";
 const LEADER_LOCK: i64 = 0x6665_6564_6761_7465; // "feedgate"
 /// How often a follower tries to lead.
 const FOLLOWER_RETRY: Duration = Duration::from_secs(2);
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How this database's changes reach the log.
@@ -243,12 +244,15 @@ async fn record(conn: &mut PgConnection, mode: Mode, slot: &str) -> Result<Mode,
 
 /// Every node's capture task, until shutdown: in logical mode, lead when the lock is free.
 pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut backoff = FOLLOWER_RETRY;
+    let mut backoff = MIN_BACKOFF;
     loop {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
             outcome = stream::lead(&shared, &shutdown) => outcome,
         };
+        if outcome.is_ok() {
+            backoff = MIN_BACKOFF;
+        }
         let wait = match outcome {
             Ok(stream::Led::NotLogical) => return,
             Ok(stream::Led::Follower) => FOLLOWER_RETRY,
@@ -256,8 +260,9 @@ pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             Ok(stream::Led::Stopped) => return,
             Err(err) => {
                 warn!(error = %err, retry_in = ?backoff, "changefeed capture stopped");
+                let wait = backoff;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
-                backoff
+                wait
             }
         };
         tokio::select! {

@@ -65,7 +65,7 @@ pub(super) enum Led {
     NotLogical,
     /// Another node leads (or just did): try again later.
     Follower,
-    /// No node has decided how this database captures yet (it is about to).
+    /// No node has migrated the database or decided how it captures yet (it is about to).
     Undecided,
     /// Shutdown.
     Stopped,
@@ -83,6 +83,12 @@ pub(super) async fn lead(
         .application_name("feedgate-capture-log")
         .connect()
         .await?;
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('feedgate.capture') IS NOT NULL")
+        .fetch_one(&mut log)
+        .await?;
+    if !migrated {
+        return Ok(Led::Undecided); // the reader applies the migrations first
+    }
     let row = sqlx::query(
         "SELECT mode, slot_name, publication, appended_lsn::text AS appended, \
                 watermark::text AS watermark FROM feedgate.capture",
@@ -165,6 +171,7 @@ pub(super) async fn lead(
                 watermark,
                 idle_marker: settings.tuning.idle_poll,
                 last_marker: Instant::now(),
+                marker_xid: None,
                 relations: HashMap::new(),
                 types: TypeCatalog::default(),
                 type_oids: HashSet::new(),
@@ -304,6 +311,8 @@ struct Leader {
     /// touched no watched table ended: readers, resumes and pruning wait on it).
     idle_marker: Duration,
     last_marker: Instant,
+    /// The transaction of the last marker published (its own end shows nothing new).
+    marker_xid: Option<u64>,
     relations: HashMap<u32, Relation>,
     types: TypeCatalog,
     type_oids: HashSet<u32>,
@@ -349,7 +358,7 @@ impl Leader {
                 let now: String = sqlx::query_scalar("SELECT pg_current_snapshot()::text")
                     .fetch_one(&mut self.marker)
                     .await?;
-                if Snapshot::parse(&now)? != self.watermark {
+                if Snapshot::parse(&now)?.ended_since(&self.watermark, self.marker_xid) {
                     self.ask_marker().await?;
                 }
             }
@@ -399,7 +408,10 @@ impl Leader {
                 }
                 if let Some(marker) = tx.marker {
                     match Snapshot::parse(&marker) {
-                        Ok(watermark) => self.publish(&watermark, end_lsn).await?,
+                        Ok(watermark) => {
+                            self.publish(&watermark, end_lsn).await?;
+                            self.marker_xid = Some(tx.xid);
+                        }
                         Err(err) => warn!(error = %err, "changefeed capture: marker ignored"),
                     }
                 }

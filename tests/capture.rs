@@ -1,0 +1,360 @@
+//! Capture from the write-ahead log (`changefeed.capture = logical`), on the private PostgreSQL
+//! cluster with `wal_level = logical` that scripts/test starts (`FEEDGATE_TEST_LOGICAL_URL`):
+//! what only logical mode has. Every other changefeed test also runs in logical mode
+//! (scripts/test runs them again with `FEEDGATE_TEST_CAPTURE=logical`).
+
+mod support;
+
+use std::time::Duration;
+
+use feedgate::config::{CaptureMode, Config};
+use feedgate::protocol::pb;
+use support::db::{
+    columns, config_for, logical_admin_url, table_feed, wait_connected, TestDb, View,
+};
+use support::*;
+
+const ORDERS: &str = "CREATE TABLE orders (id bigint PRIMARY KEY, item text NOT NULL, qty int);
+                      SELECT feedgate.watch('public.orders');";
+
+async fn logical_db() -> (TestDb, Config) {
+    let db = TestDb::on(logical_admin_url()).await;
+    let mut config = config_for(&db);
+    config.changefeed.capture = CaptureMode::Logical;
+    (db, config)
+}
+
+/// The next event on `id`: a row change, or None for Ready.
+async fn next_change(client: &mut Client, id: u64) -> Option<pb::RowChange> {
+    let event = client.recv_event().await;
+    assert_eq!(event.subscription_id, id);
+    match event.body {
+        Some(pb::event::Body::Change(change)) => Some(change),
+        Some(pb::event::Body::Ready(_)) => None,
+        other => panic!("expected a row change, got {other:?}"),
+    }
+}
+
+async fn subscribe(client: &mut Client, id: u64, initial: bool) {
+    let response = client
+        .request(table_feed(id, "public.orders", initial))
+        .await;
+    assert!(
+        matches!(response.result, Some(pb::response::Result::Subscribed(_))),
+        "expected Subscribed, got {response:?}"
+    );
+    if !initial {
+        assert!(next_change(client, id).await.is_none(), "Ready first");
+    }
+}
+
+/// Applies changes to `view` until it holds rows 1..=n, each as last written.
+async fn read_until(client: &mut Client, id: u64, view: &mut View, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while view.rows.len() < n {
+        let change = tokio::time::timeout_at(deadline, next_change(client, id))
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} rows arrived", view.rows.len()));
+        if let Some(change) = change {
+            view.apply(&change)
+                .expect("no change lost, doubled or out of order");
+        }
+    }
+}
+
+async fn table_rows(db: &TestDb) -> usize {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    usize::try_from(n).expect("count")
+}
+
+async fn walsender_pid(db: &TestDb) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT active_pid FROM pg_replication_slots WHERE database = current_database() AND active",
+    )
+    .fetch_optional(&db.pool)
+    .await
+    .expect("slots")
+}
+
+async fn wait_for_walsender(db: &TestDb) -> i32 {
+    for _ in 0..200 {
+        if let Some(pid) = walsender_pid(db).await {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no node streams the slot");
+}
+
+#[tokio::test]
+async fn watching_sets_replica_identity_full_and_publishes_without_triggers() {
+    let (db, config) = logical_db().await;
+    db.execute("CREATE TABLE plain (id int PRIMARY KEY)").await;
+    let server = start_with(config).await;
+    wait_connected(server.local_addr()).await;
+    db.execute("SELECT feedgate.watch('plain')").await;
+    let (identity, triggers, published): (String, i64, bool) = sqlx::query_as(
+        "SELECT (SELECT relreplident::text FROM pg_class WHERE oid = 'plain'::regclass), \
+                (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'plain'::regclass), \
+                EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = 'feedgate' \
+                         AND tablename = 'plain')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("catalog");
+    assert_eq!((identity.as_str(), triggers, published), ("f", 0, true));
+    let mode: String = sqlx::query_scalar("SELECT mode FROM feedgate.capture")
+        .fetch_one(&db.pool)
+        .await
+        .expect("mode");
+    assert_eq!(mode, "logical");
+    db.execute("SELECT feedgate.unwatch('plain')").await;
+    let (identity, published): (String, bool) = sqlx::query_as(
+        "SELECT (SELECT relreplident::text FROM pg_class WHERE oid = 'plain'::regclass), \
+                EXISTS (SELECT 1 FROM pg_publication_tables WHERE tablename = 'plain')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("catalog");
+    assert_eq!((identity.as_str(), published), ("d", false));
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn large_toasted_values_arrive_whole_when_an_update_leaves_them_unchanged() {
+    let (db, config) = logical_db().await;
+    db.execute(
+        "CREATE TABLE docs (id int PRIMARY KEY, body text, blob bytea, n int);
+         ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
+         ALTER TABLE docs ALTER COLUMN blob SET STORAGE EXTERNAL;
+         SELECT feedgate.watch('public.docs');",
+    )
+    .await;
+    let server = start_with(config).await;
+    wait_connected(server.local_addr()).await;
+    let mut client = Client::connect(server.local_addr()).await;
+    let response = client.request(table_feed(1, "public.docs", false)).await;
+    assert!(matches!(
+        response.result,
+        Some(pb::response::Result::Subscribed(_))
+    ));
+    assert!(next_change(&mut client, 1).await.is_none(), "Ready first");
+    // 1 MB of text and 256 kB of bytes, stored out of line.
+    db.execute(
+        "INSERT INTO docs SELECT 1, string_agg(md5(g::text), '') , \
+                decode(string_agg(md5(g::text), ''), 'hex'), 0 \
+           FROM generate_series(1, 32768) g",
+    )
+    .await;
+    db.execute("UPDATE docs SET n = 1 WHERE id = 1").await;
+    let (body, blob): (String, Vec<u8>) = sqlx::query_as("SELECT body, blob FROM docs")
+        .fetch_one(&db.pool)
+        .await
+        .expect("row");
+    assert_eq!(body.len(), 1 << 20);
+    let insert = next_change(&mut client, 1).await.expect("insert");
+    let update = next_change(&mut client, 1).await.expect("update");
+    assert_eq!(update.kind(), pb::ChangeKind::Update);
+    for (what, row) in [
+        ("insert's new", &insert.new_row),
+        ("update's old", &update.old_row),
+        ("update's new", &update.new_row),
+    ] {
+        let row = row.as_ref().expect(what);
+        let text = match &row.columns["body"].kind {
+            Some(pb::value::Kind::Text(text)) => text.clone(),
+            other => panic!("{what} body: {other:?}"),
+        };
+        assert!(text == body, "{what} row's body is whole");
+        let bytes = match &row.columns["blob"].kind {
+            Some(pb::value::Kind::Bytes(bytes)) => bytes.to_vec(),
+            other => panic!("{what} blob: {other:?}"),
+        };
+        assert!(bytes == blob, "{what} row's blob is whole");
+    }
+    assert_eq!(columns(&update.old_row)["n"], "0");
+    assert_eq!(columns(&update.new_row)["n"], "1");
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn the_replication_connection_terminated_mid_stream_loses_and_doubles_nothing() {
+    let (db, config) = logical_db().await;
+    let server = start_with(config).await;
+    wait_connected(server.local_addr()).await;
+    db.execute(ORDERS).await;
+    let mut client = Client::connect(server.local_addr()).await;
+    subscribe(&mut client, 1, false).await;
+    let writer_db = db.pool.clone();
+    let writer = tokio::spawn(async move {
+        for i in 1..=300_i64 {
+            sqlx::query("INSERT INTO orders VALUES ($1, 'x', 0)")
+                .bind(i)
+                .execute(&writer_db)
+                .await
+                .expect("insert");
+            sqlx::query("UPDATE orders SET qty = qty + 1 WHERE id = $1")
+                .bind(i)
+                .execute(&writer_db)
+                .await
+                .expect("update");
+        }
+    });
+    let mut killed = 0;
+    while !writer.is_finished() || killed < 3 {
+        let pid = wait_for_walsender(&db).await;
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&db.pool)
+            .await
+            .expect("terminate");
+        killed += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    writer.await.expect("writer");
+    let mut view = View::default();
+    read_until(&mut client, 1, &mut view, 300).await;
+    // Every row was inserted and then updated once: the view must end with qty = 1 each.
+    let mut deadline_reads = 0;
+    while view.rows.values().any(|row| row["qty"] != "1") && deadline_reads < 1000 {
+        if let Some(change) = next_change(&mut client, 1).await {
+            view.apply(&change)
+                .expect("no change lost, doubled or out of order");
+        }
+        deadline_reads += 1;
+    }
+    assert_eq!(view.rows.len(), 300);
+    assert!(view.rows.values().all(|row| row["qty"] == "1"));
+    assert_eq!(view.applied, 600, "each insert and update exactly once");
+    assert_eq!(table_rows(&db).await, 300);
+    client.barrier().await; // nothing more, nothing doubled
+    assert!(killed >= 3);
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn another_node_takes_over_capture_when_the_leader_stops() {
+    let (db, config) = logical_db().await;
+    let leader = start_with(config.clone()).await;
+    wait_connected(leader.local_addr()).await;
+    db.execute(ORDERS).await;
+    wait_for_walsender(&db).await; // the first node leads
+    let follower = start_with(config).await;
+    wait_connected(follower.local_addr()).await;
+    let mut client = Client::connect(follower.local_addr()).await;
+    subscribe(&mut client, 1, false).await;
+    for i in 1..=50_i64 {
+        sqlx::query("INSERT INTO orders VALUES ($1, 'before', 0)")
+            .bind(i)
+            .execute(&db.pool)
+            .await
+            .expect("insert");
+    }
+    let mut view = View::default();
+    read_until(&mut client, 1, &mut view, 50).await;
+    // The leader stops while writes go on; the follower takes over from where it left.
+    let writer_db = db.pool.clone();
+    let writer = tokio::spawn(async move {
+        for i in 51..=200_i64 {
+            sqlx::query("INSERT INTO orders VALUES ($1, 'during', 0)")
+                .bind(i)
+                .execute(&writer_db)
+                .await
+                .expect("insert");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    leader.shutdown().await.expect("leader stopped");
+    writer.await.expect("writer");
+    read_until(&mut client, 1, &mut view, 200).await;
+    assert_eq!(view.applied, 200, "each insert exactly once");
+    client.barrier().await;
+    let generation: i64 = sqlx::query_scalar("SELECT generation FROM feedgate.capture")
+        .fetch_one(&db.pool)
+        .await
+        .expect("generation");
+    assert!(
+        generation >= 2,
+        "a second leader took over (generation {generation})"
+    );
+    follower.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn an_invalidated_slot_ends_subscriptions_with_source_reset_and_capture_starts_again() {
+    let (db, config) = logical_db().await;
+    let server = start_with(config).await;
+    wait_connected(server.local_addr()).await;
+    db.execute(&format!(
+        "{ORDERS} CREATE TABLE junk (id int, pad text); ALTER TABLE junk SET (autovacuum_enabled = off);"
+    ))
+    .await;
+    let mut client = Client::connect(server.local_addr()).await;
+    subscribe(&mut client, 1, false).await;
+    db.execute("INSERT INTO orders VALUES (1, 'a', 0)").await;
+    assert_eq!(
+        next_change(&mut client, 1).await.expect("insert").kind(),
+        pb::ChangeKind::Insert
+    );
+
+    // Hold the leader in its next append (it waits for this row lock), so the slot does not
+    // move while WAL past max_slot_wal_keep_size (64MB on the test cluster) is written.
+    let mut hold = db.pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM feedgate.capture FOR UPDATE")
+        .execute(&mut *hold)
+        .await
+        .expect("lock");
+    db.execute("INSERT INTO orders VALUES (2, 'b', 0)").await;
+    let mut lost = false;
+    for _ in 0..10 {
+        db.execute(
+            "INSERT INTO junk SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 100000) g;
+             SELECT pg_switch_wal(); CHECKPOINT;",
+        )
+        .await;
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT wal_status FROM pg_replication_slots WHERE database = current_database()",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .expect("slot")
+        .flatten();
+        if status.as_deref() == Some("lost") {
+            lost = true;
+            break;
+        }
+    }
+    assert!(lost, "the slot was invalidated");
+    hold.rollback().await.expect("release");
+
+    // Row 2 may arrive before the reset (it was decoded before the slot was lost); then the
+    // subscription ends with SOURCE_RESET.
+    let closed = loop {
+        let event = client.recv_event().await;
+        match event.body {
+            Some(pb::event::Body::Change(change)) => assert_eq!(columns(&change.key)["id"], "2"),
+            Some(pb::event::Body::Closed(closed)) => break closed,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    let error = closed.error.expect("an error");
+    assert_eq!(error.code(), pb::ErrorCode::SourceReset, "{error:?}");
+
+    // Capture starts again from a new slot: a new subscription gets new changes.
+    subscribe(&mut client, 2, false).await;
+    db.execute("INSERT INTO orders VALUES (3, 'c', 0)").await;
+    let change = next_change(&mut client, 2)
+        .await
+        .expect("insert after the reset");
+    assert_eq!(columns(&change.key)["id"], "3");
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}
