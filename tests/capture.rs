@@ -17,6 +17,10 @@ use support::*;
 const ORDERS: &str = "CREATE TABLE orders (id bigint PRIMARY KEY, item text NOT NULL, qty int);
                       SELECT feedgate.watch('public.orders');";
 
+/// The invalidation test writes hundreds of MB of WAL, which invalidates any other test's slot
+/// that lags at that moment (`max_slot_wal_keep_size` is the cluster's): it runs alone.
+static WAL_FLOOD: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 async fn logical_db() -> (TestDb, Config) {
     let db = TestDb::on(logical_admin_url()).await;
     let mut config = config_for(&db);
@@ -91,6 +95,7 @@ async fn wait_for_walsender(db: &TestDb) -> i32 {
 
 #[tokio::test]
 async fn watching_sets_replica_identity_full_and_publishes_without_triggers() {
+    let _shared = WAL_FLOOD.read().await;
     let (db, config) = logical_db().await;
     db.execute("CREATE TABLE plain (id int PRIMARY KEY)").await;
     let server = start_with(config).await;
@@ -126,7 +131,10 @@ async fn watching_sets_replica_identity_full_and_publishes_without_triggers() {
 
 #[tokio::test]
 async fn large_toasted_values_arrive_whole_when_an_update_leaves_them_unchanged() {
+    let _shared = WAL_FLOOD.read().await;
     let (db, config) = logical_db().await;
+    let server = start_with(config).await;
+    wait_connected(server.local_addr()).await;
     db.execute(
         "CREATE TABLE docs (id int PRIMARY KEY, body text, blob bytea, n int);
          ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
@@ -134,8 +142,6 @@ async fn large_toasted_values_arrive_whole_when_an_update_leaves_them_unchanged(
          SELECT feedgate.watch('public.docs');",
     )
     .await;
-    let server = start_with(config).await;
-    wait_connected(server.local_addr()).await;
     let mut client = Client::connect(server.local_addr()).await;
     let response = client.request(table_feed(1, "public.docs", false)).await;
     assert!(matches!(
@@ -143,20 +149,30 @@ async fn large_toasted_values_arrive_whole_when_an_update_leaves_them_unchanged(
         Some(pb::response::Result::Subscribed(_))
     ));
     assert!(next_change(&mut client, 1).await.is_none(), "Ready first");
-    // 1 MB of text and 256 kB of bytes, stored out of line.
+    // 256 kB of text and 128 kB of bytes, stored out of line (uncompressed: EXTERNAL).
     db.execute(
-        "INSERT INTO docs SELECT 1, string_agg(md5(g::text), '') , \
+        "INSERT INTO docs SELECT 1, string_agg(md5(g::text), ''), \
                 decode(string_agg(md5(g::text), ''), 'hex'), 0 \
-           FROM generate_series(1, 32768) g",
+           FROM generate_series(1, 8192) g",
     )
     .await;
+    let insert = next_change(&mut client, 1).await.expect("insert");
     db.execute("UPDATE docs SET n = 1 WHERE id = 1").await;
     let (body, blob): (String, Vec<u8>) = sqlx::query_as("SELECT body, blob FROM docs")
         .fetch_one(&db.pool)
         .await
         .expect("row");
-    assert_eq!(body.len(), 1 << 20);
-    let insert = next_change(&mut client, 1).await.expect("insert");
+    assert_eq!(body.len(), 256 << 10);
+    let external: bool = sqlx::query_scalar(
+        "SELECT pg_relation_size(reltoastrelid) > 300000 FROM pg_class WHERE oid = 'docs'::regclass",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("size");
+    assert!(
+        external,
+        "the values are stored out of line (in the TOAST table)"
+    );
     let update = next_change(&mut client, 1).await.expect("update");
     assert_eq!(update.kind(), pb::ChangeKind::Update);
     for (what, row) in [
@@ -184,6 +200,7 @@ async fn large_toasted_values_arrive_whole_when_an_update_leaves_them_unchanged(
 
 #[tokio::test]
 async fn the_replication_connection_terminated_mid_stream_loses_and_doubles_nothing() {
+    let _shared = WAL_FLOOD.read().await;
     let (db, config) = logical_db().await;
     let server = start_with(config).await;
     wait_connected(server.local_addr()).await;
@@ -240,6 +257,7 @@ async fn the_replication_connection_terminated_mid_stream_loses_and_doubles_noth
 
 #[tokio::test]
 async fn another_node_takes_over_capture_when_the_leader_stops() {
+    let _shared = WAL_FLOOD.read().await;
     let (db, config) = logical_db().await;
     let leader = start_with(config.clone()).await;
     wait_connected(leader.local_addr()).await;
@@ -290,6 +308,7 @@ async fn another_node_takes_over_capture_when_the_leader_stops() {
 
 #[tokio::test]
 async fn an_invalidated_slot_ends_subscriptions_with_source_reset_and_capture_starts_again() {
+    let _alone = WAL_FLOOD.write().await;
     let (db, config) = logical_db().await;
     let server = start_with(config).await;
     wait_connected(server.local_addr()).await;
