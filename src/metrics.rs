@@ -60,6 +60,16 @@ pub const CHANGE_LOG_SPAN: &str = "feedgate_change_log_span";
 pub const CHANGE_LOG_PRUNED: &str = "feedgate_change_log_pruned";
 /// Records this node's Kafka consumers are behind their partitions' high watermarks, summed.
 pub const KAFKA_LAG: &str = "feedgate_kafka_consumer_lag_messages";
+/// Gauge: 1 on the node that leads capture from the write-ahead log, 0 elsewhere.
+pub const CAPTURE_LEADER: &str = "feedgate_capture_leader";
+/// Gauge: WAL bytes the replication slot has not had acknowledged (sampled by the leader).
+pub const CAPTURE_SLOT_LAG: &str = "feedgate_capture_slot_lag_bytes";
+/// Gauge: WAL bytes the replication slot keeps on the database's disk (sampled by the leader).
+pub const CAPTURE_SLOT_RETAINED: &str = "feedgate_capture_slot_retained_bytes";
+/// Counter: changes the leader appended to the change log.
+pub const CAPTURE_APPENDED: &str = "feedgate_capture_appended_changes";
+/// Counter: replication slots found invalidated or dropped (subscribers reset).
+pub const CAPTURE_RESETS: &str = "feedgate_capture_resets";
 /// Resident memory of the process, in bytes.
 pub const PROCESS_RESIDENT: &str = "feedgate_process_resident_memory_bytes";
 /// File descriptors the process has open.
@@ -148,6 +158,11 @@ pub struct Metrics {
     change_log_span: Gauge,
     change_log_pruned: Counter,
     kafka_lag: Gauge,
+    capture_leader: Gauge,
+    capture_slot_lag: Gauge,
+    capture_slot_retained: Gauge,
+    capture_appended: Counter,
+    capture_resets: Counter,
     process_resident: Gauge,
     process_open_fds: Gauge,
     process_cpu: Counter<f64, AtomicU64>,
@@ -189,6 +204,11 @@ impl Metrics {
             change_log_span: Gauge::default(),
             change_log_pruned: Counter::default(),
             kafka_lag: Gauge::default(),
+            capture_leader: Gauge::default(),
+            capture_slot_lag: Gauge::default(),
+            capture_slot_retained: Gauge::default(),
+            capture_appended: Counter::default(),
+            capture_resets: Counter::default(),
             process_resident: Gauge::default(),
             process_open_fds: Gauge::default(),
             process_cpu: Counter::default(),
@@ -294,6 +314,33 @@ impl Metrics {
             m.kafka_lag.clone(),
         );
         registry.register(
+            CAPTURE_LEADER,
+            "1 on the node that leads capture from the write-ahead log, else 0",
+            m.capture_leader.clone(),
+        );
+        registry.register(
+            CAPTURE_SLOT_LAG,
+            "WAL bytes the replication slot has not had acknowledged (pg_current_wal_lsn() - \
+             confirmed_flush_lsn), sampled by the leader",
+            m.capture_slot_lag.clone(),
+        );
+        registry.register(
+            CAPTURE_SLOT_RETAINED,
+            "WAL bytes the replication slot keeps on the database's disk (pg_current_wal_lsn() - \
+             restart_lsn), sampled by the leader",
+            m.capture_slot_retained.clone(),
+        );
+        registry.register(
+            CAPTURE_APPENDED,
+            "Changes this node appended to the change log as capture leader",
+            m.capture_appended.clone(),
+        );
+        registry.register(
+            CAPTURE_RESETS,
+            "Replication slots this node found invalidated or dropped (subscriptions reset)",
+            m.capture_resets.clone(),
+        );
+        registry.register(
             PROCESS_RESIDENT,
             "Resident memory of the process, in bytes",
             m.process_resident.clone(),
@@ -379,6 +426,29 @@ impl Metrics {
         self.change_log_span
             .set(i64::try_from(span).unwrap_or(i64::MAX));
         self.change_log_pruned.inc_by(pruned);
+    }
+
+    /// This node became capture leader (`true`) or stopped leading.
+    pub fn capture_leading(&self, leading: bool) {
+        self.capture_leader.set(i64::from(leading));
+    }
+
+    /// The leader sampled its slot: WAL not yet acknowledged, and WAL kept, in bytes.
+    pub fn capture_slot(&self, lag: u64, retained: u64) {
+        self.capture_slot_lag
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+        self.capture_slot_retained
+            .set(i64::try_from(retained).unwrap_or(i64::MAX));
+    }
+
+    /// The leader appended `changes` changes.
+    pub fn capture_appended(&self, changes: u64) {
+        self.capture_appended.inc_by(changes);
+    }
+
+    /// The leader found its slot invalidated or dropped.
+    pub fn capture_reset(&self) {
+        self.capture_resets.inc();
     }
 
     /// The metrics in Prometheus' text format, with `now`'s figures.

@@ -302,6 +302,17 @@ async fn another_node_takes_over_capture_when_the_leader_stops() {
         generation >= 2,
         "a second leader took over (generation {generation})"
     );
+    // The follower says it leads now, and counts what it appended.
+    let (status, metrics) = feedgate::testing::http_get(follower.local_addr(), "/metrics").await;
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(value("feedgate_capture_leader"), 1.0);
+    assert!(value("feedgate_capture_appended_changes_total") > 0.0);
     follower.shutdown().await.expect("shutdown");
     db.drop_db().await;
 }

@@ -22,6 +22,7 @@
 //! marker.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
@@ -37,6 +38,7 @@ use super::super::values::pgoutput::TypeCatalog;
 use super::super::xid::widen;
 use super::super::{ChangefeedError, Shared};
 use super::LEADER_LOCK;
+use crate::metrics::Metrics;
 
 /// The logical message prefix of markers.
 pub(crate) const MARKER_PREFIX: &str = "feedgate";
@@ -44,6 +46,8 @@ pub(crate) const MARKER_PREFIX: &str = "feedgate";
 const CHUNK: usize = 1000;
 /// A marker asked for and not seen within this is asked for again.
 const MARKER_RETRY: Duration = Duration::from_secs(1);
+/// How often the leader samples its slot for the metrics.
+const SAMPLE: Duration = Duration::from_secs(5);
 /// How long the stream may be silent before the leader checks on its marker.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -163,6 +167,10 @@ pub(super) async fn lead(
             info!(slot = %slot, from = %appended, generation, "changefeed capture: leading");
             let mut leader = Leader {
                 client,
+                metrics: settings.metrics.clone(),
+                slot: slot.clone(),
+                last_sample: Instant::now(),
+                appended_uncommitted: 0,
                 log,
                 marker,
                 generation,
@@ -181,7 +189,9 @@ pub(super) async fn lead(
                 pending: false,
                 marker_asked: None,
             };
+            settings.metrics.capture_leading(true);
             let outcome = leader.stream(shutdown).await;
+            settings.metrics.capture_leading(false);
             let _ = timeout(Duration::from_secs(2), leader.client.shutdown()).await;
             leader.client.abort();
             return outcome;
@@ -190,6 +200,7 @@ pub(super) async fn lead(
     }
     client.abort(); // a gated session that never started
     reset(&mut log, &slot, generation).await?;
+    settings.metrics.capture_reset();
     Ok(Led::Follower)
 }
 
@@ -296,6 +307,11 @@ impl Chunk {
 
 struct Leader {
     client: ReplicationClient,
+    metrics: Arc<Metrics>,
+    slot: String,
+    last_sample: Instant,
+    /// Changes appended in the open append transaction (counted once it commits).
+    appended_uncommitted: u64,
     /// Appends and publishes (one transaction open from the first row to the next marker).
     log: PgConnection,
     /// Writes markers (it must not wait for the append transaction).
@@ -344,6 +360,10 @@ impl Leader {
                     ))
                 }
                 Ok(Err(err)) => return Err(replication(err)),
+            }
+            if self.last_sample.elapsed() >= SAMPLE {
+                self.last_sample = Instant::now();
+                self.sample_slot().await?;
             }
             let overdue = self
                 .marker_asked
@@ -556,6 +576,7 @@ impl Leader {
             self.open = true;
         }
         let chunk = std::mem::take(&mut self.chunk);
+        self.appended_uncommitted += chunk.xid.len() as u64;
         sqlx::query(APPEND)
             .bind(chunk.xid)
             .bind(chunk.table)
@@ -601,6 +622,8 @@ impl Leader {
                 .await?;
         }
         sqlx::query("COMMIT").execute(&mut self.log).await?;
+        self.metrics
+            .capture_appended(std::mem::take(&mut self.appended_uncommitted));
         self.open = false;
         self.pending = false;
         self.marker_asked = None;
@@ -608,6 +631,23 @@ impl Leader {
         self.reference = watermark.xmax();
         self.watermark = watermark.clone();
         self.client.update_applied_lsn(end);
+        Ok(())
+    }
+
+    /// Reads the slot's lag and retained WAL for the metrics.
+    async fn sample_slot(&mut self) -> Result<(), ChangefeedError> {
+        let row: Option<(Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT (pg_current_wal_lsn() - confirmed_flush_lsn)::int8, \
+                    (pg_current_wal_lsn() - restart_lsn)::int8 \
+               FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .bind(&self.slot)
+        .fetch_optional(&mut self.marker)
+        .await?;
+        if let Some((lag, retained)) = row {
+            let bytes = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+            self.metrics.capture_slot(bytes(lag), bytes(retained));
+        }
         Ok(())
     }
 
