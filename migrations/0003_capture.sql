@@ -64,6 +64,19 @@ BEGIN
         SET table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
             previous_identity = coalesce(feedgate.watched.previous_identity,
                                          EXCLUDED.previous_identity);
+    -- TRUNCATE of one partition fires no trigger of the parent, and logical decoding with
+    -- publish_via_partition_root does not publish it: in both modes each partition gets a
+    -- statement trigger logging a reset of the parent (partitions attached later need
+    -- watch() again).
+    FOR part IN SELECT t.relid FROM pg_partition_tree(target) t
+                  JOIN pg_class c ON c.oid = t.relid
+                 WHERE t.relid <> target AND c.relkind = 'r'
+                   AND NOT EXISTS (SELECT 1 FROM pg_trigger
+                                    WHERE tgrelid = t.relid AND tgname = 'feedgate_truncate') LOOP
+        EXECUTE format(
+            'CREATE TRIGGER feedgate_truncate AFTER TRUNCATE ON %s '
+            'FOR EACH STATEMENT EXECUTE FUNCTION feedgate.capture_truncate(%L)', part, target::oid);
+    END LOOP;
     IF capture_mode = 'logical' THEN
         IF NOT EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
                         WHERE p.pubname = pub AND r.prrelid = target) THEN
@@ -103,10 +116,14 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     pub text;
     identity "char";
+    part regclass;
 BEGIN
     EXECUTE format('DROP TRIGGER IF EXISTS feedgate_capture ON %s', target);
     EXECUTE format('DROP TRIGGER IF EXISTS feedgate_truncate ON %s', target);
     EXECUTE format('DROP TRIGGER IF EXISTS feedgate_wakeup ON %s', target);
+    FOR part IN SELECT relid FROM pg_partition_tree(target) WHERE relid <> target LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS feedgate_truncate ON %s', part);
+    END LOOP;
     SELECT publication INTO pub FROM feedgate.capture;
     IF pub IS NOT NULL AND EXISTS (
             SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid

@@ -621,6 +621,38 @@ async fn a_truncate_ends_subscriptions_with_source_reset_instead_of_leaving_stal
 }
 
 #[tokio::test]
+async fn a_truncate_of_one_partition_ends_subscriptions_of_the_partitioned_table() {
+    let (db, server) = setup(
+        "CREATE TABLE events (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+         CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');
+         CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');
+         SELECT feedgate.watch('public.events');",
+    )
+    .await;
+    db.execute("INSERT INTO events VALUES (1, 'eu'), (2, 'us')")
+        .await;
+    let mut client = Client::connect(server.local_addr()).await;
+    subscribe_table(&mut client, 1, "events", true).await;
+    next_change(&mut client, 1).await;
+    next_change(&mut client, 1).await;
+    expect_ready(&mut client, 1).await;
+    // A partition's changes come under the parent; so does a partition's TRUNCATE.
+    db.execute("INSERT INTO events VALUES (3, 'us')").await;
+    assert_eq!(columns(&next_change(&mut client, 1).await.key)["id"], "3");
+    db.execute("TRUNCATE events_us").await;
+    let event = client.recv_event().await;
+    let Some(pb::event::Body::Closed(closed)) = event.body else {
+        panic!("expected SubscriptionClosed, got {event:?}");
+    };
+    let error = closed.error.expect("error");
+    assert_eq!(error.code(), ErrorCode::SourceReset);
+    assert_eq!(error.details["table"], "public.events");
+    client.barrier().await;
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}
+
+#[tokio::test]
 async fn a_thousand_subscriptions_to_one_table_each_get_every_change_once() {
     let (db, server) = setup(ORDERS).await;
     let addr = server.local_addr();
