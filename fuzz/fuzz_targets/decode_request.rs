@@ -153,10 +153,12 @@ fn encode(request: &Request, headers: std::collections::HashMap<String, String>)
             protocol_version,
             token,
             client_name,
+            bundles,
         } => C::Hello(pb::Hello {
             protocol_version: *protocol_version,
             token: token.clone(),
             client_name: client_name.clone(),
+            bundles: *bundles,
         }),
         Command::Subscribe(Subscribe {
             subscription_id,

@@ -161,6 +161,7 @@ pub fn request(u: &mut Unstructured<'_>, tokens: &[String]) -> Result<pb::Reques
             },
             token: token(u, tokens)?,
             client_name: u.arbitrary()?,
+            bundles: u.arbitrary()?,
         })),
         3..=7 => Some(Command::Subscribe(subscribe(u)?)),
         8..=10 => Some(Command::Unsubscribe(pb::Unsubscribe {

@@ -194,13 +194,7 @@ impl Oracle {
             Message::Binary(bytes) => {
                 let decoded = pb::ServerMessage::decode(bytes.as_ref())
                     .unwrap_or_else(|e| panic!("undecodable server frame {bytes:02x?}: {e}"));
-                match decoded.message {
-                    Some(pb::server_message::Message::Response(response)) => {
-                        self.response(response)
-                    }
-                    Some(pb::server_message::Message::Event(event)) => self.event(event),
-                    None => panic!("a ServerMessage with nothing in it"),
-                }
+                self.server_message(decoded, true);
             }
             Message::Ping(_) => {}
             Message::Close(frame) => {
@@ -209,6 +203,22 @@ impl Oracle {
                 self.close(code, &reason);
             }
             other => panic!("the server sent {other:?}"),
+        }
+    }
+
+    /// One server message; a bundle (only at the top of a frame, never nested) is its
+    /// messages in order.
+    fn server_message(&mut self, message: pb::ServerMessage, top: bool) {
+        match message.message {
+            Some(pb::server_message::Message::Response(response)) => self.response(response),
+            Some(pb::server_message::Message::Event(event)) => self.event(event),
+            Some(pb::server_message::Message::Bundle(bundle)) => {
+                assert!(top, "a bundle inside a bundle");
+                for inner in bundle.messages {
+                    self.server_message(inner, false);
+                }
+            }
+            None => panic!("a ServerMessage with nothing in it"),
         }
     }
 
