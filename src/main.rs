@@ -3,12 +3,13 @@
 //! configuration, 1: runtime). A configuration error is printed as plain text: logging, whose
 //! format is part of the configuration, has not started yet.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use feedgate::app::Server;
-use feedgate::changefeed::{Changefeed, ChangefeedSettings};
-use feedgate::config::{Config, LogFormat, Overrides};
+use feedgate::changefeed::{uninstall, Changefeed, ChangefeedSettings};
+use feedgate::config::{Config, ConfigError, LogFormat, Overrides};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
@@ -30,16 +31,45 @@ enum Command {
     Serve(Overrides),
     /// Apply feedgate's migrations to the database and watch the configured tables, then exit.
     Migrate(Overrides),
+    /// Remove feedgate from the database: its replication slot, publication, triggers, replica
+    /// identities and schema. Without --yes, print what would be removed and change nothing.
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct UninstallArgs {
+    /// Remove (without it: only say what would be removed).
+    #[arg(long)]
+    yes: bool,
+    /// With --yes: terminate the replication connection of a node that leads capture instead
+    /// of refusing (the node keeps running without feedgate's schema: stop it).
+    #[arg(long)]
+    force: bool,
+    /// TOML configuration file (read for `database_url` and `changefeed.slot`; the server's
+    /// other settings are not checked).
+    #[arg(long, env = "FEEDGATE_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// PostgreSQL URL of the database to remove feedgate from.
+    #[arg(
+        long,
+        env = "FEEDGATE_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+}
+
+/// What the command does once the configuration is loaded.
+enum Action {
+    Serve,
+    Migrate,
+    Uninstall { yes: bool, force: bool },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (overrides, migrate_only) = match cli.command {
-        Command::Serve(overrides) => (overrides, false),
-        Command::Migrate(overrides) => (overrides, true),
-    };
-    let config = match Config::load(&overrides) {
-        Ok(config) => config,
+    let (config, action) = match load(cli.command) {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("feedgate: {err}");
             return ExitCode::from(2);
@@ -53,16 +83,39 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = if migrate_only {
-        runtime.block_on(migrate(config))
-    } else {
-        runtime.block_on(serve(config))
+    let result = match action {
+        Action::Serve => runtime.block_on(serve(config)),
+        Action::Migrate => runtime.block_on(migrate(config)),
+        Action::Uninstall { yes, force } => runtime.block_on(uninstall(config, yes, force)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("feedgate: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The configuration and what to do with it. `uninstall` reads only the file and the database
+/// URL: it needs no listener or authentication settings.
+fn load(command: Command) -> Result<(Config, Action), ConfigError> {
+    match command {
+        Command::Serve(overrides) => Ok((Config::load(&overrides)?, Action::Serve)),
+        Command::Migrate(overrides) => Ok((Config::load(&overrides)?, Action::Migrate)),
+        Command::Uninstall(args) => {
+            let mut config = match &args.config {
+                Some(path) => Config::from_file(path)?,
+                None => Config::default(),
+            };
+            if args.database_url.is_some() {
+                config.database_url = args.database_url;
+            }
+            let action = Action::Uninstall {
+                yes: args.yes,
+                force: args.force,
+            };
+            Ok((config, action))
         }
     }
 }
@@ -102,6 +155,45 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     let settings = ChangefeedSettings::new(url, config.watch.clone(), config.changefeed.clone())?;
     let watched = Changefeed::migrate(&settings).await?;
     info!(watched = ?watched, "migrations applied");
+    Ok(())
+}
+
+/// Prints what feedgate has in the database and, with `yes`, removes it (see
+/// `changefeed::uninstall`).
+async fn uninstall(config: Config, yes: bool, force: bool) -> anyhow::Result<()> {
+    let Some(url) = &config.database_url else {
+        anyhow::bail!("uninstall needs a database: set --database-url or FEEDGATE_DATABASE_URL");
+    };
+    let settings = ChangefeedSettings::new(url, Vec::new(), config.changefeed.clone())?;
+    let plan = if yes {
+        uninstall::remove(&settings, force).await?
+    } else {
+        uninstall::inspect(&settings).await?
+    };
+    if plan.is_empty() {
+        println!(
+            "feedgate uninstall: nothing to remove in database {}",
+            plan.database
+        );
+        return Ok(());
+    }
+    let heading = if yes {
+        "done"
+    } else {
+        "dry run: nothing changed; --yes does it"
+    };
+    print!(
+        "feedgate uninstall, database {} ({heading}):\n{}",
+        plan.database,
+        plan.report(yes)
+    );
+    if !yes && !plan.leaders.0.is_empty() {
+        println!(
+            "  but a node leads capture now ({}): --yes refuses while it does; stop the nodes \
+             first, or add --force to terminate its replication connection",
+            plan.leaders
+        );
+    }
     Ok(())
 }
 

@@ -12,6 +12,8 @@
 //! - With `changefeed.capture = logical`, no triggers: one elected node decodes the write-ahead
 //!   log (a logical replication slot, [`pgoutput`]) and appends to the same log ([`capture`]);
 //!   readers read up to its watermark instead of `pg_current_snapshot()`.
+//! - `feedgate uninstall` removes the slot, the publication, the triggers and the schema again
+//!   ([`uninstall`]).
 //!
 //! Sessions use the [`Changefeed`] handle; nothing here knows about sessions or WebSockets.
 
@@ -29,6 +31,7 @@ mod schema;
 mod snapshot;
 mod subscription;
 mod tables;
+pub mod uninstall;
 pub(crate) mod values;
 mod xid;
 

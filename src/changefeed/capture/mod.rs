@@ -31,9 +31,9 @@ use super::{ChangefeedError, ChangefeedSettings, Shared};
 use crate::config::CaptureMode;
 
 /// The publication logical mode adds watched tables to (one per database).
-const PUBLICATION: &str = "feedgate";
+pub(super) const PUBLICATION: &str = "feedgate";
 /// The advisory lock the leader holds on its replication connection.
-const LEADER_LOCK: i64 = 0x6665_6564_6761_7465; // "feedgate"
+pub(super) const LEADER_LOCK: i64 = 0x6665_6564_6761_7465; // "feedgate"
 /// How often a follower tries to lead.
 const FOLLOWER_RETRY: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
