@@ -85,7 +85,7 @@ BEGIN
         -- pg_partition_tree has no rows for a table that is not partitioned.
         FOR part IN SELECT c.oid FROM pg_class c
                      WHERE (c.oid = target OR c.oid IN (SELECT relid FROM pg_partition_tree(target)))
-                       AND c.relkind = 'r' AND c.relreplident <> 'f' LOOP
+                       AND c.relkind IN ('r', 'p') AND c.relreplident <> 'f' LOOP
             EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', part);
         END LOOP;
         RETURN display;
@@ -130,10 +130,16 @@ BEGIN
              WHERE p.pubname = pub AND r.prrelid = target) THEN
         EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', pub, target);
     END IF;
+    -- The parent's identity before watch() goes back to it and to its partitions (which
+    -- watch() set FULL too); USING INDEX comes back as DEFAULT.
     SELECT previous_identity INTO identity FROM feedgate.watched WHERE table_oid = target;
     IF identity IS NOT NULL AND identity <> 'f' THEN
-        EXECUTE format('ALTER TABLE %s REPLICA IDENTITY %s', target,
-                       CASE identity WHEN 'd' THEN 'DEFAULT' WHEN 'n' THEN 'NOTHING' ELSE 'DEFAULT' END);
+        FOR part IN SELECT c.oid FROM pg_class c
+                     WHERE (c.oid = target OR c.oid IN (SELECT relid FROM pg_partition_tree(target)))
+                       AND c.relkind IN ('r', 'p') LOOP
+            EXECUTE format('ALTER TABLE %s REPLICA IDENTITY %s', part,
+                           CASE identity WHEN 'n' THEN 'NOTHING' ELSE 'DEFAULT' END);
+        END LOOP;
     END IF;
     DELETE FROM feedgate.watched WHERE table_oid = target;
 END

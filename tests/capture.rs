@@ -125,6 +125,28 @@ async fn watching_sets_replica_identity_full_and_publishes_without_triggers() {
     .await
     .expect("catalog");
     assert_eq!((identity.as_str(), published), ("d", false));
+    // A partitioned table: its partitions carry the rows, so they get FULL too, and back.
+    db.execute(
+        "CREATE TABLE parted (id int PRIMARY KEY) PARTITION BY RANGE (id);
+         CREATE TABLE parted_a PARTITION OF parted FOR VALUES FROM (0) TO (100);
+         SELECT feedgate.watch('parted');",
+    )
+    .await;
+    let identities = |db: &TestDb| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT string_agg(relname || '=' || relreplident::text, ',' ORDER BY relname) \
+                   FROM pg_class WHERE relname IN ('parted', 'parted_a')",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("identities")
+        }
+    };
+    assert_eq!(identities(&db).await, "parted=f,parted_a=f");
+    db.execute("SELECT feedgate.unwatch('parted')").await;
+    assert_eq!(identities(&db).await, "parted=d,parted_a=d");
     server.shutdown().await.expect("shutdown");
     db.drop_db().await;
 }
