@@ -15,6 +15,9 @@ CREATE TABLE feedgate.capture (
     generation    bigint NOT NULL DEFAULT 0,
     appended_lsn  pg_lsn,
     watermark     pg_snapshot,
+    -- Set by switch_to_logical(): the leader drops every transaction before the switch marker
+    -- (the row triggers logged them), then clears it.
+    switching     boolean NOT NULL DEFAULT false,
     CHECK (mode IS DISTINCT FROM 'logical' OR (watermark IS NOT NULL AND slot_name IS NOT NULL))
 );
 -- A database that already watches tables captures with triggers.
@@ -142,5 +145,32 @@ BEGIN
         END LOOP;
     END IF;
     DELETE FROM feedgate.watched WHERE table_oid = target;
+END
+$$;
+
+-- Switches this database to logical capture in the caller's transaction (the first node that
+-- may, at start-up; the slot exists). Dropping a watched table's capture triggers waits for the
+-- transactions writing it and holds back new ones until this commits, so every change that
+-- committed before it was logged by the triggers and every later one is decoded from the WAL:
+-- the leader drops what the slot delivers before this transaction's `feedgate.switch` marker.
+-- The first watermark is a snapshot taken after every lock was granted.
+CREATE FUNCTION feedgate.switch_to_logical(slot text, pub text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t regclass;
+BEGIN
+    UPDATE feedgate.capture
+       SET mode = 'logical', slot_name = slot, publication = pub, switching = true,
+           watermark = pg_current_snapshot(),
+           appended_lsn = (SELECT confirmed_flush_lsn FROM pg_replication_slots
+                            WHERE slot_name = slot);
+    FOR t IN SELECT table_oid::regclass FROM feedgate.watched ORDER BY table_oid LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS feedgate_capture ON %s', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS feedgate_truncate ON %s', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS feedgate_wakeup ON %s', t);
+        PERFORM feedgate.watch(t);
+    END LOOP;
+    UPDATE feedgate.capture SET watermark = pg_current_snapshot();
+    PERFORM pg_logical_emit_message(true, 'feedgate.switch', pg_current_snapshot()::text);
 END
 $$;

@@ -410,3 +410,179 @@ async fn an_invalidated_slot_ends_subscriptions_with_source_reset_and_capture_st
     server.shutdown().await.expect("shutdown");
     db.drop_db().await;
 }
+
+/// The table as a view would hold it: key (as `View` writes it) → columns.
+async fn expected_rows(
+    db: &TestDb,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    let rows: Vec<(i64, i32)> = sqlx::query_as("SELECT id, val FROM items ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .expect("rows");
+    rows.into_iter()
+        .map(|(id, val)| {
+            let key = std::collections::BTreeMap::from([("id".to_owned(), id.to_string())]);
+            let row = std::collections::BTreeMap::from([
+                ("id".to_owned(), id.to_string()),
+                ("val".to_owned(), val.to_string()),
+            ]);
+            (format!("{key:?}"), row)
+        })
+        .collect()
+}
+
+/// Applies changes on `id` until the view equals the table.
+async fn converge(client: &mut Client, id: u64, view: &mut View, db: &TestDb) {
+    let want = expected_rows(db).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while view.rows != want || !view.ready {
+        let event = tokio::time::timeout_at(deadline, client.recv_event())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the view never matched the table: {} rows of {}",
+                    view.rows.len(),
+                    want.len()
+                )
+            });
+        assert_eq!(event.subscription_id, id);
+        match event.body {
+            Some(pb::event::Body::Change(change)) => view
+                .apply(&change)
+                .expect("no change lost, doubled or out of order"),
+            Some(pb::event::Body::Ready(_)) => view.ready = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_database_on_triggers_switches_to_logical_decoding_under_writes_losing_and_doubling_nothing(
+) {
+    let _shared = WAL_FLOOD.read().await;
+    let (db, logical) = logical_db().await;
+    let mut triggers = logical.clone();
+    triggers.changefeed.capture = CaptureMode::Trigger;
+    let first = start_with(triggers).await;
+    wait_connected(first.local_addr()).await;
+    db.execute(
+        "CREATE TABLE items (id bigint PRIMARY KEY, val int NOT NULL);
+         INSERT INTO items SELECT g, 0 FROM generate_series(1, 50) g;
+         SELECT feedgate.watch('public.items');",
+    )
+    .await;
+    let mut on_first = Client::connect(first.local_addr()).await;
+    let response = on_first.request(table_feed(1, "public.items", true)).await;
+    assert!(matches!(
+        response.result,
+        Some(pb::response::Result::Subscribed(_))
+    ));
+    let mut view = View::default();
+    // Ready's cursor, from before any change: resumed after the switch below.
+    let ready = loop {
+        let event = on_first.recv_event().await;
+        match event.body {
+            Some(pb::event::Body::Change(change)) => view.apply(&change).expect("initial row"),
+            Some(pb::event::Body::Ready(_)) => break event.cursor,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    view.ready = true;
+    let initial = view.rows.clone();
+
+    // Writers insert and update, before, during and after the switch.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (pool, stop) = (db.pool.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut id = 50_i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                id += 1;
+                let mut tx = pool.begin().await.expect("begin");
+                sqlx::query("INSERT INTO items VALUES ($1, 0)")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("insert");
+                sqlx::query("UPDATE items SET val = val + 1 WHERE id = $1")
+                    .bind(1 + id % 50)
+                    .execute(&mut *tx)
+                    .await
+                    .expect("update");
+                tx.commit().await.expect("commit");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    // The publication (with the table already in it) and the slot made ahead, as an operator
+    // may, while writes go on: the slot then delivers many transactions that the triggers
+    // logged, which the leader must skip.
+    db.execute(
+        "CREATE PUBLICATION feedgate FOR TABLE items WITH (publish_via_partition_root = true)",
+    )
+    .await;
+    db.execute(&format!(
+        "SELECT pg_create_logical_replication_slot('feedgate_{}', 'pgoutput')",
+        db.name
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A node configured `auto` starts: the database switches to logical decoding.
+    let second = start_with(logical).await;
+    wait_connected(second.local_addr()).await;
+    let (mode, capture_triggers): (String, i64) = sqlx::query_as(
+        "SELECT (SELECT mode FROM feedgate.capture), \
+                (SELECT count(*) FROM pg_trigger WHERE tgrelid = 'items'::regclass \
+                    AND tgname LIKE 'feedgate%')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("mode");
+    assert_eq!((mode.as_str(), capture_triggers), ("logical", 0));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.expect("writer");
+
+    // The client of the first node saw every change once across the switch.
+    converge(&mut on_first, 1, &mut view, &db).await;
+    // And a new client of the second node gets the same table.
+    let mut on_second = Client::connect(second.local_addr()).await;
+    let response = on_second.request(table_feed(1, "public.items", true)).await;
+    assert!(matches!(
+        response.result,
+        Some(pb::response::Result::Subscribed(_))
+    ));
+    let mut fresh = View::default();
+    converge(&mut on_second, 1, &mut fresh, &db).await;
+    // A cursor from before the switch resumes across it: the log holds each change once.
+    let mut resumed = Client::connect(second.local_addr()).await;
+    let Command::Subscribe(mut resume) = table_feed(1, "public.items", true) else {
+        unreachable!("table_feed makes a Subscribe");
+    };
+    resume.resume_from = ready;
+    let response = resumed.request(Command::Subscribe(resume)).await;
+    assert!(matches!(
+        response.result,
+        Some(pb::response::Result::Subscribed(_))
+    ));
+    let mut from_cursor = View {
+        rows: initial,
+        ..View::default()
+    };
+    converge(&mut resumed, 1, &mut from_cursor, &db).await;
+    let (by_triggers, by_leader): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE commit_lsn IS NULL), count(*) FILTER (WHERE commit_lsn IS NOT NULL) \
+           FROM feedgate.changes",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("log");
+    assert!(
+        by_triggers > 0 && by_leader > 0,
+        "logged by triggers {by_triggers}, by the leader {by_leader}"
+    );
+    on_first.barrier().await;
+    first.shutdown().await.expect("first stopped");
+    second.shutdown().await.expect("second stopped");
+    db.drop_db().await;
+}

@@ -380,6 +380,13 @@ impl Reader<'_> {
             if cur.is_none() {
                 let text: String = row.try_get("cur")?;
                 let snap = snapshot(&text)?;
+                if !snap.covers(&prev) {
+                    // Only when a database switches from triggers to logical decoding: the
+                    // first watermark can be older than this reader's last
+                    // `pg_current_snapshot()`. Reading from it would deliver again what `prev`
+                    // covers; wait for a watermark that covers it.
+                    return Ok(0);
+                }
                 batch = Some(BatchPosition::new(&prev, &progress.partial, &snap));
                 progress.partial.push((snap.clone(), i64::MIN));
                 cur = Some(snap);

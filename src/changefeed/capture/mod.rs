@@ -66,24 +66,19 @@ pub(super) async fn prepare(settings: &ChangefeedSettings) -> Result<Mode, Chang
             }
             Mode::Logical
         }
-        Some(_) => {
-            if wanted == CaptureMode::Logical {
-                return Err(ChangefeedError::Capture(
-                    "changefeed.capture is logical, but this database already captures with \
-                     row triggers; switching an existing database is not supported yet"
-                        .into(),
-                ));
-            }
+        Some(_) if wanted == CaptureMode::Trigger => {
             info!("changefeed capture: trigger (recorded for this database)");
             Mode::Trigger
         }
-        None => decide(settings, &mut conn, wanted).await?,
+        // A database on triggers switches when logical decoding is possible (and wanted).
+        Some(_) | None => decide(settings, &mut conn, wanted).await?,
     };
     conn.close().await?;
     Ok(mode)
 }
 
-/// The first node's decision.
+/// The decision of the first node on a database (or of the first that may switch it from
+/// triggers to logical decoding).
 async fn decide(
     settings: &ChangefeedSettings,
     conn: &mut PgConnection,
@@ -98,27 +93,17 @@ async fn decide(
         Ok(reason) => reason,
         Err(why) if wanted == CaptureMode::Logical => return Err(ChangefeedError::Capture(why)),
         Err(why) => {
-            record(conn, Mode::Trigger, &slot).await?;
+            record_trigger(conn).await?;
             info!("changefeed capture: trigger ({why})");
             return Ok(Mode::Trigger);
         }
     };
-    let mode = record(conn, Mode::Logical, &slot).await?;
-    match mode {
-        Mode::Logical => info!("changefeed capture: logical ({reason}, slot {slot})"),
-        Mode::Trigger => {
-            // Another node decided first, for triggers: the slot made here is not needed.
-            let _ = sqlx::query(
-                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-                  WHERE slot_name = $1 AND NOT active",
-            )
-            .bind(&slot)
-            .execute(&mut *conn)
-            .await;
-            info!("changefeed capture: trigger (decided by another node)");
-        }
+    if become_logical(conn, &slot).await? {
+        info!("changefeed capture: logical ({reason}, slot {slot}; switched from row triggers)");
+    } else {
+        info!("changefeed capture: logical ({reason}, slot {slot})");
     }
-    Ok(mode)
+    Ok(Mode::Logical)
 }
 
 /// Whether logical decoding can be used, and if so a slot is made: `Ok(why)` or `Err(why not)`.
@@ -147,13 +132,6 @@ async fn logical_possible(
              restart"
         ));
     }
-    if sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM feedgate.watched)")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(db)?
-    {
-        return Err("tables are already watched with row triggers".into());
-    }
     // The one test that covers the role's REPLICATION attribute, a managed service's
     // equivalent and pg_hba.conf: open a replication connection.
     let config = settings
@@ -172,6 +150,22 @@ async fn logical_possible(
     .fetch_one(&mut *conn)
     .await
     .map_err(db)?;
+    // The publication must exist before the slot's start: pgoutput looks it up as of each
+    // decoded change, and fails ("publication does not exist") for changes from before it.
+    let published: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)")
+            .bind(PUBLICATION)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+    if !published {
+        sqlx::query(&format!(
+            "CREATE PUBLICATION {PUBLICATION} WITH (publish_via_partition_root = true)"
+        ))
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| format!("cannot create publication {PUBLICATION}: {e}"))?;
+    }
     if !exists {
         sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
             .bind(slot)
@@ -189,72 +183,66 @@ async fn logical_possible(
     ))
 }
 
-/// Records the decision unless another node recorded one first; returns what is recorded. For
-/// logical mode: the publication, and the first watermark, a snapshot taken after the slot was
-/// made (no table is published yet, so nothing it shows is missing from the log).
-async fn record(conn: &mut PgConnection, mode: Mode, slot: &str) -> Result<Mode, ChangefeedError> {
+/// Records trigger mode unless another node recorded a mode first.
+async fn record_trigger(conn: &mut PgConnection) -> Result<(), ChangefeedError> {
+    sqlx::query("UPDATE feedgate.capture SET mode = 'trigger' WHERE mode IS NULL")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Makes the database capture with logical decoding, unless another node did first:
+/// `feedgate.switch_to_logical` moves every watched table from its triggers to the publication
+/// (see the migration; `logical_possible` made the publication and the slot). Returns whether tables were
+/// switched from triggers.
+async fn become_logical(conn: &mut PgConnection, slot: &str) -> Result<bool, ChangefeedError> {
     let mut tx = conn.begin().await?;
     let current: Option<String> =
         sqlx::query_scalar("SELECT mode FROM feedgate.capture FOR UPDATE")
             .fetch_one(&mut *tx)
             .await?;
-    if let Some(current) = current {
+    if current.as_deref() == Some("logical") {
         tx.rollback().await?;
-        return Ok(if current == "logical" {
-            Mode::Logical
-        } else {
-            Mode::Trigger
-        });
+        return Ok(false);
     }
-    match mode {
-        Mode::Trigger => {
-            sqlx::query("UPDATE feedgate.capture SET mode = 'trigger'")
-                .execute(&mut *tx)
-                .await?;
-        }
-        Mode::Logical => {
-            let published: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
-            )
-            .bind(PUBLICATION)
-            .fetch_one(&mut *tx)
-            .await?;
-            if !published {
-                sqlx::query(&format!(
-                    "CREATE PUBLICATION {PUBLICATION} WITH (publish_via_partition_root = true)"
-                ))
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::query(
-                "UPDATE feedgate.capture SET mode = 'logical', slot_name = $1, publication = $2, \
-                        watermark = pg_current_snapshot(), \
-                        appended_lsn = (SELECT confirmed_flush_lsn FROM pg_replication_slots \
-                                         WHERE slot_name = $1)",
-            )
-            .bind(slot)
-            .bind(PUBLICATION)
-            .execute(&mut *tx)
-            .await?;
-        }
-    }
+    let watched: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM feedgate.watched)")
+        .fetch_one(&mut *tx)
+        .await?;
+    sqlx::query("SELECT feedgate.switch_to_logical($1, $2)")
+        .bind(slot)
+        .bind(PUBLICATION)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    Ok(mode)
+    Ok(watched)
 }
 
 /// Every node's capture task, until shutdown: in logical mode, lead when the lock is free.
 pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        let outcome = tokio::select! {
-            () = shutdown.cancelled() => return,
-            outcome = stream::lead(&shared, &shutdown) => outcome,
+        // Trigger mode can become logical while this node runs (another node switches the
+        // database): look every few seconds, on a pooled connection, without leading.
+        let mode: Result<Option<String>, _> = sqlx::query_scalar(
+            "SELECT CASE WHEN to_regclass('feedgate.capture') IS NOT NULL \
+                         THEN (SELECT mode FROM feedgate.capture) END",
+        )
+        .fetch_one(&shared.pool)
+        .await;
+        let outcome = match mode {
+            Ok(Some(mode)) if mode == "logical" => tokio::select! {
+                () = shutdown.cancelled() => return,
+                outcome = stream::lead(&shared, &shutdown) => outcome,
+            },
+            Ok(Some(_)) => Ok(stream::Led::NotLogical),
+            Ok(None) => Ok(stream::Led::Undecided),
+            Err(err) => Err(ChangefeedError::Database(err)),
         };
         if outcome.is_ok() {
             backoff = MIN_BACKOFF;
         }
         let wait = match outcome {
-            Ok(stream::Led::NotLogical) => return,
+            Ok(stream::Led::NotLogical) => FOLLOWER_RETRY,
             Ok(stream::Led::Follower) => FOLLOWER_RETRY,
             Ok(stream::Led::Undecided) => Duration::from_millis(100),
             Ok(stream::Led::Stopped) => return,

@@ -42,6 +42,8 @@ use crate::metrics::Metrics;
 
 /// The logical message prefix of markers.
 pub(crate) const MARKER_PREFIX: &str = "feedgate";
+/// The prefix of the marker `feedgate.switch_to_logical()` writes.
+const SWITCH_PREFIX: &str = "feedgate.switch";
 /// Rows written per statement.
 const CHUNK: usize = 1000;
 /// A marker asked for and not seen within this is asked for again.
@@ -95,7 +97,7 @@ pub(super) async fn lead(
     }
     let row = sqlx::query(
         "SELECT mode, slot_name, publication, appended_lsn::text AS appended, \
-                watermark::text AS watermark FROM feedgate.capture",
+                watermark::text AS watermark, switching FROM feedgate.capture",
     )
     .fetch_one(&mut log)
     .await?;
@@ -111,6 +113,7 @@ pub(super) async fn lead(
     let appended = parse_lsn(appended.as_deref())?;
     let watermark: String = row.try_get("watermark")?;
     let watermark = Snapshot::parse(&watermark)?;
+    let switching: bool = row.try_get("switching")?;
 
     let config = settings
         .replication_config(&slot, &publication)?
@@ -180,6 +183,7 @@ pub(super) async fn lead(
                 idle_marker: settings.tuning.idle_poll,
                 last_marker: Instant::now(),
                 marker_xid: None,
+                switching,
                 relations: HashMap::new(),
                 types: TypeCatalog::default(),
                 type_oids: HashSet::new(),
@@ -329,6 +333,9 @@ struct Leader {
     last_marker: Instant,
     /// The transaction of the last marker published (its own end shows nothing new).
     marker_xid: Option<u64>,
+    /// The database is switching from row triggers: everything before the switch marker was
+    /// logged by them and is dropped here.
+    switching: bool,
     relations: HashMap<u32, Relation>,
     types: TypeCatalog,
     type_oids: HashSet<u32>,
@@ -396,7 +403,7 @@ impl Leader {
                     xid: widen(xid, self.reference),
                     commit_micros: commit_time_micros,
                     commit_lsn: final_lsn,
-                    skip: final_lsn < self.appended,
+                    skip: final_lsn < self.appended || self.switching,
                     changes: 0,
                     marker: None,
                 });
@@ -410,9 +417,15 @@ impl Leader {
             ReplicationEvent::Message {
                 prefix, content, ..
             } => {
-                if prefix == MARKER_PREFIX {
-                    if let Some(tx) = &mut self.tx {
-                        tx.marker = Some(String::from_utf8_lossy(&content).into_owned());
+                if let Some(tx) = &mut self.tx {
+                    let content = || String::from_utf8_lossy(&content).into_owned();
+                    if prefix == MARKER_PREFIX {
+                        tx.marker = Some(content());
+                    } else if prefix == SWITCH_PREFIX && self.switching {
+                        // The switch: what follows it is the leader's to log.
+                        tx.marker = Some(content());
+                        tx.skip = false;
+                        self.switching = false;
                     }
                 }
             }
@@ -599,7 +612,7 @@ impl Leader {
         }
         let moved = sqlx::query(
             "UPDATE feedgate.capture SET watermark = $1::text::pg_snapshot, \
-                    appended_lsn = $2::text::pg_lsn \
+                    appended_lsn = $2::text::pg_lsn, switching = false \
               WHERE generation = $3 AND appended_lsn IS NOT DISTINCT FROM $4::text::pg_lsn",
         )
         .bind(watermark.to_string())
