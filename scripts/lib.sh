@@ -125,8 +125,13 @@ sweep_test_databases() {
   local url
   for url in "$PG_URL" "$FEEDGATE_TEST_LOGICAL_URL"; do
     psql "$url" -qAtc 'select 1' >/dev/null 2>&1 || continue
-    psql "$url" -qAtc "select pg_drop_replication_slot(slot_name) from pg_replication_slots
-                       where database like 'feedgate\_test\_%' and not active" >/dev/null
+    # A slot still streamed (by a server a failed test left running) is freed first.
+    for _ in 1 2 3; do
+      psql "$url" -qAtc "select pg_terminate_backend(active_pid) from pg_replication_slots
+                         where database like 'feedgate\_test\_%' and active_pid is not null" >/dev/null
+      psql "$url" -qAtc "select pg_drop_replication_slot(slot_name) from pg_replication_slots
+                         where database like 'feedgate\_test\_%' and not active" >/dev/null 2>&1 || true
+    done
     psql "$url" -qAtc "select datname from pg_database where datname like 'feedgate\_test\_%'" |
       while read -r db; do psql "$url" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null; done
   done

@@ -14,8 +14,32 @@ use feedgate::protocol::pb;
 use support::db::{columns, table_feed, wait_connected, TestDb};
 use support::*;
 
+/// A spawned feedgate, killed when dropped: a failing test must not leave a server behind
+/// (one left running kept streaming its test database's replication slot).
+struct Spawned(Child);
+
+impl std::ops::Deref for Spawned {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Spawned {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The feedgate binary serving `database_url` on a port of its own.
-fn spawn(database_url: &str) -> (Child, std::net::SocketAddr) {
+fn spawn(database_url: &str) -> (Spawned, std::net::SocketAddr) {
     let addr = free_addr();
     (spawn_at(addr, &["--database-url", database_url]), addr)
 }
@@ -28,15 +52,16 @@ fn free_addr() -> std::net::SocketAddr {
 }
 
 /// The feedgate binary on `addr`, with `args` after `serve --listen <addr> --allow-anonymous`.
-fn spawn_at(addr: std::net::SocketAddr, args: &[&str]) -> Child {
-    Process::new(env!("CARGO_BIN_EXE_feedgate"))
+fn spawn_at(addr: std::net::SocketAddr, args: &[&str]) -> Spawned {
+    let child = Process::new(env!("CARGO_BIN_EXE_feedgate"))
         .args(["serve", "--listen", &addr.to_string(), "--allow-anonymous"])
         .args(args)
         .env("FEEDGATE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn feedgate")
+        .expect("spawn feedgate");
+    Spawned(child)
 }
 
 async fn listening(addr: std::net::SocketAddr) {

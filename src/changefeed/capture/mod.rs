@@ -6,14 +6,16 @@
 //! - [`prepare`] decides once per database how it captures (the first node to start decides
 //!   for all; the `feedgate.capture` row records it) and, for logical mode, creates the slot and
 //!   the publication.
-//! - [`run`] is every node's capture task: it tries to lead (an advisory lock taken on the
-//!   replication connection itself, so it ends with the stream), and the leader streams
-//!   ([`stream`]).
+//! - [`run`] is every node's capture task: while the database is in logical mode it tries to
+//!   lead ([`election`]: an advisory lock taken on the replication connection itself, so it
+//!   ends with the stream), and the leader streams ([`stream`], appending with [`append`]).
 //! - Readers poll up to the **watermark**, a snapshot whose every visible transaction is already
 //!   in the log, instead of `pg_current_snapshot()`: see [`stream`] for how markers make it.
 //!
 //! docs/changefeeds.md ("Capture from the write-ahead log") has the design and its trade-offs.
 
+mod append;
+mod election;
 mod stream;
 
 pub(super) use stream::WRITE_MARKER;
@@ -232,20 +234,20 @@ pub(super) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         let outcome = match mode {
             Ok(Some(mode)) if mode == "logical" => tokio::select! {
                 () = shutdown.cancelled() => return,
-                outcome = stream::lead(&shared, &shutdown) => outcome,
+                outcome = election::lead(&shared, &shutdown) => outcome,
             },
-            Ok(Some(_)) => Ok(stream::Led::NotLogical),
-            Ok(None) => Ok(stream::Led::Undecided),
+            Ok(Some(_)) => Ok(election::Led::NotLogical),
+            Ok(None) => Ok(election::Led::Undecided),
             Err(err) => Err(ChangefeedError::Database(err)),
         };
         if outcome.is_ok() {
             backoff = MIN_BACKOFF;
         }
         let wait = match outcome {
-            Ok(stream::Led::NotLogical) => FOLLOWER_RETRY,
-            Ok(stream::Led::Follower) => FOLLOWER_RETRY,
-            Ok(stream::Led::Undecided) => Duration::from_millis(100),
-            Ok(stream::Led::Stopped) => return,
+            Ok(election::Led::NotLogical) => FOLLOWER_RETRY,
+            Ok(election::Led::Follower) => FOLLOWER_RETRY,
+            Ok(election::Led::Undecided) => Duration::from_millis(100),
+            Ok(election::Led::Stopped) => return,
             Err(err) => {
                 warn!(error = %err, retry_in = ?backoff, "changefeed capture stopped");
                 let wait = backoff;

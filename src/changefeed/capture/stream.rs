@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use serde_json::{Map, Value as Json};
-use sqlx::{ConnectOptions as _, PgConnection, Row as _};
+use sqlx::{ConnectOptions as _, PgConnection};
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -36,8 +36,9 @@ use super::super::pgoutput::{self, Datum, Message, Relation, Tuple};
 use super::super::snapshot::Snapshot;
 use super::super::values::pgoutput::TypeCatalog;
 use super::super::xid::widen;
-use super::super::{ChangefeedError, Shared};
-use super::LEADER_LOCK;
+use super::super::{ChangefeedError, ChangefeedSettings};
+use super::append::{Chunk, Origin};
+use super::election::{replication, Led};
 use crate::metrics::Metrics;
 
 /// The logical message prefix of markers.
@@ -57,256 +58,85 @@ const TICK: Duration = Duration::from_millis(100);
 pub(crate) const WRITE_MARKER: &str =
     "SELECT pg_logical_emit_message(true, 'feedgate', pg_current_snapshot()::text)::text";
 
-const APPEND: &str = "\
-INSERT INTO feedgate.changes (xid, table_oid, op, old_row, new_row, logged_at, commit_lsn) \
-SELECT u.xid::xid8, u.t::oid, u.op::\"char\", u.old::jsonb, u.new::jsonb, \
-       timestamptz '2000-01-01 00:00:00+00' + u.ts * interval '1 microsecond', u.lsn::pg_lsn \
-  FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::text[]) \
-       WITH ORDINALITY AS u(xid, t, op, old, new, ts, lsn, n) \
- ORDER BY u.n";
-
-/// How a turn at leading ended.
-pub(super) enum Led {
-    /// The database captures with triggers: nothing to lead.
-    NotLogical,
-    /// Another node leads (or just did): try again later.
-    Follower,
-    /// No node has migrated the database or decided how it captures yet (it is about to).
-    Undecided,
-    /// Shutdown.
-    Stopped,
+/// What a node that won the election brings to leading: its replication connection (gated,
+/// holding the lock), its log connection, and where the log is.
+pub(super) struct Leading {
+    pub(super) client: ReplicationClient,
+    pub(super) log: PgConnection,
+    pub(super) slot: String,
+    pub(super) generation: i64,
+    pub(super) appended: Lsn,
+    pub(super) watermark: Snapshot,
+    pub(super) switching: bool,
 }
 
-/// Tries to lead; as leader, streams until shutdown or a failure.
-pub(super) async fn lead(
-    shared: &Shared,
+/// Streams as leader until shutdown (`Ok(Stopped)`) or a failure.
+pub(super) async fn run(
+    leading: Leading,
+    settings: &ChangefeedSettings,
     shutdown: &CancellationToken,
 ) -> Result<Led, ChangefeedError> {
-    let settings = &shared.settings;
-    let mut log = settings
+    let Leading {
+        mut client,
+        mut log,
+        slot,
+        generation,
+        appended,
+        watermark,
+        switching,
+    } = leading;
+    client.start().await.map_err(replication)?;
+    client.wait_started().await.map_err(replication)?;
+    sqlx::query("SET synchronous_commit = on")
+        .execute(&mut log)
+        .await?;
+    let marker = settings
         .connect
         .clone()
-        .application_name("feedgate-capture-log")
+        .application_name("feedgate-capture-marker")
         .connect()
         .await?;
-    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('feedgate.capture') IS NOT NULL")
-        .fetch_one(&mut log)
-        .await?;
-    if !migrated {
-        return Ok(Led::Undecided); // the reader applies the migrations first
-    }
-    let row = sqlx::query(
-        "SELECT mode, slot_name, publication, appended_lsn::text AS appended, \
-                watermark::text AS watermark, switching FROM feedgate.capture",
-    )
-    .fetch_one(&mut log)
-    .await?;
-    let mode: Option<String> = row.try_get("mode")?;
-    match mode.as_deref() {
-        Some("logical") => {}
-        Some(_) => return Ok(Led::NotLogical),
-        None => return Ok(Led::Undecided),
-    }
-    let slot: String = row.try_get("slot_name")?;
-    let publication: String = row.try_get("publication")?;
-    let appended: Option<String> = row.try_get("appended")?;
-    let appended = parse_lsn(appended.as_deref())?;
-    let watermark: String = row.try_get("watermark")?;
-    let watermark = Snapshot::parse(&watermark)?;
-    let switching: bool = row.try_get("switching")?;
-
-    let config = settings
-        .replication_config(&slot, &publication)?
-        .with_start_lsn(appended)
-        .with_ack_lsn(appended);
-    let mut client = ReplicationClient::connect_gated(config)
-        .await
-        .map_err(replication)?;
-    let granted = client
-        .simple_query(&format!("SELECT pg_try_advisory_lock({LEADER_LOCK})"))
-        .await
-        .map_err(replication)?;
-    let granted = granted
-        .first()
-        .and_then(|row| row.first())
-        .and_then(|value| value.as_deref())
-        == Some(b"t".as_slice());
-    if !granted {
-        client.abort(); // a gated session that never started
-        return Ok(Led::Follower);
-    }
-    // Leading: fence off any earlier leader, and check nobody appended since we looked.
-    let row = sqlx::query(
-        "UPDATE feedgate.capture SET generation = generation + 1 \
-         RETURNING generation, appended_lsn::text AS appended",
-    )
-    .fetch_one(&mut log)
-    .await?;
-    let generation: i64 = row.try_get("generation")?;
-    let now_appended: Option<String> = row.try_get("appended")?;
-    if parse_lsn(now_appended.as_deref())? != appended {
-        client.abort(); // a gated session that never started
-        return Ok(Led::Follower);
-    }
-    let status: Option<Option<String>> =
-        sqlx::query_scalar("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1")
-            .bind(&slot)
-            .fetch_optional(&mut log)
-            .await?;
-    match status {
-        Some(Some(status)) if status == "lost" => {}
-        Some(_) => {
-            client.start().await.map_err(replication)?;
-            client.wait_started().await.map_err(replication)?;
-            sqlx::query("SET synchronous_commit = on")
-                .execute(&mut log)
-                .await?;
-            let marker = settings
-                .connect
-                .clone()
-                .application_name("feedgate-capture-marker")
-                .connect()
-                .await?;
-            info!(slot = %slot, from = %appended, generation, "changefeed capture: leading");
-            let mut leader = Leader {
-                client,
-                metrics: settings.metrics.clone(),
-                slot: slot.clone(),
-                last_sample: Instant::now(),
-                appended_uncommitted: 0,
-                log,
-                marker,
-                generation,
-                appended,
-                reference: watermark.xmax(),
-                watermark,
-                idle_marker: settings.tuning.idle_poll,
-                last_marker: Instant::now(),
-                marker_xid: None,
-                switching,
-                relations: HashMap::new(),
-                types: TypeCatalog::default(),
-                type_oids: HashSet::new(),
-                tx: None,
-                open: false,
-                chunk: Chunk::default(),
-                pending: false,
-                marker_asked: None,
-            };
-            settings.metrics.capture_leading(true);
-            let outcome = leader.stream(shutdown).await;
-            settings.metrics.capture_leading(false);
-            let _ = timeout(Duration::from_secs(2), leader.client.shutdown()).await;
-            leader.client.abort();
-            return outcome;
-        }
-        None => {}
-    }
-    client.abort(); // a gated session that never started
-    reset(&mut log, &slot, generation).await?;
-    settings.metrics.capture_reset();
-    Ok(Led::Follower)
-}
-
-/// The slot is gone or invalidated: the changes between the last append and a new slot are
-/// lost to the log. Every watched table gets a reset entry (its subscriptions end with
-/// `SOURCE_RESET` and clients rebuild), pruning's mark moves past the gap (cursors from before
-/// it answer `RESUME_UNAVAILABLE`), and capture starts again from the new slot.
-async fn reset(log: &mut PgConnection, slot: &str, generation: i64) -> Result<(), ChangefeedError> {
-    let reason: Option<String> = sqlx::query_scalar(
-        "SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1",
-    )
-    .bind(slot)
-    .fetch_optional(&mut *log)
-    .await?;
-    tracing::error!(
+    info!(slot = %slot, from = %appended, generation, "changefeed capture: leading");
+    let mut leader = Leader {
+        client,
+        metrics: settings.metrics.clone(),
         slot,
-        wal_status = reason.as_deref().unwrap_or("missing"),
-        "changefeed capture: the replication slot was invalidated or dropped; changes since \
-         the last append are lost, subscriptions of watched tables end with SOURCE_RESET"
-    );
-    if reason.is_some() {
-        sqlx::query("SELECT pg_drop_replication_slot($1)")
-            .bind(slot)
-            .execute(&mut *log)
-            .await?;
-    }
-    sqlx::query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')")
-        .bind(slot)
-        .execute(&mut *log)
-        .await?;
-    let mut tx = sqlx::Connection::begin(&mut *log).await?;
-    sqlx::query(
-        "INSERT INTO feedgate.changes (table_oid, op) SELECT table_oid, 'T' FROM feedgate.watched",
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO feedgate.pruned (below) VALUES (pg_current_xact_id()) \
-         ON CONFLICT (singleton) DO UPDATE SET below = greatest(feedgate.pruned.below, EXCLUDED.below)",
-    )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE feedgate.capture SET appended_lsn = \
-             (SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1) \
-          WHERE generation = $2",
-    )
-    .bind(slot)
-    .bind(generation)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("SELECT pg_notify('feedgate_changes', '')")
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(())
+        last_sample: Instant::now(),
+        appended_uncommitted: 0,
+        log,
+        marker,
+        generation,
+        appended,
+        reference: watermark.xmax(),
+        watermark,
+        idle_marker: settings.tuning.idle_poll,
+        last_marker: Instant::now(),
+        marker_xid: None,
+        switching,
+        relations: HashMap::new(),
+        types: TypeCatalog::default(),
+        type_oids: HashSet::new(),
+        tx: None,
+        open: false,
+        chunk: Chunk::default(),
+        pending: false,
+        marker_asked: None,
+    };
+    settings.metrics.capture_leading(true);
+    let outcome = leader.stream(shutdown).await;
+    settings.metrics.capture_leading(false);
+    let _ = timeout(Duration::from_secs(2), leader.client.shutdown()).await;
+    leader.client.abort();
+    outcome
 }
 
 /// A source transaction being received.
 struct SourceTx {
-    xid: u64,
-    commit_micros: i64,
-    commit_lsn: Lsn,
+    origin: Origin,
     /// Already in the log (it ended at or before `appended_lsn`): a replay after a restart.
     skip: bool,
     changes: usize,
     marker: Option<String>,
-}
-
-/// Rows to append, column by column (the statement's arrays).
-#[derive(Default)]
-struct Chunk {
-    xid: Vec<String>,
-    table: Vec<i64>,
-    op: Vec<String>,
-    old: Vec<Option<String>>,
-    new: Vec<Option<String>>,
-    committed: Vec<i64>,
-    lsn: Vec<String>,
-}
-
-impl Chunk {
-    fn len(&self) -> usize {
-        self.xid.len()
-    }
-
-    fn push(
-        &mut self,
-        tx: &SourceTx,
-        table: u32,
-        op: &str,
-        old: Option<String>,
-        new: Option<String>,
-    ) {
-        self.xid.push(tx.xid.to_string());
-        self.table.push(i64::from(table));
-        self.op.push(op.to_owned());
-        self.old.push(old);
-        self.new.push(new);
-        self.committed.push(tx.commit_micros);
-        self.lsn.push(tx.commit_lsn.to_string());
-    }
 }
 
 struct Leader {
@@ -400,9 +230,11 @@ impl Leader {
                 commit_time_micros,
             } => {
                 self.tx = Some(SourceTx {
-                    xid: widen(xid, self.reference),
-                    commit_micros: commit_time_micros,
-                    commit_lsn: final_lsn,
+                    origin: Origin {
+                        xid: widen(xid, self.reference),
+                        commit_micros: commit_time_micros,
+                        commit_lsn: final_lsn,
+                    },
                     skip: final_lsn < self.appended || self.switching,
                     changes: 0,
                     marker: None,
@@ -443,7 +275,7 @@ impl Leader {
                     match Snapshot::parse(&marker) {
                         Ok(watermark) => {
                             self.publish(&watermark, end_lsn).await?;
-                            self.marker_xid = Some(tx.xid);
+                            self.marker_xid = Some(tx.origin.xid);
                         }
                         Err(err) => warn!(error = %err, "changefeed capture: marker ignored"),
                     }
@@ -572,7 +404,7 @@ impl Leader {
             return Ok(());
         }
         tx.changes += 1;
-        self.chunk.push(tx, table, op, old, new);
+        self.chunk.push(&tx.origin, table, op, old, new);
         if self.chunk.len() >= CHUNK {
             self.flush_chunk().await?;
         }
@@ -589,17 +421,7 @@ impl Leader {
             self.open = true;
         }
         let chunk = std::mem::take(&mut self.chunk);
-        self.appended_uncommitted += chunk.xid.len() as u64;
-        sqlx::query(APPEND)
-            .bind(chunk.xid)
-            .bind(chunk.table)
-            .bind(chunk.op)
-            .bind(chunk.old)
-            .bind(chunk.new)
-            .bind(chunk.committed)
-            .bind(chunk.lsn)
-            .execute(&mut self.log)
-            .await?;
+        self.appended_uncommitted += chunk.write(&mut self.log).await?;
         Ok(())
     }
 
@@ -672,19 +494,7 @@ impl Leader {
     }
 }
 
-fn parse_lsn(text: Option<&str>) -> Result<Lsn, ChangefeedError> {
-    match text {
-        None => Ok(Lsn(0)),
-        Some(text) => Lsn::parse(text)
-            .map_err(|e| ChangefeedError::Capture(format!("unreadable LSN {text:?}: {e}"))),
-    }
-}
-
 /// `NULL` for the zero position (nothing appended yet), else PostgreSQL's text form.
 fn lsn_text(lsn: Lsn) -> Option<String> {
     (!lsn.is_zero()).then(|| lsn.to_pg_string())
-}
-
-fn replication(err: pgwire_replication::PgWireError) -> ChangefeedError {
-    ChangefeedError::Capture(format!("replication connection: {err}"))
 }
