@@ -79,11 +79,13 @@ as_pg_owner() {
 logical_up() { psql "$FEEDGATE_TEST_LOGICAL_URL" -qAtc 'select 1' >/dev/null 2>&1; }
 
 need_logical_postgres() {
-  logical_up && return 0
-  need_postgres
   local bin data
   bin=$(logical_pg_bin)
   data=$(logical_pgdata)
+  # For the test that restarts the cluster (tests/capture.rs).
+  export FEEDGATE_TEST_LOGICAL_PGDATA=$data FEEDGATE_TEST_PG_BIN=$bin
+  logical_up && return 0
+  need_postgres
   if [ ! -f "$data/PG_VERSION" ]; then
     step "creating a private PostgreSQL cluster (wal_level = logical) in $data"
     mkdir -p "$data"

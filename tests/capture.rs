@@ -586,3 +586,84 @@ async fn a_database_on_triggers_switches_to_logical_decoding_under_writes_losing
     second.shutdown().await.expect("second stopped");
     db.drop_db().await;
 }
+
+/// Restarts the private cluster (`pg_ctl restart -m fast`), as its owner.
+fn restart_postgres() {
+    let data = std::env::var("FEEDGATE_TEST_LOGICAL_PGDATA")
+        .unwrap_or_else(|_| "/var/lib/postgresql/feedgate-logical".into());
+    let bin = std::env::var("FEEDGATE_TEST_PG_BIN")
+        .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into());
+    let pg_ctl = format!("{bin}/pg_ctl");
+    let log = format!("{data}/server.log");
+    let args = [
+        "-D", &data, "-l", &log, "-m", "fast", "-w", "-t", "60", "restart",
+    ];
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    let mut command = if root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--", &pg_ctl]);
+        c
+    } else {
+        std::process::Command::new(&pg_ctl)
+    };
+    let out = command
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("pg_ctl");
+    assert!(
+        out.status.success(),
+        "pg_ctl restart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_restart_of_postgresql_mid_stream_loses_and_doubles_nothing() {
+    let _alone = WAL_FLOOD.write().await; // the restart cuts every connection to the cluster
+    let (db, config) = logical_db().await;
+    let server = start_with(config).await;
+    wait_connected(server.local_addr()).await;
+    db.execute(ORDERS).await;
+    let mut client = Client::connect(server.local_addr()).await;
+    subscribe(&mut client, 1, false).await;
+    let insert = |from: i64, to: i64| {
+        let pool = db.pool.clone();
+        async move {
+            for i in from..=to {
+                sqlx::query("INSERT INTO orders VALUES ($1, 'x', 0)")
+                    .bind(i)
+                    .execute(&pool)
+                    .await
+                    .expect("insert");
+            }
+        }
+    };
+    insert(1, 50).await;
+    // Committed, and possibly not yet appended by the leader, when the server goes down.
+    insert(51, 100).await;
+    restart_postgres();
+    insert(101, 150).await;
+    let mut view = View::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while view.rows.len() < 150 {
+        let event = tokio::time::timeout_at(deadline, client.recv_event())
+            .await
+            .unwrap_or_else(|_| panic!("{} of 150 rows arrived", view.rows.len()));
+        match event.body {
+            Some(pb::event::Body::Change(change)) => view
+                .apply(&change)
+                .expect("no change lost, doubled or out of order"),
+            // Unavailable while the database is down, available again after.
+            Some(pb::event::Body::Status(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(view.applied, 150, "each insert exactly once");
+    client.barrier().await;
+    server.shutdown().await.expect("shutdown");
+    db.drop_db().await;
+}
