@@ -28,6 +28,14 @@ async fn logical_db() -> (TestDb, Config) {
     (db, config)
 }
 
+/// A server in logical mode on a fresh database of the private cluster, connected.
+async fn start_logical() -> (TestDb, feedgate::app::Server) {
+    let (db, config) = logical_db().await;
+    let server = start_with(config).await;
+    wait_connected(server.local_addr()).await;
+    (db, server)
+}
+
 /// The next event on `id`: a row change, or None for Ready.
 async fn next_change(client: &mut Client, id: u64) -> Option<pb::RowChange> {
     let event = client.recv_event().await;
@@ -154,9 +162,7 @@ async fn watching_sets_replica_identity_full_and_publishes_without_triggers() {
 #[tokio::test]
 async fn large_toasted_values_arrive_whole_when_an_update_leaves_them_unchanged() {
     let _shared = WAL_FLOOD.read().await;
-    let (db, config) = logical_db().await;
-    let server = start_with(config).await;
-    wait_connected(server.local_addr()).await;
+    let (db, server) = start_logical().await;
     db.execute(
         "CREATE TABLE docs (id int PRIMARY KEY, body text, blob bytea, n int);
          ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
@@ -223,9 +229,7 @@ async fn large_toasted_values_arrive_whole_when_an_update_leaves_them_unchanged(
 #[tokio::test]
 async fn the_replication_connection_terminated_mid_stream_loses_and_doubles_nothing() {
     let _shared = WAL_FLOOD.read().await;
-    let (db, config) = logical_db().await;
-    let server = start_with(config).await;
-    wait_connected(server.local_addr()).await;
+    let (db, server) = start_logical().await;
     db.execute(ORDERS).await;
     let mut client = Client::connect(server.local_addr()).await;
     subscribe(&mut client, 1, false).await;
@@ -342,9 +346,7 @@ async fn another_node_takes_over_capture_when_the_leader_stops() {
 #[tokio::test]
 async fn an_invalidated_slot_ends_subscriptions_with_source_reset_and_capture_starts_again() {
     let _alone = WAL_FLOOD.write().await;
-    let (db, config) = logical_db().await;
-    let server = start_with(config).await;
-    wait_connected(server.local_addr()).await;
+    let (db, server) = start_logical().await;
     db.execute(&format!(
         "{ORDERS} CREATE TABLE junk (id int, pad text); ALTER TABLE junk SET (autovacuum_enabled = off);"
     ))
@@ -624,9 +626,7 @@ fn restart_postgres() {
 #[tokio::test]
 async fn a_restart_of_postgresql_mid_stream_loses_and_doubles_nothing() {
     let _alone = WAL_FLOOD.write().await; // the restart cuts every connection to the cluster
-    let (db, config) = logical_db().await;
-    let server = start_with(config).await;
-    wait_connected(server.local_addr()).await;
+    let (db, server) = start_logical().await;
     db.execute(ORDERS).await;
     let mut client = Client::connect(server.local_addr()).await;
     subscribe(&mut client, 1, false).await;
