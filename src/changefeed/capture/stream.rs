@@ -119,7 +119,7 @@ pub(super) async fn run(
         tx: None,
         open: false,
         chunk: Chunk::default(),
-        pending: false,
+        pending: Vec::new(),
         marker_asked: None,
     };
     settings.metrics.capture_leading(true);
@@ -173,8 +173,10 @@ struct Leader {
     /// Whether the append transaction is open.
     open: bool,
     chunk: Chunk,
-    /// Transactions with changes were delivered since the last watermark.
-    pending: bool,
+    /// The transactions with changes delivered that no watermark shows yet. A transaction
+    /// that commits after a marker's snapshot was taken, and before the marker, is appended
+    /// with it but shown only by the next: it stays here, and another marker is asked for.
+    pending: Vec<u64>,
     /// When a marker was last asked for, while none has arrived since.
     marker_asked: Option<Instant>,
 }
@@ -205,9 +207,9 @@ impl Leader {
             let overdue = self
                 .marker_asked
                 .is_some_and(|asked| asked.elapsed() > MARKER_RETRY);
-            if self.pending && (self.marker_asked.is_none() || overdue) {
+            if !self.pending.is_empty() && (self.marker_asked.is_none() || overdue) {
                 self.ask_marker().await?;
-            } else if !self.pending
+            } else if self.pending.is_empty()
                 && self.marker_asked.is_none()
                 && self.last_marker.elapsed() >= self.idle_marker
             {
@@ -269,7 +271,7 @@ impl Leader {
                     return Ok(());
                 }
                 if tx.changes > 0 {
-                    self.pending = true;
+                    self.pending.push(tx.origin.xid);
                 }
                 if let Some(marker) = tx.marker {
                     match Snapshot::parse(&marker) {
@@ -284,7 +286,11 @@ impl Leader {
             ReplicationEvent::KeepAlive { wal_end, .. } => {
                 // Nothing delivered waits for the log: what the server has sent so far concerns
                 // no watched table, and must not hold WAL back.
-                if self.tx.is_none() && !self.open && !self.pending && self.chunk.len() == 0 {
+                if self.tx.is_none()
+                    && !self.open
+                    && self.pending.is_empty()
+                    && self.chunk.len() == 0
+                {
                     self.client.update_applied_lsn(wal_end);
                 }
             }
@@ -451,16 +457,16 @@ impl Leader {
                 "another node leads capture now (this node's generation is stale)".into(),
             ));
         }
-        if self.pending {
-            sqlx::query("SELECT pg_notify('feedgate_changes', '')")
-                .execute(&mut self.log)
-                .await?;
-        }
+        // Readers may have more to read even without changes of ours: rows a trigger logged
+        // (a partition's TRUNCATE, or before a switch) show once a watermark does.
+        sqlx::query("SELECT pg_notify('feedgate_changes', '')")
+            .execute(&mut self.log)
+            .await?;
         sqlx::query("COMMIT").execute(&mut self.log).await?;
         self.metrics
             .capture_appended(std::mem::take(&mut self.appended_uncommitted));
         self.open = false;
-        self.pending = false;
+        self.pending.retain(|&xid| !watermark.is_visible(xid));
         self.marker_asked = None;
         self.appended = end;
         self.reference = watermark.xmax();
