@@ -294,7 +294,11 @@ async fn tpc_b(url: &str, seconds: f64) -> Result<(u64, f64)> {
 }
 
 async fn set_watched(db: &mut PgConnection, on: bool) -> Result<()> {
-    let function = if on { "feedgate.watch" } else { "feedgate.unwatch" };
+    let function = if on {
+        "feedgate.watch"
+    } else {
+        "feedgate.unwatch"
+    };
     for table in PGBENCH_WATCHED {
         sqlx::query(&format!("SELECT {function}($1)"))
             .bind(format!("public.{table}"))
@@ -383,7 +387,10 @@ fn cost_rows(cost: &Cost) -> Vec<Row> {
         ("watched tps", m.watched.tps),
         ("watched ÷ plain throughput", m.ratio),
         ("WAL bytes/txn, plain", m.plain.wal_bytes_per_transaction),
-        ("WAL bytes/txn, watched", m.watched.wal_bytes_per_transaction),
+        (
+            "WAL bytes/txn, watched",
+            m.watched.wal_bytes_per_transaction,
+        ),
     ]
     .into_iter()
     .map(|(figure, value)| {
