@@ -187,6 +187,10 @@ pub struct Cost {
     pub seconds: f64,
     pub pairs: Vec<Pair>,
     pub median: Pair,
+    /// Logical mode: the plain run once more, before feedgate started. The slot's walsender
+    /// decodes all of the cluster's WAL, watched tables or not, so the plain runs beside it may
+    /// already pay part of the cost; this is the throughput with no feedgate at all.
+    pub no_feedgate: Option<Run>,
 }
 
 impl Cost {
@@ -200,6 +204,7 @@ impl Cost {
             seconds,
             pairs,
             median,
+            no_feedgate: None,
         })
     }
 }
@@ -236,10 +241,7 @@ async fn writers(
     scenarios::watch(db, Proto::Feedgate, watched).await?;
     let mut pairs = Vec::new();
     for _ in 0..runs {
-        let write = |table| async move {
-            let rows = scenarios::write(url, table, None, WRITERS, seconds, None).await?;
-            anyhow::Ok((rows, rows as f64 / seconds))
-        };
+        let write = |table| single_row(url, table, seconds);
         let subs =
             scenarios::subscribers(running, 1, Source::Table(format!("public.{watched}"))).await?;
         let plain = measured(db, write(plain)).await?;
@@ -256,6 +258,12 @@ async fn writers(
         });
     }
     Cost::of(mode, "8 single-row writers", seconds, pairs)
+}
+
+/// 8 writers of single-row INSERT transactions into `table` for `seconds`: (transactions, tps).
+async fn single_row(url: &str, table: &str, seconds: f64) -> Result<(u64, f64)> {
+    let rows = scenarios::write(url, table, None, WRITERS, seconds, None).await?;
+    Ok((rows, rows as f64 / seconds))
 }
 
 /// `pgbench` (the machine's, `FEEDGATE_BENCH_PGBENCH`) with `args` against `url`; its output.
@@ -362,12 +370,30 @@ pub async fn cost(full: bool) -> Result<(Vec<Row>, serde_json::Map<String, Value
 
 async fn cost_in(mode: Mode, url: &str, runs: usize, seconds: f64) -> Result<Vec<Cost>> {
     let mut db = PgConnection::connect(url).await?;
+    let baselines = match mode {
+        Mode::Logical => Some(no_feedgate(&mut db, url, seconds).await?),
+        Mode::Trigger => None,
+    };
     let running = feedgate(&mut db, url, mode).await?;
     eprintln!("cost, capture = {}: 8 writers", mode.name());
-    let writers = writers(&running, &mut db, url, mode, runs, seconds).await?;
+    let mut writers = writers(&running, &mut db, url, mode, runs, seconds).await?;
     eprintln!("cost, capture = {}: pgbench TPC-B", mode.name());
-    let tpc_b = tpc_b_pairs(&running, &mut db, url, mode, runs, seconds).await?;
+    let mut tpc_b = tpc_b_pairs(&running, &mut db, url, mode, runs, seconds).await?;
+    if let Some((w, t)) = baselines {
+        (writers.no_feedgate, tpc_b.no_feedgate) = (Some(w), Some(t));
+    }
     Ok(vec![writers, tpc_b])
+}
+
+/// One plain run of each workload on a database no feedgate has started on yet (no slot).
+async fn no_feedgate(db: &mut PgConnection, url: &str, seconds: f64) -> Result<(Run, Run)> {
+    eprintln!("cost, no feedgate running: 8 writers, pgbench TPC-B");
+    let table = "bench_wal_plain";
+    scenarios::create_table(db, table).await?;
+    let writers = measured(db, single_row(url, table, seconds)).await?;
+    pgbench(url, &["-i", "-q", "-s", &PGBENCH_SCALE.to_string()]).await?;
+    let tpc_b = measured(db, tpc_b(url, seconds)).await?;
+    Ok((writers, tpc_b))
 }
 
 fn scenario_of(cost: &Cost) -> String {
@@ -393,6 +419,15 @@ fn cost_rows(cost: &Cost) -> Vec<Row> {
         ),
     ]
     .into_iter()
+    .chain(cost.no_feedgate.iter().flat_map(|b| {
+        [
+            ("plain tps, no feedgate running", b.tps),
+            (
+                "watched ÷ plain with no feedgate running",
+                m.watched.tps / b.tps,
+            ),
+        ]
+    }))
     .map(|(figure, value)| {
         let higher = !figure.starts_with("WAL");
         let mut r = row(&scenario, figure, higher);
