@@ -81,10 +81,9 @@ impl Snapshot {
             return true;
         }
         // Started after `earlier` and no longer running.
-        let started_and_ended = (earlier.xmax..self.xmax)
+        (earlier.xmax..self.xmax)
             .take(self.xip.len() + 2)
-            .any(|x| counts(x) && self.xip.binary_search(&x).is_err());
-        started_and_ended
+            .any(|x| counts(x) && self.xip.binary_search(&x).is_err())
     }
 
     /// The snapshot as a cursor holds it.

@@ -440,8 +440,8 @@ impl Leader {
                 if !missing.is_empty() {
                     self.type_oids.extend(missing);
                     let oids: Vec<u32> = self.type_oids.iter().copied().collect();
-                    let mut conn = self.marker_connection();
-                    self.types = TypeCatalog::load(&mut conn, &oids).await?;
+                    let conn = self.marker_connection();
+                    self.types = TypeCatalog::load(conn, &oids).await?;
                 }
                 self.relations.insert(relation.id, relation);
             }
