@@ -121,6 +121,76 @@ stop_logical_postgres() {
   as_pg_owner "$(logical_pg_bin)/pg_ctl" -D "$data" -m fast -w stop >/dev/null
 }
 
+# The benchmark's PostgreSQL cluster with wal_level = logical (bench/run, cost and commit
+# scenarios): like the tests' private cluster above, but durable as a production database is
+# (fsync and synchronous_commit on), so that the cost to writers is not flattered, and with
+# nothing else running on it, so that WAL volume per transaction can be read off
+# pg_current_wal_lsn(). Port 55433, data in $FEEDGATE_BENCH_LOGICAL_PGDATA; reused between runs;
+# `bash -c 'source scripts/lib.sh && stop_bench_logical_postgres'` stops it.
+BENCH_LOGICAL_PORT=55433
+export FEEDGATE_BENCH_LOGICAL_URL=${FEEDGATE_BENCH_LOGICAL_URL:-postgres://postgres@127.0.0.1:$BENCH_LOGICAL_PORT/postgres}
+
+bench_logical_pgdata() {
+  if [ "$(id -u)" = 0 ]; then
+    echo "${FEEDGATE_BENCH_LOGICAL_PGDATA:-/var/lib/postgresql/feedgate-bench-logical}"
+  else
+    echo "${FEEDGATE_BENCH_LOGICAL_PGDATA:-$TOOL_CACHE/pg-bench-logical}"
+  fi
+}
+
+bench_logical_up() { psql "$FEEDGATE_BENCH_LOGICAL_URL" -qAtc 'select 1' >/dev/null 2>&1; }
+
+need_bench_logical_postgres() {
+  bench_logical_up && return 0
+  need_postgres
+  local bin data
+  bin=$(logical_pg_bin)
+  data=$(bench_logical_pgdata)
+  if [ ! -f "$data/PG_VERSION" ]; then
+    step "creating the benchmark's PostgreSQL cluster (wal_level = logical, fsync on) in $data"
+    mkdir -p "$data"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$data"
+    as_pg_owner "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-instructions >/dev/null
+    cat >>"$data/postgresql.conf" <<CONF
+# feedgate benchmarks: logical decoding, durable commits (figures, not tests).
+listen_addresses = '127.0.0.1'
+port = $BENCH_LOGICAL_PORT
+unix_socket_directories = '$data'
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+max_connections = 300
+shared_buffers = 256MB
+fsync = on
+synchronous_commit = on
+CONF
+  fi
+  step "starting the benchmark's PostgreSQL cluster on port $BENCH_LOGICAL_PORT"
+  as_pg_owner "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null
+  for _ in $(seq 1 60); do bench_logical_up && return 0; sleep 0.5; done
+  echo "bench/run: the benchmark's PostgreSQL cluster did not come up at $FEEDGATE_BENCH_LOGICAL_URL" >&2
+  exit 1
+}
+
+stop_bench_logical_postgres() {
+  local data
+  data=$(bench_logical_pgdata)
+  [ -f "$data/postmaster.pid" ] || return 0
+  as_pg_owner "$(logical_pg_bin)/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+}
+
+# pgbench from the machine's PostgreSQL (PATH, else the newest installed); exports
+# FEEDGATE_BENCH_PGBENCH.
+need_pgbench() {
+  local found
+  found=$(command -v pgbench || echo "$(logical_pg_bin)/pgbench")
+  if [ ! -x "$found" ]; then
+    echo "bench/run: pgbench not found (it ships with PostgreSQL's packages)" >&2
+    exit 1
+  fi
+  export FEEDGATE_BENCH_PGBENCH=$found
+}
+
 # Databases left behind by tests that panicked (on the private logical cluster too, when it
 # runs: their replication slots first, which would otherwise keep WAL and block the drop).
 sweep_test_databases() {

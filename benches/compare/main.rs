@@ -12,6 +12,7 @@
 //! Run through `bench/run [--quick|--full] [--only fanout,commit,sustain,cost,memory,snapshot,kafka,resume,filtered]`, which installs
 //! and starts what is needed; directly: `cargo bench --bench compare -- --quick`.
 
+mod capture;
 mod chart;
 mod filtered;
 mod kafka;
@@ -253,6 +254,29 @@ async fn scenarios(
             }
             rows.extend([p50, p99, p999, achieved]);
         }
+        // The same at 1,000 rows/s on the benchmark's wal_level = logical cluster, feedgate
+        // capturing from the write-ahead log, and with row triggers on that same cluster for a
+        // like-for-like comparison (issue 19's target: p99 no worse than trigger mode).
+        for mode in [capture::Mode::Logical, capture::Mode::Trigger] {
+            let (rate, seconds) = (1000.0, if args.full { 10.0 } else { 3.0 });
+            let scenario = format!(
+                "commit to client, 100 subscribers, {rate} rows/s, capture = {} (wal_level = logical, fsync on)",
+                mode.name()
+            );
+            eprintln!("{scenario}: feedgate");
+            let figures = capture::commit_to_client(mode, rate, seconds).await?;
+            let mut figure = |name: &str, higher: bool, value: f64| {
+                let mut r = row(&scenario, name, higher);
+                r.values.push((System::Feedgate, value));
+                rows.push(r);
+            };
+            figure("p50 latency (ms)", false, figures.latency.p50_ms);
+            figure("p99 latency (ms)", false, figures.latency.p99_ms);
+            figure("p99.9 latency (ms)", false, figures.latency.p999_ms);
+            let achieved = figures.sent as f64 / seconds;
+            figure("rows/s written (target: the rate)", true, achieved);
+            details.insert(scenario, serde_json::to_value(&figures)?);
+        }
     }
 
     if wants("sustain") {
@@ -305,6 +329,10 @@ async fn scenarios(
             );
         }
         rows.push(ratio);
+        // Capture modes side by side on the benchmark's wal_level = logical cluster (issue 19).
+        let (more_rows, more) = capture::cost(args.full).await?;
+        rows.extend(more_rows);
+        details.extend(more);
     }
 
     if wants("memory") {
