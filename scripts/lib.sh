@@ -64,39 +64,62 @@ export FEEDGATE_TEST_LOGICAL_URL=${FEEDGATE_TEST_LOGICAL_URL:-postgres://postgre
 
 logical_pg_bin() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1; }
 
-logical_pgdata() {
-  if [ "$(id -u)" = 0 ]; then
-    echo "${FEEDGATE_LOGICAL_PGDATA:-/var/lib/postgresql/feedgate-logical}"
-  else
-    echo "${FEEDGATE_LOGICAL_PGDATA:-$TOOL_CACHE/pg-logical}"
-  fi
+# Where a private cluster keeps its data: $1 when set (an override variable's value), else
+# /var/lib/postgresql/$2 as root (the postgres user must reach it), else $TOOL_CACHE/$3.
+private_pgdata() {
+  if [ -n "$1" ]; then echo "$1"
+  elif [ "$(id -u)" = 0 ]; then echo "/var/lib/postgresql/$2"
+  else echo "$TOOL_CACHE/$3"; fi
 }
+
+logical_pgdata() { private_pgdata "${FEEDGATE_LOGICAL_PGDATA:-}" feedgate-logical pg-logical; }
+bench_logical_pgdata() {
+  private_pgdata "${FEEDGATE_BENCH_LOGICAL_PGDATA:-}" feedgate-bench-logical pg-bench-logical
+}
+
+answers() { psql "$1" -qAtc 'select 1' >/dev/null 2>&1; }
 
 as_pg_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-logical_up() { psql "$FEEDGATE_TEST_LOGICAL_URL" -qAtc 'select 1' >/dev/null 2>&1; }
-
-need_logical_postgres() {
-  local bin data
-  bin=$(logical_pg_bin)
-  data=$(logical_pgdata)
-  # For the test that restarts the cluster (tests/capture.rs).
-  export FEEDGATE_TEST_LOGICAL_PGDATA=$data FEEDGATE_TEST_PG_BIN=$bin
-  logical_up && return 0
+# Starts the private cluster $2 (data directory) answering at $3 (URL), described as $1 in
+# messages; made first with initdb and the postgresql.conf lines of $4 when it does not exist.
+need_private_postgres() {
+  local what=$1 data=$2 url=$3 conf=$4 bin
+  answers "$url" && return 0
   need_postgres
+  bin=$(logical_pg_bin)
   if [ ! -f "$data/PG_VERSION" ]; then
-    step "creating a private PostgreSQL cluster (wal_level = logical) in $data"
+    step "creating $what in $data"
     mkdir -p "$data"
     [ "$(id -u)" = 0 ] && chown postgres:postgres "$data"
     as_pg_owner "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-instructions >/dev/null
-    cat >>"$data/postgresql.conf" <<CONF
-# feedgate tests: logical decoding, many slots, a small WAL reserve so that slot invalidation
-# is quick to provoke, no fsync (test data only).
-listen_addresses = '127.0.0.1'
-port = $LOGICAL_PORT
-unix_socket_directories = '$data'
+    printf "listen_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\n%s\n" "$data" "$conf" \
+      >>"$data/postgresql.conf"
+  fi
+  step "starting $what"
+  as_pg_owner "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null
+  for _ in $(seq 1 60); do answers "$url" && return 0; sleep 0.5; done
+  echo "$what did not come up at $url" >&2
+  exit 1
+}
+
+stop_private_postgres() {
+  local data=$1
+  [ -f "$data/postmaster.pid" ] || return 0
+  as_pg_owner "$(logical_pg_bin)/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+}
+
+need_logical_postgres() {
+  # For the test that restarts the cluster (tests/capture.rs).
+  export FEEDGATE_TEST_LOGICAL_PGDATA FEEDGATE_TEST_PG_BIN
+  FEEDGATE_TEST_LOGICAL_PGDATA=$(logical_pgdata)
+  FEEDGATE_TEST_PG_BIN=$(logical_pg_bin)
+  # Logical decoding, many slots, a small WAL reserve so that slot invalidation is quick to
+  # provoke, no fsync (test data only).
+  need_private_postgres "the tests' private PostgreSQL cluster (wal_level = logical)" \
+    "$FEEDGATE_TEST_LOGICAL_PGDATA" "$FEEDGATE_TEST_LOGICAL_URL" "port = $LOGICAL_PORT
 wal_level = logical
 max_replication_slots = 40
 max_wal_senders = 40
@@ -104,22 +127,10 @@ max_slot_wal_keep_size = 64MB
 max_connections = 300
 fsync = off
 synchronous_commit = on
-track_commit_timestamp = on
-CONF
-  fi
-  step "starting the private PostgreSQL cluster on port $LOGICAL_PORT"
-  as_pg_owner "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null
-  for _ in $(seq 1 60); do logical_up && return 0; sleep 0.5; done
-  echo "scripts/test: the private PostgreSQL cluster did not come up at $FEEDGATE_TEST_LOGICAL_URL" >&2
-  exit 1
+track_commit_timestamp = on"
 }
 
-stop_logical_postgres() {
-  local data
-  data=$(logical_pgdata)
-  [ -f "$data/postmaster.pid" ] || return 0
-  as_pg_owner "$(logical_pg_bin)/pg_ctl" -D "$data" -m fast -w stop >/dev/null
-}
+stop_logical_postgres() { stop_private_postgres "$(logical_pgdata)"; }
 
 # The benchmark's PostgreSQL cluster with wal_level = logical (bench/run, cost and commit
 # scenarios): like the tests' private cluster above, but durable as a production database is
@@ -130,54 +141,19 @@ stop_logical_postgres() {
 BENCH_LOGICAL_PORT=55433
 export FEEDGATE_BENCH_LOGICAL_URL=${FEEDGATE_BENCH_LOGICAL_URL:-postgres://postgres@127.0.0.1:$BENCH_LOGICAL_PORT/postgres}
 
-bench_logical_pgdata() {
-  if [ "$(id -u)" = 0 ]; then
-    echo "${FEEDGATE_BENCH_LOGICAL_PGDATA:-/var/lib/postgresql/feedgate-bench-logical}"
-  else
-    echo "${FEEDGATE_BENCH_LOGICAL_PGDATA:-$TOOL_CACHE/pg-bench-logical}"
-  fi
-}
-
-bench_logical_up() { psql "$FEEDGATE_BENCH_LOGICAL_URL" -qAtc 'select 1' >/dev/null 2>&1; }
-
 need_bench_logical_postgres() {
-  bench_logical_up && return 0
-  need_postgres
-  local bin data
-  bin=$(logical_pg_bin)
-  data=$(bench_logical_pgdata)
-  if [ ! -f "$data/PG_VERSION" ]; then
-    step "creating the benchmark's PostgreSQL cluster (wal_level = logical, fsync on) in $data"
-    mkdir -p "$data"
-    [ "$(id -u)" = 0 ] && chown postgres:postgres "$data"
-    as_pg_owner "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-instructions >/dev/null
-    cat >>"$data/postgresql.conf" <<CONF
-# feedgate benchmarks: logical decoding, durable commits (figures, not tests).
-listen_addresses = '127.0.0.1'
-port = $BENCH_LOGICAL_PORT
-unix_socket_directories = '$data'
+  need_private_postgres "the benchmark's PostgreSQL cluster (wal_level = logical, fsync on)" \
+    "$(bench_logical_pgdata)" "$FEEDGATE_BENCH_LOGICAL_URL" "port = $BENCH_LOGICAL_PORT
 wal_level = logical
 max_replication_slots = 10
 max_wal_senders = 10
 max_connections = 300
 shared_buffers = 256MB
 fsync = on
-synchronous_commit = on
-CONF
-  fi
-  step "starting the benchmark's PostgreSQL cluster on port $BENCH_LOGICAL_PORT"
-  as_pg_owner "$bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 start >/dev/null
-  for _ in $(seq 1 60); do bench_logical_up && return 0; sleep 0.5; done
-  echo "bench/run: the benchmark's PostgreSQL cluster did not come up at $FEEDGATE_BENCH_LOGICAL_URL" >&2
-  exit 1
+synchronous_commit = on"
 }
 
-stop_bench_logical_postgres() {
-  local data
-  data=$(bench_logical_pgdata)
-  [ -f "$data/postmaster.pid" ] || return 0
-  as_pg_owner "$(logical_pg_bin)/pg_ctl" -D "$data" -m fast -w stop >/dev/null
-}
+stop_bench_logical_postgres() { stop_private_postgres "$(bench_logical_pgdata)"; }
 
 # pgbench from the machine's PostgreSQL (PATH, else the newest installed); exports
 # FEEDGATE_BENCH_PGBENCH.
