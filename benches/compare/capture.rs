@@ -226,6 +226,33 @@ where
     })
 }
 
+/// The watched half of a pair, after `plain`: one subscriber to `source` drains `load`.
+/// Subscribed after the plain run, not before: a receiver gives up after 15 s without a frame,
+/// which a 30 s plain run (--full) would outlast.
+async fn watched_run<F>(
+    running: &Running,
+    db: &mut PgConnection,
+    source: Source,
+    plain: Run,
+    load: F,
+) -> Result<Pair>
+where
+    F: std::future::Future<Output = Result<(u64, f64)>>,
+{
+    let subs = scenarios::subscribers(running, 1, source).await?;
+    let start = now_micros();
+    let watched = measured(db, load).await?;
+    let n = watched.transactions;
+    let drained = subs.finish(n, Expected::Each(n), start).await?;
+    let ratio = watched.tps / plain.tps;
+    Ok(Pair {
+        plain,
+        watched,
+        ratio,
+        drained,
+    })
+}
+
 /// 8 single-row writers on a plain table, then on a watched one (`REPLICA IDENTITY FULL` in
 /// logical mode, through `feedgate.watch`, as in production), with one subscriber draining
 /// the watched table; `runs` pairs.
@@ -245,21 +272,8 @@ async fn writers(
     for _ in 0..runs {
         let write = |table| single_row(url, table, seconds);
         let plain = measured(db, write(plain)).await?;
-        // Subscribed after the plain run, not before: a receiver gives up after 15 s without a
-        // frame, which a 30 s plain run (--full) would outlast.
-        let subs =
-            scenarios::subscribers(running, 1, Source::Table(format!("public.{watched}"))).await?;
-        let start = now_micros();
-        let watched = measured(db, write(watched)).await?;
-        let n = watched.transactions;
-        let drained = subs.finish(n, Expected::Each(n), start).await?;
-        let ratio = watched.tps / plain.tps;
-        pairs.push(Pair {
-            plain,
-            watched,
-            ratio,
-            drained,
-        });
+        let source = Source::Table(format!("public.{watched}"));
+        pairs.push(watched_run(running, db, source, plain, write(watched)).await?);
     }
     Cost::of(mode, "8 single-row writers", seconds, pairs)
 }
@@ -312,11 +326,7 @@ async fn set_watched(db: &mut PgConnection, on: bool) -> Result<()> {
         "feedgate.unwatch"
     };
     for table in PGBENCH_WATCHED {
-        sqlx::query(&format!("SELECT {function}($1)"))
-            .bind(format!("public.{table}"))
-            .execute(&mut *db)
-            .await
-            .with_context(|| format!("{function}({table})"))?;
+        scenarios::call_on_table(db, function, table).await?;
     }
     Ok(())
 }
@@ -338,19 +348,8 @@ async fn tpc_b_pairs(
         let plain = measured(db, tpc_b(url, seconds)).await?;
         set_watched(db, true).await?;
         let source = Source::Table("public.pgbench_branches".into());
-        let subs = scenarios::subscribers(running, 1, source).await?;
-        let start = now_micros();
-        let watched = measured(db, tpc_b(url, seconds)).await?;
-        let n = watched.transactions;
-        let drained = subs.finish(n, Expected::Each(n), start).await?;
+        pairs.push(watched_run(running, db, source, plain, tpc_b(url, seconds)).await?);
         set_watched(db, false).await?;
-        let ratio = watched.tps / plain.tps;
-        pairs.push(Pair {
-            plain,
-            watched,
-            ratio,
-            drained,
-        });
     }
     Cost::of(mode, "pgbench TPC-B, 8 clients", seconds, pairs)
 }

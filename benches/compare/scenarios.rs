@@ -203,6 +203,11 @@ pub async fn watch(db: &mut PgConnection, proto: Proto, table: &str) -> Result<(
         Proto::Feedgate => "feedgate.watch",
         _ => "peer_watch",
     };
+    call_on_table(db, function, table).await
+}
+
+/// `SELECT function('public.<table>')`: watching or unwatching a table.
+pub async fn call_on_table(db: &mut PgConnection, function: &str, table: &str) -> Result<()> {
     sqlx::query(&format!("SELECT {function}($1)"))
         .bind(format!("public.{table}"))
         .execute(&mut *db)
