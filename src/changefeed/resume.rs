@@ -49,6 +49,11 @@ const CATCH_UP: &str = concat!(
  ORDER BY c.id"
 );
 
+/// `pg_current_snapshot()` and, in logical mode, the watermark (NULL in trigger mode): what a
+/// subscription's snapshot and a resume's wait read.
+pub(super) const SNAPSHOT_AND_WATERMARK: &str = "SELECT pg_current_snapshot()::text, \
+            (SELECT watermark::text FROM feedgate.capture WHERE mode = 'logical')";
+
 /// A client's position, checked: its snapshots are ones PostgreSQL could have taken.
 pub(crate) struct Resume {
     /// As the client sent it: catch-up cursors extend it.
@@ -130,11 +135,12 @@ impl Resume {
         }
     }
 
-    /// Logical mode: waits until the watermark covers this position, so that the fence (the
-    /// watermark) never delivers again what the position already has. A position from an
-    /// initial snapshot can be a few milliseconds ahead of the watermark; a marker written here
-    /// moves it on. Trigger mode: returns at once. After `wait`, `SOURCE_UNAVAILABLE`
-    /// (retryable).
+    /// Logical mode: waits until the watermark covers this position and every transaction
+    /// committed before the wait began. The first so that the fence (the watermark) never
+    /// delivers again what the position already has (a position from an initial snapshot can
+    /// be a few milliseconds ahead of the watermark); the second so that `Ready` means caught
+    /// up, as in trigger mode. A marker written here moves the watermark on. Trigger mode:
+    /// returns at once. After `wait`, `SOURCE_UNAVAILABLE` (retryable).
     pub(crate) async fn wait_until_logged(
         &self,
         conn: &mut PgConnection,
@@ -145,13 +151,11 @@ impl Resume {
         let parse = |text: &str| Snapshot::parse(text).map_err(|e| super::schema::unavailable(&e));
         let mut now: Option<Snapshot> = None;
         loop {
-            let (watermark, current): (Option<String>, String) = sqlx::query_as(
-                "SELECT (SELECT watermark::text FROM feedgate.capture WHERE mode = 'logical'), \
-                        pg_current_snapshot()::text",
-            )
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db)?;
+            let (current, watermark): (String, Option<String>) =
+                sqlx::query_as(SNAPSHOT_AND_WATERMARK)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db)?;
             let Some(watermark) = watermark else {
                 return Ok(()); // trigger mode
             };

@@ -20,7 +20,7 @@ use tracing::{debug, Instrument};
 
 use super::changes::{row_change_from_json, seen, Projection};
 use super::fence::{Drain, Subscribers, TableState};
-use super::resume::{catch_up, Resume, Target};
+use super::resume::{catch_up, Resume, Target, SNAPSHOT_AND_WATERMARK};
 use super::schema::unavailable;
 use super::snapshot::Snapshot;
 use super::tables::TableEntry;
@@ -194,7 +194,7 @@ impl Start {
         };
         if let Some(resume) = &self.resume {
             // Logical mode: the log is complete up to the watermark only, which may lag
-            // behind the cursor's snapshot by a few milliseconds.
+            // behind the cursor's snapshot, and behind what committed, by a few milliseconds.
             resume
                 .wait_until_logged(&mut tx.conn, self.capture_wait)
                 .await?;
@@ -203,13 +203,10 @@ impl Start {
             .execute(&mut *tx.conn)
             .await
             .map_err(|e| unavailable(&e))?;
-        let (text, watermark): (String, Option<String>) = sqlx::query_as(
-            "SELECT pg_current_snapshot()::text, \
-                    (SELECT watermark::text FROM feedgate.capture WHERE mode = 'logical')",
-        )
-        .fetch_one(&mut *tx.conn)
-        .await
-        .map_err(|e| unavailable(&e))?;
+        let (text, watermark): (String, Option<String>) = sqlx::query_as(SNAPSHOT_AND_WATERMARK)
+            .fetch_one(&mut *tx.conn)
+            .await
+            .map_err(|e| unavailable(&e))?;
         // A resume reads the log, complete up to the watermark in logical mode: that is what
         // fences the live changes then. The table's own rows are read under the transaction's
         // snapshot, which fences them in either mode.

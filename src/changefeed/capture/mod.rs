@@ -41,24 +41,15 @@ const FOLLOWER_RETRY: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// How this database's changes reach the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Mode {
-    /// Row triggers in the writers' transactions.
-    Trigger,
-    /// The elected leader decodes the slot.
-    Logical,
-}
-
 /// Decides (the first node on a database) or reads (every other) how changes are captured, and
 /// says which and why once. For logical mode the slot and publication exist when it returns.
-pub(super) async fn prepare(settings: &ChangefeedSettings) -> Result<Mode, ChangefeedError> {
+pub(super) async fn prepare(settings: &ChangefeedSettings) -> Result<(), ChangefeedError> {
     let mut conn = settings.connect.clone().connect().await?;
     let wanted = settings.tuning.capture;
     let recorded: Option<String> = sqlx::query_scalar("SELECT mode FROM feedgate.capture")
         .fetch_one(&mut conn)
         .await?;
-    let mode = match recorded.as_deref() {
+    match recorded.as_deref() {
         Some("logical") => {
             if wanted == CaptureMode::Trigger {
                 error!(
@@ -66,17 +57,15 @@ pub(super) async fn prepare(settings: &ChangefeedSettings) -> Result<Mode, Chang
                      decoding (decided by the first node): following the database"
                 );
             }
-            Mode::Logical
         }
         Some(_) if wanted == CaptureMode::Trigger => {
             info!("changefeed capture: trigger (recorded for this database)");
-            Mode::Trigger
         }
         // A database on triggers switches when logical decoding is possible (and wanted).
         Some(_) | None => decide(settings, &mut conn, wanted).await?,
-    };
+    }
     conn.close().await?;
-    Ok(mode)
+    Ok(())
 }
 
 /// The decision of the first node on a database (or of the first that may switch it from
@@ -85,7 +74,7 @@ async fn decide(
     settings: &ChangefeedSettings,
     conn: &mut PgConnection,
     wanted: CaptureMode,
-) -> Result<Mode, ChangefeedError> {
+) -> Result<(), ChangefeedError> {
     let slot = settings.slot_name();
     let verdict = match wanted {
         CaptureMode::Trigger => Err("changefeed.capture = trigger".to_owned()),
@@ -97,7 +86,7 @@ async fn decide(
         Err(why) => {
             record_trigger(conn).await?;
             info!("changefeed capture: trigger ({why})");
-            return Ok(Mode::Trigger);
+            return Ok(());
         }
     };
     if become_logical(conn, &slot).await? {
@@ -105,7 +94,7 @@ async fn decide(
     } else {
         info!("changefeed capture: logical ({reason}, slot {slot})");
     }
-    Ok(Mode::Logical)
+    Ok(())
 }
 
 /// Whether logical decoding can be used, and if so a slot is made: `Ok(why)` or `Err(why not)`.

@@ -311,8 +311,8 @@ impl Leader {
                 if !missing.is_empty() {
                     self.type_oids.extend(missing);
                     let oids: Vec<u32> = self.type_oids.iter().copied().collect();
-                    let conn = self.marker_connection();
-                    self.types = TypeCatalog::load(conn, &oids).await?;
+                    // On the marker connection: the log's may be in its append transaction.
+                    self.types = TypeCatalog::load(&mut self.marker, &oids).await?;
                 }
                 self.relations.insert(relation.id, relation);
             }
@@ -342,10 +342,6 @@ impl Leader {
             _ => {}
         }
         Ok(())
-    }
-
-    fn marker_connection(&mut self) -> &mut PgConnection {
-        &mut self.marker
     }
 
     /// A tuple as the JSON object `to_jsonb` gives for the row. A column whose value did not
